@@ -1,0 +1,60 @@
+"""Sessions: `tests` (ruff + pytest), `demo` (the whole pipeline on the built-in demo dataset), `lint`, `bench`.
+
+torch==2.13.0 is installed before vocseg in every session: installed afterwards, pip would pick
+the newest CUDA build of torch (several GB).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+TORCH = "torch==2.13.0"
+DEMO = "runs/demo"
+
+
+def install(session: nox.Session, extras: str = "") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]" if extras else ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session, "test")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "--diff", "src", success_codes=[0, 1])
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """prepare -> train (tiny model, CPU) -> predict -> eval, in runs/demo/."""
+    install(session)
+    shutil.rmtree(DEMO, ignore_errors=True)
+    data = f"{DEMO}/data"
+    session.run("vocseg", "prepare", "--demo", "--data-root", data)
+    session.run(
+        "vocseg", "train", "--data-root", data, "--model", "tiny", "--device", "cpu",
+        "--batch", "8", "--iters", "1500", "--num-workers", "2", "--work-dir", f"{DEMO}/train",
+    )
+    session.run("vocseg", "predict", f"{data}/VOCdevkit/VOC2012/JPEGImages/2026_00008[1-6].jpg", "--checkpoint", f"{DEMO}/train", "--out", f"{DEMO}/predictions")
+    session.run("vocseg", "eval", f"{DEMO}/train", "--json", f"{DEMO}/eval.json")
+    session.log(f"Overlay pictures: {DEMO}/predictions/*_overlay.png   results: {DEMO}/eval.json")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    install(session, "test")
+    for script in sorted(session.posargs or ["benchmarks/startup.py"]):
+        session.run("python", script)

@@ -1,0 +1,97 @@
+"""The `vocseg` command: parses, prints, and turns every known failure into one line and an exit code.
+
+Each verb lives in `vocseg.commands.<verb>`; heavy imports (torch, mmseg) happen inside the
+verbs, never here, so `vocseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vocseg import __version__
+from vocseg.commands import config, evaluate, predict, prepare, resume, train
+from vocseg.errors import VocsegError
+
+app = typer.Typer(
+    name="vocseg",
+    help="PASCAL VOC 2012 semantic segmentation on MMSegmentation: prepare, config, train, resume, eval, predict, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for module in (prepare, config, train, resume, evaluate, predict):
+    module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vocseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """PASCAL VOC 2012 semantic segmentation on MMSegmentation."""
+
+
+def fail(message: str, code: int) -> int:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    return code
+
+
+def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, exits, aborts): typer >= 0.2x vendors click, older typer uses click itself."""
+    usage: list[type] = [getattr(typer, "TyperException", ())] if hasattr(typer, "TyperException") else []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    try:
+        import click
+
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (tests call this, `main` exits with it)."""
+    command = typer.main.get_command(app)
+    usage_errors, exits, aborts = _cli_exception_types()
+    try:
+        result = command.main(args=argv, prog_name="vocseg", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except VocsegError as exc:
+        from rich.markup import escape
+
+        return fail(escape(str(exc)), exc.exit_code)
+    except exits as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except aborts:
+        return fail("interrupted.", 130)
+    except usage_errors as exc:
+        from rich.markup import escape
+
+        ctx = getattr(exc, "ctx", None)
+        name = getattr(getattr(ctx, "command", None), "name", None)
+        hint = f" (see `vocseg {name} --help`)" if name and name != "vocseg" else " (see `vocseg --help`)"
+        return fail(escape(exc.format_message()) + hint, int(getattr(exc, "exit_code", 2)))
+    except KeyboardInterrupt:
+        return fail("interrupted.", 130)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

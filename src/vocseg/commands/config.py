@@ -1,0 +1,34 @@
+"""`vocseg config`: recipe flags -> a standalone MMSeg config file, with the arithmetic shown."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
+from vocseg.display import console, err_console, print_plan
+
+
+def register(app: typer.Typer) -> None:
+    app.command("config")(config)
+
+
+@with_recipe_options
+def config(
+    flags: dict[str, Any],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
+) -> None:
+    """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
+    from vocseg.experiment import plan_experiment, write_config
+
+    recipe = recipe_from_flags(flags)
+    experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True)
+    print_plan(recipe, experiment.plan, console if output else err_console)
+    if output is None:
+        sys.stdout.write(experiment.config_text)
+        return
+    write_config(experiment, output)
+    console.print(f"wrote {output}  (train it: vocseg train {output})")

@@ -1,0 +1,56 @@
+"""`vocseg prepare`: get VOC 2012 (and SBD with --aug) into DATA_ROOT, convert, list, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vocseg.display import check_table, console
+from vocseg.errors import VocsegError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prepare")(prepare)
+
+
+def prepare(
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where VOCdevkit/ goes (default: $VOCSEG_DATA_ROOT, else the user data folder).")] = None,
+    aug: Annotated[bool, typer.Option("--aug/--no-aug", help="Also SBD: convert its .mat labels and write aug.txt / trainaug.txt.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Write the small built-in demo dataset (VOC + SBD layouts) instead of downloading.")] = False,
+    check_only: Annotated[bool, typer.Option("--check", help="Only check an existing data root.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo every step, even those already complete.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes for conversion and checking (default: all cores).")] = None,
+    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL of a VOC mirror to try first.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).")] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.")] = None,
+    md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
+) -> None:
+    """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
+    from vocseg.recipe import default_data_root
+
+    root = (data_root or default_data_root()).expanduser().resolve()
+    if demo:
+        from vocseg.prepare import prepare_demo
+
+        prepare_demo(root, force=force, workers=workers, console=console)
+        aug = True
+    elif not check_only:
+        from vocseg.prepare import prepare_voc
+
+        prepare_voc(root, aug=aug, force=force, workers=workers, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5=md5 or [], console=console)
+    from vocseg.prepare import run_check
+
+    report = run_check(root, aug=aug, workers=workers, console=console)
+    console.print(check_table(report))
+    if not report.ok:
+        for problem in report.problems[:20]:
+            console.print(f"  [red]-[/] {problem}")
+        more = len(report.problems) - 20
+        raise VocsegError(
+            f"{len(report.problems)} problems in {root}" + (f" ({more} more not shown)" if more > 0 else "") + ".",
+            "Re-run `vocseg prepare` (add --force to redo every step).",
+            exit_code=1,
+        )
+    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}")

@@ -1,0 +1,84 @@
+"""The recipe flags, declared once and shared by `vocseg config` and `vocseg train`.
+
+Every flag defaults to None here; `recipe_from_flags` fills what was not given from the
+`Recipe` dataclass, the one place where defaults live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from vocseg.models import PRESETS
+from vocseg.recipe import Recipe, default_data_root
+
+_D = Recipe()
+
+
+def _opt(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel="Recipe", **kw)
+
+
+# (parameter name, annotation). Names equal Recipe field names, except data_root/work_dir.
+RECIPE_PARAMS: list[tuple[str, Any]] = [
+    ("data_root", Annotated[Optional[Path], _opt("--data-root", help="Dataset root holding VOCdevkit/ (default: $VOCSEG_DATA_ROOT, else the user data folder).")]),
+    ("model", Annotated[Optional[str], _opt("--model", "-m", help=f"Model preset: {', '.join(PRESETS)} (default: {_D.model}).")]),
+    ("aug", Annotated[Optional[bool], _opt("--aug/--no-aug", help="Train on VOC train + SBD aug (10582 images) or VOC train only (1464) (default: --aug).", show_default=False)]),
+    ("device", Annotated[Optional[str], _opt("--device", help=f"cuda or cpu (default: {_D.device}).")]),
+    ("gpus", Annotated[Optional[str], _opt("--gpus", help="GPU ids like 6,7 (exactly those), or a count like 2 (default: 1).")]),
+    ("nproc", Annotated[Optional[int], _opt("--nproc", help="Processes for --device cpu (distributed over gloo) (default: 1).")]),
+    ("batch", Annotated[Optional[int], _opt("--batch", "-b", help=f"Images per GPU/process (default: {_D.batch}).")]),
+    ("epochs", Annotated[Optional[int], _opt("--epochs", help="Train this many epochs (converted to iterations, poly LR per iteration).")]),
+    ("iters", Annotated[Optional[int], _opt("--iters", help="Train this many iterations.")]),
+    ("schedule", Annotated[Optional[str], _opt("--schedule", help="20k or 40k: the official schedule, equal in samples seen at your batch (default: 40k).")]),
+    ("lr", Annotated[Optional[float], _opt("--lr", help="Use exactly this LR (no scaling) (default: base LR scaled to the total batch).")]),
+    ("base_lr", Annotated[Optional[float], _opt("--base-lr", help="LR at --base-batch (default: the model preset's: 0.01, the official recipe; 0.1 for tiny).")]),
+    ("base_batch", Annotated[Optional[int], _opt("--base-batch", help=f"Total batch that --base-lr belongs to (default: {_D.base_batch}).")]),
+    ("warmup_iters", Annotated[Optional[int], _opt("--warmup-iters", help="Linear LR warmup iterations (default: 0).")]),
+    ("crop", Annotated[Optional[int], _opt("--crop", help="Training crop size (default: the model preset's).")]),
+    ("pretrained", Annotated[Optional[str], _opt("--pretrained", help="auto (weights matching the backbone), none, a .pth path or a URL (default: auto).")]),
+    ("amp", Annotated[Optional[bool], _opt("--amp/--no-amp", help="Mixed precision (default: off).", show_default=False)]),
+    ("val_interval", Annotated[Optional[int], _opt("--val-interval", help="Validate every N epochs (with --epochs) or iterations (default: a tenth of the run).")]),
+    ("ckpt_interval", Annotated[Optional[int], _opt("--ckpt-interval", help="Checkpoint every N epochs (with --epochs) or iterations (default: a tenth of the run).")]),
+    ("keep", Annotated[Optional[int], _opt("--keep", help=f"Periodic checkpoints to keep (default: {_D.keep}).")]),
+    ("seed", Annotated[Optional[int], _opt("--seed", help=f"Random seed (default: {_D.seed}).")]),
+    ("deterministic", Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic kernels (slower) (default: off).", show_default=False)]),
+    ("num_workers", Annotated[Optional[int], _opt("--num-workers", help=f"Data loader workers per process (default: {_D.num_workers}).")]),
+    ("name", Annotated[Optional[str], _opt("--name", help="Run name (default: model-data-schedule).")]),
+    ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", help="Run folder (default: runs/NAME, never reusing one).")]),
+]
+RECIPE_PARAM_NAMES = [name for name, _ in RECIPE_PARAMS]
+
+
+def with_recipe_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the recipe flags to a command; the command receives them as `flags: dict`."""
+    sig = inspect.signature(func)
+    hints = typing.get_type_hints(func, include_extras=True)  # resolves `from __future__` strings
+    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "flags"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann) for name, ann in RECIPE_PARAMS]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in RECIPE_PARAM_NAMES}
+        return func(flags=flags, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
+
+
+def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Recipe:
+    """Flags given on the command line override `base` (default: vocseg's defaults)."""
+    base = base or Recipe()
+    given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root")}
+    # One training-length flag on the command line replaces the one in `base`.
+    if any(k in given for k in ("epochs", "iters", "schedule")):
+        base = dataclasses.replace(base, epochs=None, iters=None, schedule=None)
+    data_root = flags.get("data_root") or (Path(base.data_root) if base.data_root else default_data_root())
+    return dataclasses.replace(base, data_root=str(Path(data_root).expanduser().resolve()), **given)

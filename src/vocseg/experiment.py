@@ -1,0 +1,138 @@
+"""An experiment: a recipe, its plan, its run folder and its config text. Writes run folders.
+
+`vocseg config`, `train` and `resume` all go through here, so the same recipe always gives the
+same config, and a run folder always holds the config and recipe it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vocseg.errors import VocsegError
+from vocseg.mmconfig import build_config_text, write_text_atomic
+from vocseg.recipe import Plan, Recipe, parse_gpus, plan
+from vocseg.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, latest_run_dir, unique_run_dir
+
+
+@dataclass(frozen=True)
+class Experiment:
+    recipe: Recipe | None  # None for a config file not written by vocseg
+    plan: Plan | None
+    work_dir: Path
+    config_text: str
+
+
+def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: bool, new_run: bool = False) -> Experiment:
+    """Validate, derive the plan, pick the run folder and render the config."""
+    the_plan = plan(recipe)
+    if check_pretrained and recipe.pretrained_checkpoint:
+        from vocseg.pretrained import check_pretrained_choice
+
+        check_pretrained_choice(recipe)
+    if work_dir is None:
+        name = recipe.name or recipe.default_name()
+        work_dir = unique_run_dir(RUNS_ROOT, name) if new_run else RUNS_ROOT / name
+    work_dir = work_dir.expanduser().resolve()
+    return Experiment(recipe, the_plan, work_dir, build_config_text(recipe, the_plan, work_dir))
+
+
+def write_config(experiment: Experiment, path: Path) -> None:
+    write_text_atomic(path, experiment.config_text)
+
+
+def read_recipe_from_config(path: Path) -> Recipe | None:
+    """The recipe embedded in a vocseg-written config (`vocseg_recipe = '...'`), or None."""
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.config import Config
+
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as exc:
+        raise VocsegError(f"Cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.", "Pass a config written by `vocseg config` or an mmseg config.") from None
+    text = cfg.get("vocseg_recipe")
+    return Recipe.from_json(text) if text else None
+
+
+def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment:
+    """`vocseg train CFG.py`: the file is trained as written; only --work-dir may be given beside it."""
+    if not path.is_file():
+        raise VocsegError(f"Config {path} does not exist.", "Write one with `vocseg config -o FILE`.")
+    given = [k for k, v in flags.items() if v is not None and k != "work_dir"]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise VocsegError(f"{names} cannot be combined with a config file: it is trained as written.", "Re-create the config with `vocseg config` and these flags, or drop them.")
+    recipe = read_recipe_from_config(path)
+    text = path.read_text()
+    if recipe is None:
+        work_dir = flags.get("work_dir") or unique_run_dir(RUNS_ROOT, path.stem)
+        return Experiment(None, None, Path(work_dir).resolve(), text)
+    the_plan = plan(recipe)
+    work_dir = flags.get("work_dir")
+    if work_dir is not None:
+        work_dir = Path(work_dir).expanduser().resolve()
+        text = build_config_text(recipe, the_plan, work_dir)
+    else:
+        from vocseg.compat import ensure_stack
+
+        ensure_stack()
+        from mmengine.config import Config
+
+        work_dir = Path(Config.fromfile(str(path)).get("work_dir") or unique_run_dir(RUNS_ROOT, recipe.default_name())).resolve()
+    return Experiment(recipe, the_plan, work_dir, text)
+
+
+def start_run(experiment: Experiment) -> Path:
+    """Create the run folder with config.py and recipe.json; never on top of a run that has checkpoints."""
+    work_dir = experiment.work_dir
+    if latest_checkpoint(work_dir) is not None:
+        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_path = work_dir / CONFIG_NAME
+    write_text_atomic(config_path, experiment.config_text)
+    if experiment.recipe is not None:
+        write_text_atomic(work_dir / RECIPE_NAME, experiment.recipe.to_json() + "\n")
+    return config_path
+
+
+def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool) -> tuple[Path, Recipe | None]:
+    """Find the run and its checkpoint; with another process count, rescale the LR or refuse."""
+    from vocseg.compat import load_checkpoint_file
+
+    if run_dir is None:
+        run_dir = latest_run_dir()
+        if run_dir is None:
+            raise VocsegError(f"No run folder under {RUNS_ROOT}/.", "Pass the run folder: vocseg resume RUN_DIR.")
+    run_dir = run_dir.expanduser().resolve()
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise VocsegError(f"{run_dir} is not a vocseg run folder (no {CONFIG_NAME}).", "Pass the folder `vocseg train` printed.")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
+    load_checkpoint_file(checkpoint)  # refuses a truncated or foreign file before any process starts
+    recipe_path = run_dir / RECIPE_NAME
+    recipe = Recipe.from_json(recipe_path.read_text()) if recipe_path.is_file() else None
+    if recipe is None or (gpus is None and nproc is None):
+        return config_path, recipe
+    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc)
+    if changed.world_size == recipe.world_size:
+        return config_path, changed
+    if not rescale_lr:
+        raise VocsegError(
+            f"The run was trained with {recipe.world_size} process(es); resuming with {changed.world_size} changes the total batch.",
+            "Pass --rescale-lr to rescale the LR to the new batch (linear rule), or resume with the original count.",
+        )
+    new_plan = plan(changed)
+    old_plan = plan(recipe)
+    # Same LR schedule shape, scaled; the iteration count stays, so samples seen change with the batch.
+    text = build_config_text(dataclasses.replace(changed), dataclasses.replace(new_plan, max_iters=old_plan.max_iters), run_dir)
+    write_text_atomic(config_path, text)
+    write_text_atomic(recipe_path, changed.to_json() + "\n")
+    json.dumps({})
+    return config_path, changed

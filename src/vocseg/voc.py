@@ -1,0 +1,43 @@
+"""PASCAL VOC 2012 facts: class names, palette, split sizes, archive checksums. No heavy imports."""
+
+from __future__ import annotations
+
+CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+NUM_CLASSES = len(CLASSES)
+IGNORE_INDEX = 255
+
+
+def voc_palette() -> list[tuple[int, int, int]]:
+    """The VOC colour map (the bit-interleaving scheme of the devkit); index 255 is (224, 224, 192)."""
+    palette = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
+PALETTE = voc_palette()
+
+# Official split sizes (VOC 2012 segmentation, SBD, and the lists mmseg's converter writes).
+SPLIT_SIZES: dict[str, int] = {
+    "train": 1464,
+    "val": 1449,
+    "trainval": 2913,
+    "aug": 9118,
+    "trainaug": 10582,
+}
+
+# Layout under a data root, as mmseg's own configs expect it.
+VOC_SUBDIR = "VOCdevkit/VOC2012"
+SBD_SUBDIR = "benchmark_RELEASE/dataset"
+SPLITS_SUBDIR = "ImageSets/Segmentation"
