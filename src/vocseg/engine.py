@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dataset import BaseDataset
 from mmengine.dist import all_gather_object, all_reduce, get_dist_info, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import IterBasedTrainLoop

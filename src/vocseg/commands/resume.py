@@ -22,8 +22,8 @@ def resume(
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="CPU processes (default: the run's).")] = None,
 ) -> None:
     """Resume from the run's newest complete checkpoint: model, optimizer, LR schedule, data order, RNG."""
-    from vocseg.experiment import prepare_resume
     from vocseg.launch import LaunchOptions, launch_training
+    from vocseg.resuming import prepare_resume
 
     config_path, recipe = prepare_resume(run_dir, gpus=gpus, nproc=nproc, rescale_lr=rescale_lr)
     console.print(f"resuming {config_path.parent}")
