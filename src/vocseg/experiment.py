@@ -6,6 +6,7 @@ same config, and a run folder always holds the config and recipe it was trained 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,14 @@ def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: 
     """Validate, derive the plan, pick the run folder and render the config."""
     the_plan = plan(recipe)
     if check_pretrained and recipe.pretrained_checkpoint:
-        from vocseg.pretrained import check_pretrained_choice
+        from vocseg.pretrained import check_pretrained_choice, resolve_for_training
 
-        check_pretrained_choice(recipe)
+        if new_run:
+            # Training starts soon: fetch (cached, hash-checked), check against the backbone, and
+            # record the local file, so the run does not depend on the network again.
+            recipe = dataclasses.replace(recipe, pretrained=resolve_for_training(recipe) or "none")
+        else:
+            check_pretrained_choice(recipe)
     if work_dir is None:
         name = recipe.name or recipe.default_name()
         work_dir = unique_run_dir(RUNS_ROOT, name) if new_run else RUNS_ROOT / name

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vocseg.models import PRESETS, model_config, train_scale
+from vocseg.models import PRESETS, model_config
 from vocseg.recipe import Plan, Recipe
 from vocseg.voc import SPLITS_SUBDIR, VOC_SUBDIR
 
@@ -24,11 +24,11 @@ class Entry:
     comment: str = ""
 
 
-def train_pipeline(crop: int) -> list[dict[str, Any]]:
+def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
     return [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations"),
-        dict(type="RandomResize", scale=train_scale(crop), ratio_range=(0.5, 2.0), keep_ratio=True),
+        dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
         dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
         dict(type="RandomFlip", prob=0.5),
         dict(type="PhotoMetricDistortion"),
@@ -36,10 +36,10 @@ def train_pipeline(crop: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_pipeline(crop: int) -> list[dict[str, Any]]:
+def test_pipeline(scale: tuple[int, int]) -> list[dict[str, Any]]:
     return [
         dict(type="LoadImageFromFile"),
-        dict(type="Resize", scale=train_scale(crop), keep_ratio=True),
+        dict(type="Resize", scale=scale, keep_ratio=True),
         # labels load after Resize: metrics are computed at the original resolution
         dict(type="LoadAnnotations"),
         dict(type="PackSegInputs"),
@@ -74,7 +74,7 @@ def voc_dataset(data_root: str, ann_file: str, seg_dir: str, pipeline: list[dict
 
 
 def train_dataset(recipe: Recipe) -> dict[str, Any]:
-    pipeline = train_pipeline(recipe.crop_size)
+    pipeline = train_pipeline(recipe.crop_size, PRESETS[recipe.model].scale)
     voc_train = voc_dataset(recipe.data_root, "train.txt", "SegmentationClass", pipeline)
     if not recipe.aug:
         return voc_train
@@ -89,7 +89,7 @@ def val_dataloader(recipe: Recipe, ann_file: str = "val.txt", seg_dir: str = "Se
         num_workers=recipe.num_workers,
         persistent_workers=recipe.num_workers > 0,
         sampler=dict(type="DefaultSampler", shuffle=False),
-        dataset=voc_dataset(recipe.data_root, ann_file, seg_dir, test_pipeline(recipe.crop_size)),
+        dataset=voc_dataset(recipe.data_root, ann_file, seg_dir, test_pipeline(PRESETS[recipe.model].scale)),
     )
 
 
@@ -127,8 +127,8 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("model", model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint),
               f"{preset.description}; SyncBN only when several GPUs share the batch; "
               f"pretrained: {recipe.pretrained_checkpoint or 'none'}"),
-        Entry("train_pipeline", train_pipeline(recipe.crop_size), "the official VOC augmentation, scaled to the crop"),
-        Entry("test_pipeline", test_pipeline(recipe.crop_size), "used by `vocseg predict` (mmseg's inference_model)"),
+        Entry("train_pipeline", train_pipeline(recipe.crop_size, preset.scale), f"the official VOC augmentation: resize to {preset.scale} x 0.5-2.0, crop, flip, photometric"),
+        Entry("test_pipeline", test_pipeline(preset.scale), "used by `vocseg predict` (mmseg's inference_model)"),
         Entry("train_dataloader", dict(
             batch_size=recipe.batch,
             num_workers=recipe.num_workers,

@@ -33,6 +33,7 @@ class ModelPreset:
     crop: int
     pretrained: str | None  # the weights that match this backbone
     base_lr: float = 0.01  # at batch 16: the official recipe; higher for a backbone trained from scratch
+    scale: tuple[int, int] = (2048, 512)  # RandomResize / test Resize target (long, short), as the official recipe
 
     @property
     def stage_channels(self) -> list[int]:
@@ -47,15 +48,10 @@ PRESETS: dict[str, ModelPreset] = {
         ModelPreset("r50", "UPerNet + ResNetV1c-50, the official recipe", 50, 64, 64, 512, 256, 512, "open-mmlab://resnet50_v1c"),
         ModelPreset("r101", "UPerNet + ResNetV1c-101", 101, 64, 64, 512, 256, 512, "open-mmlab://resnet101_v1c"),
         ModelPreset("r18", "UPerNet + ResNetV1c-18, light", 18, 64, 64, 256, 64, 512, "open-mmlab://resnet18_v1c"),
-        ModelPreset("tiny", "narrow UPerNet + ResNetV1c-18 for CPU tests and the demo", 18, 16, 16, 32, 16, 96, None, base_lr=0.1),
+        ModelPreset("tiny", "narrow UPerNet + ResNetV1c-18 for CPU tests and the demo", 18, 16, 16, 32, 16, 96, None, base_lr=0.1, scale=(384, 96)),
     )
 }
 DEFAULT_MODEL = "r50"
-
-
-def train_scale(crop: int) -> tuple[int, int]:
-    """The resize target for a crop, in the official ratio (crop 512 <-> scale (2048, 512))."""
-    return (4 * crop, crop)
 
 
 def model_config(preset: ModelPreset, *, sync_bn: bool, pretrained_checkpoint: str | None) -> dict[str, Any]:

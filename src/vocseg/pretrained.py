@@ -27,9 +27,22 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("vocseg"))
 
 
-def matching_choice(recipe: Recipe) -> str:
+def matching_hint(recipe: Recipe) -> str:
     preset = PRESETS[recipe.model]
-    return preset.pretrained or "none"
+    if preset.pretrained:
+        return f"Use --pretrained auto ({preset.pretrained}, which matches --model {recipe.model}) or none."
+    return f"No published weights match --model {recipe.model}: use --pretrained none."
+
+
+def summarize_keys(keys: list[str], order: list[str], groups: int = 3) -> str:
+    """'stem.* (9: stem.0.weight, ...), layer1.* (...)': keys grouped by top module, in model order."""
+    by_module: dict[str, list[str]] = {}
+    rank = {k: i for i, k in enumerate(order)}
+    for key in sorted(keys, key=lambda k: (rank.get(k, len(rank)), k)):
+        by_module.setdefault(key.split(".", 1)[0], []).append(key)
+    parts = [f"{m}.* ({len(ks)}: {ks[0]}, ...)" if len(ks) > 1 else ks[0] for m, ks in list(by_module.items())[:groups]]
+    more = len(by_module) - groups
+    return ", ".join(parts) + (f" and {more} more modules" if more > 0 else "")
 
 
 def check_pretrained_choice(recipe: Recipe) -> None:
@@ -40,7 +53,7 @@ def check_pretrained_choice(recipe: Recipe) -> None:
     if source.startswith(("torchvision://", "modelzoo://")):
         raise VocsegError(
             f"--pretrained {source} is a torchvision ResNet (7x7 conv1 stem); --model {recipe.model} uses ResNetV1c (deep stem.* convs): the stem would stay untrained.",
-            f"Use --pretrained auto ({matching_choice(recipe)}).",
+            matching_hint(recipe),
         )
     if "://" in source and not source.startswith(("http://", "https://", "open-mmlab://", "openmmlab://")):
         raise VocsegError(f"--pretrained {source}: unknown scheme.", "Pass auto, none, a .pth path or an http(s) URL.")
@@ -79,20 +92,19 @@ def check_backbone_fit(path: Path, recipe: Recipe) -> None:
     backbone_cfg["norm_cfg"] = dict(type="BN", requires_grad=True)
     backbone = MODELS.build(backbone_cfg)
     weights = {k: v for k, v in backbone_state_dict(load_checkpoint_file(path)).items() if not k.startswith("fc.")}
-    report = compare_state_dicts(backbone.state_dict(), weights)
+    expected = backbone.state_dict()
+    report = compare_state_dicts(expected, weights)
     if report.missing or report.mismatched:
-        missing = ", ".join(report.missing[:4]) + (" ..." if len(report.missing) > 4 else "")
-        unused = ", ".join(report.unexpected[:4]) + (" ..." if len(report.unexpected) > 4 else "")
-        detail = f"missing {len(report.missing)} keys ({missing})" if report.missing else ""
+        order = list(expected)
+        parts = []
+        if report.missing:
+            parts.append(f"{len(report.missing)} backbone weights missing, they would stay random: {summarize_keys(report.missing, order)}")
         if report.mismatched:
             k, got, exp = report.mismatched[0]
-            detail += ("; " if detail else "") + f"{len(report.mismatched)} shape mismatches (e.g. {k}: {got} vs {exp})"
+            parts.append(f"{len(report.mismatched)} of other shapes (e.g. {k}: {got} vs {exp})")
         if report.unexpected:
-            detail += f"; unused {len(report.unexpected)} keys ({unused})"
-        raise VocsegError(
-            f"--pretrained {path} does not fit the {recipe.model} backbone: {detail}.",
-            f"Use --pretrained auto ({matching_choice(recipe)}) or none.",
-        )
+            parts.append(f"{len(report.unexpected)} keys in the file unused: {summarize_keys(report.unexpected, list(weights))}")
+        raise VocsegError(f"--pretrained {path} does not fit the {recipe.model} backbone (ResNetV1c): {'; '.join(parts)}.", matching_hint(recipe))
 
 
 def _sha_prefix(name: str) -> str | None:

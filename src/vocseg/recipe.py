@@ -16,7 +16,7 @@ from typing import Any
 
 from vocseg import schedule as sched
 from vocseg.errors import VocsegError
-from vocseg.models import DEFAULT_MODEL, PRESETS, train_scale
+from vocseg.models import DEFAULT_MODEL, PRESETS
 from vocseg.voc import SPLITS_SUBDIR, VOC_SUBDIR
 
 DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
@@ -166,11 +166,11 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError("The learning rate must be positive.", "Pass a positive --lr / --base-lr.")
     if recipe.warmup_iters < 0 or recipe.num_workers < 0:
         raise VocsegError("--warmup-iters and --num-workers cannot be negative.", "Pass 0 or more.")
-    scale = train_scale(PRESETS[recipe.model].crop)
-    if recipe.crop is not None and recipe.crop > scale[0]:
+    scale = PRESETS[recipe.model].scale
+    if recipe.crop is not None and recipe.crop > min(scale):
         raise VocsegError(
-            f"--crop {recipe.crop} is larger than the training scale {scale} of --model {recipe.model}.",
-            f"Use a crop of at most {scale[0]}.",
+            f"--crop {recipe.crop} is larger than the training scale {scale} of --model {recipe.model}: most crops would be padding.",
+            f"Use --crop {min(scale)} or less.",
         )
 
 
