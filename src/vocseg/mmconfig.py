@@ -86,8 +86,9 @@ def train_dataset(recipe: Recipe) -> dict[str, Any]:
 def val_dataloader(recipe: Recipe, ann_file: str = "val.txt", seg_dir: str = "SegmentationClass") -> dict[str, Any]:
     return dict(
         batch_size=1,
-        num_workers=recipe.num_workers,
-        persistent_workers=recipe.num_workers > 0,
+        num_workers=recipe.workers,
+        persistent_workers=recipe.workers > 0,
+        pin_memory=recipe.use_pin_memory,
         sampler=dict(type="DefaultSampler", shuffle=False),
         dataset=voc_dataset(recipe.data_root, ann_file, seg_dir, test_pipeline(PRESETS[recipe.model].scale)),
     )
@@ -102,16 +103,17 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
     if warmup:
         schedulers.append(dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=warmup))
     schedulers.append(dict(type="PolyLR", eta_min=1e-4, power=0.9, begin=warmup, end=plan.max_iters, by_epoch=False))
-    optim_type = "AmpOptimWrapper" if recipe.amp else "OptimWrapper"
     optim_wrapper: dict[str, Any] = dict(
-        type=optim_type,
+        type="OptimWrapper",
         optimizer=dict(type="SGD", lr=plan.lr, momentum=0.9, weight_decay=0.0005),
         clip_grad=None,
     )
-    if recipe.amp:
-        optim_wrapper["dtype"] = "bfloat16" if recipe.device == "cpu" else None
-        if optim_wrapper["dtype"] is None:
-            del optim_wrapper["dtype"]
+    if recipe.use_amp:
+        # bf16 where the training GPU has it, else fp16 with loss scaling: chosen where it runs.
+        optim_wrapper = dict(type="VocsegAmpOptimWrapper", dtype="auto", **{k: v for k, v in optim_wrapper.items() if k != "type"})
+    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook")]
+    if recipe.use_channels_last:
+        custom_hooks.append(dict(type="VocsegChannelsLastHook"))
     schedule_text = (
         f"{recipe.epochs} epochs x {plan.iters_per_epoch} iterations/epoch"
         if recipe.epochs is not None
@@ -124,15 +126,16 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("work_dir", work_dir),
         Entry("vocseg_recipe", recipe.to_json(), "the recipe this file was written from (vocseg reads it back)"),
         Entry("crop_size", (recipe.crop_size, recipe.crop_size), f"model preset {preset.name!r}" + (", --crop" if recipe.crop else "")),
-        Entry("model", model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint),
+        Entry("model", model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint, channels_last=recipe.use_channels_last),
               f"{preset.description}; SyncBN only when several GPUs share the batch; "
               f"pretrained: {recipe.pretrained_checkpoint or 'none'}"),
         Entry("train_pipeline", train_pipeline(recipe.crop_size, preset.scale), f"the official VOC augmentation: resize to {preset.scale} x 0.5-2.0, crop, flip, photometric"),
         Entry("test_pipeline", test_pipeline(preset.scale), "used by `vocseg predict` (mmseg's inference_model)"),
         Entry("train_dataloader", dict(
             batch_size=recipe.batch,
-            num_workers=recipe.num_workers,
-            persistent_workers=recipe.num_workers > 0,
+            num_workers=recipe.workers,
+            persistent_workers=recipe.workers > 0,
+            pin_memory=recipe.use_pin_memory,
             sampler=dict(type="VocsegResumableSampler", batch_size=recipe.batch, shuffle=True, seed=recipe.seed),
             dataset=dict(type="VocsegSeededDataset", seed=recipe.seed, dataset=train_dataset(recipe)),
         ), f"{plan.train_size} training images ({'VOC train + SBD aug' if recipe.aug else 'VOC train only'}); "
@@ -142,7 +145,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("test_dataloader", val_dataloader(recipe)),
         Entry("val_evaluator", dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])),
         Entry("test_evaluator", dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])),
-        Entry("optim_wrapper", optim_wrapper, f"LR {plan.lr:g} = {plan.lr_rule}" + ("; mixed precision" if recipe.amp else "")),
+        Entry("optim_wrapper", optim_wrapper, f"LR {plan.lr:g} = {plan.lr_rule}" + ("; mixed precision" if recipe.use_amp else "")),
         Entry("param_scheduler", schedulers, "poly decay every iteration (never once per epoch)"
               + (f" after {warmup} warmup iterations" if warmup else "")),
         Entry("train_cfg", dict(type="VocsegResumableIterLoop", max_iters=plan.max_iters, val_interval=plan.val_interval_iters),
@@ -159,9 +162,12 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             sampler_seed=dict(type="DistSamplerSeedHook"),
             visualization=dict(type="SegVisualizationHook"),
         ), f"checkpoint every {plan.ckpt_interval_iters} iterations, keeping {recipe.keep} and the best by mIoU"),
-        Entry("custom_hooks", [dict(type="VocsegRngStateHook")], "RNG states saved with each checkpoint: a resumed run continues the same random stream"),
+        Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream"
+              + ("; weights in channels_last" if recipe.use_channels_last else "")),
+        *([Entry("model_wrapper_cfg", dict(type="VocsegDistributedDataParallel", channels_last=True),
+                 "channels_last before DDP wraps the model, so its gradient buckets match")] if recipe.use_channels_last and plan.world_size > 1 else []),
         Entry("env_cfg", dict(
-            cudnn_benchmark=recipe.device == "cuda" and not recipe.deterministic,
+            cudnn_benchmark=recipe.use_cudnn_benchmark,
             mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
             dist_cfg=dict(backend="nccl" if recipe.device == "cuda" else "gloo"),
         )),

@@ -6,3 +6,4 @@ from vocseg.compat import ensure_stack
 ensure_stack()
 
 import vocseg.engine  # noqa: E402,F401  (registers vocseg's loop, sampler, hooks and metric)
+import vocseg.speed  # noqa: E402,F401  (mixed precision, channels_last)

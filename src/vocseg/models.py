@@ -54,7 +54,7 @@ PRESETS: dict[str, ModelPreset] = {
 DEFAULT_MODEL = "r50"
 
 
-def model_config(preset: ModelPreset, *, sync_bn: bool, pretrained_checkpoint: str | None) -> dict[str, Any]:
+def model_config(preset: ModelPreset, *, sync_bn: bool, pretrained_checkpoint: str | None, channels_last: bool = False) -> dict[str, Any]:
     """mmseg's EncoderDecoder(ResNetV1c, UPerHead, FCNHead aux) for a preset.
 
     Pretrained weights go in `backbone.init_cfg` only: setting `model.pretrained` too trips
@@ -81,7 +81,8 @@ def model_config(preset: ModelPreset, *, sync_bn: bool, pretrained_checkpoint: s
     return dict(
         type="EncoderDecoder",
         data_preprocessor=dict(
-            type="SegDataPreProcessor",
+            # vocseg's variant only adds the channels_last output layout
+            **(dict(type="VocsegSegDataPreProcessor", channels_last=True) if channels_last else dict(type="SegDataPreProcessor")),
             mean=[123.675, 116.28, 103.53],
             std=[58.395, 57.12, 57.375],
             bgr_to_rgb=True,

@@ -33,6 +33,21 @@ def default_data_root() -> Path:
     return Path(user_data_dir("vocseg")) / "data"
 
 
+def machine_cpu_count() -> int:
+    """Cores this process may use (the affinity mask, as a shared server's scheduler sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(cpu_count: int, procs_per_node: int, cap: int = 8) -> int:
+    """Data-loader workers per process: the node's cores shared by its processes, one left for the
+    training process itself, at most `cap` (past ~8, decoding 512x512 crops stops being the limit)."""
+    per_proc = max(1, cpu_count // max(1, procs_per_node))
+    return max(0, min(cap, per_proc - 1))
+
+
 @dataclass(frozen=True)
 class GpuSpec:
     """`--gpus 6,7` (exact ids) or `--gpus 2` (a count: the first two visible GPUs)."""
@@ -82,13 +97,16 @@ class Recipe:
     warmup_iters: int = 0
     crop: int | None = None  # default: the model preset's
     pretrained: str = "auto"  # "auto" = the weights that match the backbone; "none"; a path or URL
-    amp: bool = False
+    amp: bool | None = None  # None: on with CUDA (bf16, or fp16 + loss scaling), off on the CPU
+    channels_last: bool | None = None  # None: on with CUDA
+    cudnn_benchmark: bool | None = None  # None: on with CUDA unless --deterministic
+    pin_memory: bool | None = None  # None: on with CUDA
     val_interval: int | None = None  # in epochs with --epochs, else iterations
     ckpt_interval: int | None = None  # likewise
     keep: int = 3
     seed: int = 0
     deterministic: bool = False
-    num_workers: int = 2
+    num_workers: int | None = None  # None: sized to this machine's cores (see loader_workers)
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +121,31 @@ class Recipe:
     @property
     def total_batch(self) -> int:
         return self.world_size * self.batch
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp if self.amp is not None else self.device == "cuda"
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.channels_last if self.channels_last is not None else self.device == "cuda"
+
+    @property
+    def use_cudnn_benchmark(self) -> bool:
+        if self.device != "cuda":
+            return False
+        return self.cudnn_benchmark if self.cudnn_benchmark is not None else not self.deterministic
+
+    @property
+    def use_pin_memory(self) -> bool:
+        return self.pin_memory if self.pin_memory is not None else self.device == "cuda"
+
+    @property
+    def workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        procs_per_node = self.world_size if self.device == "cuda" else self.nproc
+        return loader_workers(machine_cpu_count(), procs_per_node)
 
     @property
     def base_lr_value(self) -> float:
@@ -164,7 +207,7 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError(f"Unknown --schedule {recipe.schedule!r}.", f"Choose one of: {', '.join(sched.OFFICIAL_SCHEDULES)}.")
     if recipe.base_lr_value <= 0 or (recipe.lr is not None and recipe.lr <= 0):
         raise VocsegError("The learning rate must be positive.", "Pass a positive --lr / --base-lr.")
-    if recipe.warmup_iters < 0 or recipe.num_workers < 0:
+    if recipe.warmup_iters < 0 or (recipe.num_workers is not None and recipe.num_workers < 0):
         raise VocsegError("--warmup-iters and --num-workers cannot be negative.", "Pass 0 or more.")
     scale = PRESETS[recipe.model].scale
     if recipe.crop is not None and recipe.crop > min(scale):

@@ -1,0 +1,273 @@
+"""Training and inference speed on the GPU: plain MMSeg (official config) against vocseg's defaults.
+
+Measures, in one process, for UPerNet-R50 at 512x512 and the official per-GPU batch of 4:
+  1. training images/s and peak GPU memory: (a) mmseg's official config as it is (fp32, NCHW,
+     cudnn benchmark), (b) vocseg's defaults (bf16 autocast or fp16 + loss scaling, channels_last);
+     synthetic in-memory batches, through the real `model.train_step` and optimizer wrapper;
+  2. inference images/s, same two settings;
+  3. the data pipeline's images/s (vocseg's train loader on the demo dataset, chosen workers)
+     against the GPU's training step rate;
+  4. equal accuracy: the first N training losses from the same initialisation and the same
+     batches, vocseg's defaults against plain runs with two dropout seeds (the run-to-run noise).
+
+Target: (b) >= 1.8x (a) in training images/s. Figures go to docs/performance.md.
+
+    python benchmarks/gpu_train.py                 # on a CUDA machine (~5 min on an H100)
+    python benchmarks/gpu_train.py --smoke         # every code path at toy size on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+OFFICIAL = "configs/upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny model, toy sizes, CPU: checks the code paths only")
+    p.add_argument("--steps", type=int, default=50, help="timed training steps per setting")
+    p.add_argument("--warmup", type=int, default=15)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--loss-iters", type=int, default=200)
+    p.add_argument("--workers", type=int, default=None, help="loader workers for the pipeline figure (default: vocseg's choice)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = p.parse_args()
+    if args.smoke:
+        args.steps, args.warmup, args.batch, args.size, args.loss_iters = 2, 1, 2, 64, 4
+    return args
+
+
+def model_configs(smoke: bool, data_root: str) -> tuple[Any, Any, Any]:
+    """(plain model cfg, vocseg model cfg, vocseg recipe)."""
+    import mmseg
+    from mmengine.config import Config
+
+    from vocseg.models import PRESETS, model_config
+    from vocseg.recipe import Recipe
+
+    device = "cpu" if smoke else "cuda"
+    model = "tiny" if smoke else "r50"
+    recipe = Recipe(data_root=data_root, model=model, device=device, batch=4, iters=100, amp=True, channels_last=True, pretrained="none")
+    fast = model_config(PRESETS[model], sync_bn=False, pretrained_checkpoint=None, channels_last=True)
+    if smoke:
+        plain = model_config(PRESETS[model], sync_bn=False, pretrained_checkpoint=None)
+    else:
+        official = Config.fromfile(str(Path(mmseg.__file__).parent / ".mim" / OFFICIAL))
+        plain = official.model.to_dict()
+        plain["pretrained"] = None  # random init for both: speed does not depend on the weights
+        for key in ("backbone", "decode_head", "auxiliary_head"):
+            if "norm_cfg" in plain[key]:
+                plain[key]["norm_cfg"] = dict(type="BN", requires_grad=True)  # one GPU: SyncBN is BN
+        plain["backbone"]["norm_cfg"] = dict(type="BN", requires_grad=True)
+        plain["data_preprocessor"]["size"] = (512, 512)
+    return plain, fast, recipe
+
+
+def build(model_cfg: dict, *, fast: bool, device: str, lr: float = 0.01) -> tuple[Any, Any]:
+    import torch
+    from mmengine.config import ConfigDict
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+
+    from vocseg.speed import to_channels_last
+
+    model = MODELS.build(ConfigDict(copy.deepcopy(model_cfg))).to(device)  # mmseg reads test_cfg.mode as an attribute
+    model.init_weights()
+    if fast:
+        to_channels_last(model)
+    optim = dict(type="VocsegAmpOptimWrapper" if fast else "OptimWrapper", optimizer=dict(type="SGD", lr=lr, momentum=0.9, weight_decay=0.0005))
+    torch.backends.cudnn.benchmark = device == "cuda"
+    return model, build_optim_wrapper(model, optim)
+
+
+def synthetic_batch(batch: int, size: int, seed: int) -> dict:
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g) for _ in range(batch)]
+    samples = []
+    for _ in range(batch):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 21, (1, size, size), generator=g))
+        s.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(model: Any, optim: Any, batch: dict, steps: int, warmup: int, device: str) -> tuple[float, float]:
+    """(images/s, peak GPU memory in GiB; 0 on the CPU)."""
+    import torch
+
+    model.train()
+    for _ in range(warmup):
+        model.train_step(batch, optim_wrapper=optim)
+    sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(batch, optim_wrapper=optim)
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    return steps * len(batch["inputs"]) / elapsed, peak
+
+
+def time_inference(model: Any, batch: dict, steps: int, warmup: int, device: str, autocast: bool) -> float:
+    import contextlib
+
+    import torch
+
+    model.eval()
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    one = dict(inputs=batch["inputs"][:1], data_samples=batch["data_samples"][:1])
+    with torch.no_grad(), ctx:
+        for _ in range(warmup):
+            model.test_step(one)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.test_step(one)
+        sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def pipeline_rate(recipe: Any, workers: int | None, batches: int) -> tuple[float, int, list[dict]]:
+    """vocseg's real train loader on the demo data: images/s, workers used, and the batches seen."""
+    import dataclasses
+
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from vocseg.mmconfig import build_config_text
+    from vocseg.recipe import plan
+
+    if workers is not None:
+        recipe = dataclasses.replace(recipe, num_workers=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cfg.py"
+        path.write_text(build_config_text(recipe, plan(recipe), Path(tmp)))
+        cfg = Config.fromfile(str(path))
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    it = iter(loader)
+    first = [next(it) for _ in range(2)]  # workers started
+    t0 = time.perf_counter()
+    seen = [next(it) for _ in range(batches)]
+    elapsed = time.perf_counter() - t0
+    return batches * recipe.batch / elapsed, recipe.workers, first + seen
+
+
+def loss_curve(model_cfg: dict, init_state: dict, batches: list[dict], *, fast: bool, device: str, seed: int) -> list[float]:
+    import torch
+
+    torch.manual_seed(seed)  # dropout in the heads: the run-to-run noise
+    model, optim = build(model_cfg, fast=fast, device=device)
+    model.load_state_dict(init_state)
+    if fast:
+        from vocseg.speed import to_channels_last
+
+        to_channels_last(model)
+    model.train()
+    return [float(model.train_step(b, optim_wrapper=optim)["loss"]) for b in batches]
+
+
+def smooth(values: list[float], window: int = 20) -> list[float]:
+    window = max(1, min(window, len(values)))
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def mean_abs_diff(a: list[float], b: list[float]) -> float:
+    return statistics.fmean(abs(x - y) for x, y in zip(smooth(a), smooth(b), strict=True))
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.registry import init_default_scope
+
+    import vocseg.mmseg_plugin  # noqa: F401  (registers vocseg's wrappers)
+
+    init_default_scope("mmseg")
+    import mmseg.models  # noqa: F401
+
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("No CUDA GPU: run with --smoke to check the code paths on the CPU.")
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (smoke run: figures mean nothing)"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from vocseg.demo_data import write_demo_dataset
+        from vocseg.sbd import convert_sbd, write_aug_lists
+
+        root = Path(tmp) / "demo"
+        write_demo_dataset(root, n_train=16, n_val=4, n_sbd_only=16)
+        convert_sbd(root, workers=1)
+        write_aug_lists(root)
+        plain_cfg, fast_cfg, recipe = model_configs(args.smoke, str(root))
+
+        batch = synthetic_batch(args.batch, args.size, seed=0)
+        results: dict[str, Any] = {"device": gpu, "batch": args.batch, "size": args.size, "model": recipe.model}
+        for name, cfg, fast in (("plain_mmseg", plain_cfg, False), ("vocseg", fast_cfg, True)):
+            model, optim = build(cfg, fast=fast, device=device)
+            ips, peak = time_training(model, optim, batch, args.steps, args.warmup, device)
+            inf = time_inference(model, batch, args.steps, args.warmup, device, autocast=fast)
+            results[name] = {"train_images_per_s": ips, "peak_mem_gib": peak, "infer_images_per_s": inf}
+            del model, optim
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        results["train_ratio"] = results["vocseg"]["train_images_per_s"] / results["plain_mmseg"]["train_images_per_s"]
+        results["infer_ratio"] = results["vocseg"]["infer_images_per_s"] / results["plain_mmseg"]["infer_images_per_s"]
+
+        pipe_ips, workers, loader_batches = pipeline_rate(recipe, args.workers, batches=max(4, args.steps))
+        results["pipeline"] = {"images_per_s": pipe_ips, "workers": workers, "gpu_step_images_per_s": results["vocseg"]["train_images_per_s"]}
+        results["pipeline"]["keeps_up"] = pipe_ips >= results["vocseg"]["train_images_per_s"]
+
+        # Equal accuracy: same init, same batches (from the real loader, cycled), plain x2 seeds vs vocseg.
+        batches = [loader_batches[i % len(loader_batches)] for i in range(args.loss_iters)]
+        init_model, _ = build(fast_cfg, fast=False, device=device)
+        init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
+        del init_model
+        plain_a = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=1)
+        plain_b = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=2)
+        ours = loss_curve(fast_cfg, init_state, batches, fast=True, device=device, seed=1)
+        noise, deviation = mean_abs_diff(plain_a, plain_b), mean_abs_diff(plain_a, ours)
+        results["loss_curves"] = {"iters": args.loss_iters, "run_to_run_noise": noise, "vocseg_vs_plain": deviation, "within_noise": deviation <= 1.5 * noise + 1e-3}
+
+    p, v = results["plain_mmseg"], results["vocseg"]
+    print(f"device: {gpu}; UPerNet-{results['model']} at {args.size}x{args.size}, batch {args.batch}")
+    print(f"train images/s: plain mmseg {p['train_images_per_s']:.1f}, vocseg {v['train_images_per_s']:.1f}, ratio {results['train_ratio']:.2f} (target >= 1.8)")
+    print(f"peak memory GiB: plain {p['peak_mem_gib']:.2f}, vocseg {v['peak_mem_gib']:.2f}")
+    print(f"inference images/s: plain {p['infer_images_per_s']:.1f}, vocseg {v['infer_images_per_s']:.1f}, ratio {results['infer_ratio']:.2f}")
+    pl = results["pipeline"]
+    print(f"data pipeline: {pl['images_per_s']:.1f} images/s with {pl['workers']} workers vs GPU step {pl['gpu_step_images_per_s']:.1f} images/s: {'keeps up' if pl['keeps_up'] else 'STARVES the GPU'}")
+    lc = results["loss_curves"]
+    print(f"loss over {lc['iters']} iterations: plain-vs-plain noise {lc['run_to_run_noise']:.4f}, vocseg-vs-plain {lc['vocseg_vs_plain']:.4f}: {'within noise' if lc['within_noise'] else 'OUTSIDE noise'}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

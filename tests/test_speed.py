@@ -1,0 +1,130 @@
+"""Speed settings (issue: GPU defaults): every code path runs on the CPU, autocast included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import TINY_TRAIN
+from vocseg.mmconfig import build_config_text
+from vocseg.recipe import Recipe, loader_workers, plan
+
+
+def test_amp_dtype_choice() -> None:
+    import torch
+
+    from vocseg.speed import pick_amp_dtype
+
+    assert pick_amp_dtype("auto", "cuda", bf16_supported=True) is torch.bfloat16
+    assert pick_amp_dtype("auto", "cuda", bf16_supported=False) is torch.float16  # e.g. V100, T4
+    assert pick_amp_dtype("auto", "cpu", bf16_supported=False) is torch.bfloat16
+    assert pick_amp_dtype("float16", "cuda", bf16_supported=True) is torch.float16
+    with pytest.raises(ValueError):
+        pick_amp_dtype("int8", "cuda", True)
+
+
+@given(st.integers(1, 256), st.integers(1, 16))
+def test_loader_workers_share_the_cores(cpus: int, procs: int) -> None:
+    w = loader_workers(cpus, procs)
+    assert 0 <= w <= 8
+    assert w * procs <= max(cpus, procs)  # never more workers than cores
+
+
+def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> None:
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.config import Config
+
+    def cfg_for(**kw: object) -> Config:
+        r = Recipe(data_root=str(tmp_path), model="r50", gpus="2", batch=4, iters=100, **kw)  # type: ignore[arg-type]
+        path = tmp_path / "c.py"
+        path.write_text(build_config_text(r, plan(r, train_size=1464), tmp_path / "run"))
+        return Config.fromfile(str(path))
+
+    fast = cfg_for()
+    assert fast.optim_wrapper.type == "VocsegAmpOptimWrapper" and fast.optim_wrapper.dtype == "auto"
+    assert fast.model.data_preprocessor.type == "VocsegSegDataPreProcessor" and fast.model.data_preprocessor.channels_last
+    assert fast.model_wrapper_cfg.type == "VocsegDistributedDataParallel"
+    assert fast.env_cfg.cudnn_benchmark is True
+    assert fast.train_dataloader.pin_memory is True and fast.train_dataloader.num_workers >= 0
+    assert any(h.type == "VocsegChannelsLastHook" for h in fast.custom_hooks)
+
+    plain = cfg_for(amp=False, channels_last=False, cudnn_benchmark=False, pin_memory=False, num_workers=3)
+    assert plain.optim_wrapper.type == "OptimWrapper"
+    assert plain.model.data_preprocessor.type == "SegDataPreProcessor"
+    assert "model_wrapper_cfg" not in plain
+    assert plain.env_cfg.cudnn_benchmark is False
+    assert plain.train_dataloader.pin_memory is False and plain.train_dataloader.num_workers == 3
+    assert cfg_for(deterministic=True).env_cfg.cudnn_benchmark is False
+
+
+def test_cpu_defaults_stay_fp32(tmp_path: Path) -> None:
+    r = Recipe(data_root=str(tmp_path), model="tiny", device="cpu", iters=10)
+    assert not (r.use_amp or r.use_channels_last or r.use_cudnn_benchmark or r.use_pin_memory)
+
+
+def test_autocast_wrapper_on_cpu() -> None:
+    import torch
+
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from vocseg.speed import MixedPrecisionOptimWrapper
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    wrapper = MixedPrecisionOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert wrapper.cast_dtype is torch.bfloat16 and not wrapper.loss_scaler.is_enabled()
+    before = model[0].weight.detach().clone()
+    with wrapper.optim_context(model):
+        out = model(torch.randn(2, 3, 8, 8))
+        assert out.dtype is torch.bfloat16
+        loss = out.float().mean()
+    wrapper.update_params(loss)
+    assert not torch.equal(before, model[0].weight)
+    state = wrapper.state_dict()
+    assert "loss_scaler" not in state
+    wrapper.load_state_dict(state)
+
+
+def test_channels_last_preprocessor_and_hook() -> None:
+    import torch
+
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from vocseg.speed import ChannelsLastDataPreProcessor, to_channels_last
+
+    pre = ChannelsLastDataPreProcessor(channels_last=True, mean=[0, 0, 0], std=[1, 1, 1], size=(8, 8))
+    out = pre({"inputs": [torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8)] * 2, "data_samples": None}, training=False)
+    assert out["inputs"].is_contiguous(memory_format=torch.channels_last)
+    conv = to_channels_last(torch.nn.Conv2d(3, 8, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow
+def test_tiny_training_with_amp_and_channels_last_on_cpu(cli, demo_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    r = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "4", "--amp", "--channels-last", "--work-dir", run_dir)
+    assert r.code == 0, r.err
+    from vocseg.compat import load_checkpoint_file
+
+    ckpt = load_checkpoint_file(run_dir / "iter_4.pth")
+    loss = ckpt["message_hub"]["log_scalars"]["train/loss"].current()
+    assert loss == loss and 0 < loss < 100  # finite
+    conv = ckpt["state_dict"]["backbone.stem.0.weight"]
+    assert conv.is_contiguous(memory_format=__import__("torch").channels_last)
+
+
+def test_benchmark_script_runs_on_cpu() -> None:
+    """benchmarks/gpu_train.py's code paths, at toy size on the CPU (figures need a GPU)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.py"
+    out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "train images/s" in out.stdout and "ratio" in out.stdout
