@@ -1,11 +1,11 @@
-"""Verify a prepared data root: every listed id has its image and mask, sizes match, labels are
-valid, and split sizes are the known ones (or the demo dataset's own)."""
+"""Verify a prepared data root: every listed id has its image and mask, both decode, sizes match,
+labels are valid, and split sizes are the known ones (or the demo dataset's own)."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,14 +14,11 @@ import numpy as np
 from vocseg.demo_data import demo_split_sizes
 from vocseg.voc import IGNORE_INDEX, NUM_CLASSES, SPLIT_SIZES, SPLITS_SUBDIR, VOC_SUBDIR
 
-# list name -> folder of its masks
-LIST_MASKS: dict[str, str] = {
-    "train": "SegmentationClass",
-    "val": "SegmentationClass",
-    "trainval": "SegmentationClass",
-    "aug": "SegmentationClassAug",
-    "trainaug": "SegmentationClassAug",
-}
+FINE_MASKS = "SegmentationClass"
+SBD_MASKS = "SegmentationClassAug"
+VOC_LISTS = ("train", "val", "trainval")
+AUG_LISTS = ("aug", "trainaug")
+CHUNK = 64  # pairs per task: large enough that process overhead does not matter
 
 
 @dataclass
@@ -40,54 +37,82 @@ class CheckReport:
 
     @property
     def problems(self) -> list[str]:
-        return [p for s in self.splits for p in s.problems]
+        """Every distinct problem once (a broken pair shows in each list that holds it)."""
+        return list(dict.fromkeys(p for s in self.splits for p in s.problems))
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_pair(image_path: str, mask_path: str) -> str | None:
-    """None if the pair is sound, else what is wrong with it."""
-    from PIL import Image, UnidentifiedImageError
+def _image_problem(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(problem, size) of a JPEG; decoding at 1/8 scale still finds truncated or corrupt files."""
+    from PIL import Image
 
-    if not os.path.isfile(image_path):
-        return f"missing image {image_path}"
-    if not os.path.isfile(mask_path):
-        return f"missing mask {mask_path}"
+    if not os.path.isfile(path):
+        return f"missing image {path}", None
     try:
-        with Image.open(image_path) as im:
-            image_size = im.size
-            im.verify()
-        with Image.open(mask_path) as m:
-            mask_size = m.size
+        with Image.open(path) as im:
+            size = im.size
+            im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
+        return f"unreadable image {path}: {exc}", None
+    return None, size
+
+
+def _mask_problem(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        return f"missing mask {path}", None
+    try:
+        with Image.open(path) as m:
+            size = m.size
             mask = np.asarray(m)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        return f"unreadable {image_path if 'image_size' not in locals() else mask_path}: {exc}"
-    if image_size != mask_size:
-        return f"size mismatch: {image_path} is {image_size}, {mask_path} is {mask_size}"
+    except Exception as exc:
+        return f"unreadable mask {path}: {exc}", None
     if mask.ndim != 2:
-        return f"mask {mask_path} is not single-channel (shape {mask.shape})"
+        return f"mask {path} is not single-channel (shape {mask.shape})", size
     bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
     if bad.size:
-        return f"mask {mask_path} has labels {bad[:5].tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}"
+        return f"mask {path} has labels {bad[:5].tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}", size
+    return None, size
+
+
+def check_pair(image_path: str, mask_path: str) -> str | None:
+    """None if the pair is sound, else what is wrong with it (one line, naming the file)."""
+    image_problem, image_size = _image_problem(image_path)
+    if image_problem:
+        return image_problem
+    mask_problem, mask_size = _mask_problem(mask_path)
+    if mask_problem:
+        return mask_problem
+    if image_size != mask_size and image_size and mask_size:
+        return f"size mismatch: {image_path} is {image_size[0]}x{image_size[1]}, {mask_path} is {mask_size[0]}x{mask_size[1]}"
     return None
 
 
-def _mask_path(voc: Path, split: str, image_id: str) -> Path:
-    """trainaug mixes SBD ids (SegmentationClassAug) with VOC train ids SBD lacks (SegmentationClass)."""
-    path = voc / LIST_MASKS[split] / f"{image_id}.png"
-    if split == "trainaug" and not path.is_file():
-        return voc / "SegmentationClass" / f"{image_id}.png"
-    return path
+def _check_chunk(pairs: list[tuple[str, str]]) -> list[str | None]:
+    return [check_pair(i, m) for i, m in pairs]
 
 
-def _check_chunk(pairs: list[tuple[str, str]]) -> list[str]:
-    return [p for p in (check_pair(i, m) for i, m in pairs) if p]
+def mask_path(voc: Path, split: str, image_id: str) -> Path:
+    """The label an id is trained or evaluated with: fine VOC where it has one, SBD otherwise."""
+    fine = voc / FINE_MASKS / f"{image_id}.png"
+    if split in VOC_LISTS:
+        return fine
+    if split == "trainaug" and fine.is_file():
+        return fine
+    return voc / SBD_MASKS / f"{image_id}.png"
 
 
 def expected_sizes(root: Path) -> dict[str, int]:
     return demo_split_sizes(root) or dict(SPLIT_SIZES)
+
+
+def read_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def check_data_root(
@@ -96,45 +121,52 @@ def check_data_root(
     aug: bool,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> CheckReport:
-    """Check the VOC lists (and with `aug`, the SBD ones). Pixels are read in parallel."""
+    """Check the VOC lists (and with `aug`, the SBD ones). Each distinct pair is read once, in parallel."""
     voc = root / VOC_SUBDIR
     expected = expected_sizes(root)
-    names = list(LIST_MASKS) if aug else ["train", "val", "trainval"]
     reports: list[SplitReport] = []
-    jobs: list[tuple[SplitReport, list[tuple[str, str]]]] = []
-    for name in names:
+    pairs_of: dict[str, list[tuple[str, str]]] = {}
+    for name in VOC_LISTS + (AUG_LISTS if aug else ()):
         lst = voc / SPLITS_SUBDIR / f"{name}.txt"
-        if not lst.is_file():
-            report = SplitReport(name, 0, expected.get(name))
-            report.problems.append(f"missing list {lst}")
-            reports.append(report)
-            continue
-        ids = [line.strip() for line in lst.read_text().splitlines() if line.strip()]
-        report = SplitReport(name, len(ids), expected.get(name))
-        if report.expected is not None and report.count != report.expected:
-            report.problems.append(f"{lst.name} has {report.count} ids, expected {report.expected}")
-        if len(set(ids)) != len(ids):
-            report.problems.append(f"{lst.name} lists {len(ids) - len(set(ids))} ids twice")
+        report = SplitReport(name, 0, expected.get(name))
         reports.append(report)
-        if name == "trainval":  # its pairs are train's and val's
+        if not lst.is_file():
+            fix = "vocseg prepare --aug" if name in AUG_LISTS else "vocseg prepare --force"
+            report.problems.append(f"missing list {lst} (run `{fix}`)")
             continue
-        jobs.append((report, [(str(voc / "JPEGImages" / f"{i}.jpg"), str(_mask_path(voc, name, i))) for i in ids]))
-    workers = max(1, workers or os.cpu_count() or 1)
-    for report, pairs in jobs:
-        chunks = [pairs[i : i + 64] for i in range(0, len(pairs), 64)]
-        if workers == 1 or len(chunks) == 1:
-            results = map(_check_chunk, chunks)
-            for chunk, found in zip(chunks, results):
-                report.problems.extend(found)
-                report.checked += len(chunk)
+        ids = read_list(lst)
+        report.count = len(ids)
+        if report.expected is not None and report.count != report.expected:
+            report.problems.append(f"{lst} has {report.count} ids, expected {report.expected}")
+        if len(set(ids)) != len(ids):
+            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+            report.problems.append(f"{lst} lists {len(twice)} ids more than once (e.g. {', '.join(twice[:3])})")
+        pairs_of[name] = [(str(voc / "JPEGImages" / f"{i}.jpg"), str(mask_path(voc, name, i))) for i in dict.fromkeys(ids)]
+
+    unique = list(dict.fromkeys(p for pairs in pairs_of.values() for p in pairs))
+    if on_total:
+        on_total(len(unique))
+    results: dict[tuple[str, str], str | None] = {}
+    chunks = [unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks) or 1))
+    if workers == 1:
+        for chunk in chunks:
+            results.update(zip(chunk, _check_chunk(chunk)))
+            if progress:
+                progress(len(chunk))
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for chunk, found in zip(chunks, pool.map(_check_chunk, chunks)):
+                results.update(zip(chunk, found))
                 if progress:
                     progress(len(chunk))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for chunk, found in zip(chunks, pool.map(_check_chunk, chunks)):
-                    report.problems.extend(found)
-                    report.checked += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+    for report in reports:
+        for pair in pairs_of.get(report.name, []):
+            report.checked += 1
+            if problem := results[pair]:
+                report.problems.append(problem)
     return CheckReport(root=root, splits=reports)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vocseg.check import CheckReport, check_data_root
 from vocseg.errors import VocsegError
@@ -19,24 +19,30 @@ from vocseg.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=False
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
 def convert_and_list(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
     """SBD .mat -> SegmentationClassAug PNGs (skipping done ones), then aug.txt and trainaug.txt."""
-    from vocseg.sbd import convert_sbd, write_aug_lists
+    from vocseg.sbd import convert_sbd, pending_mats, write_aug_lists
 
     cls_dir = root / SBD_SUBDIR / "cls"
     if not cls_dir.is_dir():
         raise VocsegError(f"No SBD labels at {cls_dir}.", "Run `vocseg prepare --aug` to fetch SBD, or drop --aug.")
-    total = sum(1 for p in cls_dir.iterdir() if p.suffix == ".mat")
-    with _progress(console) as progress:
-        task = progress.add_task("convert SBD labels", total=total)
-        done_before = total
-        converted = convert_sbd(root, workers=workers, force=force, progress=lambda n: progress.advance(task, n))
-        progress.update(task, completed=total)
-    if converted == 0 and done_before:
+    pending, total = pending_mats(root, force=force)
+    if pending:
+        with _progress(console) as progress:
+            task = progress.add_task("convert SBD labels", total=total, completed=total - len(pending))
+            converted = convert_sbd(root, workers=workers, force=force, progress=lambda n: progress.advance(task, n))
+        console.print(f"SBD labels: converted {converted} of {total} to {root / VOC_SUBDIR / 'SegmentationClassAug'}")
+    else:
         console.print(f"SBD labels: all {total} already converted")
     lists = write_aug_lists(root)
     console.print(f"lists: aug.txt {len(lists.aug)} ids, trainaug.txt {len(lists.trainaug)} ids (sorted)")
@@ -68,17 +74,40 @@ def prepare_voc(
     console: Console,
 ) -> None:
     """Real VOC 2012 (+ SBD): fetch and extract what is not already there, then convert."""
-    voc_ready = (root / VOC_SUBDIR / SPLITS_SUBDIR / "val.txt").is_file() and (root / VOC_SUBDIR / "JPEGImages").is_dir()
-    sbd_ready = (root / SBD_SUBDIR / "cls").is_dir() and (root / SBD_SUBDIR / "train.txt").is_file()
-    if force or not voc_ready or (aug and not sbd_ready):
+    from vocseg.fetch import ARCHIVES, extracted_marker, parse_md5_overrides, recover_interrupted, tree_state
+
+    overrides = parse_md5_overrides(md5)  # a typo in --md5 fails before any download
+    recover_interrupted(root)
+    need: dict[str, bool] = {}
+    for key in ("voc", "sbd") if aug else ("voc",):
+        archive = ARCHIVES[key]
+        state = tree_state(root, archive)
+        if state == "partial" and not force:
+            missing = next(p for p in archive.required if not (root / p).exists())
+            raise VocsegError(
+                f"{root / archive.top} exists but has no {root / missing}: an incomplete copy.",
+                f"Complete it, move it away, or re-run with --force to replace it with a fresh extraction of {archive.name}.",
+            )
+        need[key] = force or state != "complete"
+        if not need[key]:
+            marker = extracted_marker(root, archive)
+            source = f"extracted from {marker.get('archive')} (md5 {marker.get('md5')})" if marker else "already there (not extracted by vocseg)"
+            console.print(f"{archive.label}: {source} in {root / archive.top}, used as is")
+    if any(need.values()):
         from vocseg.fetch import fetch_and_extract
 
         fetch_and_extract(
-            root, aug=aug, force=force, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5_overrides=md5,
-            need_voc=force or not voc_ready, need_sbd=aug and (force or not sbd_ready), console=console,
+            root,
+            aug=aug,
+            force=force,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            from_dir=from_dir,
+            md5_overrides=overrides,
+            need_voc=need.get("voc", False),
+            need_sbd=need.get("sbd", False),
+            console=console,
         )
-    else:
-        console.print(f"VOC 2012{' and SBD' if aug else ''}: already extracted in {root}, used as is")
     if aug:
         convert_and_list(root, force=force, workers=workers, console=console)
 
@@ -89,6 +118,11 @@ def run_check(root: Path, *, aug: bool, workers: int | None, console: Console) -
     aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()
     with _progress(console) as progress:
         task = progress.add_task("check image/mask pairs", total=None)
-        report = check_data_root(root, aug=aug, workers=workers or os.cpu_count(), progress=lambda n: progress.advance(task, n))
-        progress.update(task, total=progress.tasks[0].completed)
+        report = check_data_root(
+            root,
+            aug=aug,
+            workers=workers or os.cpu_count(),
+            progress=lambda n: progress.advance(task, n),
+            on_total=lambda n: progress.update(task, total=n),
+        )
     return report

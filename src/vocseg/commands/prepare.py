@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare(
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where VOCdevkit/ goes (default: $VOCSEG_DATA_ROOT, else the user data folder).")] = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option("--data-root", help="Where VOCdevkit/ goes (default: $VOCSEG_DATA_ROOT, else the user data folder).")
+    ] = None,
     aug: Annotated[bool, typer.Option("--aug/--no-aug", help="Also SBD: convert its .mat labels and write aug.txt / trainaug.txt.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help="Write the small built-in demo dataset (VOC + SBD layouts) instead of downloading.")] = False,
     check_only: Annotated[bool, typer.Option("--check", help="Only check an existing data root.")] = False,
@@ -45,8 +47,10 @@ def prepare(
     report = run_check(root, aug=aug, workers=workers, console=console)
     console.print(check_table(report))
     if not report.ok:
+        from rich.markup import escape
+
         for problem in report.problems[:20]:
-            console.print(f"  [red]-[/] {problem}")
+            console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
         more = len(report.problems) - 20
         raise VocsegError(
             f"{len(report.problems)} problems in {root}" + (f" ({more} more not shown)" if more > 0 else "") + ".",
