@@ -264,6 +264,13 @@ def test_a_kept_part_that_does_not_fit_is_dropped_when_the_server_ignores_range(
     assert server.log[0][1] is not None and server.log[0][2] == 200  # asked to resume, got the whole file
 
 
+def test_a_resumed_download_that_does_not_verify_is_fetched_again_whole(server: ArchiveServer, archives, tmp_path: Path) -> None:
+    data = archives["voc"].read_bytes()
+    (tmp_path / f"{VOC_ARCHIVE}.part").write_bytes(b"\0" * 1000)  # kept from some other file
+    assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == data
+    assert [(r, s) for _, r, s in server.log] == [("bytes=1000-", 206), (None, 200)]
+
+
 def test_wrong_md5_is_refused_then_accepted_only_when_named(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     got = md5(archives["voc"])

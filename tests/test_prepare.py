@@ -248,3 +248,12 @@ def test_an_interrupted_png_write_leaves_no_file(tmp_path: Path, monkeypatch: py
     with pytest.raises(KeyboardInterrupt):
         sbd.write_atomic(target, b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_of_a_killed_run_are_removed_and_not_counted(demo_copy: Path) -> None:
+    out = demo_copy / VOC_SUBDIR / "SegmentationClassAug"
+    victim = sorted(out.iterdir())[0]
+    victim.rename(out / f".{victim.name}.4242.tmp")  # killed between write and rename
+    pending, total = sbd.pending_mats(demo_copy)
+    assert pending == [victim.stem + ".mat"] and not list(out.glob(".*"))
+    assert sbd.convert_sbd(demo_copy, workers=1) == 1 and victim.is_file()

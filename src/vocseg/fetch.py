@@ -241,6 +241,7 @@ class _PartState:
     path: Path
     digest: hashlib._Hash
     hashed: int = 0
+    resumed: bool = False  # some of it came from an earlier request (a resume can splice two files)
 
     def size(self) -> int:
         try:
@@ -252,6 +253,7 @@ class _PartState:
         self.path.unlink(missing_ok=True)
         self.digest = hashlib.md5()
         self.hashed = 0
+        self.resumed = False
 
     def catch_up(self) -> int:
         """Hash what is on disk but not hashed yet (a part kept from an earlier run); return its size."""
@@ -306,6 +308,7 @@ def _attempt(url: str, part: _PartState, progress: Progress, task: TaskID, cache
             if start != offset:
                 part.restart()
                 raise _Retry(f"server resumed at byte {start}, not {offset}; starting over")
+            part.resumed = part.resumed or offset > 0
         else:  # 200: the whole file (the server ignores Range, or nothing was kept)
             if offset:
                 part.restart()
@@ -364,7 +367,9 @@ def download_archive(archive: Archive, md5: str, cache: Path, mirror: str | None
     part = _PartState(cache / f"{archive.name}.part", hashlib.md5())
     problems: list[str] = []
     wrong: list[tuple[str, str, Path]] = []
-    for url in candidate_urls(archive, mirror):
+    queue = [(url, True) for url in candidate_urls(archive, mirror)]
+    while queue:
+        url, may_retry = queue.pop(0)
         with _bytes_progress(console) as progress:
             task = progress.add_task(f"download {archive.name}", total=None)
             try:
@@ -373,6 +378,12 @@ def download_archive(archive: Archive, md5: str, cache: Path, mirror: str | None
                 problems.append(f"{url}: {exc}")
                 continue
         got = part.digest.hexdigest()
+        if got != md5 and part.resumed and may_retry:
+            # The kept part may come from another file or version: fetch it once more, whole.
+            console.print(f"  {url}: md5 {got} after resuming; downloading it again from the start")
+            part.restart()
+            queue.insert(0, (url, False))
+            continue
         # Whatever it is, keep it under the name of what it is: a later --md5 can accept it.
         landed = cached_path(cache, archive, got)
         os.replace(part.path, landed)

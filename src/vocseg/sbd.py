@@ -15,6 +15,7 @@ Why it is faster than mmseg's script (measured in benchmarks/sbd_convert.py):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -32,6 +33,7 @@ from vocseg.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 _MI_INT8, _MI_UINT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 2, 5, 6, 14, 15
 _MX_STRUCT, _MX_UINT8 = 2, 9
 _FLAG_COMPLEX, _FLAG_GLOBAL, _FLAG_LOGICAL = 0x800, 0x400, 0x200
+_INFLATE_BUFFER = 1 << 20  # above a 500x500 label map and its boundaries
 
 
 class _NotRecognised(Exception):
@@ -114,7 +116,8 @@ def read_segmentation_fast(data: bytes) -> np.ndarray:
         kind, start, size, after = _element(data, pos, endian)
         if kind == _MI_COMPRESSED:
             try:
-                buf = zlib.decompress(data[start : start + size])
+                # One large first buffer: growing it block by block costs a third more time.
+                buf = zlib.decompress(data[start : start + size], 15, _INFLATE_BUFFER)
             except zlib.error as exc:
                 raise _NotRecognised(str(exc)) from None
             found = _segmentation_of_gtcls(buf, 0, endian)
@@ -166,21 +169,30 @@ def encode_png(mask: np.ndarray) -> bytes:
     rows = np.empty((height, width + 1), np.uint8)
     rows[:, 0] = 0  # filter type "none" on every row
     rows[:, 1:] = mask
-    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     idat = packer.compress(rows.tobytes()) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def write_atomic(target: Path, data: bytes) -> None:
-    """Write via a temporary name + rename, so a PNG that exists is always complete."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    """Write via a temporary name + rename, so a PNG that exists is always complete.
+
+    Plain os calls: a buffered `open()` adds system calls that cost as much as the write itself.
+    """
+    tmp = f"{target.parent}/.{target.name}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
@@ -216,9 +228,16 @@ def pending_mats(root: Path, *, force: bool = False) -> tuple[list[str], int]:
     if not in_dir.is_dir():
         raise VocsegError(f"No SBD labels at {in_dir}.", "Run `vocseg prepare --aug` to fetch and extract SBD.")
     names = sorted(e.name for e in os.scandir(in_dir) if e.name.endswith(".mat") and not e.name.startswith("."))
-    if force or not out_dir.is_dir():
+    if not out_dir.is_dir():
         return names, len(names)
-    done = {e.name[:-4] for e in os.scandir(out_dir) if e.name.endswith(".png")}
+    done: set[str] = set()
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            os.unlink(entry.path)  # a write that was killed before its rename
+        elif entry.name.endswith(".png"):
+            done.add(entry.name[:-4])
+    if force:
+        return names, len(names)
     return [n for n in names if n[:-4] not in done], len(names)
 
 
