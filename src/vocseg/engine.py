@@ -6,20 +6,29 @@
 - `VocsegSeededDataset`: seeds `random`/`numpy`/`torch` from (seed, global sample position)
   around each sample's pipeline, so augmentation is the same after a resume, with any number
   of workers.
-- `VocsegResumableIterLoop`: positions the sampler on resume; on SIGTERM / Ctrl-C it finishes
+- `VocsegResumableIterLoop`: positions the sampler on resume; keeps validation and the data
+  loader's start-up from drawing on the training RNG streams; on SIGTERM / Ctrl-C it finishes
   the iteration, saves a checkpoint and stops (`TrainingInterrupted`).
 - `VocsegCheckpointHook`: saves first, then points `last_checkpoint` at the new file
   (atomically), then deletes old ones. MMEngine's deletes first.
 - `VocsegRngStateHook`: stores every process's RNG states in checkpoints and restores them.
+- `VocsegBatchGuardHook`: records the total batch in checkpoints; a resume with another one is
+  refused, or (when asked) the LR schedule in the checkpoint is rescaled linearly.
 - `VocsegPerClassIoUMetric`: mmseg's IoUMetric that also keeps its per-class table.
+- `VocsegProgressHook`: one live display on rank 0 (plain lines when not a terminal), and
+  `curves.png` in the run folder at each validation.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
+import multiprocessing
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +42,7 @@ from mmseg.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS
 from torch.utils.data import Sampler
 
 from vocseg.compat import write_bytes_atomic
+from vocseg.errors import VocsegError
 
 
 class TrainingInterrupted(Exception):
@@ -49,9 +59,19 @@ class TrainingInterrupted(Exception):
 class ResumableSampler(Sampler):
     """Endless, resumable, distributed sampler. Yields encoded ints `position * N + index`."""
 
-    def __init__(self, dataset: Any, batch_size: int, shuffle: bool = True, seed: int | None = None) -> None:
-        rank, world_size = get_dist_info()
-        self.rank, self.world_size = rank, world_size
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        dist_rank, dist_world = get_dist_info()
+        self.rank = dist_rank if rank is None else rank
+        self.world_size = dist_world if world_size is None else world_size
+        world_size = self.world_size
         self.dataset_size = len(dataset)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -92,6 +112,38 @@ class ResumableSampler(Sampler):
             epoch += 1
 
 
+# Set by the training process when its interpreter exits; forked DataLoader workers read it.
+_MAIN_PID = os.getpid()
+_MAIN_EXITING = multiprocessing.RawValue("b", 0)
+atexit.register(lambda: setattr(_MAIN_EXITING, "value", 1))
+_loader_handlers_in: int | None = None
+
+
+def _loader_worker_signal(signum: int, frame: Any) -> None:
+    if _MAIN_EXITING.value or os.getppid() == 1:
+        os._exit(0)  # the training process is exiting (multiprocessing terminates its workers)
+    # Otherwise a signal to the whole process group (Ctrl-C, torchrun, Slurm, kill -- -PGID):
+    # keep serving batches; the training process finishes its iteration, saves and stops.
+
+
+def _guard_loader_worker() -> None:
+    """In a forked DataLoader worker, SIGTERM/SIGINT no longer kill it mid-training.
+
+    A worker killed by a signal makes PyTorch abort the training process (or fail its next
+    batch), so a stop request sent to the whole process group could not save a checkpoint.
+    """
+    global _loader_handlers_in
+    pid = os.getpid()
+    if _loader_handlers_in == pid:
+        return
+    _loader_handlers_in = pid
+    from torch.utils.data import get_worker_info
+
+    if pid != _MAIN_PID and get_worker_info() is not None:  # forked: it shares _MAIN_EXITING
+        signal.signal(signal.SIGTERM, _loader_worker_signal)
+        signal.signal(signal.SIGINT, _loader_worker_signal)
+
+
 @DATASETS.register_module(name="VocsegSeededDataset")
 class SeededDataset:
     """Wraps a dataset; item `position * N + index` is item `index` with RNGs seeded by position."""
@@ -112,13 +164,15 @@ class SeededDataset:
         return len(self.dataset)
 
     def __getitem__(self, key: int) -> Any:
+        _guard_loader_worker()
         n = len(self.dataset)
         position, index = divmod(int(key), n)
         sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
         saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(sample_seed)
         np.random.seed(sample_seed)
-        torch.manual_seed(sample_seed)
+        # CPU generator only: torch.manual_seed would also reset the CUDA generators (dropout).
+        torch.default_generator.manual_seed(sample_seed)
         try:
             return self.dataset[index]
         finally:
@@ -135,17 +189,48 @@ def _sampler_of(dataloader: Any) -> Any:
     return sampler
 
 
+_outer_rng_states: list[dict[str, Any]] = []  # training RNG states while inside `preserved_rng`
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without moving this process's training RNG streams (python, numpy, torch, CUDA).
+
+    A checkpoint saved inside the block (MMEngine saves `iter_N.pth` again after a validation
+    that found a new best) stores the training streams as they were on entry.
+    """
+    saved = _rng_state()
+    _outer_rng_states.append(saved)
+    try:
+        yield
+    finally:
+        _outer_rng_states.pop()
+        _set_rng_state(saved)
+
+
+def training_rng_state() -> dict[str, Any]:
+    """The RNG state the training stream continues from (outside any `preserved_rng` block)."""
+    return _outer_rng_states[0] if _outer_rng_states else _rng_state()
+
+
 class _StopRequest:
-    """Turns SIGTERM/SIGINT into a flag checked between iterations; a second Ctrl-C aborts."""
+    """Turns SIGTERM/SIGINT into a flag checked between iterations.
+
+    A second Ctrl-C more than a second after the first aborts without saving; signals that
+    arrive together (the terminal and a launcher both forwarding one Ctrl-C) count once.
+    """
 
     def __init__(self) -> None:
         self.signum = 0
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum and signum == signal.SIGINT:
+        now = time.monotonic()
+        if self.signum and signum == signal.SIGINT and now - self._first_at > 1.0:
             raise KeyboardInterrupt
-        self.signum = signum
+        if not self.signum:
+            self.signum, self._first_at = signum, now
 
     def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,15 +257,24 @@ class _StopRequest:
 
 @LOOPS.register_module(name="VocsegResumableIterLoop")
 class ResumableIterLoop(IterBasedTrainLoop):
-    """IterBasedTrainLoop whose resume costs the same at any iteration, and that stops cleanly."""
+    """IterBasedTrainLoop whose resume costs the same at any iteration, and that stops cleanly.
+
+    Exactness: the checkpoint of iteration N holds the RNG states of the moment it was saved;
+    everything that runs between that moment and iteration N+1 in an uninterrupted run
+    (validation, a new data loader iterator) runs under `preserved_rng`, so a resumed run
+    draws the same random numbers (dropout) as the uninterrupted one.
+    """
 
     def run(self) -> Any:
         self.runner.call_hook("before_train")
         self.runner.call_hook("before_train_epoch")
         sampler = _sampler_of(self.dataloader)
         if hasattr(sampler, "set_start_iter"):
-            sampler.set_start_iter(self._iter)
-            self.dataloader_iterator = iter(self.dataloader)
+            if self._iter > 0:
+                # Constant cost: the sampler starts at the position; nothing is loaded to skip.
+                sampler.set_start_iter(self._iter)
+                with preserved_rng():
+                    self.dataloader_iterator = iter(self.dataloader)
         else:  # another sampler (a hand-edited config): MMEngine's slow path
             for _ in range(self._iter):
                 next(self.dataloader_iterator)
@@ -201,7 +295,8 @@ class ResumableIterLoop(IterBasedTrainLoop):
                     and self._iter >= self.val_begin
                     and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)
                 ):
-                    self.runner.val_loop.run()
+                    with preserved_rng():
+                        self.runner.val_loop.run()
         self.runner.call_hook("after_train_epoch")
         self.runner.call_hook("after_train")
         return self.runner.model
@@ -209,15 +304,26 @@ class ResumableIterLoop(IterBasedTrainLoop):
     def _save_now(self) -> None:
         for hook in self.runner.hooks:
             if isinstance(hook, CheckpointHook):
+                if isinstance(hook, SafeCheckpointHook) and hook.saved_step == self._iter:
+                    return  # the periodic checkpoint of this very iteration is on disk
                 hook._save_checkpoint_with_step(self.runner, self._iter, dict(epoch=self.runner.epoch, iter=self._iter))
                 return
+
+
+def _gather_rng_states(runner: Any) -> None:
+    """Collect every rank's RNG state (a collective: all ranks call it) for the next save."""
+    state = training_rng_state()
+    runner._vocseg_rng_states = all_gather_object(state) if is_distributed() else [state]
 
 
 @HOOKS.register_module(name="VocsegCheckpointHook")
 class SafeCheckpointHook(CheckpointHook):
     """CheckpointHook that never leaves `last_checkpoint` pointing at a deleted or partial file."""
 
+    saved_step: int | None = None
+
     def _save_checkpoint_with_step(self, runner: Any, step: int, meta: dict) -> None:
+        _gather_rng_states(runner)  # here, on every rank: runner.save_checkpoint runs on rank 0 only
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
@@ -238,6 +344,7 @@ class SafeCheckpointHook(CheckpointHook):
             backend_args=self.backend_args,
             **self.args,
         )
+        self.saved_step = step
         if not is_main_process():
             return
         write_bytes_atomic(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode())
@@ -246,6 +353,10 @@ class SafeCheckpointHook(CheckpointHook):
             if self.file_backend.isfile(path):
                 self.file_backend.remove(path)
 
+    def _save_best_checkpoint(self, runner: Any, metrics: dict) -> None:
+        _gather_rng_states(runner)
+        super()._save_best_checkpoint(runner, metrics)
+
 
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
@@ -253,9 +364,17 @@ def _rng_state() -> dict[str, Any]:
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @HOOKS.register_module(name="VocsegRngStateHook")
@@ -265,20 +384,68 @@ class RngStateHook(Hook):
     priority = "VERY_LOW"
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-        states = all_gather_object(_rng_state()) if is_distributed() else [_rng_state()]
-        checkpoint["vocseg_rng"] = states
+        # Gathered by VocsegCheckpointHook on all ranks; this method runs on rank 0 only.
+        states = getattr(runner, "_vocseg_rng_states", None)
+        runner._vocseg_rng_states = None
+        checkpoint["vocseg_rng"] = states if states else [training_rng_state()]
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         states = checkpoint.get("vocseg_rng")
         rank, world = get_dist_info()
         if not states or len(states) != world:
+            return  # another process count: the streams cannot continue one-to-one
+        _set_rng_state(states[rank])
+
+
+def _scale_lr_state(checkpoint: dict, ratio: float) -> None:
+    """Scale the LR a checkpoint carries (optimizer groups, schedulers) by `ratio`."""
+    optimizer = checkpoint.get("optimizer") or {}
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    for group in groups or []:
+        for key in ("lr", "initial_lr"):
+            if key in group:
+                group[key] = group[key] * ratio
+    for scheduler in checkpoint.get("param_schedulers") or []:
+        if scheduler.get("param_name", "lr") != "lr":
+            continue
+        for key in ("base_values", "_last_value"):
+            if key in scheduler:
+                scheduler[key] = [v * ratio for v in scheduler[key]]
+
+
+@HOOKS.register_module(name="VocsegBatchGuardHook")
+class BatchGuardHook(Hook):
+    """Checkpoints record the total batch; resuming with another one is an error unless
+    `rescale_lr`, which scales the LR schedule in the checkpoint linearly to the new batch."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self, rescale_lr: bool = False) -> None:
+        self.rescale_lr = rescale_lr
+
+    @staticmethod
+    def _batch(runner: Any) -> dict[str, int]:
+        world = get_dist_info()[1]
+        batch = int(getattr(runner.train_dataloader, "batch_size", 0) or 0)
+        return dict(world_size=world, batch=batch, total=world * batch)
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        checkpoint["vocseg_batch"] = self._batch(runner)
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        saved = checkpoint.get("vocseg_batch")
+        if not saved or not getattr(runner, "_resume", False):
             return
-        state = states[rank]
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        now = self._batch(runner)
+        if saved["total"] == now["total"] or not now["total"]:
+            return
+        if not self.rescale_lr:
+            raise VocsegError(
+                f"The checkpoint was trained with total batch {saved['total']} ({saved['world_size']} process(es) x {saved['batch']}); "
+                f"this resume has {now['total']} ({now['world_size']} x {now['batch']}).",
+                "Resume with the original process count, or pass --rescale-lr to rescale the LR linearly.",
+            )
+        _scale_lr_state(checkpoint, now["total"] / saved["total"])
 
 
 @METRICS.register_module(name="VocsegPerClassIoUMetric")
@@ -308,59 +475,205 @@ class PerClassIoUMetric(IoUMetric):
         return super().compute_metrics(results)
 
 
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
 @HOOKS.register_module(name="VocsegProgressHook")
 class ProgressHook(Hook):
-    """Compact progress for the person at the terminal (rank 0): iteration, loss, LR, speed, ETA, val mIoU."""
+    """Progress for the person at the terminal (rank 0): iteration, epoch, loss, LR, images/s,
+    ETA and the last validation mIoU, as one rich live display on a terminal, or as plain lines
+    every `interval` iterations when the output is a file or pipe (CI logs). Writes
+    `curves.png` (loss, LR, val mIoU) to the run folder at each validation."""
 
     priority = "VERY_LOW"
 
-    def __init__(self, interval: int | None = None) -> None:
+    def __init__(self, interval: int | None = None, display: str = "auto", curves: bool = True) -> None:
+        if display not in ("auto", "live", "plain"):
+            raise ValueError(f"display must be auto, live or plain, got {display!r}")
         self.interval = interval
-        self._t0 = 0.0
-        self._start_iter = 0
-        self._images = 0
+        self.display = display
+        self.curves = curves
+        self.live: Any = None
+        self.console: Any = None
         self.best_miou: float | None = None
+        self.last_val: tuple[int, float] | None = None
+        self.iter = 0
+        self.max_iters = 0
+        self.iters_per_epoch = 1
+        self.images_per_iter = 0
+        self.loss = float("nan")
+        self.lr = float("nan")
+        self.iter_time: float | None = None  # moving average, seconds, validation excluded
+        self.val_time = 0.0
+        self.val_interval = 0
+        self.val_progress: tuple[int, int] | None = None
+        self._last_t = 0.0
+        self._paused = 0.0
+        self._val_t0 = 0.0
+        self._seen = 0
 
-    def _console(self) -> Any:
+    # -- rendering -------------------------------------------------------------------------
+    def _speed(self) -> str:
+        return f"{self.images_per_iter / self.iter_time:.1f}" if self.iter_time else "-"
+
+    def _status_line(self) -> str:
+        epoch = self.iter / self.iters_per_epoch
+        return (
+            f"iter {self.iter}/{self.max_iters}  epoch {epoch:.2f}  loss {self.loss:.4f}  lr {self.lr:.2e}  "
+            f"{self._speed()} img/s  ETA {_fmt_eta(self.eta())}"
+        )
+
+    def _val_text(self) -> str:
+        if self.last_val is None:
+            return "val mIoU -"
+        it, miou = self.last_val
+        return f"val mIoU {miou:.2f} @ iter {it} (best {self.best_miou:.2f})"
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(no_wrap=True)
+        bar.add_column(ratio=1)
+        bar.add_column(no_wrap=True)
+        bar.add_row(
+            "[bold]train[/]",
+            ProgressBar(total=max(1, self.max_iters), completed=self.iter),
+            f"{self.iter}/{self.max_iters}  epoch {self.iter / self.iters_per_epoch:.2f}",
+        )
+        stats = (
+            f"loss [bold]{self.loss:.4f}[/]  lr {self.lr:.2e}  {self._speed()} img/s  "
+            f"ETA [bold]{_fmt_eta(self.eta())}[/]  {self._val_text()}"
+        )
+        parts: list[Any] = [bar, stats]
+        if self.val_progress is not None:
+            done, total = self.val_progress
+            parts.append(f"[cyan]validating {done}/{total}[/]")
+        return Group(*parts)
+
+    def eta(self) -> float:
+        if self.iter_time is None:
+            return float("inf")
+        remaining = max(0, self.max_iters - self.iter)
+        vals = 0
+        if self.val_interval:
+            vals = self.max_iters // self.val_interval - self.iter // self.val_interval
+            vals += 1 if self.max_iters % self.val_interval else 0
+        return remaining * self.iter_time + max(0, vals) * self.val_time
+
+    def _print(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(text)
+        elif self.console is not None:
+            self.console.print(text, soft_wrap=True)  # one line per event in logs, never wrapped
+
+    # -- hooks -----------------------------------------------------------------------------
+    def before_train(self, runner: Any) -> None:
+        if not is_main_process():
+            return
         import sys
 
         from rich.console import Console
 
         # sys.stdout may be routed away from MMEngine's console log; print to the real one.
-        return Console(file=sys.__stdout__, highlight=False)
-
-    def before_train(self, runner: Any) -> None:
-        import time
-
-        self._t0 = time.perf_counter()
-        self._start_iter = runner.iter
+        self.console = Console(file=sys.__stdout__, highlight=False)
+        self.iter = runner.iter
+        self.max_iters = runner.max_iters
+        self.iters_per_epoch = max(1, len(runner.train_dataloader))
+        self.images_per_iter = int(getattr(runner.train_dataloader, "batch_size", 1) or 1) * get_dist_info()[1]
+        self.val_interval = int(getattr(runner.train_loop, "val_interval", 0) or 0)
+        best = runner.message_hub.get_info("best_score")
+        self.best_miou = float(best) if best is not None else None
         if self.interval is None:
             self.interval = max(1, min(50, runner.max_iters // 20))
+        self._last_t = time.perf_counter()
+        live = self.display == "live" or (self.display == "auto" and self.console.is_terminal)
+        if live:
+            from rich.live import Live
+
+            self.live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
+                             redirect_stdout=False, redirect_stderr=True)
+            self.live.start()
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        import time
-        from datetime import timedelta
-
-        if data_batch is not None:
-            self._images += len(data_batch["inputs"]) * get_dist_info()[1]
-        done = runner.iter + 1
-        if not is_main_process() or (done % self.interval and done != runner.max_iters):
+        if not is_main_process():
             return
-        elapsed = time.perf_counter() - self._t0
-        per_iter = elapsed / max(1, done - self._start_iter)
-        eta = timedelta(seconds=int(per_iter * (runner.max_iters - done)))
-        loss = float(outputs["loss"]) if outputs and "loss" in outputs else float("nan")
-        lr = runner.optim_wrapper.get_lr()["lr"][0]
-        speed = self._images / max(elapsed, 1e-9)
-        ipe = max(1, len(runner.train_dataloader))
-        self._console().print(
-            f"iter {done}/{runner.max_iters}  epoch {done / ipe:.1f}  loss {loss:.4f}  lr {lr:.2e}  "
-            f"{speed:.1f} img/s  ETA {eta}"
-        )
+        now = time.perf_counter()
+        dt = now - self._last_t - self._paused
+        self._last_t, self._paused = now, 0.0
+        # Moving average of the iteration time; the first one after start-up is not counted.
+        self._seen += 1
+        if self._seen > 1 and dt > 0:
+            self.iter_time = dt if self.iter_time is None else 0.9 * self.iter_time + 0.1 * dt
+        self.iter = runner.iter + 1
+        if outputs and "loss" in outputs:
+            loss = outputs["loss"]
+            self.loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        # The LR this iteration used (logged before the scheduler stepped), not the next one.
+        logged = runner.message_hub.log_scalars.get("train/lr")
+        self.lr = float(logged.current()) if logged is not None else float(runner.optim_wrapper.get_lr()["lr"][0])
+        if self.live is None and (self.iter % self.interval == 0 or self.iter == self.max_iters):
+            self._print(self._status_line())
+
+    def before_val_epoch(self, runner: Any) -> None:
+        if not is_main_process():
+            return
+        self._val_t0 = time.perf_counter()
+        try:
+            total = len(runner.val_dataloader)
+        except Exception:  # noqa: BLE001 - a length is only for display
+            total = 0
+        self.val_progress = (0, total) if self.live is not None else None
+
+    def after_val_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if self.val_progress is not None:
+            self.val_progress = (batch_idx + 1, self.val_progress[1])
 
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
-        if not is_main_process() or not metrics or "mIoU" not in metrics:
+        if not is_main_process():
+            return
+        if self._val_t0:
+            spent = time.perf_counter() - self._val_t0
+            self._paused += spent
+            self.val_time = spent
+            self._val_t0 = 0.0
+        self.val_progress = None
+        if not metrics or "mIoU" not in metrics:
             return
         miou = float(metrics["mIoU"])
         self.best_miou = miou if self.best_miou is None else max(self.best_miou, miou)
-        self._console().print(f"[bold]val[/] iter {runner.iter}: mIoU {miou:.2f}  mAcc {float(metrics.get('mAcc', 0)):.2f}  aAcc {float(metrics.get('aAcc', 0)):.2f}  (best {self.best_miou:.2f})")
+        self.last_val = (runner.iter, miou)
+        self._print(
+            f"[bold]val[/] iter {runner.iter}: mIoU {miou:.2f}  mAcc {float(metrics.get('mAcc', 0)):.2f}  "
+            f"aAcc {float(metrics.get('aAcc', 0)):.2f}  (best {self.best_miou:.2f})"
+        )
+        self._write_curves(runner)
+
+    def _write_curves(self, runner: Any) -> None:
+        if not self.curves:
+            return
+        from vocseg.curves import write_curves
+
+        t0 = time.perf_counter()
+        try:
+            write_curves(runner.work_dir)
+        except Exception as exc:  # noqa: BLE001 - a plot must never stop training
+            self._print(f"[yellow]curves.png not updated: {type(exc).__name__}: {exc}[/]")
+        self._paused += time.perf_counter() - t0
+
+    def after_train(self, runner: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also called when training ends with an exception)."""
+        if self.live is not None:
+            live, self.live = self.live, None
+            live.stop()

@@ -1,20 +1,83 @@
-"""Resuming a run: find it, check its checkpoint, and handle a change in the number of processes."""
+"""Resuming a run: find it, check its checkpoint, and handle a change in the number of processes.
+
+Everything here happens before any training process starts, so a bad run folder gives a
+one-line error and nothing in it changes (apart from deleting half-written `.tmp` files of
+killed processes).
+
+Another number of processes changes the total batch. Without `--rescale-lr` that is refused;
+with it, the run's config and recipe are rewritten for the new count (LR = the recipe's rule
+at the new total batch) and the training processes scale the LR schedule carried by the
+checkpoint (optimizer and scheduler state) by new/old total batch (`VocsegBatchGuardHook`).
+The iteration count stays, so the samples seen change with the batch; the data order
+continues from the same iteration, not bitwise as it would have been.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from vocseg.errors import VocsegError
-from vocseg.mmconfig import build_config_text, write_text_atomic
 from vocseg.recipe import Recipe, parse_gpus, plan
-from vocseg.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, latest_run_dir
+from vocseg.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, _iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
 
 
-def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool) -> tuple[Path, Recipe | None]:
-    """Find the run and its checkpoint; with another process count, rescale the LR or refuse."""
+@dataclass(frozen=True)
+class ResumeTarget:
+    config_path: Path
+    recipe: Recipe | None  # None for a run trained from a config vocseg did not write
+    checkpoint: Path
+    iteration: int
+    max_iters: int | None
+    rescale_lr: bool  # the process count changed and the LR is rescaled
+    original_recipe: Recipe | None = None  # recipe.json as found (before --gpus/--nproc)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config_path.parent
+
+    @property
+    def finished(self) -> bool:
+        return self.max_iters is not None and self.iteration >= self.max_iters
+
+
+def _max_iters(config_path: Path) -> int | None:
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.config import Config
+
+    try:
+        cfg = Config.fromfile(str(config_path), import_custom_modules=False)
+    except Exception as exc:  # noqa: BLE001 - any parse error of a user-edited file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocsegError(f"Cannot read {config_path}: {first[:160]}.", "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py).") from None
+    train_cfg = cfg.get("train_cfg") or {}
+    value = train_cfg.get("max_iters")
+    return int(value) if value is not None else None
+
+
+def _load_checked(checkpoint: Path, run_dir: Path) -> dict:
     from vocseg.compat import load_checkpoint_file
 
+    try:
+        return load_checkpoint_file(checkpoint)
+    except VocsegError as exc:
+        older = [p.name for _, p in _iter_checkpoints(run_dir) if p != checkpoint]
+        hint = (
+            f"Move {checkpoint.name} out of the folder to resume from the previous one ({older[-1]})."
+            if older
+            else "No other checkpoint is in the folder: start again with `vocseg train`."
+        )
+        raise VocsegError(exc.message, hint) from None
+
+
+def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool, cleanup: bool = True) -> ResumeTarget:
+    """Find the run and its checkpoint; with another process count, plan the LR rescale or refuse.
+
+    Writes nothing (see `commit_rescale`); `cleanup` deletes `.tmp` files of killed processes.
+    """
     if run_dir is None:
         run_dir = latest_run_dir()
         if run_dir is None:
@@ -23,26 +86,56 @@ def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None,
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise VocsegError(f"{run_dir} is not a vocseg run folder (no {CONFIG_NAME}).", "Pass the folder `vocseg train` printed.")
+    if cleanup:
+        remove_stale_temp_files(run_dir)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
-    load_checkpoint_file(checkpoint)  # refuses a truncated or foreign file before any process starts
+    # Refuses a truncated or foreign file before any process starts.
+    state = _load_checked(checkpoint, run_dir)
+    meta = state.get("meta") or {}
+    iteration = int(meta.get("iter", 0))
+    max_iters = _max_iters(config_path)
     recipe_path = run_dir / RECIPE_NAME
     recipe = Recipe.from_json(recipe_path.read_text()) if recipe_path.is_file() else None
-    if recipe is None or (gpus is None and nproc is None):
-        return config_path, recipe
+    target = ResumeTarget(config_path, recipe, checkpoint, iteration, max_iters, rescale_lr=False, original_recipe=recipe)
+    if target.finished:
+        return target
+    if recipe is None:
+        if gpus is not None or nproc is not None:
+            raise VocsegError(f"{run_dir} has no {RECIPE_NAME} (a config vocseg did not write): --gpus/--nproc cannot change it.", "Resume without them.")
+        return target
+    if gpus is not None and recipe.device != "cuda":
+        raise VocsegError("--gpus: this run trains on the CPU.", "Use --nproc N to change its number of CPU processes.")
+    if nproc is not None and recipe.device != "cpu":
+        raise VocsegError("--nproc: this run trains on GPUs.", "Use --gpus to change them.")
     changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc)
-    if changed.world_size == recipe.world_size:
-        return config_path, changed
+    # What the checkpoint was trained with (recorded by VocsegBatchGuardHook), else the recipe's.
+    saved = state.get("vocseg_batch") or {}
+    saved_total = int(saved.get("total") or recipe.total_batch)
+    saved_world = int(saved.get("world_size") or recipe.world_size)
+    if changed.total_batch == saved_total:
+        return dataclasses.replace(target, recipe=changed)
     if not rescale_lr:
         raise VocsegError(
-            f"The run was trained with {recipe.world_size} process(es); resuming with {changed.world_size} changes the total batch.",
-            "Pass --rescale-lr to rescale the LR to the new batch (linear rule), or resume with the original count.",
+            f"The checkpoint was trained with {saved_world} process(es) (total batch {saved_total}); resuming with "
+            f"{changed.world_size} changes the total batch to {changed.total_batch}.",
+            "Pass --rescale-lr to rescale the LR linearly to the new batch, or resume with the original count.",
         )
-    new_plan = plan(changed)
-    old_plan = plan(recipe)
-    # Same LR schedule shape, scaled; the iteration count stays, so samples seen change with the batch.
-    text = build_config_text(dataclasses.replace(changed), dataclasses.replace(new_plan, max_iters=old_plan.max_iters), run_dir)
-    write_text_atomic(config_path, text)
-    write_text_atomic(recipe_path, changed.to_json() + "\n")
-    return config_path, changed
+    return dataclasses.replace(target, recipe=changed, rescale_lr=True)
+
+
+def commit_rescale(target: ResumeTarget) -> None:
+    """Rewrite the run's config and recipe for the new process count (the LR follows the recipe's
+    rule at the new total batch; the iteration count stays)."""
+    from vocseg.compat import write_bytes_atomic
+    from vocseg.mmconfig import build_config_text
+
+    old, new = target.original_recipe, target.recipe
+    if not target.rescale_lr or old is None or new is None or old == new:
+        return
+    new_plan = plan(new)
+    max_iters = target.max_iters if target.max_iters is not None else plan(old).max_iters
+    text = build_config_text(new, dataclasses.replace(new_plan, max_iters=max_iters), target.run_dir)
+    write_bytes_atomic(target.config_path, text.encode())
+    write_bytes_atomic(target.run_dir / RECIPE_NAME, (new.to_json() + "\n").encode())

@@ -47,16 +47,46 @@ def _iter_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The checkpoint `last_checkpoint` names (MMEngine's pointer), else the highest `iter_N.pth`."""
+    """The checkpoint `last_checkpoint` names (MMEngine's pointer), else the highest `iter_N.pth`.
+
+    The pointer holds an absolute path; a run folder that was moved or copied uses its own file
+    of that name (never the original folder's).
+    """
     pointer = work_dir / "last_checkpoint"
     if pointer.is_file():
-        target = Path(pointer.read_text().strip())
-        if not target.is_absolute():
-            target = work_dir / target
-        if target.is_file():
-            return target
+        text = pointer.read_text().strip()
+        if text:
+            target = Path(text)
+            candidates = [work_dir / target.name, target if target.is_absolute() else work_dir / target]
+            for candidate in candidates:
+                if candidate.is_file():
+                    return candidate
     found = _iter_checkpoints(work_dir)
     return found[-1][1] if found else None
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def remove_stale_temp_files(work_dir: Path) -> list[Path]:
+    """Delete half-written `.NAME.PID.tmp` files left by a killed process (never a live one's)."""
+    import os
+
+    removed = []
+    for p in work_dir.glob(".*.tmp"):
+        m = _TEMP.match(p.name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:

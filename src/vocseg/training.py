@@ -2,7 +2,8 @@
 
 One process per GPU: `vocseg.launch` starts this code under torchrun when several are used.
 MMEngine's console log goes to the run's log file only (it is long); the person at the terminal
-sees vocseg's progress lines. `--verbose` shows MMEngine's log as well.
+sees vocseg's progress display. `--verbose` shows MMEngine's log as well (and plain progress
+lines, which mix with it better than a live display).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,35 @@ class _Discard(io.TextIOBase):
         return len(s)
 
 
-def build_runner(config_path: Path, *, resume: bool, verbose: bool, cfg_options: dict[str, Any] | None = None) -> Any:
+def _init_cpu_process_group(launcher: str, cfg: Any) -> None:
+    """MMEngine's init_dist always calls torch.cuda.set_device: on a CPU-only process it fails.
+    Start the gloo process group here (the Runner then skips its own), and let DDP wrap a CPU
+    module (device_ids=None)."""
+    import torch
+    import torch.distributed as dist
+
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    if launcher == "slurm":
+        raise VocsegError("--launcher slurm runs one task per GPU, but this task sees no GPU.", "Request GPUs from Slurm (--gres), or use --device cpu --nproc N without Slurm.")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper.setdefault("type", "MMDistributedDataParallel")
+    wrapper["device_ids"] = None
+    wrapper.setdefault("broadcast_buffers", False)
+    wrapper.setdefault("find_unused_parameters", cfg.get("find_unused_parameters", False))
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(
+    config_path: Path,
+    *,
+    resume: bool,
+    verbose: bool,
+    rescale_lr: bool = False,
+    cfg_options: dict[str, Any] | None = None,
+) -> Any:
     from vocseg.compat import ensure_stack
 
     ensure_stack()
@@ -49,30 +79,52 @@ def build_runner(config_path: Path, *, resume: bool, verbose: bool, cfg_options:
     cfg = Config.fromfile(str(config_path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    # The run folder is where the config lives (a moved or copied run keeps working).
+    work_dir = config_path.resolve().parent
+    cfg.work_dir = str(work_dir)
     cfg.launcher = launcher_from_env()
     cfg.resume = resume
     cfg.load_from = None
-    hooks = list(cfg.get("custom_hooks", []))
-    if not any(h.get("type") == "VocsegProgressHook" for h in hooks):
-        hooks.append(dict(type="VocsegProgressHook", priority="VERY_LOW"))
+    if resume:
+        checkpoint = latest_checkpoint(work_dir)
+        if checkpoint is None:
+            raise VocsegError(f"Run folder {work_dir} has no checkpoint to resume from.", "Start it with `vocseg train` instead.")
+        cfg.load_from = str(checkpoint)  # with resume=True: resume from exactly this file
+    hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("VocsegProgressHook", "VocsegBatchGuardHook")]
+    hooks.append(dict(type="VocsegProgressHook", display="plain" if verbose else "auto", priority="VERY_LOW"))
+    hooks.append(dict(type="VocsegBatchGuardHook", rescale_lr=rescale_lr, priority="VERY_LOW"))
     cfg.custom_hooks = hooks
+    _init_cpu_process_group(cfg.launcher, cfg)
+    # Nothing a vocseg user can act on: mmseg's visualization hook is off on purpose.
+    warnings.filterwarnings("ignore", message=".*The draw is False.*")
+    # MMEngine's DDP wrapper passes the argument itself; the user cannot change it.
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated.*")
     # MMLogger binds sys.stdout when it is created: route it away unless asked for.
+    class VocsegRunner(Runner):
+        def dump_config(self) -> None:
+            """Keep vocseg's config.py as written: MMEngine would overwrite it with runtime settings
+            (resume, load_from, launcher). The effective config still goes to the log folder
+            (`<timestamp>/vis_data/config.py`)."""
+
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Discard()):
-        runner = Runner.from_cfg(cfg)
+        runner = VocsegRunner.from_cfg(cfg)
     return runner
 
 
-def train(config_path: Path, *, resume: bool = False, verbose: bool = False) -> TrainOutcome:
-    """Train from a vocseg/mmseg config file; with `resume`, continue from the work dir's newest checkpoint."""
-    from vocseg.engine import TrainingInterrupted
+def _progress_hooks(runner: Any) -> list[Any]:
+    from vocseg.engine import ProgressHook
 
-    runner = build_runner(config_path, resume=resume, verbose=verbose)
+    return [h for h in runner.hooks if isinstance(h, ProgressHook)]
+
+
+def train(config_path: Path, *, resume: bool = False, verbose: bool = False, rescale_lr: bool = False) -> TrainOutcome:
+    """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
+    runner = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
     work_dir = Path(runner.work_dir)
-    if resume and latest_checkpoint(work_dir) is None:
-        raise VocsegError(f"Run folder {work_dir} has no checkpoint to resume from.", "Start it with `vocseg train` instead.")
     try:
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Discard()):
             runner.train()
-    except TrainingInterrupted:
-        raise
+    finally:
+        for hook in _progress_hooks(runner):
+            hook.close()
     return TrainOutcome(work_dir=work_dir, iterations=runner.iter, checkpoint=latest_checkpoint(work_dir))

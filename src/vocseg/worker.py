@@ -1,12 +1,16 @@
-"""One training process: `python -m vocseg.worker CONFIG [--resume]` (what torchrun starts).
+"""One training process: `python -m vocseg.worker CONFIG [--resume] [--rescale-lr]` (what torchrun starts).
 
-Also called in-process for single-process runs. Returns 0, or 130/143 after a clean stop on
-Ctrl-C/SIGTERM (a checkpoint is on disk), with the command that resumes.
+Also called in-process for single-process runs and Slurm tasks. Returns 0, or 130/143 after a
+clean stop on Ctrl-C/SIGTERM (a checkpoint is on disk), with the command that resumes. Under
+vocseg's own torchrun launch (`VOCSEG_STOP_FILE` set) a clean stop exits 0 (torchrun would
+report any other code as a crash) and local rank 0 leaves a note for the launcher instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,28 +18,35 @@ from pathlib import Path
 from vocseg.errors import VocsegError
 
 EXIT_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
+STOP_FILE_ENV = "VOCSEG_STOP_FILE"
 
 
 def _is_rank0() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
 
 
-def run_worker(config_path: Path, *, resume: bool, verbose: bool) -> int:
+def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bool = False) -> int:
     from vocseg.display import console
     from vocseg.engine import TrainingInterrupted
+    from vocseg.launch import stop_message
     from vocseg.training import train
 
     try:
-        outcome = train(config_path, resume=resume, verbose=verbose)
+        outcome = train(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
     except TrainingInterrupted as stop:
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        if stop_file:
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                from vocseg.compat import write_bytes_atomic
+
+                write_bytes_atomic(stop_file, json.dumps({"iteration": stop.iteration, "signal": stop.signum}).encode())
+            return 0
         if _is_rank0():
-            console.print(f"[yellow]stopped at iteration {stop.iteration}; checkpoint saved.[/] Continue with: vocseg resume {stop.work_dir}")
+            console.print(stop_message(Path(stop.work_dir), stop.iteration), soft_wrap=True)
         return EXIT_SIGNAL.get(stop.signum, 130)
     if _is_rank0():
-        console.print(f"[green]done:[/] {outcome.iterations} iterations; checkpoint {outcome.checkpoint}")
-        console.print(f"next: vocseg eval {outcome.work_dir}   |   vocseg predict IMAGE --checkpoint {outcome.work_dir}")
+        console.print(f"[green]done:[/] {outcome.iterations} iterations; checkpoint {outcome.checkpoint}", soft_wrap=True)
+        console.print(f"next: vocseg eval {outcome.work_dir}   |   vocseg predict IMAGE --checkpoint {outcome.work_dir}", soft_wrap=True)
     return 0
 
 
@@ -44,11 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--rescale-lr", action="store_true")
     args = parser.parse_args(argv)
     try:
-        code = run_worker(args.config, resume=args.resume, verbose=args.verbose)
+        code = run_worker(args.config, resume=args.resume, verbose=args.verbose, rescale_lr=args.rescale_lr)
     except VocsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if _is_rank0():
+            print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
     sys.exit(code)
 

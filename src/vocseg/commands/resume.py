@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.commands.train import LauncherOpt, MasterAddrOpt, MasterPortOpt, NnodesOpt, NodeRankOpt
 from vocseg.display import console
 
 
@@ -16,15 +17,45 @@ def register(app: typer.Typer) -> None:
 
 def resume(
     run_dir: Annotated[Optional[Path], typer.Argument(help="The run folder (default: the newest under runs/).", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log.")] = False,
-    rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another number of GPUs/processes than the run had: the LR is rescaled to the new total batch (linear rule).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log (progress as plain lines).")] = False,
+    rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another number of GPUs/processes than the checkpoint was trained with: "
+                                             "the LR schedule is rescaled linearly to the new total batch (without it, such a resume is refused).")] = False,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids or count (default: the run's).")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="CPU processes (default: the run's).")] = None,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = "127.0.0.1",
+    master_port: MasterPortOpt = None,
+    launcher: LauncherOpt = "auto",
 ) -> None:
-    """Resume from the run's newest complete checkpoint: model, optimizer, LR schedule, data order, RNG."""
-    from vocseg.launch import LaunchOptions, launch_training
-    from vocseg.resuming import prepare_resume
+    """Resume from the run's newest complete checkpoint: model, optimizer, LR schedule, data order, RNG.
 
-    config_path, recipe = prepare_resume(run_dir, gpus=gpus, nproc=nproc, rescale_lr=rescale_lr)
-    console.print(f"resuming {config_path.parent}")
-    launch_training(config_path, recipe, LaunchOptions(verbose=verbose), resume=True)
+    Bitwise the same as an uninterrupted run with the same process count (CPU, --deterministic).
+    Skipping trained batches costs nothing: the sampler starts at the saved position. Another
+    process count is refused unless --rescale-lr.
+    """
+    import os
+
+    from vocseg.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.resuming import commit_rescale, prepare_resume
+
+    primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
+    target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, rescale_lr=rescale_lr, cleanup=primary)
+    if target.finished:
+        console.print(
+            f"{target.run_dir} already finished: {target.iteration}/{target.max_iters} iterations "
+            f"({target.checkpoint.name}); nothing to resume.", soft_wrap=True,
+        )
+        console.print(f"next: vocseg eval {target.run_dir}   (to train longer, start a new run with more --iters/--epochs)", soft_wrap=True)
+        return
+    options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                            launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
+    launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
+    if primary:
+        commit_rescale(target)
+        at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
+        scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
+        console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
+    code = launch_training(target.config_path, launch_plan, options, resume=True)
+    if code:
+        raise typer.Exit(code)

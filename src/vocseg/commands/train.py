@@ -3,40 +3,92 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
 from vocseg.display import console, print_plan
 
+if TYPE_CHECKING:
+    from vocseg.experiment import Experiment
+    from vocseg.launch import LaunchOptions, LaunchPlan
+
+LAUNCH = "Launch"
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+
+
+# Shared with `vocseg resume`.
+NnodesOpt = Annotated[int, typer.Option("--nnodes", min=1, help="Machines taking part; run the same command on each (torchrun).", rich_help_panel=LAUNCH)]
+NodeRankOpt = Annotated[int, typer.Option("--node-rank", min=0, help="This machine's rank among --nnodes (0 = the one at --master-addr).", rich_help_panel=LAUNCH)]
+MasterAddrOpt = Annotated[str, typer.Option("--master-addr", help="Address of the rank-0 machine.", rich_help_panel=LAUNCH)]
+MasterPortOpt = Annotated[Optional[int], typer.Option("--master-port", help="Port on the rank-0 machine (default: a free port; required with --nnodes > 1).", rich_help_panel=LAUNCH)]
+LauncherOpt = Annotated[str, typer.Option("--launcher", help="auto (torchrun when more than one process), slurm (each srun task runs this command; one task per GPU), none (one process).", rich_help_panel=LAUNCH)]
+
+
+def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, options: LaunchOptions) -> Path:
+    """The primary launcher writes the run folder; the others (node rank > 0, Slurm tasks > 0)
+    write the same files only where they are missing or differ (a folder not shared between
+    machines), each through its own temporary file."""
+    from vocseg.compat import write_bytes_atomic
+    from vocseg.errors import VocsegError
+    from vocseg.experiment import start_run
+    from vocseg.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
+
+    if launch_plan.primary and options.node_rank == 0:
+        return start_run(experiment)
+    work_dir = experiment.work_dir
+    if latest_checkpoint(work_dir) is not None:
+        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+    files = {CONFIG_NAME: experiment.config_text}
+    if experiment.recipe is not None:
+        files[RECIPE_NAME] = experiment.recipe.to_json() + "\n"
+    for name, text in files.items():
+        path = work_dir / name
+        if not path.is_file() or path.read_text() != text:
+            write_bytes_atomic(path, text.encode())
+    return work_dir / CONFIG_NAME
 
 
 @with_recipe_options
 def train(
     flags: dict[str, Any],
     config_file: Annotated[Optional[Path], typer.Argument(help="A config written by `vocseg config` (flags then only pick --work-dir).", show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log.")] = False,
-    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Machines taking part (torchrun).", rich_help_panel="Launch")] = 1,
-    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This machine's rank among --nnodes.", rich_help_panel="Launch")] = 0,
-    master_addr: Annotated[str, typer.Option("--master-addr", help="Address of the rank-0 machine.", rich_help_panel="Launch")] = "127.0.0.1",
-    master_port: Annotated[Optional[int], typer.Option("--master-port", help="Port on the rank-0 machine (default: a free port).", rich_help_panel="Launch")] = None,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto (torchrun when more than one process), slurm (inside srun), none.", rich_help_panel="Launch")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log (progress as plain lines).")] = False,
+    nnodes: NnodesOpt = 1,
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = "127.0.0.1",
+    master_port: MasterPortOpt = None,
+    launcher: LauncherOpt = "auto",
 ) -> None:
-    """Train: writes config.py and recipe.json to the run folder, then runs MMEngine's Runner."""
-    from vocseg.experiment import experiment_from_config_file, plan_experiment, start_run
-    from vocseg.launch import LaunchOptions, launch_training
+    """Train: writes config.py and recipe.json to the run folder, then runs MMEngine's Runner.
 
+    --gpus 6,7 trains on exactly those GPUs (nvidia-smi numbering), one process each through
+    torchrun; --device cpu --nproc N runs N CPU processes over gloo. Ctrl-C or SIGTERM finishes
+    the iteration, saves a checkpoint and prints the `vocseg resume` command.
+    """
+    from vocseg.errors import VocsegError
+    from vocseg.experiment import experiment_from_config_file, plan_experiment
+    from vocseg.launch import LaunchOptions, launch_training, plan_launch
+
+    options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
+    if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:
+        raise VocsegError("Several launchers write one run folder: --work-dir is required with --launcher slurm or --nnodes > 1.", "Pass the same --work-dir on every machine/task (a shared folder for resuming).")
     if config_file is not None:
         experiment = experiment_from_config_file(config_file, flags)
     else:
         experiment = plan_experiment(recipe_from_flags(flags), work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
-    if experiment.recipe is not None and experiment.plan is not None:
+    # GPUs, port and launcher are checked before anything is written.
+    launch_plan = plan_launch(experiment.recipe, options)
+    primary = launch_plan.primary and node_rank == 0
+    if primary and experiment.recipe is not None and experiment.plan is not None:
         print_plan(experiment.recipe, experiment.plan)
-    options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
-    config_path = start_run(experiment)
-    console.print(f"run folder: {config_path.parent}")
-    launch_training(config_path, experiment.recipe, options, resume=False)
+    config_path = start_run_on_this_node(experiment, launch_plan, options)
+    if primary:
+        console.print(f"run folder: {config_path.parent}", soft_wrap=True)
+    code = launch_training(config_path, launch_plan, options, resume=False)
+    if code:
+        raise typer.Exit(code)
