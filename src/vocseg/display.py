@@ -173,7 +173,7 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
     from rich.markup import escape
 
     table = Table(title=title, title_justify="left")
-    table.add_column("image")
+    table.add_column("image", overflow="fold")
     table.add_column("classes (share of the image) / problem")
     table.add_column("written as")
     for r in results:

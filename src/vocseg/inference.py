@@ -2,12 +2,16 @@
 
 Per image, in the output folder: `<stem>_overlay.png` (the photo with the classes painted over it
 and a legend of the classes present with their share of the image) and `<stem>_label.png` (the
-class map in the VOC palette, readable by any VOC tool).
+class map in the VOC palette, readable by any VOC tool). Two inputs with the same stem get their
+parent folder's name in front (`<parent>_<stem>_...`). `predictions.json` lists every input: what
+was written, the class shares, or why it was skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,7 @@ from vocseg.errors import VocsegError
 from vocseg.voc import CLASSES, PALETTE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+REPORT_NAME = "predictions.json"
 
 
 @dataclass
@@ -27,36 +32,82 @@ class Prediction:
     overlay: Path | None = None
     label: Path | None = None
     shares: dict[str, float] = field(default_factory=dict)  # class -> percent of the image
+    size: tuple[int, int] | None = None  # width, height
     error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": str(self.image),
+            "overlay": str(self.overlay) if self.overlay else None,
+            "label": str(self.label) if self.label else None,
+            "size": list(self.size) if self.size else None,
+            "shares": self.shares,
+            "error": self.error,
+        }
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files, folders (their images) and globs -> a sorted list of paths (missing ones kept, reported later)."""
-    import glob
+    """Files, folders (their files, not hidden) and globs -> paths in the given order, each once.
 
+    Paths that do not exist and files that are not images stay in the list: they are reported
+    and skipped, one line each, while the rest is processed.
+    """
     paths: list[Path] = []
     for raw in inputs:
-        p = Path(raw)
+        p = Path(raw).expanduser()
         if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
-        elif any(ch in raw for ch in "*?["):
-            paths.extend(sorted(Path(q) for q in glob.glob(raw, recursive=True) if Path(q).is_file()))
+            paths.extend(sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")))
+        elif not p.exists() and any(ch in raw for ch in "*?["):
+            matches = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
+            paths.extend(matches or [p])  # a glob matching nothing is reported like a missing file
         else:
             paths.append(p)
-    return paths
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.resolve() if p.exists() else p
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Predictable, distinct output names: the file stem; `<parent>_<stem>` where stems collide; then `-N`."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    stems, used = [], set()
+    for p in paths:
+        stem = p.stem if counts[p.stem] == 1 else f"{p.parent.name or 'root'}_{p.stem}"
+        candidate, n = stem, 2
+        while candidate in used:
+            candidate = f"{stem}-{n}"
+            n += 1
+        used.add(candidate)
+        stems.append(candidate)
+    return stems
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as an RGB uint8 array, or a one-line error."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as an RGB uint8 array (EXIF rotation applied, as viewers show it), or a one-line error."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not path.exists():
+        what = "matches no file" if any(ch in str(path) for ch in "*?[") else "does not exist"
+        raise VocsegError(f"{path} {what}.", "Check the path.")
     if not path.is_file():
-        raise VocsegError(f"{path} does not exist.", "Check the path.")
+        raise VocsegError(f"{path} is not a file.", "Pass image files, folders or globs.")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise VocsegError(f"{path} is not an image PIL can read.", "Pass JPEG/PNG images.") from None
+            im = ImageOps.exif_transpose(im)
+            rgb = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        kind = "not an image" if path.suffix.lower() not in IMAGE_SUFFIXES else "a damaged or unreadable image"
+        raise VocsegError(f"{path} is {kind}.", "Pass JPEG/PNG images.") from None
+    if rgb.ndim != 3 or min(rgb.shape[:2]) < 2:
+        raise VocsegError(f"{path} is too small to segment ({rgb.shape[1]}x{rgb.shape[0]}).", "Pass a real photo.")
+    return rgb
 
 
 def colourise(label_map: np.ndarray) -> np.ndarray:
@@ -65,13 +116,23 @@ def colourise(label_map: np.ndarray) -> np.ndarray:
 
 
 def class_shares(label_map: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, float]:
+    """Percent of the image per class present, largest first."""
     counts = np.bincount(label_map.ravel(), minlength=len(classes))[: len(classes)]
     total = max(1, int(counts.sum()))
     return {classes[i]: round(100.0 * int(counts[i]) / total, 2) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
 
 
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
 def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares: dict[str, float]) -> Any:
-    """The photo with non-background classes blended in, and a legend strip on the right."""
+    """The photo with non-background classes blended in, and a legend panel on the right."""
     from PIL import Image, ImageDraw
 
     colours = colourise(label_map).astype(np.float32)
@@ -79,22 +140,28 @@ def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares
     painted = label_map > 0
     blend[painted] = (1 - opacity) * blend[painted] + opacity * colours[painted]
     photo = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
-    row = 16
-    width = 170
-    height = max(photo.height, row * (len(shares) + 1) + 8)
+    size = max(12, min(28, photo.height // 24))  # legend text readable next to small and large photos
+    font = _font(size)
+    row = int(size * 1.5)
+    lines = [(name, f"{name}  {share:.1f}%") for name, share in shares.items()]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max([probe.textlength("classes (share)", font=font)] + [probe.textlength(t, font=font) for _, t in lines])
+    width = int(text_w + size * 2.5)
+    height = max(photo.height, row * (len(lines) + 1) + size)
     canvas = Image.new("RGB", (photo.width + width, height), (255, 255, 255))
     canvas.paste(photo, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    x = photo.width + 6
-    draw.text((x, 4), "class      share", fill=(0, 0, 0))
-    for k, (name, share) in enumerate(shares.items(), start=1):
-        y = 4 + k * row
-        draw.rectangle([x, y + 2, x + 10, y + 12], fill=PALETTE[CLASSES.index(name)], outline=(0, 0, 0))
-        draw.text((x + 16, y), f"{name:<12} {share:5.1f}%", fill=(0, 0, 0))
+    x = photo.width + size // 2
+    draw.text((x, size // 3), "classes (share)", fill=(0, 0, 0), font=font)
+    for k, (name, text) in enumerate(lines, start=1):
+        y = size // 3 + k * row
+        draw.rectangle([x, y + 2, x + size - 2, y + size], fill=PALETTE[CLASSES.index(name)], outline=(0, 0, 0))
+        draw.text((x + int(size * 1.4), y), text, fill=(0, 0, 0), font=font)
     return canvas
 
 
 def save_label_png(label_map: np.ndarray, path: Path) -> None:
+    """A palette PNG: pixel values are class ids, colours are VOC's."""
     from PIL import Image
 
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
@@ -109,14 +176,19 @@ def pick_device(device: str) -> str:
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VocsegError("--device cuda was asked for, but this machine has no usable CUDA GPU.", "Use --device cpu (or auto).")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VocsegError(f"Unknown --device {device!r}.", "Use auto, cpu, cuda or cuda:N.")
     return device
 
 
-def load_model(target: Path, *, config: Path | None = None, device: str = "auto", mode: str = "whole") -> Any:
-    """mmseg's model from a run folder or checkpoint, weights checked and loaded safely."""
+def load_model(target: str | Path, *, config: Path | None = None, device: str = "auto", mode: str = "whole") -> Any:
+    """mmseg's model from a run folder, a checkpoint or `official:NAME`, weights checked and loaded safely."""
     from vocseg.checkpoints import load_state_dict_checked, state_dict_of
     from vocseg.evaluation import load_run_config
 
+    if mode not in ("whole", "slide"):
+        raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
+    target_device = pick_device(device)
     checkpoint, _, cfg = load_run_config(target, config)
     from mmengine.registry import init_default_scope
 
@@ -127,6 +199,10 @@ def load_model(target: Path, *, config: Path | None = None, device: str = "auto"
     cfg.model.pretrained = None
     cfg.model.train_cfg = None
     cfg.model.backbone.pop("init_cfg", None)
+    for key in ("backbone", "decode_head", "auxiliary_head"):
+        part = cfg.model.get(key)
+        if part is not None and part.get("norm_cfg", {}).get("type") == "SyncBN":
+            part.norm_cfg = dict(type="BN", requires_grad=True)  # one process: SyncBN has nothing to sync
     if mode == "slide":
         crop = tuple(cfg.get("crop_size", (512, 512)))
         cfg.model.test_cfg = dict(mode="slide", crop_size=crop, stride=(crop[0] * 2 // 3, crop[1] * 2 // 3))
@@ -135,38 +211,51 @@ def load_model(target: Path, *, config: Path | None = None, device: str = "auto"
     model.load_state_dict(state_dict_of(ckpt), strict=False)
     model.cfg = cfg
     model.dataset_meta = {"classes": CLASSES, "palette": PALETTE[: len(CLASSES)]}
-    model.to(pick_device(device))
+    model.to(target_device)
     model.eval()
     return model
 
 
-def predict_one(model: Any, path: Path) -> np.ndarray:
-    """The class map (H, W) of one image at its own resolution."""
+def predict_array(model: Any, rgb: np.ndarray) -> np.ndarray:
+    """The class map (H, W) of an RGB image at its own resolution."""
     from mmseg.apis import inference_model
 
-    rgb = read_rgb(path)
     with contextlib.redirect_stdout(None):
         result = inference_model(model, np.ascontiguousarray(rgb[:, :, ::-1]))  # mmseg expects BGR
     return result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
 
 
+def predict_one(model: Any, path: Path) -> np.ndarray:
+    return predict_array(model, read_rgb(path))
+
+
 def predict(paths: list[Path], model: Any, out_dir: Path, *, opacity: float = 0.5) -> list[Prediction]:
-    """Predict each image; a file that is not an image is reported in its Prediction and skipped."""
+    """Predict each image; an input that cannot be read is reported in its Prediction and skipped."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[Prediction] = []
-    for path in paths:
+    for path, stem in zip(paths, output_stems(paths)):
         item = Prediction(image=path)
         try:
             rgb = read_rgb(path)
-            label_map = predict_one(model, path)
         except VocsegError as exc:
             item.error = exc.message
             results.append(item)
             continue
+        label_map = predict_array(model, rgb)
+        item.size = (rgb.shape[1], rgb.shape[0])
         item.shares = class_shares(label_map)
-        item.label = out_dir / f"{path.stem}_label.png"
-        item.overlay = out_dir / f"{path.stem}_overlay.png"
+        item.label = out_dir / f"{stem}_label.png"
+        item.overlay = out_dir / f"{stem}_overlay.png"
         save_label_png(label_map, item.label)
         overlay_image(rgb, label_map, opacity, item.shares).save(item.overlay)
         results.append(item)
     return results
+
+
+def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, mode: str) -> Path:
+    from vocseg.mmconfig import write_text_atomic
+
+    path = out_dir / REPORT_NAME
+    data = {"checkpoint": checkpoint, "mode": mode, "images": [r.to_json() for r in results]}
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    return path

@@ -1,0 +1,43 @@
+"""`vocseg compare`: eval results side by side, with deltas, known-cause flags and a chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vocseg.display import console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
+
+
+def compare(
+    inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
+    chart: Annotated[Path, typer.Option("--chart", help="Write the per-class IoU chart PNG here.")] = Path("compare.png"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.")] = None,
+    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.")] = 3.0,
+    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = 1.5,
+    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.")] = 10.0,
+    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.")] = 10.0,
+) -> None:
+    """Compare two or more results: per-class IoU and Acc with deltas against the first, and flags for
+    over-filled predictions (IoU down, Acc up), memorisation (train vs val gap), classes weak in every run,
+    and settings that differ from the official recipe."""
+    import json
+
+    from vocseg.compare import compare_paths
+    from vocseg.display import compare_table, print_flags
+    from vocseg.mmconfig import write_text_atomic
+    from vocseg.plots import compare_chart
+
+    comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
+    console.print(compare_table(comparison))
+    print_flags(comparison)
+    saved = [compare_chart(comparison, chart)]
+    if json_out:
+        write_text_atomic(json_out, json.dumps(comparison.to_json(), indent=1) + "\n")
+        saved.append(json_out)
+    console.print("written: " + ", ".join(str(p) for p in saved))
