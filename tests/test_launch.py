@@ -87,8 +87,9 @@ def test_plans(tmp_path: Path) -> None:
     assert cpu2.mode == "torchrun" and cpu2.nproc == 2 and cpu2.env["CUDA_VISIBLE_DEVICES"] == "" and cpu2.port
     assert plan_launch(Recipe(device="cpu", nproc=1), LaunchOptions()).mode == "inprocess"
     bad = [
-        (Recipe(device="cpu", nproc=2), LaunchOptions(nnodes=2), "--nnodes > 1 needs --master-port"),
+        (Recipe(device="cpu", nproc=2, nnodes=2), LaunchOptions(nnodes=2), "--nnodes > 1 needs --master-port"),
         (Recipe(device="cpu"), LaunchOptions(nnodes=2, node_rank=2, master_port=29999), "--node-rank 2 must be below --nnodes 2"),
+        (Recipe(device="cpu", nnodes=2), LaunchOptions(nnodes=1), "planned for 2 machine"),
         (Recipe(device="cpu"), LaunchOptions(launcher="mpi"), "Unknown --launcher"),
         (Recipe(device="cpu"), LaunchOptions(launcher="slurm"), "not started by srun"),
         (Recipe(device="cpu", nproc=2), LaunchOptions(launcher="none"), "--launcher none runs one process"),
@@ -106,7 +107,8 @@ def test_port_in_use_is_refused() -> None:
         with pytest.raises(VocsegError, match=f"--master-port {port} is already in use"):
             plan_launch(Recipe(device="cpu", nproc=2), LaunchOptions(master_port=port))
         # Another machine's rank-0 port is not checked here.
-        assert plan_launch(Recipe(device="cpu", nproc=2), LaunchOptions(nnodes=2, node_rank=1, master_port=port)).port == port
+        node1 = plan_launch(Recipe(device="cpu", nproc=2, nnodes=2), LaunchOptions(nnodes=2, node_rank=1, master_port=port))
+        assert node1.port == port and node1.nproc == 2  # --nproc counts per machine
 
 
 def test_torchrun_command_multi_node(tmp_path: Path) -> None:

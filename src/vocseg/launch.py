@@ -205,7 +205,9 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
             raise VocsegError("--nnodes is for torchrun; with --launcher slurm, srun decides the machines.", "Drop --nnodes/--node-rank.")
         env = {"MASTER_PORT": str(options.master_port)} if options.master_port else {}
         return LaunchPlan("slurm", nproc=1, env=env)
-    nproc = recipe.world_size if recipe is not None else 1
+    if recipe is not None and recipe.nnodes != options.nnodes:
+        raise VocsegError(f"This run is planned for {recipe.nnodes} machine(s) (total batch and LR), not --nnodes {options.nnodes}.", "Pass the run's --nnodes, or plan a new run.")
+    nproc = recipe.procs_per_node if recipe is not None else 1
     env: dict[str, str] = {}
     warnings: tuple[str, ...] = ()
     gpu_ids: tuple[str, ...] | None = None

@@ -87,6 +87,7 @@ class Recipe:
     device: str = "cuda"
     gpus: str = "1"  # ids like "6,7" or a count
     nproc: int = 1  # processes for --device cpu (the distributed path over gloo)
+    nnodes: int = 1  # machines (torchrun --nnodes); --gpus / --nproc count per machine
     batch: int = 4  # per GPU / process
     iters: int | None = None
     epochs: int | None = None
@@ -116,6 +117,10 @@ class Recipe:
 
     @property
     def world_size(self) -> int:
+        return self.procs_per_node * self.nnodes
+
+    @property
+    def procs_per_node(self) -> int:
         return self.gpu_spec.count if self.device == "cuda" else self.nproc
 
     @property
@@ -144,8 +149,7 @@ class Recipe:
     def workers(self) -> int:
         if self.num_workers is not None:
             return self.num_workers
-        procs_per_node = self.world_size if self.device == "cuda" else self.nproc
-        return loader_workers(machine_cpu_count(), procs_per_node)
+        return loader_workers(machine_cpu_count(), self.procs_per_node)
 
     @property
     def base_lr_value(self) -> float:
@@ -197,7 +201,7 @@ def validate(recipe: Recipe) -> None:
     chosen = [n for n, v in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--schedule", recipe.schedule)) if v is not None]
     if len(chosen) > 1:
         raise VocsegError(f"{' and '.join(chosen)} both set the training length.", "Give only one of --epochs, --iters, --schedule.")
-    for flag, value in (("--batch", recipe.batch), ("--nproc", recipe.nproc), ("--base-batch", recipe.base_batch), ("--keep", recipe.keep)):
+    for flag, value in (("--batch", recipe.batch), ("--nproc", recipe.nproc), ("--nnodes", recipe.nnodes), ("--base-batch", recipe.base_batch), ("--keep", recipe.keep)):
         if value < 1:
             raise VocsegError(f"{flag} must be at least 1, got {value}.", f"Pass a positive {flag}.")
     for flag, opt in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--val-interval", recipe.val_interval), ("--ckpt-interval", recipe.ckpt_interval), ("--crop", recipe.crop)):

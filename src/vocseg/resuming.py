@@ -73,7 +73,9 @@ def _load_checked(checkpoint: Path, run_dir: Path) -> dict:
         raise VocsegError(exc.message, hint) from None
 
 
-def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool, cleanup: bool = True) -> ResumeTarget:
+def prepare_resume(
+    run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool, nnodes: int | None = None, cleanup: bool = True
+) -> ResumeTarget:
     """Find the run and its checkpoint; with another process count, plan the LR rescale or refuse.
 
     Writes nothing (see `commit_rescale`); `cleanup` deletes `.tmp` files of killed processes.
@@ -102,14 +104,14 @@ def prepare_resume(run_dir: Path | None, *, gpus: str | None, nproc: int | None,
     if target.finished:
         return target
     if recipe is None:
-        if gpus is not None or nproc is not None:
-            raise VocsegError(f"{run_dir} has no {RECIPE_NAME} (a config vocseg did not write): --gpus/--nproc cannot change it.", "Resume without them.")
+        if gpus is not None or nproc is not None or (nnodes or 1) > 1:
+            raise VocsegError(f"{run_dir} has no {RECIPE_NAME} (a config vocseg did not write): --gpus/--nproc/--nnodes cannot change it.", "Resume without them.")
         return target
     if gpus is not None and recipe.device != "cuda":
         raise VocsegError("--gpus: this run trains on the CPU.", "Use --nproc N to change its number of CPU processes.")
     if nproc is not None and recipe.device != "cpu":
         raise VocsegError("--nproc: this run trains on GPUs.", "Use --gpus to change them.")
-    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc)
+    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc, nnodes=nnodes or recipe.nnodes)
     # What the checkpoint was trained with (recorded by VocsegBatchGuardHook), else the recipe's.
     saved = state.get("vocseg_batch") or {}
     saved_total = int(saved.get("total") or recipe.total_batch)

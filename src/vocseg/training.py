@@ -119,12 +119,28 @@ def _progress_hooks(runner: Any) -> list[Any]:
 
 def train(config_path: Path, *, resume: bool = False, verbose: bool = False, rescale_lr: bool = False) -> TrainOutcome:
     """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
+    from vocseg.engine import TrainingInterrupted
+
     runner = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
     work_dir = Path(runner.work_dir)
     try:
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Discard()):
             runner.train()
+    except TrainingInterrupted:
+        _close_process_group()  # every rank stopped at the same iteration
+        raise
     finally:
         for hook in _progress_hooks(runner):
             hook.close()
+    _close_process_group()
     return TrainOutcome(work_dir=work_dir, iterations=runner.iter, checkpoint=latest_checkpoint(work_dir))
+
+
+def _close_process_group() -> None:
+    """Leave the process group together: a process that exits with it open can abort in
+    c10d's teardown ("terminate called without an active exception") and fail the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

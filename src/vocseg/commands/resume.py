@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.commands.train import LauncherOpt, MasterAddrOpt, MasterPortOpt, NnodesOpt, NodeRankOpt
+from vocseg.commands.train import LauncherOpt, MasterAddrOpt, MasterPortOpt, NodeRankOpt
 from vocseg.display import console
 
 
@@ -22,7 +22,7 @@ def resume(
                                              "the LR schedule is rescaled linearly to the new total batch (without it, such a resume is refused).")] = False,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids or count (default: the run's).")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="CPU processes (default: the run's).")] = None,
-    nnodes: NnodesOpt = 1,
+    nnodes: Annotated[Optional[int], typer.Option("--nnodes", min=1, help="Machines taking part (default: the run's); run the same command on each (torchrun).", rich_help_panel="Launch")] = None,
     node_rank: NodeRankOpt = 0,
     master_addr: MasterAddrOpt = "127.0.0.1",
     master_port: MasterPortOpt = None,
@@ -40,7 +40,7 @@ def resume(
     from vocseg.resuming import commit_rescale, prepare_resume
 
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
-    target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, rescale_lr=rescale_lr, cleanup=primary)
+    target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, nnodes=nnodes, rescale_lr=rescale_lr, cleanup=primary)
     if target.finished:
         console.print(
             f"{target.run_dir} already finished: {target.iteration}/{target.max_iters} iterations "
@@ -48,6 +48,7 @@ def resume(
         )
         console.print(f"next: vocseg eval {target.run_dir}   (to train longer, start a new run with more --iters/--epochs)", soft_wrap=True)
         return
+    nnodes = nnodes or (target.recipe.nnodes if target.recipe is not None else 1)
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                             launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -79,8 +80,12 @@ def train(
         raise VocsegError("Several launchers write one run folder: --work-dir is required with --launcher slurm or --nnodes > 1.", "Pass the same --work-dir on every machine/task (a shared folder for resuming).")
     if config_file is not None:
         experiment = experiment_from_config_file(config_file, flags)
+        if experiment.recipe is not None and experiment.recipe.nnodes != nnodes:
+            raise VocsegError(f"{config_file} is planned for {experiment.recipe.nnodes} machine(s), not --nnodes {nnodes}.", "Train it with its --nnodes, or write a new config.")
     else:
-        experiment = plan_experiment(recipe_from_flags(flags), work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
+        # --gpus/--nproc count per machine; the total batch (and so the LR) spans every machine.
+        recipe = dataclasses.replace(recipe_from_flags(flags), nnodes=nnodes)
+        experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
     # GPUs, port and launcher are checked before anything is written.
     launch_plan = plan_launch(experiment.recipe, options)
     primary = launch_plan.primary and node_rank == 0
