@@ -108,7 +108,7 @@ def time_resume(run: Path, env: dict[str, str], probe_out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per vocseg case (MMEngine at 2000: 2)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per vocseg case (MMEngine: 1 at 20, 2 at 2000)")
     parser.add_argument("--workers", type=int, default=2, help="data-loader workers")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()

@@ -9,7 +9,7 @@ model build, data-loader start) is excluded. What differs is what vocseg adds ar
 its progress display, the stop-request check, the batch guard, the MMEngine log kept out of the
 terminal. The target is a ratio of at most 1.05.
 
-Run: python benchmarks/train_speed.py [--iters 200] [--rounds 3] [--workers 2] [--keep DIR]
+Run: python benchmarks/train_speed.py [--iters 200] [--rounds 3] [--workers 2] [--terminal] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -48,6 +48,27 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
 
 
+def run_in_terminal(cmd: list[str], env: dict[str, str], cwd: Path) -> None:
+    """As `run`, with a pseudo-terminal for output: vocseg then shows its live display."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out = (out + data)[-5000:]
+    os.close(master)
+    if proc.wait():
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode(errors='replace')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=200)
@@ -55,6 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="data-loader workers")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--terminal", action="store_true", help="run vocseg on a pseudo-terminal (its live display) instead of a pipe (plain lines)")
     args = parser.parse_args()
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="vocseg-train-bench-"))
@@ -79,12 +101,13 @@ def main() -> None:
             work = base / f"{'vocseg' if name == 'vocseg train' else 'mmseg'}-{i}"
             shutil.rmtree(work, ignore_errors=True)
             if name == "vocseg train":
-                run([*vocseg, "train", str(config), "--work-dir", str(work)], env, base)
+                (run_in_terminal if args.terminal else run)([*vocseg, "train", str(config), "--work-dir", str(work)], env, base)
             else:
                 run([sys.executable, str(MMSEG_TRAIN), str(config), "--work-dir", str(work)], env, base)
             times[name].append(per_iter_time(work, args.warmup))
+    shown = "live display on a terminal" if args.terminal else "plain lines to a pipe"
     print(f"per-iteration time after {args.warmup} warm-up iterations ({args.iters} iterations, tiny model, CPU, "
-          f"{args.workers} loader workers, same config)")
+          f"{args.workers} loader workers, same config; vocseg progress: {shown})")
     for name, values in times.items():
         print(f"  {name:15s} median {statistics.median(values) * 1000:7.1f} ms   rounds: {', '.join(f'{v * 1000:.1f}' for v in values)}")
     ratios = [v / m for v, m in zip(times["vocseg train"], times["tools/train.py"], strict=True)]

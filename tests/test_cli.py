@@ -108,7 +108,7 @@ def test_bad_inputs_give_one_line(cli, demo_root: Path, trained_run: Path, tmp_p
         (("predict", not_image, "--checkpoint", trained_run, "--out", tmp_path / "p"), "could be segmented"),
         (("eval", tmp_path), "has no checkpoint"),
         (("resume", tmp_path), "not a vocseg run folder"),
-        (("eval", trained_run, "--split", "nosuch"), "neither val"),
+        (("eval", trained_run, "--split", "nosuch"), "is neither one of"),
     ]
     for args, needle in cases:
         r = cli(*args)

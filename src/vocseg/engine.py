@@ -599,7 +599,7 @@ class ProgressHook(Hook):
         if live:
             from rich.live import Live
 
-            self.live = Live(get_renderable=self._render, console=self.console, refresh_per_second=4,
+            self.live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2,
                              redirect_stdout=False, redirect_stderr=True)
             self.live.start()
 

@@ -48,19 +48,18 @@ def write_config(experiment: Experiment, path: Path) -> None:
     write_text_atomic(path, experiment.config_text)
 
 
-def read_recipe_from_config(path: Path) -> Recipe | None:
-    """The recipe embedded in a vocseg-written config (`vocseg_recipe = '...'`), or None."""
+def load_mmengine_config(path: Path) -> Any:
+    """mmengine's Config of a file, or a one-line error."""
     from vocseg.compat import ensure_stack
 
     ensure_stack()
     from mmengine.config import Config
 
     try:
-        cfg = Config.fromfile(str(path))
+        return Config.fromfile(str(path))
     except Exception as exc:
-        raise VocsegError(f"Cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.", "Pass a config written by `vocseg config` or an mmseg config.") from None
-    text = cfg.get("vocseg_recipe")
-    return Recipe.from_json(text) if text else None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VocsegError(f"Cannot read config {path}: {first}.", "Pass a config written by `vocseg config` or an mmseg config.") from None
 
 
 def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment:
@@ -71,23 +70,21 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
     if given:
         names = ", ".join("--" + k.replace("_", "-") for k in given)
         raise VocsegError(f"{names} cannot be combined with a config file: it is trained as written.", "Re-create the config with `vocseg config` and these flags, or drop them.")
-    recipe = read_recipe_from_config(path)
+    cfg = load_mmengine_config(path)
+    embedded = cfg.get("vocseg_recipe")
+    recipe = Recipe.from_json(embedded) if embedded else None  # None: a config not written by vocseg
+    the_plan = plan(recipe) if recipe is not None else None
     text = path.read_text()
-    if recipe is None:
-        work_dir = flags.get("work_dir") or unique_run_dir(RUNS_ROOT, path.stem)
-        return Experiment(None, None, Path(work_dir).resolve(), text)
-    the_plan = plan(recipe)
-    work_dir = flags.get("work_dir")
-    if work_dir is not None:
-        work_dir = Path(work_dir).expanduser().resolve()
-        text = build_config_text(recipe, the_plan, work_dir)
+    flag_dir = flags.get("work_dir")
+    if flag_dir is not None:
+        work_dir = Path(flag_dir).expanduser().resolve()
+        # The file stays as written (hand edits included); only the run folder changes.
+        text += f"\n# set by `vocseg train --work-dir`\nwork_dir = {str(work_dir)!r}\n"
+    elif cfg.get("work_dir"):
+        work_dir = Path(cfg.work_dir).expanduser().resolve()
     else:
-        from vocseg.compat import ensure_stack
-
-        ensure_stack()
-        from mmengine.config import Config
-
-        work_dir = Path(Config.fromfile(str(path)).get("work_dir") or unique_run_dir(RUNS_ROOT, recipe.default_name())).resolve()
+        work_dir = unique_run_dir(RUNS_ROOT, recipe.default_name() if recipe else path.stem).resolve()
+        text += f"\nwork_dir = {str(work_dir)!r}\n"
     return Experiment(recipe, the_plan, work_dir, text)
 
 

@@ -197,7 +197,7 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError(f"Unknown --model {recipe.model!r}.", f"Choose one of: {', '.join(PRESETS)}.")
     if recipe.device not in DEVICES:
         raise VocsegError(f"Unknown --device {recipe.device!r}.", "Use cuda or cpu.")
-    recipe.gpu_spec  # noqa: B018 - parses, raising on a bad value
+    parse_gpus(recipe.gpus)
     chosen = [n for n, v in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--schedule", recipe.schedule)) if v is not None]
     if len(chosen) > 1:
         raise VocsegError(f"{' and '.join(chosen)} both set the training length.", "Give only one of --epochs, --iters, --schedule.")
