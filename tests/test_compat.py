@@ -114,10 +114,12 @@ def test_truncated_and_foreign_files(tmp_path: Path, trained_run: Path) -> None:
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(VocsegError, match="truncated or not a PyTorch checkpoint"):
         load_checkpoint_file(truncated)
-    text = tmp_path / "notes.pth"
-    text.write_text("not a checkpoint")
-    with pytest.raises(VocsegError):
-        load_checkpoint_file(text)
+    # garbage makes torch's unpickler raise KeyError, IndexError, ...: all become one clear error
+    for i, junk in enumerate((b"not a checkpoint", b"hello world, not a checkpoint", bytes(range(256)) * 8, os.urandom(4096))):
+        foreign = tmp_path / f"junk{i}.pth"
+        foreign.write_bytes(junk)
+        with pytest.raises(VocsegError, match="Cannot read checkpoint"):
+            load_checkpoint_file(foreign)
     with pytest.raises(VocsegError, match="does not exist"):
         load_checkpoint_file(tmp_path / "missing.pth")
 

@@ -18,6 +18,7 @@ in ``custom_imports``, so mmseg's own ``tools/train.py`` gets the same fixes.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import types
 from pathlib import Path
@@ -101,7 +102,7 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
 
     if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in HISTORY_BUFFER_METHODS:
         return getattr(obj, name)
-    raise pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r}) is not allowed in a checkpoint")
+    raise pickle.UnpicklingError(f"GLOBAL builtins.getattr({type(obj).__name__}, {name!r}) is not allowed in a checkpoint")
 
 
 def checkpoint_safe_globals() -> list[Any]:
@@ -141,18 +142,33 @@ def load_checkpoint_file(filename: str | Path, map_location: Any = "cpu") -> Any
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # garbage makes the unpickler raise almost anything (KeyError, IndexError, ...)
+        message = _ANSI.sub("", str(exc))
+        refused = re.search(r"GLOBAL ([\w.]+(\([^)]*\))?)", message)  # torch's words, and ours above
+        if isinstance(exc, pickle.UnpicklingError) and refused:
+            raise VocsegError(
+                f"Refused to load {path}: it contains a pickled object ({refused.group(1)}) outside the "
+                "checkpoint allow-list, and loading it could run code.",
+                "Only load checkpoints you trust; vocseg never unpickles arbitrary objects.",
+            ) from None
         raise VocsegError(
-            f"Refused to load {path}: it contains pickled objects outside the checkpoint "
-            f"allow-list ({first[:160]}).",
-            "Only load checkpoints you trust; vocseg never unpickles arbitrary code.",
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise VocsegError(
-            f"Cannot read checkpoint {path}: {str(exc).strip().splitlines()[0][:160]}.",
+            f"Cannot read checkpoint {path}: {_first_sentence(message) or f'not a PyTorch checkpoint ({type(exc).__name__})'}.",
             "The file is truncated or not a PyTorch checkpoint; use another checkpoint.",
         ) from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _first_sentence(message: str) -> str:
+    """The cause in torch's messages comes first; the rest is advice that does not apply here."""
+    if message.startswith("Weights only load failed"):
+        # the unpickler's own reason follows its long preamble
+        reason = message.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in message else ""
+        message = reason.strip() or "not a PyTorch checkpoint"
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    first = first.split(". ", 1)[0].rstrip(".")
+    return first[:200] if len(first) > 3 else ""
 
 
 def _route_mmengine_checkpoint_loading() -> None:
