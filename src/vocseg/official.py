@@ -9,14 +9,13 @@ works with mmseg's own `tools/test.py`. No heavy imports at module level.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from vocseg.errors import VocsegError
+from vocseg.pretrained import cache_dir, download_file, sha256_of
 
 PREFIX = "official:"
 BASE_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/upernet"
@@ -70,33 +69,7 @@ def lookup(target: str | Path) -> OfficialModel:
 
 
 def cache_root() -> Path:
-    from vocseg.pretrained import cache_dir
-
     return cache_dir() / "official"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, target: Path, *, quiet: bool) -> None:
-    """Stream `url` to `target` (a .part file first); a progress bar on the terminal unless quiet."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    from vocseg.display import err_console
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, disable=quiet, transient=True) as bar:
-            task = bar.add_task(f"downloading {target.name.removesuffix('.part')}", total=total)
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.advance(task, len(chunk))
 
 
 def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
@@ -109,7 +82,7 @@ def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
     url = model.url()
     part = target.with_name(target.name + ".part")
     try:
-        _download(url, part, quiet=quiet)
+        download_file(url, part, quiet=quiet)
     except (OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
         raise VocsegError(

@@ -123,24 +123,38 @@ def fetch_pretrained(source: str) -> Path:
     name = url.rstrip("/").rsplit("/", 1)[-1]
     target = cache_dir() / "pretrained" / name
     expected = _sha_prefix(name)
-    if target.is_file() and (expected is None or _sha256(target).startswith(expected)):
+    if target.is_file() and (expected is None or sha256_of(target).startswith(expected)):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-    except OSError as exc:
+        download_file(url, tmp, quiet=False)
+    except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
         raise VocsegError(f"Could not download pretrained weights {url}: {exc}.", f"Download it by hand and pass --pretrained PATH (or place it at {target}).") from None
-    if expected and not _sha256(tmp).startswith(expected):
+    if expected and not sha256_of(tmp).startswith(expected):
         tmp.unlink(missing_ok=True)
         raise VocsegError(f"Downloaded {name} does not match its sha256 prefix {expected}.", "Try again; if it persists, the server sent a different file.")
     tmp.replace(target)
     return target
 
 
-def _sha256(path: Path) -> str:
+def download_file(url: str, target: Path, *, quiet: bool) -> None:
+    """Stream `url` to `target`; a progress bar on the terminal unless quiet. The caller renames."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from vocseg.display import err_console
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, disable=quiet, transient=True) as bar:
+            task = bar.add_task(f"downloading {target.name.removesuffix('.part')}", total=total)
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                bar.advance(task, len(chunk))
+
+
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
