@@ -27,7 +27,7 @@ def load(text: str, tmp_path: Path):
 
 
 def test_official_40k_recipe(tmp_path: Path) -> None:
-    recipe = Recipe(data_root=str(tmp_path), model="r50", gpus="4", batch=4, schedule="40k")
+    recipe = Recipe(data_root=str(tmp_path), model="r50", gpus="0-3", batch=4, schedule="40k")
     p = plan(recipe, train_size=10_582)
     assert p.total_batch == 16 and p.lr == pytest.approx(0.01)
     assert p.max_iters == 40_000 and p.ratio_to_official == pytest.approx(1.0)
@@ -52,7 +52,7 @@ def test_official_40k_recipe(tmp_path: Path) -> None:
 
 
 def test_voc_only_equivalent_epochs(tmp_path: Path) -> None:
-    p = plan(Recipe(data_root=str(tmp_path), aug=False, gpus="4", batch=4), train_size=1_464)
+    p = plan(Recipe(data_root=str(tmp_path), aug=False, gpus="first:4", batch=4), train_size=1_464)
     assert round(p.official_equivalent_epochs, 1) == 437.2
 
 
@@ -73,7 +73,7 @@ def test_reference_runs_intent_at_2x4(tmp_path: Path, aug: bool, size: int) -> N
 
 
 def test_warmup_and_explicit_lr(tmp_path: Path) -> None:
-    recipe = Recipe(data_root=str(tmp_path), gpus="2", batch=4, iters=1000, lr=0.02, warmup_iters=100)
+    recipe = Recipe(data_root=str(tmp_path), gpus="6,7", batch=4, iters=1000, lr=0.02, warmup_iters=100)
     p = plan(recipe, train_size=1_464)
     assert p.lr == 0.02 and "not rescaled" in p.lr_rule
     assert any("differs from the linearly scaled" in w for w in p.warnings)
@@ -117,7 +117,9 @@ def test_config_to_stdout(cli, demo_root: Path) -> None:
     "flags,needle",
     [
         (["--gpus", "6,x"], "not a list of GPU ids"),
-        (["--gpus", "0"], "neither a GPU count"),
+        (["--gpus", "first:0"], "positive count"),
+        (["--gpus", "3-1"], "runs backwards"),
+        (["--gpus", "1,1"], "names a GPU twice"),
         (["--batch", "0"], "--batch must be at least 1"),
         (["--epochs", "-3"], "--epochs must be at least 1"),
         (["--epochs", "3", "--iters", "10"], "both set the training length"),

@@ -14,7 +14,9 @@ import pytest
 from tests.conftest import TINY_TRAIN
 from vocseg.errors import VocsegError
 from vocseg.launch import (
+    LAUNCHER_ENV,
     LaunchOptions,
+    free_port,
     parse_compute_apps,
     parse_gpu_query,
     plan_launch,
@@ -23,7 +25,7 @@ from vocseg.launch import (
     torchrun_command,
     worker_pids,
 )
-from vocseg.recipe import Recipe
+from vocseg.recipe import Recipe, parse_gpus
 
 SMI_GPUS = """0, NVIDIA H100 80GB HBM3, 1, 81559, GPU-aaa
 1, NVIDIA H100 80GB HBM3, 40000, 81559, GPU-bbb
@@ -47,23 +49,37 @@ def test_parse_nvidia_smi() -> None:
     assert parse_gpu_query("No devices were found\n") == []
 
 
+@pytest.mark.parametrize(
+    "text,count,ids",
+    [("6,7", 2, (6, 7)), ("7", 1, (7,)), ("3,", 1, (3,)), ("0-3", 4, (0, 1, 2, 3)), ("0-1, 6", 3, (0, 1, 6)), ("first:4", 4, None), ("FIRST:1", 1, None)],
+)
+def test_gpus_grammar(text: str, count: int, ids: tuple[int, ...] | None) -> None:
+    spec = parse_gpus(text)
+    assert (spec.count, spec.ids) == (count, ids)
+    assert parse_gpus(str(spec)) == spec  # what recipe.json stores reads back the same
+
+
 def test_exact_gpu_ids_and_busy_warnings() -> None:
     chosen, warnings = select_gpus(Recipe(gpus="6,7"), machine())
     assert chosen == ["6", "7"]
     assert len(warnings) == 1 and "GPU 7" in warnings[0] and "2000" in warnings[0]  # memory taken, no process listed
-    chosen, warnings = select_gpus(Recipe(gpus="1,"), machine())
-    assert chosen == ["1"] and "pid 4242" in warnings[0]
-    assert select_gpus(Recipe(gpus="2"), machine())[0] == ["0", "1"]  # a count: the first ones
+    chosen, warnings = select_gpus(Recipe(gpus="1"), machine())
+    assert chosen == ["1"] and "pid 4242" in warnings[0]  # a bare number is that GPU, not a count
+    assert select_gpus(Recipe(gpus="7"), machine())[0] == ["7"]
+    assert select_gpus(Recipe(gpus="0-1,7"), machine())[0] == ["0", "1", "7"]
+    assert select_gpus(Recipe(gpus="first:2"), machine())[0] == ["0", "1"]  # a count: the first ones
 
 
 @pytest.mark.parametrize(
     "gpus,visible,needle",
     [
         ("3,7", None, "GPU 3 not present; this machine has: 0 (NVIDIA H100 80GB HBM3), 1"),
-        ("5", None, "--gpus 5 asks for 5 GPU(s); this machine has 4"),
+        ("first:5", None, "--gpus first:5 asks for 5 GPU(s); this machine has 4"),
+        ("5", None, "GPU 5 not present"),
+        ("6-9", None, "GPU 8,9 not present"),
         ("0,1", "6,7", "GPU 0,1 is outside CUDA_VISIBLE_DEVICES=6,7"),
-        ("3", "6,7", "CUDA_VISIBLE_DEVICES=6,7 allows 2"),
-        ("1", "", "hides every GPU"),
+        ("first:3", "6,7", "CUDA_VISIBLE_DEVICES=6,7 allows 2"),
+        ("first:1", "", "hides every GPU"),
     ],
 )
 def test_gpu_errors_are_one_line(gpus: str, visible: str | None, needle: str) -> None:
@@ -73,7 +89,7 @@ def test_gpu_errors_are_one_line(gpus: str, visible: str | None, needle: str) ->
 
 
 def test_visible_devices_limit_a_count() -> None:
-    assert select_gpus(Recipe(gpus="1"), machine(), "7,6")[0] == ["7"]
+    assert select_gpus(Recipe(gpus="first:1"), machine(), "7,6")[0] == ["7"]
 
 
 def test_no_gpu_machine() -> None:
@@ -114,7 +130,7 @@ def test_port_in_use_is_refused() -> None:
 def test_torchrun_command_multi_node(tmp_path: Path) -> None:
     opts = LaunchOptions(nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29400, rescale_lr=True)
     cmd = torchrun_command(tmp_path / "config.py", 8, opts, 29400, resume=True)
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[:3] == [sys.executable, "-m", "vocseg.torchrun"]
     for arg in ("--nproc-per-node=8", "--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1", "--master-port=29400"):
         assert arg in cmd
     assert cmd[cmd.index("-m", 3) + 1] == "vocseg.worker" and cmd[-2:] == ["--resume", "--rescale-lr"]
@@ -152,3 +168,105 @@ def test_busy_port_from_the_cli_writes_nothing(cli, demo_root: Path, tmp_path: P
 def test_multi_node_needs_a_work_dir(cli, demo_root: Path) -> None:
     result = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--nnodes", "2", "--master-port", "29555")
     assert result.code == 2 and "--work-dir is required" in result.err
+
+
+def test_slurm_tasks_must_match_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    slurm = LaunchOptions(launcher="slurm")
+    with pytest.raises(VocsegError, match=r"srun started 4 task\(s\), but this run is planned for 2 .*--gpus first:4"):
+        plan_launch(Recipe(device="cuda", gpus="first:2"), slurm)
+    with pytest.raises(VocsegError, match="names GPU ids, but under Slurm"):
+        plan_launch(Recipe(device="cuda", gpus="0-3"), slurm)
+    ok = plan_launch(Recipe(device="cuda", gpus="first:4"), slurm)
+    assert ok.mode == "slurm" and ok.env[LAUNCHER_ENV] == "slurm"
+
+
+def test_the_launcher_tells_the_processes_how_they_were_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-process run inside an sbatch job (SLURM_NTASKS=4) or an outer torchrun must not wait for peers."""
+    from vocseg.training import launcher_from_env
+
+    assert plan_launch(Recipe(device="cpu"), LaunchOptions()).env[LAUNCHER_ENV] == "none"
+    assert plan_launch(Recipe(device="cpu", nproc=2), LaunchOptions()).env[LAUNCHER_ENV] == "pytorch"
+    for var, value in (("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv(LAUNCHER_ENV, "none")
+    assert launcher_from_env() == "none"
+    monkeypatch.delenv(LAUNCHER_ENV)
+    assert launcher_from_env() == "pytorch"  # the worker started by hand under torchrun
+
+
+def test_a_cpu_only_torch_cannot_train_on_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import vocseg.launch as launch
+
+    monkeypatch.setattr(launch, "query_gpus", machine)
+    if torch.backends.cuda.is_built():
+        pytest.skip("this torch is a CUDA build")
+    with pytest.raises(VocsegError, match="CPU-only build"):
+        plan_launch(Recipe(device="cuda", gpus="6"), LaunchOptions())
+
+
+def test_a_failed_process_under_torchrun_gives_no_torchrun_traceback() -> None:
+    """torchrun's own crash report (ChildFailedError, "Root Cause") is dropped; the exit code is the process's."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vocseg.torchrun", "--nproc-per-node=2", f"--master-port={port}", "-m", "vocseg.worker", "--no-such-flag"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2  # argparse's exit code in the worker
+    assert "python -m vocseg.worker: error:" in result.stderr
+    assert "ChildFailedError" not in result.stderr and "Root Cause" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_one_training_per_run_folder(tmp_path: Path) -> None:
+    from vocseg.runs import run_lock
+
+    with run_lock(tmp_path):
+        with pytest.raises(VocsegError, match=f"being trained by another process \\(pid {os.getpid()}\\)"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released when the holder is done
+        pass
+
+
+def test_killing_the_launcher_stops_torchrun_which_saves(demo_root: Path, tmp_path: Path) -> None:
+    """`vocseg train` SIGKILLed (a closed terminal, an OOM kill): torchrun, in a session of its own,
+    gets SIGTERM, so its processes stop at a checkpoint instead of training on unguarded."""
+    import time
+
+    from vocseg.compat import load_checkpoint_file
+    from vocseg.runs import latest_checkpoint, run_lock
+
+    work = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",
+           "--iters", "5000", "--ckpt-interval", "10", "--val-interval", "100000", "--work-dir", str(work)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not (work / "iter_10.pth").is_file():
+            assert launcher.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
+            time.sleep(0.5)
+        torchrun = worker_pids(launcher.pid)
+        workers = [pid for parent in torchrun for pid in worker_pids(parent)]
+        assert len(torchrun) == 1 and len(workers) == 2
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 90
+        while any(_alive(pid) for pid in [*torchrun, *workers]):
+            assert time.monotonic() < deadline, "torchrun's processes outlived the launcher"
+            time.sleep(0.5)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    newest = latest_checkpoint(work)
+    assert newest is not None and load_checkpoint_file(newest)["meta"]["iter"] >= 10
+    with run_lock(work):  # nobody trains there any more
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except (OSError, IndexError):
+        return False

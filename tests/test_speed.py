@@ -40,7 +40,7 @@ def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> No
     from mmengine.config import Config
 
     def cfg_for(**kw: object) -> Config:
-        r = Recipe(data_root=str(tmp_path), model="r50", gpus="2", batch=4, iters=100, **kw)  # type: ignore[arg-type]
+        r = Recipe(data_root=str(tmp_path), model="r50", gpus="first:2", batch=4, iters=100, **kw)  # type: ignore[arg-type]
         path = tmp_path / "c.py"
         path.write_text(build_config_text(r, plan(r, train_size=1464), tmp_path / "run"))
         return Config.fromfile(str(path))

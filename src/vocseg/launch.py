@@ -5,7 +5,8 @@ against nvidia-smi, CUDA on the machine, the master port, the launcher); `launch
 then runs it:
 
 - one process: in this Python process (`vocseg.worker.run_worker`);
-- several: `python -m torch.distributed.run ... -m vocseg.worker CONFIG`, with
+- several: `python -m vocseg.torchrun ... -m vocseg.worker CONFIG` (torchrun, minus its crash
+  report), with
   CUDA_VISIBLE_DEVICES restricted to the chosen GPUs (PCI bus order, as nvidia-smi numbers
   them), or hidden for `--device cpu --nproc N`, which runs over gloo;
 - `--launcher slurm`: srun started one task per GPU; each runs its worker in-process.
@@ -33,6 +34,9 @@ from vocseg.recipe import Recipe
 
 EXIT_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
 STOP_FILE_ENV = "VOCSEG_STOP_FILE"
+# How the training processes were started, told to them rather than guessed from variables such
+# as SLURM_NTASKS or WORLD_SIZE that an enclosing job may have set for something else.
+LAUNCHER_ENV = "VOCSEG_LAUNCHER"
 BUSY_MIB = 1024  # memory in use that means "someone else is on this GPU" when no process is listed
 LAUNCHERS = ("auto", "slurm", "none")
 
@@ -133,7 +137,7 @@ def _busy_warning(g: GpuInfo) -> str | None:
 def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | None = None) -> tuple[list[str], list[str]]:
     """CUDA_VISIBLE_DEVICES entries to use, and warnings (GPUs already busy). Raises when they do not exist.
 
-    `--gpus 6,7` names nvidia-smi indices; `--gpus 2` takes the first two. A CUDA_VISIBLE_DEVICES
+    `--gpus 6,7` names nvidia-smi indices; `--gpus first:2` takes the first two. A CUDA_VISIBLE_DEVICES
     already set (a scheduler's allocation) limits the choice to its GPUs.
     """
     spec = recipe.gpu_spec
@@ -152,7 +156,7 @@ def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | 
     if spec.ids is None:
         if len(allowed) < spec.count:
             where = f"CUDA_VISIBLE_DEVICES={visible} allows {len(allowed)}" if visible is not None else f"this machine has {len(allowed)}: {listing}"
-            raise VocsegError(f"--gpus {spec.count} asks for {spec.count} GPU(s); {where}.", "Ask for fewer with --gpus, or name ids like --gpus 0,1.")
+            raise VocsegError(f"--gpus {spec} asks for {spec.count} GPU(s); {where}.", "Ask for fewer with --gpus first:N, or name ids like --gpus 0,1.")
         chosen = allowed[: spec.count]
     else:
         missing = [i for i in spec.ids if i not in present]
@@ -179,6 +183,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_port_free(port: int) -> None:
     """The master port must be free on this machine (rank 0 listens on every interface)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the c10d store binds it: a port left in TIME_WAIT by the run just stopped is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("", port))
         except OSError:
@@ -203,7 +209,19 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
             raise VocsegError("--launcher slurm runs one task per GPU; it needs --device cuda.", "Use --device cpu --nproc N without Slurm for CPU processes.")
         if options.nnodes > 1:
             raise VocsegError("--nnodes is for torchrun; with --launcher slurm, srun decides the machines.", "Drop --nnodes/--node-rank.")
-        env = {"MASTER_PORT": str(options.master_port)} if options.master_port else {}
+        tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+        if recipe is not None:
+            if recipe.gpu_spec.ids is not None:
+                raise VocsegError(f"--gpus {recipe.gpus} names GPU ids, but under Slurm the GPUs are the ones Slurm gave each task.", f"Pass --gpus first:{tasks} (one srun task per GPU).")
+            if tasks != recipe.world_size:
+                raise VocsegError(
+                    f"srun started {tasks} task(s), but this run is planned for {recipe.world_size} GPU process(es) (--gpus {recipe.gpus}): "
+                    "the total batch and LR would be wrong.",
+                    f"Pass --gpus first:{tasks}, or start srun with --ntasks={recipe.world_size}.",
+                )
+        env = {LAUNCHER_ENV: "slurm"}
+        if options.master_port:
+            env["MASTER_PORT"] = str(options.master_port)
         return LaunchPlan("slurm", nproc=1, env=env)
     if recipe is not None and recipe.nnodes != options.nnodes:
         raise VocsegError(f"This run is planned for {recipe.nnodes} machine(s) (total batch and LR), not --nnodes {options.nnodes}.", "Pass the run's --nnodes, or plan a new run.")
@@ -216,12 +234,15 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
     elif recipe is not None:
         chosen, found = select_gpus(recipe, query_gpus(), visible)
         gpu_ids, warnings = tuple(chosen), tuple(found)
+        _require_cuda_build()
         env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's own order is not nvidia-smi's
     if options.launcher == "none" and (nproc > 1 or options.nnodes > 1):
         raise VocsegError(f"--launcher none runs one process, but this run needs {nproc} x {options.nnodes}.", "Drop --launcher (torchrun is used), or use one GPU/process.")
     if nproc == 1 and options.nnodes == 1:
+        env[LAUNCHER_ENV] = "none"
         return LaunchPlan("inprocess", nproc=1, env=env, gpu_ids=gpu_ids, warnings=warnings)
+    env[LAUNCHER_ENV] = "pytorch"
     port = options.master_port
     if port is None:
         if options.nnodes > 1:
@@ -237,6 +258,17 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
     return LaunchPlan("torchrun", nproc=nproc, env=env, port=port, gpu_ids=gpu_ids, warnings=warnings)
 
 
+def _require_cuda_build() -> None:
+    """A CPU-only torch on a GPU machine would fail inside the training process, with a traceback."""
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        raise VocsegError(
+            f"This PyTorch ({torch.__version__}) is a CPU-only build: it cannot train on the GPUs.",
+            "Install a CUDA build of torch 2.13.0 (see pytorch.org), or use --device cpu.",
+        )
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -246,7 +278,7 @@ def _cpu_count() -> int:
 
 def torchrun_command(config_path: Path, nproc: int, options: LaunchOptions, port: int, resume: bool) -> list[str]:
     cmd = [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable, "-m", "vocseg.torchrun",
         f"--nproc-per-node={nproc}", f"--nnodes={options.nnodes}", f"--node-rank={options.node_rank}",
         f"--master-addr={options.master_addr}", f"--master-port={port}",
         "-m", "vocseg.worker", str(config_path),
@@ -287,9 +319,19 @@ def stop_message(work_dir: Path, iteration: int | None) -> str:
     return f"[yellow]stopped{at}; checkpoint saved.[/] Continue with: vocseg resume {work_dir}"
 
 
+def _stop_when_parent_dies() -> None:
+    """In torchrun's process: SIGTERM when vocseg dies (SIGKILL, closed terminal), so that its
+    own session does not outlive the launcher and train on, unlocked, beside a later resume."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+
 def _run_torchrun(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
     """Run torchrun in its own session; forward Ctrl-C/SIGTERM to its workers. (exit code, signal forwarded)."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_when_parent_dies)
     forwarded = 0
 
     def forward(signum: int, frame: object) -> None:

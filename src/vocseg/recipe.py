@@ -50,31 +50,47 @@ def loader_workers(cpu_count: int, procs_per_node: int, cap: int = 8) -> int:
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """`--gpus 6,7` (exact ids) or `--gpus 2` (a count: the first two visible GPUs)."""
+    """`--gpus 6,7` / `7` / `0-3` (exact nvidia-smi ids) or `first:N` (the first N visible GPUs)."""
 
     count: int
     ids: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
-        return ",".join(map(str, self.ids)) if self.ids is not None else str(self.count)
+        return ",".join(map(str, self.ids)) if self.ids is not None else f"first:{self.count}"
+
+
+GPUS_HINT = "Use GPU ids like 6,7 or 7 or 0-3 (nvidia-smi numbering), or first:N for the first N visible GPUs."
 
 
 def parse_gpus(text: str) -> GpuSpec:
-    """Parse `--gpus`: a comma list of ids (`6,7`, `3,`) or a bare count (`2`)."""
-    raw = text.strip()
+    """Parse `--gpus`: ids and ranges (`6,7`, `7`, `0-3,6`), or `first:N`.
+
+    A bare number is a GPU id, never a count: `--gpus 7` on a shared server means GPU 7, and
+    reading it as "seven GPUs" would silently take GPUs other people are using.
+    """
+    raw = text.strip().lower()
     if not raw:
-        raise VocsegError("--gpus is empty.", "Give GPU ids like 6,7 or a count like 2.")
-    if "," in raw:
-        parts = [p.strip() for p in raw.split(",") if p.strip()]
-        if not parts or not all(p.isdigit() for p in parts):
-            raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", "Use ids like 6,7 (see nvidia-smi).")
-        ids = tuple(int(p) for p in parts)
-        if len(set(ids)) != len(ids):
-            raise VocsegError(f"--gpus {text!r} names a GPU twice.", "Name each GPU once.")
-        return GpuSpec(count=len(ids), ids=ids)
-    if not raw.isdigit() or int(raw) == 0:
-        raise VocsegError(f"--gpus {text!r} is neither a GPU count nor a list of ids.", "Use a count like 2, or ids like 6,7.")
-    return GpuSpec(count=int(raw))
+        raise VocsegError("--gpus is empty.", GPUS_HINT)
+    if raw.startswith("first:"):
+        n = raw.removeprefix("first:").strip()
+        if not n.isdigit() or int(n) == 0:
+            raise VocsegError(f"--gpus {text!r}: first:N needs a positive count N.", GPUS_HINT)
+        return GpuSpec(count=int(n))
+    ids: list[int] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
+        if sep and int(hi) < int(lo):
+            raise VocsegError(f"--gpus {text!r}: the range {part} runs backwards.", "Write ranges low-high, e.g. 0-3.")
+        ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    if not ids:
+        raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
+    if len(set(ids)) != len(ids):
+        raise VocsegError(f"--gpus {text!r} names a GPU twice.", "Name each GPU once.")
+    return GpuSpec(count=len(ids), ids=tuple(ids))
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class Recipe:
     model: str = DEFAULT_MODEL
     aug: bool = True  # VOC train + SBD aug (10582 images), as the official recipe
     device: str = "cuda"
-    gpus: str = "1"  # ids like "6,7" or a count
+    gpus: str = "first:1"  # ids like "6,7" / "7" / "0-3", or "first:N"
     nproc: int = 1  # processes for --device cpu (the distributed path over gloo)
     nnodes: int = 1  # machines (torchrun --nnodes); --gpus / --nproc count per machine
     batch: int = 4  # per GPU / process

@@ -8,7 +8,10 @@ the newest complete checkpoint), MMEngine's logs in a timestamped folder, and vo
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vocseg.errors import VocsegError
@@ -30,11 +33,17 @@ def unique_run_dir(root: Path, name: str) -> Path:
 
 
 def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
-    """The most recently modified run folder under `root` that has a config."""
+    """The run folder under `root` that trained last: newest checkpoint (or config, before the
+    first checkpoint). Not the folder's own time, which `vocseg eval` or `predict` also change."""
     if not root.is_dir():
         return None
     runs = [p for p in root.iterdir() if (p / CONFIG_NAME).is_file()]
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+    return max(runs, key=_last_trained) if runs else None
+
+
+def _last_trained(run: Path) -> float:
+    files = [run / CONFIG_NAME, run / "last_checkpoint", *(p for _, p in _iter_checkpoints(run))]
+    return max((p.stat().st_mtime for p in files if p.is_file()), default=0.0)
 
 
 def _iter_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
@@ -49,18 +58,14 @@ def _iter_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(work_dir: Path) -> Path | None:
     """The checkpoint `last_checkpoint` names (MMEngine's pointer), else the highest `iter_N.pth`.
 
-    The pointer holds an absolute path; a run folder that was moved or copied uses its own file
-    of that name (never the original folder's).
+    The pointer holds an absolute path; only the file of that name in `work_dir` is used, so a
+    run folder that was moved or copied resumes from its own checkpoint, never the original's.
     """
     pointer = work_dir / "last_checkpoint"
     if pointer.is_file():
         text = pointer.read_text().strip()
-        if text:
-            target = Path(text)
-            candidates = [work_dir / target.name, target if target.is_absolute() else work_dir / target]
-            for candidate in candidates:
-                if candidate.is_file():
-                    return candidate
+        if text and (work_dir / Path(text).name).is_file():
+            return work_dir / Path(text).name
     found = _iter_checkpoints(work_dir)
     return found[-1][1] if found else None
 
@@ -70,8 +75,6 @@ _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 def remove_stale_temp_files(work_dir: Path) -> list[Path]:
     """Delete half-written `.NAME.PID.tmp` files left by a killed process (never a live one's)."""
-    import os
-
     removed = []
     for p in work_dir.glob(".*.tmp"):
         m = _TEMP.match(p.name)
@@ -100,3 +103,36 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
         run = path.parent if (path.parent / CONFIG_NAME).is_file() else None
         return path, run
     raise VocsegError(f"{path} does not exist.", "Pass a run folder or a checkpoint .pth file.")
+
+
+LOCK_NAME = ".vocseg.lock"
+
+
+@contextmanager
+def run_lock(work_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one training at a time: two would overwrite each other's
+    checkpoints and `last_checkpoint`. The lock goes with the process (an flock), so a killed
+    run never leaves the folder locked."""
+    import fcntl
+
+    with open(work_dir / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise VocsegError(
+                f"{work_dir} is being trained by another process{f' (pid {holder})' if holder.isdigit() else ''}.",
+                "Wait for it to finish, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and resume.",
+            ) from None
+        except OSError:  # a file system without locks (some network mounts): go on unguarded
+            yield
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

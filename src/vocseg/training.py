@@ -28,7 +28,17 @@ class TrainOutcome:
 
 
 def launcher_from_env() -> str:
-    """'pytorch' under torchrun, 'slurm' under srun, else 'none'."""
+    """'pytorch' under torchrun, 'slurm' under srun, else 'none'.
+
+    vocseg's launcher says which (VOCSEG_LAUNCHER): a one-process run inside an sbatch job or
+    under an outer torchrun must not take the job's SLURM_NTASKS/WORLD_SIZE as its own and wait
+    for processes that never come. Without it (mmseg-style use of the worker) it is inferred.
+    """
+    from vocseg.launch import LAUNCHER_ENV
+
+    told = os.environ.get(LAUNCHER_ENV)
+    if told in ("pytorch", "slurm", "none"):
+        return told
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
         return "pytorch"
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:

@@ -32,7 +32,7 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("model", Annotated[Optional[str], _opt("--model", "-m", help=f"Model preset: {', '.join(PRESETS)} (default: {_D.model}).")]),
     ("aug", Annotated[Optional[bool], _opt("--aug/--no-aug", help="Train on VOC train + SBD aug (10582 images) or VOC train only (1464) (default: --aug).", show_default=False)]),
     ("device", Annotated[Optional[str], _opt("--device", help=f"cuda or cpu (default: {_D.device}).")]),
-    ("gpus", Annotated[Optional[str], _opt("--gpus", help="GPU ids like 6,7 (exactly those), or a count like 2 (default: 1).")]),
+    ("gpus", Annotated[Optional[str], _opt("--gpus", help="GPU ids (nvidia-smi numbering): 6,7 or 7 or 0-3, exactly those; or first:N, the first N visible (default: first:1).")]),
     ("nproc", Annotated[Optional[int], _opt("--nproc", help="Processes for --device cpu (distributed over gloo) (default: 1).")]),
     ("batch", Annotated[Optional[int], _opt("--batch", "-b", help=f"Images per GPU/process (default: {_D.batch}).")]),
     ("epochs", Annotated[Optional[int], _opt("--epochs", help="Train this many epochs (converted to iterations, poly LR per iteration).")]),

@@ -20,7 +20,7 @@ def resume(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log (progress as plain lines).")] = False,
     rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another number of GPUs/processes than the checkpoint was trained with: "
                                              "the LR schedule is rescaled linearly to the new total batch (without it, such a resume is refused).")] = False,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids or count (default: the run's).")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids (6,7 / 7 / 0-3) or first:N (default: the run's).")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="CPU processes (default: the run's).")] = None,
     nnodes: Annotated[Optional[int], typer.Option("--nnodes", min=1, help="Machines taking part (default: the run's); run the same command on each (torchrun).", rich_help_panel="Launch")] = None,
     node_rank: NodeRankOpt = 0,
@@ -34,10 +34,12 @@ def resume(
     Skipping trained batches costs nothing: the sampler starts at the saved position. Another
     process count is refused unless --rescale-lr.
     """
+    import contextlib
     import os
 
     from vocseg.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.resuming import commit_rescale, prepare_resume
+    from vocseg.runs import run_lock
 
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
     target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, nnodes=nnodes, rescale_lr=rescale_lr, cleanup=primary)
@@ -52,11 +54,12 @@ def resume(
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                             launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
-    if primary:
-        commit_rescale(target)
-        at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
-        scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
-        console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
-    code = launch_training(target.config_path, launch_plan, options, resume=True)
+    with run_lock(target.run_dir) if primary else contextlib.nullcontext():
+        if primary:
+            commit_rescale(target)
+            at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
+            scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
+            console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
+        code = launch_training(target.config_path, launch_plan, options, resume=True)
     if code:
         raise typer.Exit(code)

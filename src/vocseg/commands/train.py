@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -74,6 +75,7 @@ def train(
     from vocseg.errors import VocsegError
     from vocseg.experiment import experiment_from_config_file, plan_experiment
     from vocseg.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.runs import run_lock
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
     if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:
@@ -94,6 +96,7 @@ def train(
     config_path = start_run_on_this_node(experiment, launch_plan, options)
     if primary:
         console.print(f"run folder: {config_path.parent}", soft_wrap=True)
-    code = launch_training(config_path, launch_plan, options, resume=False)
+    with run_lock(config_path.parent) if primary else contextlib.nullcontext():
+        code = launch_training(config_path, launch_plan, options, resume=False)
     if code:
         raise typer.Exit(code)
