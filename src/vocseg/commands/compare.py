@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.display import console
-
 
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
@@ -29,7 +27,7 @@ def compare(
     import json
 
     from vocseg.compare import compare_paths
-    from vocseg.display import compare_table, print_flags
+    from vocseg.display import compare_table, console, print_flags
     from vocseg.mmconfig import write_text_atomic
     from vocseg.plots import compare_chart
 

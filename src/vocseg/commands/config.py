@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
-from vocseg.display import console, err_console, print_plan
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +21,7 @@ def config(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
 ) -> None:
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
+    from vocseg.display import console, err_console, print_plan
     from vocseg.experiment import plan_experiment, write_config
 
     recipe = recipe_from_flags(flags)

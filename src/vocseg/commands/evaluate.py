@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.display import console
-
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate)
@@ -32,7 +30,7 @@ def evaluate(
 
     Results go to RUN/eval/ (or --out): SPLIT.json, SPLIT.csv, SPLIT_confusion.png, SPLIT_iou.png.
     """
-    from vocseg.display import eval_report_table
+    from vocseg.display import console, eval_report_table
     from vocseg.evaluation import evaluate as run_eval
     from vocseg.evaluation import save_outputs, write_csv, write_json
 

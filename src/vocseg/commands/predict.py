@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.display import console
 from vocseg.errors import VocsegError
 
 
@@ -28,7 +27,7 @@ def predict(
     OUT/NAME_label.png (VOC palette); OUT/predictions.json lists every input. Inputs that are not
     images are reported and skipped."""
     from vocseg import official
-    from vocseg.display import predict_table
+    from vocseg.display import console, predict_table
     from vocseg.inference import expand_inputs, load_model, write_report
     from vocseg.inference import predict as run_predict
 

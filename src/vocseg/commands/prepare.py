@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.display import check_table, console
 from vocseg.errors import VocsegError
 
 
@@ -30,6 +29,7 @@ def prepare(
     md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
 ) -> None:
     """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
+    from vocseg.display import check_table, console
     from vocseg.recipe import default_data_root
 
     root = (data_root or default_data_root()).expanduser().resolve()

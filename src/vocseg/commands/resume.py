@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from vocseg.commands.train import LauncherOpt, MasterAddrOpt, MasterPortOpt, NodeRankOpt
-from vocseg.display import console
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +36,7 @@ def resume(
     import contextlib
     import os
 
+    from vocseg.display import console
     from vocseg.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.resuming import commit_rescale, prepare_resume
     from vocseg.runs import run_lock

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
-from vocseg.display import console, print_plan
 
 if TYPE_CHECKING:
     from vocseg.experiment import Experiment
@@ -72,6 +71,7 @@ def train(
     torchrun; --device cpu --nproc N runs N CPU processes over gloo. Ctrl-C or SIGTERM finishes
     the iteration, saves a checkpoint and prints the `vocseg resume` command.
     """
+    from vocseg.display import console, print_plan
     from vocseg.errors import VocsegError
     from vocseg.experiment import experiment_from_config_file, plan_experiment
     from vocseg.launch import LaunchOptions, launch_training, plan_launch
