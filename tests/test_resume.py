@@ -4,6 +4,7 @@ process-count changes, finished runs and broken folders."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -192,3 +193,165 @@ def test_bad_run_folders_are_one_line_errors(cli, request: pytest.FixtureRequest
             assert _files(folder) == before  # nothing lost, nothing changed
     r = cli("resume", truncated)
     assert "iter_7.pth" in r.err  # the hint names the previous checkpoint
+
+
+# -- stops through the real signal path ------------------------------------------------------------
+
+
+def test_sigterm_to_the_process_group_then_resume_is_bitwise_exact(cli, demo_root: Path, tmp_path: Path) -> None:
+    """SIGTERM to the whole process group (main process, training and validation loader workers:
+    the validation at iteration 2 started persistent workers), the stop's own checkpoint, a
+    resume: bitwise the weights of the same run in one go. Where the stop lands (iteration 3,
+    or 4 with its validation pending) does not change the result."""
+    flags = [*EXACT, "--batch", "2", "--num-workers", "2", "--iters", "6", "--val-interval", "2", "--ckpt-interval", "6"]
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([*VOCSEG, "train", "--data-root", str(demo_root), *flags, "--work-dir", str(stopped)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = ""
+    for line in proc.stdout:
+        out += line
+        if line.startswith("iter 3/6"):
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+    out += proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, out + err
+    assert "Traceback" not in err and "exited unexpectedly" not in err, err
+    assert f"checkpoint saved. Continue with: vocseg resume {stopped}" in out
+    ckpt = latest_checkpoint(stopped)
+    assert ckpt is not None and load_checkpoint_file(ckpt)["meta"]["iter"] in (3, 4)
+    straight = tmp_path / "straight"
+    r = cli("train", "--data-root", demo_root, *flags, "--work-dir", straight)
+    assert r.code == 0, r.err
+    r = cli("resume", stopped)
+    assert r.code == 0, r.err
+    assert_bitwise_equal(straight / "iter_6.pth", stopped / "iter_6.pth")
+
+
+_STOPPED_VALIDATIONS: set[tuple[str, int]] = set()
+_REMOVED: list[tuple[str, list[str]]] = []  # (file deleted by a checkpoint hook, best_* files then)
+
+
+class _RecordingBackend:
+    """A checkpoint hook's file backend that records what the folder held at each deletion."""
+
+    def __init__(self, backend: object) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    def remove(self, path: str) -> None:
+        _REMOVED.append((str(path), sorted(p.name for p in Path(path).parent.glob("best_*.pth"))))
+        self._backend.remove(path)
+
+
+def _register_stop_hook() -> str:
+    from vocseg.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.hooks import CheckpointHook, Hook
+    from mmseg.registry import HOOKS
+
+    name = "VocsegTestStopDuringValidation"
+    if HOOKS.get(name) is None:
+
+        class StopDuringValidation(Hook):
+            """Sends this process SIGTERM during the validation of the given iterations (once each)."""
+
+            priority = "LOWEST"  # after the checkpoint hook's before_train sets its file backend
+
+            def __init__(self, at: list[int]) -> None:
+                self.at = at
+
+            def before_train(self, runner) -> None:
+                for hook in runner.hooks:
+                    if isinstance(hook, CheckpointHook):
+                        hook.file_backend = _RecordingBackend(hook.file_backend)
+
+            def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+                key = (str(runner.work_dir), runner.iter)
+                if batch_idx == 1 and runner.iter in self.at and key not in _STOPPED_VALIDATIONS:
+                    _STOPPED_VALIDATIONS.add(key)
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+        HOOKS.register_module(name=name, module=StopDuringValidation)
+    return name
+
+
+def _val_pending(ckpt: Path) -> object:
+    return load_checkpoint_file(ckpt)["message_hub"]["runtime_info"].get("vocseg_val_pending")
+
+
+def test_stop_during_validation_is_validated_on_resume(cli, demo_root: Path, tmp_path: Path) -> None:
+    """A stop between two validation batches: the checkpoint of that iteration is saved, the run
+    exits 143 with the resume line, and the resume validates that iteration before training on;
+    at the last iteration too (the run is not "finished" without its final validation). The
+    result is bitwise that of the run in one go."""
+    flags = ["--data-root", str(demo_root), *EXACT, "--batch", "2", "--num-workers", "0", "--iters", "4", "--val-interval", "2", "--ckpt-interval", "4"]
+    plain_cfg, stop_cfg = tmp_path / "plain.py", tmp_path / "stop.py"
+    assert cli("config", *flags, "-o", plain_cfg).code == 0
+    hook = _register_stop_hook()
+    stop_cfg.write_text(plain_cfg.read_text() + f"\ncustom_hooks = custom_hooks + [dict(type={hook!r}, at=[2, 4])]\n")
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert cli("train", plain_cfg, "--work-dir", straight).code == 0
+
+    r = cli("train", stop_cfg, "--work-dir", run)
+    assert r.code == 143, r.out + r.err
+    assert f"stopped at iteration 2; checkpoint saved. Continue with: vocseg resume {run}" in r.out
+    assert "Traceback" not in r.err
+    assert latest_checkpoint(run) == run / "iter_2.pth" and _val_pending(run / "iter_2.pth") == 2
+
+    r = cli("resume", run)  # validates iteration 2 first, trains 3-4, stopped in the final validation
+    assert r.code == 143, r.out + r.err
+    assert "at iteration 2/4" in r.out and "stopped at iteration 4; checkpoint saved" in r.out
+    assert latest_checkpoint(run) == run / "iter_4.pth" and _val_pending(run / "iter_4.pth") == 4
+
+    r = cli("resume", run)  # not "already finished": the final validation is pending
+    assert r.code == 0, r.err
+    assert "at iteration 4/4" in r.out
+    assert not _val_pending(run / "iter_4.pth")
+    # Per start (MMEngine's log): iterations 1-2 and half a validation; the validation of 2 first,
+    # then 3-4 and half a validation; the validation of 4.
+    assert _events_per_segment(run) == [[1, 2], ["val", 3, 4], ["val"]]
+    # The validation of 4 found a new best: written before the previous one was deleted.
+    assert [p.name for p in run.glob("best_mIoU_iter_*.pth")] == ["best_mIoU_iter_4.pth"]
+    assert (str(run / "best_mIoU_iter_2.pth"), ["best_mIoU_iter_2.pth", "best_mIoU_iter_4.pth"]) in _REMOVED
+    r = cli("resume", run)
+    assert r.code == 0 and "already finished: 4/4 iterations" in r.out
+    assert_bitwise_equal(straight / "iter_4.pth", run / "iter_4.pth")
+
+
+def _events_per_segment(run: Path) -> list[list[int | str]]:
+    """Per start/resume of a run (its MMEngine logs): training iterations and finished validations."""
+    segments = []
+    for log in sorted(run.glob("*/*.log")):
+        events: list[int | str] = []
+        for line in log.read_text().splitlines():
+            if m := re.search(r"Iter\(train\) \[\s*(\d+)/", line):
+                events.append(int(m.group(1)))
+            elif "Iter(val)" in line and "mIoU:" in line:
+                events.append("val")
+        segments.append(events)
+    return segments
+
+
+def test_foreign_checkpoint_and_damaged_recipe_are_one_line_errors(cli, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    trained_run = request.getfixturevalue("trained_run")
+    cases = []
+    for name, content in (("not-a-dict", [1, 2, 3]), ("no-meta", {"state_dict": {}})):
+        folder = _run_stopped_at(trained_run, tmp_path / name, 8)
+        torch.save(content, folder / "iter_8.pth")
+        cases.append((folder, f"{folder / 'iter_8.pth'} is not a training checkpoint"))
+    for name, text in (("bad-json", "{not json"), ("not-an-object", "[1, 2]"), ("wrong-type", '{"batch": "two"}')):
+        folder = _run_stopped_at(trained_run, tmp_path / name, 6)
+        (folder / "recipe.json").write_text(text)
+        cases.append((folder, f"Cannot read {folder / 'recipe.json'}"))
+    for folder, needle in cases:
+        before = _files(folder)
+        r = cli("resume", folder)
+        assert r.code == 2 and needle in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+        assert _files(folder) == before
+    assert "iter_7.pth" in cli("resume", tmp_path / "not-a-dict").err  # the hint names the previous one

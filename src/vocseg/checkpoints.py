@@ -13,6 +13,10 @@ from typing import Any
 from vocseg.compat import load_checkpoint_file
 from vocseg.errors import VocsegError
 
+# In a training checkpoint's message hub: the iteration whose validation a stop cut off (or came
+# before); the resumed run validates it first (`engine.ResumableIterLoop`, `resuming`).
+VAL_PENDING_KEY = "vocseg_val_pending"
+
 
 def state_dict_of(checkpoint: Any) -> dict[str, Any]:
     """The weights of an MMEngine (`state_dict`), plain (`model`) or bare state-dict checkpoint."""

@@ -6,11 +6,14 @@
 - `VocsegSeededDataset`: seeds `random`/`numpy`/`torch` from (seed, global sample position)
   around each sample's pipeline, so augmentation is the same after a resume, with any number
   of workers.
-- `VocsegResumableIterLoop`: positions the sampler on resume; keeps validation and the data
-  loader's start-up from drawing on the training RNG streams; on SIGTERM / Ctrl-C it finishes
-  the iteration, saves a checkpoint and stops (`TrainingInterrupted`).
+- `VocsegResumableIterLoop`: positions the sampler on resume before the data iterator starts;
+  keeps validation and the data loader's start-up from drawing on the training RNG streams; on
+  SIGTERM / Ctrl-C it finishes the iteration (or abandons the validation), saves a checkpoint
+  and stops (`TrainingInterrupted`); a validation a stop cut off runs first on resume. Loader
+  workers (training and validation) ignore stop signals sent to the whole process group.
 - `VocsegCheckpointHook`: saves first, then points `last_checkpoint` at the new file
-  (atomically), then deletes old ones. MMEngine's deletes first.
+  (atomically), then deletes old ones, the previous best checkpoint included. MMEngine's
+  deletes first.
 - `VocsegRngStateHook`: stores every process's RNG states in checkpoints and restores them.
 - `VocsegBatchGuardHook`: records the total batch in checkpoints; a resume with another one is
   refused, or (when asked) the LR schedule in the checkpoint is rescaled linearly.
@@ -37,10 +40,14 @@ import torch
 from mmengine.dist import all_gather_object, all_reduce, get_dist_info, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner.base_loop import BaseLoop
+from mmengine.runner.loops import _InfiniteDataloaderIterator
+from mmengine.runner.utils import calc_dynamic_intervals
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS
 from torch.utils.data import Sampler
 
+from vocseg.checkpoints import VAL_PENDING_KEY
 from vocseg.compat import write_bytes_atomic
 from vocseg.errors import VocsegError
 
@@ -144,6 +151,39 @@ def _guard_loader_worker() -> None:
         signal.signal(signal.SIGINT, _loader_worker_signal)
 
 
+class _GuardedWorkerInit:
+    """A DataLoader `worker_init_fn` that guards the worker first, then runs the loader's own."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        _guard_loader_worker()
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+def guard_loader_workers(dataloader: Any) -> None:
+    """Make the workers `dataloader` starts from now on ignore stop signals while training runs
+    (training and validation loaders alike: any killed worker aborts the training process)."""
+    if dataloader is None or not getattr(dataloader, "num_workers", 0):
+        return
+    if not isinstance(dataloader.worker_init_fn, _GuardedWorkerInit):
+        dataloader.worker_init_fn = _GuardedWorkerInit(dataloader.worker_init_fn)
+
+
+def _shutdown_loader_workers(dataloader: Any, *iterators: Any) -> None:
+    """Stop the worker processes of `dataloader`'s persistent iterator and of `iterators`."""
+    candidates = [*iterators, getattr(dataloader, "_iterator", None)]
+    for it in candidates:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            with contextlib.suppress(Exception):  # best effort: never hide how training ended
+                shutdown()
+    if dataloader is not None and getattr(dataloader, "_iterator", None) is not None:
+        dataloader._iterator = None  # a later iteration starts new workers
+
+
 @DATASETS.register_module(name="VocsegSeededDataset")
 class SeededDataset:
     """Wraps a dataset; item `position * N + index` is item `index` with RNGs seeded by position."""
@@ -164,7 +204,6 @@ class SeededDataset:
         return len(self.dataset)
 
     def __getitem__(self, key: int) -> Any:
-        _guard_loader_worker()
         n = len(self.dataset)
         position, index = divmod(int(key), n)
         sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
@@ -255,6 +294,12 @@ class _StopRequest:
         return int(flag.item())
 
 
+class _StopInValidation(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 @LOOPS.register_module(name="VocsegResumableIterLoop")
 class ResumableIterLoop(IterBasedTrainLoop):
     """IterBasedTrainLoop whose resume costs the same at any iteration, and that stops cleanly.
@@ -263,48 +308,135 @@ class ResumableIterLoop(IterBasedTrainLoop):
     everything that runs between that moment and iteration N+1 in an uninterrupted run
     (validation, a new data loader iterator) runs under `preserved_rng`, so a resumed run
     draws the same random numbers (dropout) as the uninterrupted one.
+
+    Stopping: a stop request is honoured after the current training iteration, or between two
+    validation batches. When it cuts off (or comes before) the validation of iteration N, the
+    checkpoint of N records that (`vocseg_val_pending` in the message hub) and the resumed run
+    validates first.
     """
+
+    def __init__(
+        self,
+        runner: Any,
+        dataloader: Any,
+        max_iters: int,
+        val_begin: int = 1,
+        val_interval: int = 1000,
+        dynamic_intervals: list[tuple[int, int]] | None = None,
+    ) -> None:
+        # IterBasedTrainLoop.__init__, except the data iterator: MMEngine starts it (workers,
+        # prefetching from position 0) here, before a resume has set the position. `run` does.
+        BaseLoop.__init__(self, runner, dataloader)
+        self._max_iters = int(max_iters)
+        if self._max_iters != max_iters:
+            raise ValueError(f"max_iters should be an integer, got {max_iters}")
+        self._max_epochs = 1
+        self._epoch = 0
+        self._iter = 0
+        self.val_begin = val_begin
+        self.val_interval = val_interval
+        self.stop_training = False
+        if hasattr(self.dataloader.dataset, "metainfo"):
+            self.runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
+        self.dataloader_iterator: Any = None
+        self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(self.val_interval, dynamic_intervals)
 
     def run(self) -> Any:
         self.runner.call_hook("before_train")
         self.runner.call_hook("before_train_epoch")
+        val_loop = self.runner.val_loop
+        guard_loader_workers(self.dataloader)
+        guard_loader_workers(getattr(val_loop, "dataloader", None))
         sampler = _sampler_of(self.dataloader)
-        if hasattr(sampler, "set_start_iter"):
-            if self._iter > 0:
-                # Constant cost: the sampler starts at the position; nothing is loaded to skip.
-                sampler.set_start_iter(self._iter)
-                with preserved_rng():
-                    self.dataloader_iterator = iter(self.dataloader)
-        else:  # another sampler (a hand-edited config): MMEngine's slow path
+        resumable = hasattr(sampler, "set_start_iter")
+        if resumable:
+            # Constant cost: the sampler starts at the position; nothing is loaded to skip.
+            sampler.set_start_iter(self._iter)
+        with preserved_rng():
+            self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
+        if not resumable:  # another sampler (a hand-edited config): MMEngine's slow path
             for _ in range(self._iter):
                 next(self.dataloader_iterator)
+        try:
+            self._train(val_loop)
+        finally:
+            # Workers end with training, not whenever the garbage collector reaches the loader
+            # (from a reference cycle, PyTorch's shutdown then waits seconds per worker).
+            _shutdown_loader_workers(self.dataloader, getattr(self.dataloader_iterator, "_iterator", None))
+            _shutdown_loader_workers(getattr(val_loop, "dataloader", None))
+        return self.runner.model
+
+    def _train(self, val_loop: Any) -> None:
         iters_per_epoch = max(1, len(self.dataloader))
+        hub = self.runner.message_hub
         with _StopRequest() as stop:
+            if val_loop is not None and self._iter > 0 and hub.get_info(VAL_PENDING_KEY) == self._iter:
+                hub.update_info(VAL_PENDING_KEY, None)
+                self._validate(stop)
+                if self._iter >= self._max_iters:
+                    self._save_now(force=True)  # the final checkpoint no longer asks for it
+                else:
+                    self._honour_stop(stop, val_pending=False)
             while self._iter < self._max_iters and not self.stop_training:
                 self.runner.model.train()
                 self._epoch = self._iter // iters_per_epoch
                 data_batch = next(self.dataloader_iterator)
                 self.run_iter(data_batch)
-                signum = stop.agreed()
-                if signum:
-                    self._save_now()
-                    raise TrainingInterrupted(self._iter, signum, self.runner.work_dir)
                 self._decide_current_val_interval()
-                if (
-                    self.runner.val_loop is not None
+                due = (
+                    val_loop is not None
                     and self._iter >= self.val_begin
                     and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)
-                ):
-                    with preserved_rng():
-                        self.runner.val_loop.run()
+                )
+                # At the last iteration with nothing left to validate, finishing is the stop.
+                if due or self._iter < self._max_iters:
+                    self._honour_stop(stop, val_pending=due)
+                if due:
+                    self._validate(stop)
+                    if self._iter < self._max_iters:
+                        self._honour_stop(stop, val_pending=False)
         self.runner.call_hook("after_train_epoch")
         self.runner.call_hook("after_train")
-        return self.runner.model
 
-    def _save_now(self) -> None:
+    def _validate(self, stop: _StopRequest) -> None:
+        """Validate without moving the training RNG streams; a stop request between two
+        validation batches abandons it, and the checkpoint asks the resumed run to validate."""
+        val_loop = self.runner.val_loop
+        run_iter = val_loop.run_iter
+
+        def checked_run_iter(idx: int, data_batch: Any) -> Any:
+            signum = stop.agreed()
+            if signum:
+                raise _StopInValidation(signum)
+            return run_iter(idx, data_batch)
+
+        val_loop.run_iter = checked_run_iter
+        try:
+            with preserved_rng():
+                val_loop.run()
+        except _StopInValidation as cut:
+            for metric in getattr(val_loop.evaluator, "metrics", []):
+                metric.results.clear()  # half a validation: never evaluated
+            self._stop_now(cut.signum, val_pending=True)
+        finally:
+            del val_loop.run_iter
+
+    def _honour_stop(self, stop: _StopRequest, *, val_pending: bool) -> None:
+        signum = stop.agreed()
+        if signum:
+            self._stop_now(signum, val_pending=val_pending)
+
+    def _stop_now(self, signum: int, *, val_pending: bool) -> None:
+        if val_pending:
+            self.runner.message_hub.update_info(VAL_PENDING_KEY, self._iter)
+        # The periodic checkpoint of this iteration (saved before validation) does not say so.
+        self._save_now(force=val_pending)
+        raise TrainingInterrupted(self._iter, signum, self.runner.work_dir) from None
+
+    def _save_now(self, *, force: bool = False) -> None:
         for hook in self.runner.hooks:
             if isinstance(hook, CheckpointHook):
-                if isinstance(hook, SafeCheckpointHook) and hook.saved_step == self._iter:
+                if not force and isinstance(hook, SafeCheckpointHook) and hook.saved_step == self._iter:
                     return  # the periodic checkpoint of this very iteration is on disk
                 hook._save_checkpoint_with_step(self.runner, self._iter, dict(epoch=self.runner.epoch, iter=self._iter))
                 return
@@ -354,8 +486,41 @@ class SafeCheckpointHook(CheckpointHook):
                 self.file_backend.remove(path)
 
     def _save_best_checkpoint(self, runner: Any, metrics: dict) -> None:
+        """MMEngine deletes the previous best checkpoint before it writes the new one (a kill in
+        between leaves none); here the previous one is deleted after the new one is written."""
         _gather_rng_states(runner)
-        super()._save_best_checkpoint(runner, metrics)
+        # MMEngine deletes whatever these name; hide them and delete after its save.
+        previous: dict[str | None, str] = {}
+        if getattr(self, "best_ckpt_path", None):
+            previous[None] = self.best_ckpt_path
+            self.best_ckpt_path = None
+        for key, path in list(getattr(self, "best_ckpt_path_dict", {}).items()):
+            if path:
+                previous[key] = path
+                self.best_ckpt_path_dict[key] = None
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            current = {None: getattr(self, "best_ckpt_path", None), **getattr(self, "best_ckpt_path_dict", {})}
+            stale = []
+            for key, path in previous.items():
+                if current.get(key) is None:  # not improved (or the save failed): keep it
+                    if key is None:
+                        self.best_ckpt_path = path
+                    else:
+                        self.best_ckpt_path_dict[key] = path
+                elif current[key] != path:
+                    stale.append(path)
+        if not is_main_process():
+            return
+        for path in stale:
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):  # deepspeed checkpoints are folders
+                self.file_backend.rmtree(path)
+            else:
+                continue
+            runner.logger.info(f"The previous best checkpoint {path} is removed")
 
 
 def _rng_state() -> dict[str, Any]:

@@ -18,8 +18,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocseg.checkpoints import VAL_PENDING_KEY
 from vocseg.errors import VocsegError
-from vocseg.recipe import Recipe, parse_gpus, plan
+from vocseg.recipe import Recipe, parse_gpus, plan, validate
 from vocseg.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, _iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
 
 
@@ -32,6 +33,7 @@ class ResumeTarget:
     max_iters: int | None
     rescale_lr: bool  # the process count changed and the LR is rescaled
     original_recipe: Recipe | None = None  # recipe.json as found (before --gpus/--nproc)
+    val_pending: bool = False  # a stop cut off the validation of `iteration`: the resume runs it
 
     @property
     def run_dir(self) -> Path:
@@ -39,7 +41,7 @@ class ResumeTarget:
 
     @property
     def finished(self) -> bool:
-        return self.max_iters is not None and self.iteration >= self.max_iters
+        return self.max_iters is not None and self.iteration >= self.max_iters and not self.val_pending
 
 
 def _max_iters(config_path: Path) -> int | None:
@@ -58,19 +60,50 @@ def _max_iters(config_path: Path) -> int | None:
     return int(value) if value is not None else None
 
 
+def _previous_hint(checkpoint: Path, run_dir: Path) -> str:
+    older = [p.name for _, p in _iter_checkpoints(run_dir) if p != checkpoint]
+    if older:
+        return f"Move {checkpoint.name} out of the folder to resume from the previous one ({older[-1]})."
+    return "No other checkpoint is in the folder: start again with `vocseg train`."
+
+
 def _load_checked(checkpoint: Path, run_dir: Path) -> dict:
+    """The checkpoint's contents, refused unless it is a training checkpoint (`meta.iter`)."""
     from vocseg.compat import load_checkpoint_file
 
     try:
-        return load_checkpoint_file(checkpoint)
+        state = load_checkpoint_file(checkpoint)
     except VocsegError as exc:
-        older = [p.name for _, p in _iter_checkpoints(run_dir) if p != checkpoint]
-        hint = (
-            f"Move {checkpoint.name} out of the folder to resume from the previous one ({older[-1]})."
-            if older
-            else "No other checkpoint is in the folder: start again with `vocseg train`."
-        )
-        raise VocsegError(exc.message, hint) from None
+        raise VocsegError(exc.message, _previous_hint(checkpoint, run_dir)) from None
+    meta = state.get("meta") if isinstance(state, dict) else None
+    iteration = meta.get("iter") if isinstance(meta, dict) else None
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        what = "a training checkpoint (no meta.iter)" if isinstance(state, dict) else f"a training checkpoint (it holds a {type(state).__name__}, not a dict)"
+        raise VocsegError(f"{checkpoint} is not {what}.", _previous_hint(checkpoint, run_dir))
+    return state
+
+
+def _val_pending(state: dict, iteration: int) -> bool:
+    """Whether a stop cut off (or came before) the validation of `iteration` (see engine.py)."""
+    hub = state.get("message_hub")
+    info = hub.get("runtime_info") if isinstance(hub, dict) else None
+    return isinstance(info, dict) and info.get(VAL_PENDING_KEY) == iteration
+
+
+def _read_recipe(path: Path) -> Recipe | None:
+    if not path.is_file():
+        return None
+    try:
+        recipe = Recipe.from_json(path.read_text())
+        validate(recipe)  # wrong types and values fail here, not in the middle of the launch
+        return recipe
+    except Exception as exc:  # noqa: BLE001 - any damage to a user-editable file
+        text = exc.message if isinstance(exc, VocsegError) else str(exc)
+        first = text.strip().splitlines()[0][:160].rstrip(".") if text.strip() else type(exc).__name__
+        raise VocsegError(
+            f"Cannot read {path}: {first}.",
+            f"Restore it from the \"vocseg_recipe\" line of {path.parent / CONFIG_NAME}, or move it away to resume from config.py alone.",
+        ) from None
 
 
 def prepare_resume(
@@ -95,12 +128,11 @@ def prepare_resume(
         raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
     # Refuses a truncated or foreign file before any process starts.
     state = _load_checked(checkpoint, run_dir)
-    meta = state.get("meta") or {}
-    iteration = int(meta.get("iter", 0))
+    iteration = int(state["meta"]["iter"])
     max_iters = _max_iters(config_path)
-    recipe_path = run_dir / RECIPE_NAME
-    recipe = Recipe.from_json(recipe_path.read_text()) if recipe_path.is_file() else None
-    target = ResumeTarget(config_path, recipe, checkpoint, iteration, max_iters, rescale_lr=False, original_recipe=recipe)
+    recipe = _read_recipe(run_dir / RECIPE_NAME)
+    target = ResumeTarget(config_path, recipe, checkpoint, iteration, max_iters, rescale_lr=False, original_recipe=recipe,
+                          val_pending=_val_pending(state, iteration))
     if target.finished:
         return target
     if recipe is None:
