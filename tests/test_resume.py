@@ -141,6 +141,9 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     assert "trained with 1 process(es) (total batch 2)" in r.err and "--rescale-lr" in r.err
     assert _files(run) == before
     # With the flag: two processes through torchrun, LR schedule scaled by 4/2.
+    config = run / "config.py"
+    config.write_text(config.read_text() + "\n# a hand edit\n")
+    edited = config.read_text()
     r = cli("resume", run, "--nproc", "2", "--rescale-lr")
     assert r.code == 0, r.err
     assert "LR rescaled" in r.out
@@ -150,6 +153,7 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     assert new_group["initial_lr"] == pytest.approx(2 * old_group["initial_lr"])
     assert new["param_schedulers"][0]["base_values"] == pytest.approx([2 * v for v in old["param_schedulers"][0]["base_values"]])
     assert '"nproc": 2' in (run / "recipe.json").read_text()
+    assert config.read_text() == edited  # the config is kept as the user left it
     # The next resume of this run needs no flag: the checkpoint now says 2 processes.
     (run / "last_checkpoint").write_text(str(run / "iter_7.pth"))
     r = cli("resume", run, "--nproc", "1")

@@ -5,9 +5,10 @@ one-line error and nothing in it changes (apart from deleting half-written `.tmp
 killed processes).
 
 Another number of processes changes the total batch. Without `--rescale-lr` that is refused;
-with it, the run's config and recipe are rewritten for the new count (LR = the recipe's rule
-at the new total batch) and the training processes scale the LR schedule carried by the
-checkpoint (optimizer and scheduler state) by new/old total batch (`VocsegBatchGuardHook`).
+with it, the run's recipe.json records the new count (so the next resume uses it) and the
+training processes scale the LR schedule carried by the checkpoint (optimizer and scheduler
+state) by new/old total batch (`VocsegBatchGuardHook`). config.py is left as it is, hand edits
+included: the LR it names is only the starting value, which the checkpoint's state replaces.
 The iteration count stays, so the samples seen change with the batch; the data order
 continues from the same iteration, not bitwise as it would have been.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from vocseg.checkpoints import VAL_PENDING_KEY
 from vocseg.errors import VocsegError
-from vocseg.recipe import Recipe, parse_gpus, plan, validate
+from vocseg.recipe import Recipe, parse_gpus, validate
 from vocseg.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, _iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
 
 
@@ -160,16 +161,14 @@ def prepare_resume(
 
 
 def commit_rescale(target: ResumeTarget) -> None:
-    """Rewrite the run's config and recipe for the new process count (the LR follows the recipe's
-    rule at the new total batch; the iteration count stays)."""
+    """Record the new process count in the run's recipe.json. Every launching process (each node,
+    each Slurm task) calls this: the file is written only where it differs, through a temporary
+    file, so a shared folder and one folder per machine both end up the same."""
     from vocseg.compat import write_bytes_atomic
-    from vocseg.mmconfig import build_config_text
 
     old, new = target.original_recipe, target.recipe
     if not target.rescale_lr or old is None or new is None or old == new:
         return
-    new_plan = plan(new)
-    max_iters = target.max_iters if target.max_iters is not None else plan(old).max_iters
-    text = build_config_text(new, dataclasses.replace(new_plan, max_iters=max_iters), target.run_dir)
-    write_bytes_atomic(target.config_path, text.encode())
-    write_bytes_atomic(target.run_dir / RECIPE_NAME, (new.to_json() + "\n").encode())
+    path, text = target.run_dir / RECIPE_NAME, new.to_json() + "\n"
+    if not path.is_file() or path.read_text() != text:
+        write_bytes_atomic(path, text.encode())

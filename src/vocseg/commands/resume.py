@@ -55,8 +55,8 @@ def resume(
                             launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
     with run_lock(target.run_dir) if primary else contextlib.nullcontext():
+        commit_rescale(target)
         if primary:
-            commit_rescale(target)
             at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
             scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
             console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
