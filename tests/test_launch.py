@@ -270,3 +270,62 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
     except (OSError, IndexError):
         return False
+
+
+def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path) -> None:
+    """The launcher passes the lock to torchrun: a resume cannot start while torchrun's processes still save."""
+    import time
+
+    from vocseg.runs import run_lock
+
+    script = (
+        "import os, subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from vocseg.runs import held_lock_fds, run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)'], pass_fds=held_lock_fds())\n"
+        "    os._exit(0)  # as if SIGKILLed: no unlock\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    with pytest.raises(VocsegError, match="being trained by another process"):
+        with run_lock(tmp_path):
+            pass
+    deadline = time.monotonic() + 30
+    while True:  # free once the child that kept it has exited
+        try:
+            with run_lock(tmp_path):
+                break
+        except VocsegError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_train_takes_the_lock_before_writing(cli, demo_root: Path, tmp_path: Path) -> None:
+    from vocseg.runs import run_lock
+
+    work = tmp_path / "busy"
+    work.mkdir()
+    with run_lock(work):
+        result = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "2", "--work-dir", work)
+    assert result.code == 2 and "being trained by another process" in result.err
+    assert not (work / "config.py").exists() and not (work / "recipe.json").exists()
+
+
+def test_gpus_input_that_is_not_ascii_digits_or_absurd(monkeypatch: pytest.MonkeyPatch) -> None:
+    for bad in ("\u00b2", "0-99999999", "first:\u00b2", "first:100000", "1-", "-1"):
+        with pytest.raises(VocsegError):
+            parse_gpus(bad)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    one_task = plan_launch(Recipe(device="cuda", gpus="first:1"), LaunchOptions(launcher="slurm"))
+    assert one_task.env[LAUNCHER_ENV] == "none"  # one task needs no process group (nor a fixed port)
+
+
+def test_recipes_written_when_a_bare_number_was_a_count() -> None:
+    import json
+
+    legacy = json.loads(Recipe(gpus="first:2").to_json())
+    del legacy["gpus_grammar"]
+    legacy["gpus"] = "2"
+    assert Recipe.from_json(json.dumps(legacy)).gpus == "first:2"
+    assert Recipe.from_json(Recipe(gpus="7").to_json()).gpus == "7"  # today's: GPU 7

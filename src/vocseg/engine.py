@@ -294,6 +294,9 @@ class _StopRequest:
         return int(flag.item())
 
 
+VAL_STOP_CHECK_EVERY = 10  # validation batches between stop checks
+
+
 class _StopInValidation(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
@@ -405,9 +408,12 @@ class ResumableIterLoop(IterBasedTrainLoop):
         run_iter = val_loop.run_iter
 
         def checked_run_iter(idx: int, data_batch: Any) -> Any:
-            signum = stop.agreed()
-            if signum:
-                raise _StopInValidation(signum)
+            # Every few batches: under NCCL each check is a collective and a host sync. Counted
+            # by batch index, so every rank checks at the same batches (equal counts: round_up).
+            if idx % VAL_STOP_CHECK_EVERY == 0:
+                signum = stop.agreed()
+                if signum:
+                    raise _StopInValidation(signum)
             return run_iter(idx, data_batch)
 
         val_loop.run_iter = checked_run_iter

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
                     "the total batch and LR would be wrong.",
                     f"Pass --gpus first:{tasks}, or start srun with --ntasks={recipe.world_size}.",
                 )
-        env = {LAUNCHER_ENV: "slurm"}
+        env = {LAUNCHER_ENV: "slurm" if tasks > 1 else "none"}  # one task needs no process group
         if options.master_port:
             env["MASTER_PORT"] = str(options.master_port)
         return LaunchPlan("slurm", nproc=1, env=env)
@@ -319,19 +320,31 @@ def stop_message(work_dir: Path, iteration: int | None) -> str:
     return f"[yellow]stopped{at}; checkpoint saved.[/] Continue with: vocseg resume {work_dir}"
 
 
-def _stop_when_parent_dies() -> None:
-    """In torchrun's process: SIGTERM when vocseg dies (SIGKILL, closed terminal), so that its
-    own session does not outlive the launcher and train on, unlocked, beside a later resume."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _parent_death_signal() -> Callable[[], None] | None:
+    """For torchrun's process: SIGTERM when vocseg dies (SIGKILL, closed terminal), so that its
+    own session does not outlive the launcher and train on beside a later resume. The child
+    only calls prctl (looked up here, before the fork: no imports in a forked child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_in_child() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # vocseg died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_in_child
 
 
 def _run_torchrun(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
     """Run torchrun in its own session; forward Ctrl-C/SIGTERM to its workers. (exit code, signal forwarded)."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_when_parent_dies)
+    from vocseg.runs import held_lock_fds
+
+    # torchrun keeps the run folder's lock open too: it stays locked until its processes are gone
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_parent_death_signal(), pass_fds=held_lock_fds())
     forwarded = 0
 
     def forward(signum: int, frame: object) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vocseg.errors import VocsegError
-from vocseg.pretrained import cache_dir, download_file, sha256_of
+from vocseg.pretrained import DOWNLOAD_ERRORS, cache_dir, download_file, partial_path, sha256_of
 
 PREFIX = "official:"
 BASE_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/upernet"
@@ -80,10 +80,10 @@ def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
             return target
         target.unlink()  # a damaged or foreign file: fetch it again
     url = model.url()
-    part = target.with_name(target.name + ".part")
+    part = partial_path(target)
     try:
         download_file(url, part, quiet=quiet)
-    except (OSError, ValueError) as exc:
+    except DOWNLOAD_ERRORS as exc:
         part.unlink(missing_ok=True)
         raise VocsegError(
             f"Could not download {PREFIX}{model.key} from {url}: {exc}.",

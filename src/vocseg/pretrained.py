@@ -7,6 +7,7 @@ ResNetV1c (a deep `stem.*`) leaves the stem at random init with only a warning i
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.request
@@ -125,10 +126,10 @@ def fetch_pretrained(source: str) -> Path:
     expected = _sha_prefix(name)
     if target.is_file() and (expected is None or sha256_of(target).startswith(expected)):
         return target
-    tmp = target.with_name(target.name + ".part")
+    tmp = partial_path(target)
     try:
         download_file(url, tmp, quiet=False)
-    except (OSError, ValueError) as exc:
+    except DOWNLOAD_ERRORS as exc:
         tmp.unlink(missing_ok=True)
         raise VocsegError(f"Could not download pretrained weights {url}: {exc}.", f"Download it by hand and pass --pretrained PATH (or place it at {target}).") from None
     if expected and not sha256_of(tmp).startswith(expected):
@@ -136,6 +137,16 @@ def fetch_pretrained(source: str) -> Path:
         raise VocsegError(f"Downloaded {name} does not match its sha256 prefix {expected}.", "Try again; if it persists, the server sent a different file.")
     tmp.replace(target)
     return target
+
+
+# IncompleteRead and other protocol errors are not OSErrors
+DOWNLOAD_ERRORS = (OSError, ValueError, http.client.HTTPException)
+
+
+def partial_path(target: Path) -> Path:
+    """Where `target` is downloaded to: one file per process (several nodes or Slurm tasks may
+    fetch the same weights into a shared cache at once); `remove_stale_temp_files`' pattern."""
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
 def download_file(url: str, target: Path, *, quiet: bool) -> None:
@@ -148,7 +159,7 @@ def download_file(url: str, target: Path, *, quiet: bool) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
         total = int(response.headers.get("Content-Length") or 0) or None
         with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, disable=quiet, transient=True) as bar:
-            task = bar.add_task(f"downloading {target.name.removesuffix('.part')}", total=total)
+            task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.advance(task, len(chunk))

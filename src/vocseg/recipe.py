@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class GpuSpec:
         return ",".join(map(str, self.ids)) if self.ids is not None else f"first:{self.count}"
 
 
+GPUS_GRAMMAR = 2  # recipe files of grammar 1 (unmarked) read a bare --gpus number as a count
 GPUS_HINT = "Use GPU ids like 6,7 or 7 or 0-3 (nvidia-smi numbering), or first:N for the first N visible GPUs."
 
 
@@ -73,19 +75,20 @@ def parse_gpus(text: str) -> GpuSpec:
         raise VocsegError("--gpus is empty.", GPUS_HINT)
     if raw.startswith("first:"):
         n = raw.removeprefix("first:").strip()
-        if not n.isdigit() or int(n) == 0:
+        if not re.fullmatch(r"[0-9]{1,4}", n) or int(n) == 0:
             raise VocsegError(f"--gpus {text!r}: first:N needs a positive count N.", GPUS_HINT)
         return GpuSpec(count=int(n))
     ids: list[int] = []
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
-        lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        m = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
+        if not m:
             raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
-        if sep and int(hi) < int(lo):
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
             raise VocsegError(f"--gpus {text!r}: the range {part} runs backwards.", "Write ranges low-high, e.g. 0-3.")
-        ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        ids.extend(range(lo, hi + 1))
     if not ids:
         raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
     if len(set(ids)) != len(ids):
@@ -198,13 +201,17 @@ class Recipe:
         return f"{self.model}-{data}-{length}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+        return json.dumps({**dataclasses.asdict(self), "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        gpus = str(values.get("gpus", ""))
+        if data.get("gpus_grammar") != GPUS_GRAMMAR and gpus.isdecimal():
+            values["gpus"] = f"first:{gpus}"  # written when a bare number was a count
+        return cls(**values)
 
 
 def validate(recipe: Recipe) -> None:

@@ -103,7 +103,8 @@ def _read_recipe(path: Path) -> Recipe | None:
         first = text.strip().splitlines()[0][:160].rstrip(".") if text.strip() else type(exc).__name__
         raise VocsegError(
             f"Cannot read {path}: {first}.",
-            f"Restore it from the \"vocseg_recipe\" line of {path.parent / CONFIG_NAME}, or move it away to resume from config.py alone.",
+            f"Restore it from the \"vocseg_recipe\" line of {path.parent / CONFIG_NAME} (with the process count of any later "
+            "--rescale-lr resume), or move it away to resume with config.py's settings.",
         ) from None
 
 

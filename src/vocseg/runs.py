@@ -132,7 +132,18 @@ def run_lock(work_dir: Path) -> Iterator[None]:
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
+        _HELD_LOCKS.add(f.fileno())
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(f.fileno())
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_HELD_LOCKS: set[int] = set()
+
+
+def held_lock_fds() -> tuple[int, ...]:
+    """File descriptors of the run locks this process holds, for child processes to keep open:
+    an flock is released only when every process holding the file has closed it."""
+    return tuple(sorted(_HELD_LOCKS))

@@ -22,12 +22,12 @@ STOP_FILE_ENV = "VOCSEG_STOP_FILE"
 
 
 def _is_rank0() -> bool:
-    launcher = os.environ.get("VOCSEG_LAUNCHER")  # vocseg.launch.LAUNCHER_ENV: how we were started
+    from vocseg.training import launcher_from_env
+
+    launcher = launcher_from_env()
     if launcher == "none":
         return True
-    if launcher == "slurm":
-        return os.environ.get("SLURM_PROCID", "0") == "0"
-    return os.environ.get("RANK", "0" if launcher == "pytorch" else os.environ.get("SLURM_PROCID", "0")) == "0"
+    return os.environ.get("SLURM_PROCID" if launcher == "slurm" else "RANK", "0") == "0"
 
 
 def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bool = False) -> int:

@@ -93,10 +93,13 @@ def train(
     primary = launch_plan.primary and node_rank == 0
     if primary and experiment.recipe is not None and experiment.plan is not None:
         print_plan(experiment.recipe, experiment.plan)
-    config_path = start_run_on_this_node(experiment, launch_plan, options)
     if primary:
-        console.print(f"run folder: {config_path.parent}", soft_wrap=True)
-    with run_lock(config_path.parent) if primary else contextlib.nullcontext():
+        experiment.work_dir.mkdir(parents=True, exist_ok=True)
+    # Locked before anything is written: --work-dir may name a folder that is training right now.
+    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext():
+        config_path = start_run_on_this_node(experiment, launch_plan, options)
+        if primary:
+            console.print(f"run folder: {config_path.parent}", soft_wrap=True)
         code = launch_training(config_path, launch_plan, options, resume=False)
     if code:
         raise typer.Exit(code)
