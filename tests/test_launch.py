@@ -329,3 +329,57 @@ def test_recipes_written_when_a_bare_number_was_a_count() -> None:
     legacy["gpus"] = "2"
     assert Recipe.from_json(json.dumps(legacy)).gpus == "first:2"
     assert Recipe.from_json(Recipe(gpus="7").to_json()).gpus == "7"  # today's: GPU 7
+
+
+def test_sigterm_to_vocseg_under_torchrun_stops_every_process_at_a_checkpoint(demo_root: Path, tmp_path: Path) -> None:
+    """`kill PID` of the launcher (torchrun runs in its own session): forwarded once to the
+    training processes, which agree on the iteration, save, and leave a note; exit 143."""
+    import re
+    import signal
+    import time
+
+    from vocseg.compat import load_checkpoint_file
+    from vocseg.runs import latest_checkpoint
+
+    work = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",
+           "--iters", "5000", "--ckpt-interval", "10", "--val-interval", "100000", "--work-dir", str(work)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 240
+        while not (work / "iter_10.pth").is_file():
+            assert launcher.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
+            time.sleep(0.5)
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 143, out + err
+    m = re.search(r"stopped at iteration (\d+); checkpoint saved\. Continue with: vocseg resume (\S+)", out)
+    assert m and Path(m.group(2)) == work, out + err
+    assert "Traceback" not in err and "ChildFailedError" not in err
+    newest = latest_checkpoint(work)
+    assert newest == work / f"iter_{m.group(1)}.pth" and load_checkpoint_file(newest)["meta"]["iter"] == int(m.group(1))
+
+
+def test_a_config_with_mmengines_own_loop_trains_with_a_warning(cli, demo_root: Path, tmp_path: Path) -> None:
+    import re
+
+    cfg = tmp_path / "cfg.py"
+    assert cli("config", "--data-root", demo_root, *TINY_TRAIN, "--iters", "2", "--val-interval", "2", "-o", cfg).code == 0
+    text = cfg.read_text().replace("VocsegResumableIterLoop", "IterBasedTrainLoop").replace("VocsegResumableSampler", "InfiniteSampler")
+    text = re.sub(r"^vocseg_recipe = \(.*?\)\n", "", text, flags=re.M | re.S)  # as if written by hand
+    assert "vocseg_recipe" not in text
+    # A hand edit MMEngine cannot build: InfiniteSampler takes no batch_size. One line, nothing trained.
+    broken = tmp_path / "broken.py"
+    broken.write_text(text)
+    result = cli("train", broken, "--work-dir", tmp_path / "broken-run")
+    assert result.code == 2 and "Cannot build the training run" in result.err and "batch_size" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    foreign = tmp_path / "foreign.py"
+    foreign.write_text(re.sub(r"'batch_size': \d+, ", "", text, count=1))
+    result = cli("train", foreign, "--work-dir", tmp_path / "run")
+    assert result.code == 0, result.err
+    assert "uses MMEngine's own training loop" in result.out and (tmp_path / "run" / "iter_2.pth").is_file()

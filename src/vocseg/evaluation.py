@@ -312,6 +312,9 @@ def evaluate(
     cfg.resume = False
     cfg.launcher = "none"
     cfg.work_dir = str(results_dir)
+    from vocseg.training import unique_instance_names
+
+    unique_instance_names(cfg, "eval")
     cfg.custom_hooks = []
     cfg.default_hooks = {k: v for k, v in cfg.get("default_hooks", {}).items() if k in ("timer", "logger")}
     if tta:

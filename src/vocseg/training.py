@@ -51,6 +51,19 @@ class _Discard(io.TextIOBase):
         return len(s)
 
 
+def unique_instance_names(cfg: Any, stem: str) -> None:
+    """MMEngine keeps one logger, message hub and visualizer per name for the whole process, named
+    after the config file and the second the run started. Two runs in one process (tests, or a
+    notebook) in the same second would share them: logs in the other run's folder, its best
+    score. A name of its own for each run."""
+    import time
+
+    cfg.experiment_name = f"{stem}-{os.getpid()}-{time.monotonic_ns()}"
+    visualizer = cfg.get("visualizer")
+    if isinstance(visualizer, dict):
+        visualizer.pop("name", None)  # then named after the experiment
+
+
 def _init_cpu_process_group(launcher: str, cfg: Any) -> None:
     """MMEngine's init_dist always calls torch.cuda.set_device: on a CPU-only process it fails.
     Start the gloo process group here (the Runner then skips its own), and let DDP wrap a CPU
@@ -93,6 +106,7 @@ def build_runner(
     work_dir = config_path.resolve().parent
     cfg.work_dir = str(work_dir)
     cfg.launcher = launcher_from_env()
+    unique_instance_names(cfg, work_dir.name)
     cfg.resume = resume
     cfg.load_from = None
     if resume:
@@ -131,7 +145,14 @@ def train(config_path: Path, *, resume: bool = False, verbose: bool = False, res
     """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
     from vocseg.engine import TrainingInterrupted
 
-    runner = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
+    def build() -> Any:
+        built = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Discard()):
+            built.train_loop  # noqa: B018 - builds the loop, its dataset and loader: config mistakes show here
+            built.val_loop  # noqa: B018
+        return built
+
+    runner = _config_errors_in_one_line(config_path, build, verbose=verbose)
     work_dir = Path(runner.work_dir)
     try:
         with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Discard()):
@@ -144,6 +165,24 @@ def train(config_path: Path, *, resume: bool = False, verbose: bool = False, res
             hook.close()
     _close_process_group()
     return TrainOutcome(work_dir=work_dir, iterations=runner.iter, checkpoint=latest_checkpoint(work_dir))
+
+
+def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) -> Any:
+    """A hand-edited config that MMEngine cannot build (a wrong argument, an unknown type) is the
+    user's to fix: one line naming it. --verbose keeps the traceback."""
+    try:
+        return build()
+    except VocsegError:
+        raise
+    except Exception as exc:
+        if verbose:
+            raise
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else ""
+        raise VocsegError(
+            f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
+            "Fix the config (or write one with `vocseg config`); --verbose shows the traceback.",
+        ) from None
 
 
 def _close_process_group() -> None:

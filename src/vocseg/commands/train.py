@@ -90,6 +90,12 @@ def train(
         experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
     # GPUs, port and launcher are checked before anything is written.
     launch_plan = plan_launch(experiment.recipe, options)
+    if experiment.recipe is None and "VocsegResumableIterLoop" not in experiment.config_text:
+        console.print(
+            f"[bold yellow]warning:[/] {config_file} uses MMEngine's own training loop: a resume replays every trained "
+            "batch, and Ctrl-C/SIGTERM stop without a checkpoint. Configs written by `vocseg config` use vocseg's loop.",
+            soft_wrap=True,
+        )
     primary = launch_plan.primary and node_rank == 0
     if primary and experiment.recipe is not None and experiment.plan is not None:
         print_plan(experiment.recipe, experiment.plan)
