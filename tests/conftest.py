@@ -23,6 +23,18 @@ class CliResult:
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for in-process training: with the cores shared (CI, parallel jobs)
+    OpenMP threads spin against each other and an iteration of the tiny model takes seconds."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Run `vocseg ARGS...` in this process; returns exit code, stdout and stderr."""
 

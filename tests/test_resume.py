@@ -21,14 +21,7 @@ from vocseg.runs import latest_checkpoint
 EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--keep", "20")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for in-process training: with the cores shared (CI, parallel jobs)
-    OpenMP threads spin against each other and an iteration of the tiny model takes seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training: see conftest
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

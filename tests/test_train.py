@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import TINY_TRAIN
 from vocseg.compat import load_checkpoint_file
@@ -22,14 +21,7 @@ VOCSEG = [sys.executable, "-m", "vocseg.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for in-process training: with the cores shared (CI, parallel jobs)
-    OpenMP threads spin against each other and an iteration of the tiny model takes seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training: see conftest
 
 
 def run_in_terminal(args: list[str], timeout: float = 240) -> tuple[int, str]:

@@ -173,6 +173,13 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         )),
         Entry("randomness", dict(seed=recipe.seed, deterministic=recipe.deterministic),
               "fixed up front: the sampler's order must not depend on a seed restored later"),
+        *runtime_entries(tta_note="used by `vocseg eval --tta`"),
+    ]
+
+
+def runtime_entries(tta_note: str) -> list[Entry]:
+    """The end every vocseg-written config shares (training and official test configs)."""
+    return [
         Entry("vis_backends", [dict(type="LocalVisBackend")]),
         Entry("visualizer", dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")),
         Entry("log_processor", dict(by_epoch=False)),
@@ -180,7 +187,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("load_from", None),
         Entry("resume", False),
         Entry("tta_model", dict(type="SegTTAModel")),
-        Entry("tta_pipeline", tta_pipeline(), "official multi-scale (0.5-1.75) + flip, used by `vocseg eval --tta`"),
+        Entry("tta_pipeline", tta_pipeline(), f"official multi-scale (0.5-1.75) + flip, {tta_note}"),
     ]
 
 

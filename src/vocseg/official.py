@@ -102,7 +102,7 @@ def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
 
 def config_text(model: OfficialModel, data_root: str = "") -> str:
     """A standalone MMSeg test config for the official checkpoint, from vocseg's presets."""
-    from vocseg.mmconfig import Entry, render_config, test_pipeline, tta_pipeline, voc_dataset
+    from vocseg.mmconfig import Entry, render_config, runtime_entries, test_pipeline, voc_dataset
     from vocseg.models import PRESETS, model_config
 
     preset = PRESETS[model.preset]
@@ -130,14 +130,7 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
         Entry("test_cfg", dict(type="TestLoop")),
         Entry("default_hooks", dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False))),
         Entry("env_cfg", dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0), dist_cfg=dict(backend="nccl"))),
-        Entry("vis_backends", [dict(type="LocalVisBackend")]),
-        Entry("visualizer", dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")),
-        Entry("log_processor", dict(by_epoch=False)),
-        Entry("log_level", "INFO"),
-        Entry("load_from", None),
-        Entry("resume", False),
-        Entry("tta_model", dict(type="SegTTAModel")),
-        Entry("tta_pipeline", tta_pipeline(), "official multi-scale (0.5-1.75) + flip"),
+        *runtime_entries(tta_note="used by `vocseg eval --tta` and tools/test.py --tta"),
     ]
     header = (
         f"MMSegmentation test config written by vocseg for {PREFIX}{model.key}\n"
