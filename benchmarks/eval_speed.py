@@ -62,9 +62,9 @@ def loop_stats(work_dir: Path) -> tuple[float, float]:
 
 def prepare(work: Path, model: str, images: int) -> tuple[Path, Path, Path]:
     from vocseg.cli import run as vocseg
-    from vocseg.demo_data import write_demo_dataset
-    from vocseg.models import PRESETS
-    from vocseg.runs import latest_checkpoint
+    from vocseg.data.demo import write_demo_dataset
+    from vocseg.recipe.models import PRESETS
+    from vocseg.training.runs import latest_checkpoint
 
     data = work / "data"
     run_dir = work / "run"

@@ -52,8 +52,8 @@ def model_configs(smoke: bool, data_root: str) -> tuple[Any, Any, Any]:
     import mmseg
     from mmengine.config import Config
 
-    from vocseg.models import PRESETS, model_config
-    from vocseg.recipe import Recipe
+    from vocseg.recipe.models import PRESETS, model_config
+    from vocseg.recipe.recipe import Recipe
 
     device = "cpu" if smoke else "cuda"
     model = "tiny" if smoke else "r50"
@@ -79,7 +79,7 @@ def build(model_cfg: dict, *, fast: bool, device: str, lr: float = 0.01) -> tupl
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
 
-    from vocseg.speed import to_channels_last
+    from vocseg.stack.speed import to_channels_last
 
     model = MODELS.build(ConfigDict(copy.deepcopy(model_cfg))).to(device)  # mmseg reads test_cfg.mode as an attribute
     model.init_weights()
@@ -158,8 +158,8 @@ def pipeline_rate(recipe: Any, workers: int | None, batches: int) -> tuple[float
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from vocseg.mmconfig import build_config_text
-    from vocseg.recipe import plan
+    from vocseg.recipe.mmconfig import build_config_text
+    from vocseg.recipe.recipe import plan
 
     if workers is not None:
         recipe = dataclasses.replace(recipe, num_workers=workers)
@@ -183,7 +183,7 @@ def loss_curve(model_cfg: dict, init_state: dict, batches: list[dict], *, fast: 
     model, optim = build(model_cfg, fast=fast, device=device)
     model.load_state_dict(init_state)
     if fast:
-        from vocseg.speed import to_channels_last
+        from vocseg.stack.speed import to_channels_last
 
         to_channels_last(model)
     model.train()
@@ -203,7 +203,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.registry import init_default_scope
@@ -219,8 +219,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (smoke run: figures mean nothing)"
 
     with tempfile.TemporaryDirectory() as tmp:
-        from vocseg.demo_data import write_demo_dataset
-        from vocseg.sbd import convert_sbd, write_aug_lists
+        from vocseg.data.demo import write_demo_dataset
+        from vocseg.data.sbd import convert_sbd, write_aug_lists
 
         root = Path(tmp) / "demo"
         write_demo_dataset(root, n_train=16, n_val=4, n_sbd_only=16)

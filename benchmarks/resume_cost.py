@@ -62,9 +62,9 @@ def make_run(base: Path, src_ckpt: Path, recipe_json: str, position: int, mmengi
 
     import torch
 
-    from vocseg.compat import ensure_stack, load_checkpoint_file
-    from vocseg.mmconfig import build_config_text
-    from vocseg.recipe import Recipe, plan
+    from vocseg.recipe.mmconfig import build_config_text
+    from vocseg.recipe.recipe import Recipe, plan
+    from vocseg.stack.compat import ensure_stack, load_checkpoint_file
 
     ensure_stack()
     run = base / f"{'mmengine' if mmengine_loop else 'vocseg'}-at-{position}"

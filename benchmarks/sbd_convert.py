@@ -31,8 +31,8 @@ from types import ModuleType
 
 import numpy as np
 
-from vocseg.sbd import convert_sbd, write_aug_lists
-from vocseg.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.data.sbd import convert_sbd, write_aug_lists
+from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 
 GENERATOR_VERSION = 2
 SHAPES = ((375, 500), (500, 375), (333, 500), (375, 500), (366, 500), (500, 333), (375, 500), (281, 500))

@@ -48,8 +48,8 @@ def cli(capsys: pytest.CaptureFixture[str]):
 
 
 def make_demo(root: Path, **sizes: int) -> Path:
-    from vocseg.demo_data import write_demo_dataset
-    from vocseg.sbd import convert_sbd, write_aug_lists
+    from vocseg.data.demo import write_demo_dataset
+    from vocseg.data.sbd import convert_sbd, write_aug_lists
 
     write_demo_dataset(root, **sizes)
     convert_sbd(root, workers=1)

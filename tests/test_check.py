@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg.check import check_data_root
-from vocseg.demo_data import DEMO_MARKER
-from vocseg.voc import SPLIT_SIZES, SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.data.check import check_data_root
+from vocseg.data.demo import DEMO_MARKER
+from vocseg.data.voc import SPLIT_SIZES, SPLITS_SUBDIR, VOC_SUBDIR
 
 
 def ids(root: Path, split: str) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY_TRAIN
-from vocseg.voc import CLASSES
+from vocseg.data.voc import CLASSES
 
 COMMANDS = ["prepare", "config", "train", "resume", "eval", "predict"]
 

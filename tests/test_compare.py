@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg.voc import CLASSES
+from vocseg.data.voc import CLASSES
 
 # A copy of ../shared/reference/seed_runs.json (the two reference runs), so that CI needs no
 # folder beside the repo.
@@ -100,7 +100,7 @@ def test_real_eval_results(cli, trained_run: Path, demo_root: Path, tmp_path: Pa
     ratio = result["runs"][0]["per_class"]["background"]["pred_to_true_area"]
     assert ratio == round(background["pred_pixels"] / background["gt_pixels"], 2)
     # the IoU/Acc formula gives the same ratio as the pixel counts
-    from vocseg.compare import RunResult, area_ratio
+    from vocseg.results.compare import RunResult, area_ratio
 
     numbers_only = RunResult("x", "", "val", 0, 0, {"background": {"IoU": background["IoU"], "Acc": background["Acc"]}})
     assert area_ratio(numbers_only, "background") == pytest.approx(ratio, abs=0.02)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vocseg.compat import compiled_mmcv_ops_available, ensure_stack, load_checkpoint_file
 from vocseg.errors import VocsegError
+from vocseg.stack.compat import compiled_mmcv_ops_available, ensure_stack, load_checkpoint_file
 
 
 def test_mmseg_models_import_and_point_sample() -> None:

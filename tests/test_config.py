@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from vocseg.mmconfig import build_config_text
-from vocseg.recipe import Recipe, plan
+from vocseg.recipe.mmconfig import build_config_text
+from vocseg.recipe.recipe import Recipe, plan
 
 MMSEG_TRAIN = Path(__import__("mmseg").__file__).parent / ".mim" / "tools" / "train.py"
 
 
 def load(text: str, tmp_path: Path):
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.config import Config
@@ -151,7 +151,7 @@ def _torchvision_style_weights(path: Path) -> None:
     """A plain-ResNet state dict (7x7 conv1 stem), as torchvision://resnet50 has."""
     import torch
 
-    from vocseg.models import PRESETS
+    from vocseg.recipe.models import PRESETS
 
     tiny = PRESETS["tiny"]
     sd = {"conv1.weight": torch.zeros(tiny.base_channels, 3, 7, 7), "bn1.weight": torch.ones(tiny.base_channels), "fc.weight": torch.zeros(10, 128)}
@@ -170,7 +170,7 @@ def test_pretrained_that_does_not_fit_is_refused(cli, demo_root: Path, tmp_path:
 def test_pretrained_that_fits_is_accepted(cli, demo_root: Path, tmp_path: Path) -> None:
     import torch
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.registry import init_default_scope
@@ -179,7 +179,7 @@ def test_pretrained_that_fits_is_accepted(cli, demo_root: Path, tmp_path: Path) 
     import mmseg.models  # noqa: F401
     from mmseg.registry import MODELS
 
-    from vocseg.models import PRESETS, model_config
+    from vocseg.recipe.models import PRESETS, model_config
 
     backbone = dict(model_config(PRESETS["tiny"], sync_bn=False, pretrained_checkpoint=None)["backbone"])
     weights = tmp_path / "v1c.pth"
@@ -211,3 +211,27 @@ def test_train_with_config_refuses_recipe_flags(cli, demo_root: Path, tmp_path: 
     assert cli("config", "--data-root", demo_root, "--model", "tiny", "--iters", "3", "-o", cfg).code == 0
     r = cli("train", cfg, "--batch", "4")
     assert r.code != 0 and "cannot be combined with a config file" in r.err
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden_configs"
+GOLDEN_RECIPES = {
+    "r50_2gpu_40k": dict(data_root="/data/voc", gpus="6,7", batch=4, schedule="40k"),
+    "tiny_cpu_demo": dict(data_root="/data/demo", model="tiny", device="cpu", batch=8, iters=3000, num_workers=2, aug=True),
+    "r101_epochs_noaug": dict(data_root="/data/voc", model="r101", gpus="first:4", batch=2, epochs=50, aug=False, amp=True, num_workers=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_RECIPES))
+def test_written_config_is_byte_identical_to_the_golden_file(name: str) -> None:
+    """The golden files were written by the code before the package layout changed (docs/architecture.md):
+    moving code must not change a config by one byte. A deliberate change to configs updates them."""
+    recipe = Recipe(**GOLDEN_RECIPES[name])
+    text = build_config_text(recipe, plan(recipe, 10582 if recipe.aug else 1464), "/work/runs/" + name)
+    assert text == (GOLDEN / f"{name}.py").read_text()
+
+
+def test_official_config_is_byte_identical_to_the_golden_file() -> None:
+    from vocseg.recipe import official
+
+    name = sorted(official.CATALOGUE)[0]
+    assert official.config_text(official.CATALOGUE[name], "/data/voc") == (GOLDEN / "official.py").read_text()

@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from vocseg.compat import ensure_stack
+from vocseg.stack.compat import ensure_stack
 
 ensure_stack()
 
-from vocseg import engine  # noqa: E402
-from vocseg.curves import read_curves, write_curves  # noqa: E402
-from vocseg.runs import latest_checkpoint, remove_stale_temp_files  # noqa: E402
+from vocseg.results.curves import read_curves, write_curves  # noqa: E402
+from vocseg.training.batch_guard import scale_lr_state  # noqa: E402
+from vocseg.training.rng import preserved_rng, training_rng_state  # noqa: E402
+from vocseg.training.runs import latest_checkpoint, remove_stale_temp_files  # noqa: E402
+from vocseg.training.sampler import ResumableSampler, SeededDataset  # noqa: E402
+from vocseg.training.stop import StopRequest  # noqa: E402
 
 
 def take(it, n: int) -> list[int]:
@@ -33,7 +36,7 @@ def take(it, n: int) -> list[int]:
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_sampler_starts_anywhere_without_replaying(world: int) -> None:
     n, batch = 10, 2
-    samplers = [engine.ResumableSampler(list(range(n)), batch, seed=7, rank=r, world_size=world) for r in range(world)]
+    samplers = [ResumableSampler(list(range(n)), batch, seed=7, rank=r, world_size=world) for r in range(world)]
     ipe = samplers[0].iters_per_epoch
     assert ipe == math.ceil(math.ceil(n / world) / batch)  # the same count as DefaultSampler + DataLoader
     streams = [take(iter(s), 8 * ipe * batch) for s in samplers]
@@ -52,7 +55,7 @@ def test_sampler_starts_anywhere_without_replaying(world: int) -> None:
 
 
 def test_sampler_start_cost_does_not_grow() -> None:
-    s = engine.ResumableSampler(list(range(10_582)), 4, seed=0)
+    s = ResumableSampler(list(range(10_582)), 4, seed=0)
     s.set_start_iter(10**9)  # an iteration no run reaches: still one permutation, not a replay
     first = next(iter(s))
     assert first // 10_582 == 10**9 * 4
@@ -69,7 +72,7 @@ class RandomDataset:
 
 
 def test_seeded_dataset_depends_on_position_only() -> None:
-    ds = engine.SeededDataset(RandomDataset(), seed=3)
+    ds = SeededDataset(RandomDataset(), seed=3)
     a = ds[17]
     random.seed(99)
     np.random.seed(99)
@@ -87,18 +90,18 @@ def test_seeded_dataset_depends_on_position_only() -> None:
 
 def test_preserved_rng_and_training_state() -> None:
     torch.manual_seed(1)
-    outer = engine.training_rng_state()
-    with engine.preserved_rng():
+    outer = training_rng_state()
+    with preserved_rng():
         torch.rand(100)
         np.random.rand(3)
-        inside = engine.training_rng_state()
+        inside = training_rng_state()
     assert torch.equal(inside["torch"], outer["torch"])  # what a checkpoint saved inside stores
     assert torch.equal(torch.get_rng_state(), outer["torch"])
 
 
 def test_stop_request_counts_one_signal_and_restores_handlers() -> None:
     previous = signal.getsignal(signal.SIGTERM)
-    with engine._StopRequest() as stop:
+    with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)  # a launcher forwarding the same Ctrl-C: no abort
         assert stop.agreed() == signal.SIGTERM
@@ -116,7 +119,7 @@ def test_scale_lr_state() -> None:
             {"param_name": "momentum", "base_values": [0.9]},
         ],
     }
-    engine._scale_lr_state(ckpt, 2.0)
+    scale_lr_state(ckpt, 2.0)
     group = ckpt["optimizer"]["param_groups"][0]
     assert (group["lr"], group["initial_lr"], group["momentum"]) == (0.02, 0.04, 0.9)
     assert ckpt["param_schedulers"][0]["base_values"] == [0.04] and ckpt["param_schedulers"][0]["_last_value"] == [0.02]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vocseg.voc import CLASSES, SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.data.voc import CLASSES, SPLITS_SUBDIR, VOC_SUBDIR
 
 
 def make_varied_run(trained_run: Path, target: Path, *, num_classes: int | None = None, seed: int = 0) -> Path:
@@ -19,8 +19,8 @@ def make_varied_run(trained_run: Path, target: Path, *, num_classes: int | None 
     classes (the 8-iteration model predicts background everywhere, which would test nothing)."""
     import torch
 
-    from vocseg.compat import ensure_stack, load_checkpoint_file
-    from vocseg.runs import latest_checkpoint
+    from vocseg.stack.compat import ensure_stack, load_checkpoint_file
+    from vocseg.training.runs import latest_checkpoint
 
     ensure_stack()
     target.mkdir(parents=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from vocseg import fetch
-from vocseg.demo_data import DEMO_MARKER
+from vocseg.data import download, extract, fetch
+from vocseg.data.demo import DEMO_MARKER
+from vocseg.data.voc import ARCHIVES, SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
 from vocseg.errors import VocsegError
-from vocseg.voc import SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
 
 QUIET = Console(file=io.StringIO(), width=120)
 
@@ -152,10 +152,10 @@ class ArchiveServer:
 @pytest.fixture(autouse=True)
 def no_real_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reaches the internet or the user's cache: official URLs point at a closed local port."""
-    for key, archive in fetch.ARCHIVES.items():
-        monkeypatch.setitem(fetch.ARCHIVES, key, dataclasses.replace(archive, urls=(f"http://127.0.0.1:9/nowhere/{archive.name}",)))
+    for key, archive in ARCHIVES.items():
+        monkeypatch.setitem(ARCHIVES, key, dataclasses.replace(archive, urls=(f"http://127.0.0.1:9/nowhere/{archive.name}",)))
     monkeypatch.setenv("VOCSEG_CACHE_DIR", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
 
 
 @pytest.fixture
@@ -164,17 +164,17 @@ def server(archives: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     srv = ArchiveServer()
     for key, path in archives.items():
         srv.files[f"/official/{path.name}"] = path.read_bytes()
-        archive = fetch.ARCHIVES[key]
-        monkeypatch.setitem(fetch.ARCHIVES, key, dataclasses.replace(archive, urls=(f"{srv.url}/official/{path.name}",)))
-    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
-    monkeypatch.setattr(fetch, "TIMEOUT_S", 10.0)
+        archive = ARCHIVES[key]
+        monkeypatch.setitem(ARCHIVES, key, dataclasses.replace(archive, urls=(f"{srv.url}/official/{path.name}",)))
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "TIMEOUT_S", 10.0)
     yield srv
     srv.stop()
 
 
 def get_voc(cache: Path, md5_value: str, **kw: object) -> Path:
     kw = {"from_dir": None, "mirror": None, "force": False, **kw}
-    return fetch.locate_archive(fetch.ARCHIVES["voc"], md5_value, cache=cache, console=QUIET, **kw)  # type: ignore[arg-type]
+    return fetch.locate_archive(ARCHIVES["voc"], md5_value, cache=cache, console=QUIET, **kw)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- download
@@ -187,13 +187,13 @@ def test_prepare_downloads_verifies_extracts_and_reuses_the_cache(cli, server: A
     assert result.code == 0, result.out + result.err
     assert [(p, s) for p, _, s in server.log] == [(f"/official/{VOC_ARCHIVE}", 200), (f"/official/{SBD_ARCHIVE}", 200)]
     for key in ("voc", "sbd"):  # kept under the name of what they are: not the official md5
-        archive = fetch.ARCHIVES[key]
+        archive = ARCHIVES[key]
         kept = fetch.cached_path(cache, archive, md5(archives[key]))
         assert kept.read_bytes() == archives[key].read_bytes()
-        marker = fetch.extracted_marker(fresh_root, archive)
+        marker = extract.extracted_marker(fresh_root, archive)
         assert marker and (marker["archive"], marker["md5"]) == (archive.name, md5(archives[key]))
     assert (fresh_root / VOC_SUBDIR / SPLITS_SUBDIR / "trainaug.txt").is_file()
-    assert not any(p.name.startswith(fetch.STAGING_PREFIX) for p in fresh_root.iterdir())
+    assert not any(p.name.startswith(extract.STAGING_PREFIX) for p in fresh_root.iterdir())
     assert "ok:" in result.out
 
     # Again: every step is complete, nothing is fetched.
@@ -224,7 +224,7 @@ def test_interrupted_download_resumes_on_the_next_run(server: ArchiveServer, arc
     data = archives["voc"].read_bytes()
     part = tmp_path / f"{VOC_ARCHIVE}.part"
     # The transfer is cut, then the server keeps failing: the source is given up, the part is kept.
-    monkeypatch.setattr(fetch, "ATTEMPTS", 2)
+    monkeypatch.setattr(download, "ATTEMPTS", 2)
     server.plan = ["cut", "503", "503"]
     with pytest.raises(VocsegError) as err:
         get_voc(tmp_path, md5(archives["voc"]))
@@ -245,7 +245,7 @@ def test_ctrl_c_during_a_download_keeps_the_part(server: ArchiveServer, archives
     data = archives["voc"].read_bytes()
     server.plan = ["cut"]
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(fetch.time, "sleep", interrupted)  # Ctrl-C while waiting to retry
+        patch.setattr(download.time, "sleep", interrupted)  # Ctrl-C while waiting to retry
         get_voc(tmp_path, md5(archives["voc"]))
     assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == data
     assert server.bytes_sent == len(data)
@@ -279,7 +279,7 @@ def test_wrong_md5_is_refused_then_accepted_only_when_named(cli, server: Archive
     assert f"{VOC_ARCHIVE} from {server.url}/official/{VOC_ARCHIVE} has md5 {got}" in " ".join(result.err.split())
     assert f"--md5 {VOC_ARCHIVE}={got}" in " ".join(result.err.split())
     assert not (fresh_root / VOC_SUBDIR).exists()
-    assert fetch.cached_path(cache, fetch.ARCHIVES["voc"], got).is_file()  # kept for an explicit yes
+    assert fetch.cached_path(cache, ARCHIVES["voc"], got).is_file()  # kept for an explicit yes
 
     accepted = cli("prepare", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"{VOC_ARCHIVE}={got}")
     assert accepted.code == 0, accepted.out + accepted.err
@@ -338,7 +338,7 @@ def test_from_dir_refuses_a_truncated_or_missing_archive(cli, archives, fresh_ro
     forced = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
     assert forced.code == 2 and "truncated or damaged" in forced.err
     assert not (fresh_root / VOC_SUBDIR).exists()
-    assert not any(p.name.startswith(fetch.STAGING_PREFIX) for p in fresh_root.iterdir())
+    assert not any(p.name.startswith(extract.STAGING_PREFIX) for p in fresh_root.iterdir())
 
 
 def test_an_archive_of_something_else_is_refused(cli, fresh_root: Path, tmp_path: Path) -> None:
@@ -391,7 +391,7 @@ def test_malicious_members_are_refused(kind: str, tmp_path: Path) -> None:
     archive = malicious_tar(tmp_path / VOC_ARCHIVE, kind)
     root = tmp_path / "root" / "data"
     with pytest.raises(VocsegError) as err:
-        fetch.extract_archive(archive, fetch.ARCHIVES["voc"], md5(archive), root, replace=False, console=QUIET)
+        extract.extract_archive(archive, ARCHIVES["voc"], md5(archive), root, replace=False, console=QUIET)
     assert "unsafe member" in err.value.message and str(archive) in err.value.message
     assert sorted(p.name for p in root.iterdir()) == []  # no tree, no staging left
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["data"]
@@ -410,19 +410,19 @@ def test_interrupted_extraction_never_looks_complete(archives, tmp_path: Path, m
         real_extract(self, member, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tarfile.TarFile, "extract", stop_halfway)
-    voc = fetch.ARCHIVES["voc"]
+    voc = ARCHIVES["voc"]
     with pytest.raises(KeyboardInterrupt):
-        fetch.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
-    assert fetch.tree_state(root, voc) == "absent"
+        extract.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
+    assert extract.tree_state(root, voc) == "absent"
 
     # A hard kill leaves the staging folder behind: still not a tree, and cleaned up next time.
-    staging = root / f"{fetch.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages"
+    staging = root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages"
     staging.mkdir(parents=True)
     monkeypatch.setattr(tarfile.TarFile, "extract", real_extract)
-    fetch.recover_interrupted(root)
-    assert fetch.tree_state(root, voc) == "absent" and not (root / f"{fetch.STAGING_PREFIX}voc").exists()
-    fetch.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
-    assert fetch.tree_state(root, voc) == "complete"
+    extract.recover_interrupted(root)
+    assert extract.tree_state(root, voc) == "absent" and not (root / f"{extract.STAGING_PREFIX}voc").exists()
+    extract.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
+    assert extract.tree_state(root, voc) == "complete"
 
 
 def test_disk_full_while_extracting_keeps_the_verified_archive(
@@ -437,7 +437,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
         patch.setattr(tarfile.TarFile, "extract", full)
         result = cli(*args)
     assert result.code == 2 and "Disk full while writing" in result.err and "verified archive is kept" in " ".join(result.err.split())
-    assert fetch.tree_state(fresh_root, fetch.ARCHIVES["voc"]) == "absent"
+    assert extract.tree_state(fresh_root, ARCHIVES["voc"]) == "absent"
     again = cli(*args)  # space again
     assert again.code == 0, again.out + again.err
     assert "verified copy" in again.out and len(server.log) == 1

@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import TINY_TRAIN
 from vocseg.errors import VocsegError
-from vocseg.launch import (
+from vocseg.recipe.recipe import Recipe, parse_gpus
+from vocseg.training.launch import (
     LAUNCHER_ENV,
     LaunchOptions,
     free_port,
@@ -25,7 +26,6 @@ from vocseg.launch import (
     torchrun_command,
     worker_pids,
 )
-from vocseg.recipe import Recipe, parse_gpus
 
 SMI_GPUS = """0, NVIDIA H100 80GB HBM3, 1, 81559, GPU-aaa
 1, NVIDIA H100 80GB HBM3, 40000, 81559, GPU-bbb
@@ -37,7 +37,7 @@ SMI_APPS = "GPU-bbb, 4242, 39990\nGPU-bbb, 4243, [N/A]\n"
 
 def machine():
     apps = parse_compute_apps(SMI_APPS)
-    from vocseg.launch import GpuInfo
+    from vocseg.training.launch import GpuInfo
 
     return [GpuInfo(g.index, g.name, g.memory_used_mib, g.memory_total_mib, g.uuid, tuple(apps.get(g.uuid, ()))) for g in parse_gpu_query(SMI_GPUS)]
 
@@ -130,10 +130,10 @@ def test_port_in_use_is_refused() -> None:
 def test_torchrun_command_multi_node(tmp_path: Path) -> None:
     opts = LaunchOptions(nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29400, rescale_lr=True)
     cmd = torchrun_command(tmp_path / "config.py", 8, opts, 29400, resume=True)
-    assert cmd[:3] == [sys.executable, "-m", "vocseg.torchrun"]
+    assert cmd[:3] == [sys.executable, "-m", "vocseg.training.torchrun"]
     for arg in ("--nproc-per-node=8", "--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1", "--master-port=29400"):
         assert arg in cmd
-    assert cmd[cmd.index("-m", 3) + 1] == "vocseg.worker" and cmd[-2:] == ["--resume", "--rescale-lr"]
+    assert cmd[cmd.index("-m", 3) + 1] == "vocseg.training.worker" and cmd[-2:] == ["--resume", "--rescale-lr"]
 
 
 def test_worker_pids_finds_children() -> None:
@@ -184,7 +184,7 @@ def test_slurm_tasks_must_match_the_plan(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_the_launcher_tells_the_processes_how_they_were_started(monkeypatch: pytest.MonkeyPatch) -> None:
     """A one-process run inside an sbatch job (SLURM_NTASKS=4) or an outer torchrun must not wait for peers."""
-    from vocseg.training import launcher_from_env
+    from vocseg.training.protocol import launcher_from_env
 
     assert plan_launch(Recipe(device="cpu"), LaunchOptions()).env[LAUNCHER_ENV] == "none"
     assert plan_launch(Recipe(device="cpu", nproc=2), LaunchOptions()).env[LAUNCHER_ENV] == "pytorch"
@@ -199,7 +199,7 @@ def test_the_launcher_tells_the_processes_how_they_were_started(monkeypatch: pyt
 def test_a_cpu_only_torch_cannot_train_on_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import vocseg.launch as launch
+    import vocseg.training.launch as launch
 
     monkeypatch.setattr(launch, "query_gpus", machine)
     if torch.backends.cuda.is_built():
@@ -211,15 +211,15 @@ def test_a_cpu_only_torch_cannot_train_on_gpus(monkeypatch: pytest.MonkeyPatch) 
 def test_a_failed_process_under_torchrun_gives_no_torchrun_traceback() -> None:
     """torchrun's own crash report (ChildFailedError, "Root Cause") is dropped; the exit code is the process's."""
     port = free_port()
-    cmd = [sys.executable, "-m", "vocseg.torchrun", "--nproc-per-node=2", f"--master-port={port}", "-m", "vocseg.worker", "--no-such-flag"]
+    cmd = [sys.executable, "-m", "vocseg.training.torchrun", "--nproc-per-node=2", f"--master-port={port}", "-m", "vocseg.training.worker", "--no-such-flag"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2  # argparse's exit code in the worker
-    assert "python -m vocseg.worker: error:" in result.stderr
+    assert "python -m vocseg.training.worker: error:" in result.stderr
     assert "ChildFailedError" not in result.stderr and "Root Cause" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_one_training_per_run_folder(tmp_path: Path) -> None:
-    from vocseg.runs import run_lock
+    from vocseg.training.runs import run_lock
 
     with run_lock(tmp_path):
         with pytest.raises(VocsegError, match=f"being trained by another process \\(pid {os.getpid()}\\)"):
@@ -234,8 +234,8 @@ def test_killing_the_launcher_stops_torchrun_which_saves(demo_root: Path, tmp_pa
     gets SIGTERM, so its processes stop at a checkpoint instead of training on unguarded."""
     import time
 
-    from vocseg.compat import load_checkpoint_file
-    from vocseg.runs import latest_checkpoint, run_lock
+    from vocseg.stack.compat import load_checkpoint_file
+    from vocseg.training.runs import latest_checkpoint, run_lock
 
     work = tmp_path / "run"
     cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",
@@ -276,12 +276,12 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
     """The launcher passes the lock to torchrun: a resume cannot start while torchrun's processes still save."""
     import time
 
-    from vocseg.runs import run_lock
+    from vocseg.training.runs import run_lock
 
     script = (
         "import os, subprocess, sys\n"
         "from pathlib import Path\n"
-        "from vocseg.runs import held_lock_fds, run_lock\n"
+        "from vocseg.training.runs import held_lock_fds, run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n"
         "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)'], pass_fds=held_lock_fds())\n"
         "    os._exit(0)  # as if SIGKILLed: no unlock\n"
@@ -301,7 +301,7 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
 
 
 def test_train_takes_the_lock_before_writing(cli, demo_root: Path, tmp_path: Path) -> None:
-    from vocseg.runs import run_lock
+    from vocseg.training.runs import run_lock
 
     work = tmp_path / "busy"
     work.mkdir()
@@ -338,8 +338,8 @@ def test_sigterm_to_vocseg_under_torchrun_stops_every_process_at_a_checkpoint(de
     import signal
     import time
 
-    from vocseg.compat import load_checkpoint_file
-    from vocseg.runs import latest_checkpoint
+    from vocseg.stack.compat import load_checkpoint_file
+    from vocseg.training.runs import latest_checkpoint
 
     work = tmp_path / "run"
     cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",

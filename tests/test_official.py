@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vocseg import official
-from vocseg.voc import VOC_SUBDIR
+from vocseg.data.voc import VOC_SUBDIR
+from vocseg.recipe import official
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -60,7 +60,7 @@ def test_catalogue_names_the_published_upernet_voc_checkpoints() -> None:
 def test_config_is_the_mmseg_upernet_for_one_process(key: str, tmp_path: Path) -> None:
     from mmengine.config import Config
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     path = tmp_path / "cfg.py"
@@ -95,7 +95,7 @@ def test_a_file_that_does_not_match_the_published_hash_is_refused(cli, server: P
 @pytest.fixture
 def tiny_official(trained_run: Path, server: Path, monkeypatch: pytest.MonkeyPatch) -> official.OfficialModel:
     """The tiny trained model published like an official one (same path layout, hash prefix in the name)."""
-    from vocseg.runs import latest_checkpoint
+    from vocseg.training.runs import latest_checkpoint
 
     data = latest_checkpoint(trained_run).read_bytes()
     prefix = hashlib.sha256(data).hexdigest()[:8]
@@ -130,8 +130,8 @@ class Payload:
 def test_a_checkpoint_with_other_pickled_objects_is_refused(cli, trained_run: Path, server: Path, monkeypatch: pytest.MonkeyPatch, demo_root: Path, tmp_path: Path) -> None:
     import torch
 
-    from vocseg.compat import load_checkpoint_file
-    from vocseg.runs import latest_checkpoint
+    from vocseg.stack.compat import load_checkpoint_file
+    from vocseg.training.runs import latest_checkpoint
 
     checkpoint = load_checkpoint_file(latest_checkpoint(trained_run))
     checkpoint["meta"]["extra"] = Payload()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg.voc import PALETTE, VOC_SUBDIR
+from vocseg.data.voc import PALETTE, VOC_SUBDIR
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,8 @@ def varied_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The trained run with a random classifier, so predictions hold several classes (see test_eval)."""
     import torch
 
-    from vocseg.compat import ensure_stack, load_checkpoint_file
-    from vocseg.runs import latest_checkpoint
+    from vocseg.stack.compat import ensure_stack, load_checkpoint_file
+    from vocseg.training.runs import latest_checkpoint
 
     ensure_stack()
     target = tmp_path_factory.mktemp("varied_predict") / "run"
@@ -72,7 +72,7 @@ def test_folder_glob_corrupt_and_non_images(cli, varied_run: Path, photos: Path,
         assert abs(sum(shares.values()) - 100) < 0.1 and list(shares.values()) == sorted(shares.values(), reverse=True)
         counts = np.bincount(ids.ravel(), minlength=21)
         top = max(shares, key=lambda c: shares[c])
-        from vocseg.voc import CLASSES
+        from vocseg.data.voc import CLASSES
 
         assert round(100 * counts[CLASSES.index(top)] / ids.size, 2) == shares[top]
         overlay = Image.open(item["overlay"])
@@ -129,7 +129,7 @@ def test_nothing_to_do_and_bad_checkpoints(cli, varied_run: Path, photos: Path, 
 def test_checkpoint_for_another_number_of_classes(cli, varied_run: Path, photos: Path, tmp_path: Path) -> None:
     import torch
 
-    from vocseg.compat import load_checkpoint_file
+    from vocseg.stack.compat import load_checkpoint_file
 
     other = tmp_path / "five"
     other.mkdir()

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vocseg import sbd
+from vocseg.data import sbd
+from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
-from vocseg.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 
 
 def mmseg_voc_aug() -> ModuleType:

@@ -16,7 +16,7 @@ from tests.conftest import TINY_TRAIN
 def _tiny_backbone_weights(path: Path) -> None:
     import torch
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.registry import init_default_scope
@@ -25,7 +25,7 @@ def _tiny_backbone_weights(path: Path) -> None:
     import mmseg.models  # noqa: F401
     from mmseg.registry import MODELS
 
-    from vocseg.models import PRESETS, model_config
+    from vocseg.recipe.models import PRESETS, model_config
 
     cfg = dict(model_config(PRESETS["tiny"], sync_bn=False, pretrained_checkpoint=None)["backbone"])
     torch.manual_seed(0)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vocseg.compat import load_checkpoint_file
-from vocseg.runs import latest_checkpoint
+from vocseg.stack.compat import load_checkpoint_file
+from vocseg.training.runs import latest_checkpoint
 
 EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--keep", "20")
 
@@ -245,7 +245,7 @@ class _RecordingBackend:
 
 
 def _register_stop_hook() -> str:
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.hooks import CheckpointHook, Hook

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vocseg import schedule as sched
+from vocseg.recipe import schedule as sched
 
 
 def test_official_recipe_numbers() -> None:

@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import TINY_TRAIN
-from vocseg.mmconfig import build_config_text
-from vocseg.recipe import Recipe, loader_workers, plan
+from vocseg.recipe.mmconfig import build_config_text
+from vocseg.recipe.recipe import Recipe, loader_workers, plan
 
 
 def test_amp_dtype_choice() -> None:
     import torch
 
-    from vocseg.speed import pick_amp_dtype
+    from vocseg.stack.speed import pick_amp_dtype
 
     assert pick_amp_dtype("auto", "cuda", bf16_supported=True) is torch.bfloat16
     assert pick_amp_dtype("auto", "cuda", bf16_supported=False) is torch.float16  # e.g. V100, T4
@@ -34,7 +34,7 @@ def test_loader_workers_share_the_cores(cpus: int, procs: int) -> None:
 
 
 def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> None:
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
     from mmengine.config import Config
@@ -70,10 +70,10 @@ def test_cpu_defaults_stay_fp32(tmp_path: Path) -> None:
 def test_autocast_wrapper_on_cpu() -> None:
     import torch
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
-    from vocseg.speed import MixedPrecisionOptimWrapper
+    from vocseg.stack.speed import MixedPrecisionOptimWrapper
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     wrapper = MixedPrecisionOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
@@ -93,10 +93,10 @@ def test_autocast_wrapper_on_cpu() -> None:
 def test_channels_last_preprocessor_and_hook() -> None:
     import torch
 
-    from vocseg.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
-    from vocseg.speed import ChannelsLastDataPreProcessor, to_channels_last
+    from vocseg.stack.speed import ChannelsLastDataPreProcessor, to_channels_last
 
     pre = ChannelsLastDataPreProcessor(channels_last=True, mean=[0, 0, 0], std=[1, 1, 1], size=(8, 8))
     out = pre({"inputs": [torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8)] * 2, "data_samples": None}, training=False)
@@ -110,7 +110,7 @@ def test_tiny_training_with_amp_and_channels_last_on_cpu(cli, demo_root: Path, t
     run_dir = tmp_path / "run"
     r = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "4", "--amp", "--channels-last", "--work-dir", run_dir)
     assert r.code == 0, r.err
-    from vocseg.compat import load_checkpoint_file
+    from vocseg.stack.compat import load_checkpoint_file
 
     ckpt = load_checkpoint_file(run_dir / "iter_4.pth")
     loss = ckpt["message_hub"]["log_scalars"]["train/loss"].current()

@@ -1,9 +1,19 @@
 """Imported by configs vocseg writes (``custom_imports``): applies the stack fixes in any process,
-so mmseg's own ``tools/train.py`` and ``tools/test.py`` can run vocseg configs as they are."""
+so mmseg's own ``tools/train.py`` and ``tools/test.py`` can run vocseg configs as they are.
 
-from vocseg.compat import ensure_stack
+It stays at the top of the package, under this name, because every config vocseg has written names
+`vocseg.mmseg_plugin` (run folders made by earlier versions included)."""
+
+from vocseg.stack.compat import ensure_stack
 
 ensure_stack()
 
-import vocseg.engine  # noqa: E402,F401  (registers vocseg's loop, sampler, hooks and metric)
-import vocseg.speed  # noqa: E402,F401  (mixed precision, channels_last)
+# Registering vocseg's MMEngine components (each module registers its own on import).
+import vocseg.results.metric  # noqa: E402,F401  (VocsegPerClassIoUMetric)
+import vocseg.stack.speed  # noqa: E402,F401  (mixed precision, channels_last)
+import vocseg.training.batch_guard  # noqa: E402,F401  (VocsegBatchGuardHook)
+import vocseg.training.checkpoint_hook  # noqa: E402,F401  (VocsegCheckpointHook)
+import vocseg.training.loop  # noqa: E402,F401  (VocsegResumableIterLoop)
+import vocseg.training.progress  # noqa: E402,F401  (VocsegProgressHook)
+import vocseg.training.rng  # noqa: E402,F401  (VocsegRngStateHook)
+import vocseg.training.sampler  # noqa: E402,F401  (VocsegResumableSampler, VocsegSeededDataset)

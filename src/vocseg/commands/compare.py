@@ -26,10 +26,11 @@ def compare(
     and settings that differ from the official recipe."""
     import json
 
-    from vocseg.compare import compare_paths
-    from vocseg.display import compare_table, console, print_flags
-    from vocseg.mmconfig import write_text_atomic
-    from vocseg.plots import compare_chart
+    from vocseg.commands.render import compare_table, print_flags
+    from vocseg.console import console
+    from vocseg.files import write_text_atomic
+    from vocseg.results.compare import compare_paths
+    from vocseg.results.plots import compare_chart
 
     comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
     console.print(compare_table(comparison))

@@ -21,8 +21,9 @@ def config(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
 ) -> None:
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
-    from vocseg.display import console, err_console, print_plan
-    from vocseg.experiment import plan_experiment, write_config
+    from vocseg.commands.render import print_plan
+    from vocseg.console import console, err_console
+    from vocseg.training.experiment import plan_experiment, write_config
 
     recipe = recipe_from_flags(flags)
     experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True)

@@ -30,9 +30,11 @@ def evaluate(
 
     Results go to RUN/eval/ (or --out): SPLIT.json, SPLIT.csv, SPLIT_confusion.png, SPLIT_iou.png.
     """
-    from vocseg.display import console, eval_report_table
-    from vocseg.evaluation import evaluate as run_eval
-    from vocseg.evaluation import save_outputs, write_csv, write_json
+    from vocseg.commands.render import eval_report_table
+    from vocseg.console import console
+    from vocseg.results.eval_result import write_csv, write_json
+    from vocseg.results.evaluation import evaluate as run_eval
+    from vocseg.results.evaluation import save_outputs
 
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name

@@ -26,10 +26,11 @@ def predict(
     """Per image: OUT/NAME_overlay.png (with a legend of the classes present and their share) and
     OUT/NAME_label.png (VOC palette); OUT/predictions.json lists every input. Inputs that are not
     images are reported and skipped."""
-    from vocseg import official
-    from vocseg.display import console, predict_table
-    from vocseg.inference import expand_inputs, load_model, write_report
-    from vocseg.inference import predict as run_predict
+    from vocseg.commands.render import predict_table
+    from vocseg.console import console
+    from vocseg.recipe import official
+    from vocseg.results.inference import expand_inputs, load_model, write_report
+    from vocseg.results.inference import predict as run_predict
 
     if mode not in ("whole", "slide"):
         raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")

@@ -29,20 +29,21 @@ def prepare(
     md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
 ) -> None:
     """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
-    from vocseg.display import check_table, console
-    from vocseg.recipe import default_data_root
+    from vocseg.commands.render import check_table
+    from vocseg.console import console
+    from vocseg.recipe.recipe import default_data_root
 
     root = (data_root or default_data_root()).expanduser().resolve()
     if demo:
-        from vocseg.prepare import prepare_demo
+        from vocseg.data.prepare import prepare_demo
 
         prepare_demo(root, force=force, workers=workers, console=console)
         aug = True
     elif not check_only:
-        from vocseg.prepare import prepare_voc
+        from vocseg.data.prepare import prepare_voc
 
         prepare_voc(root, aug=aug, force=force, workers=workers, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5=md5 or [], console=console)
-    from vocseg.prepare import run_check
+    from vocseg.data.prepare import run_check
 
     report = run_check(root, aug=aug, workers=workers, console=console)
     console.print(check_table(report))

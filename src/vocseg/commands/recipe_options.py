@@ -16,8 +16,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vocseg.models import PRESETS
-from vocseg.recipe import Recipe, default_data_root
+from vocseg.recipe.models import PRESETS
+from vocseg.recipe.recipe import Recipe, default_data_root
 
 _D = Recipe()
 

@@ -36,10 +36,10 @@ def resume(
     import contextlib
     import os
 
-    from vocseg.display import console
-    from vocseg.launch import LaunchOptions, launch_training, plan_launch
-    from vocseg.resuming import commit_rescale, prepare_resume
-    from vocseg.runs import run_lock
+    from vocseg.console import console
+    from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.training.resuming import commit_rescale, prepare_resume
+    from vocseg.training.runs import run_lock
 
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
     target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, nnodes=nnodes, rescale_lr=rescale_lr, cleanup=primary)

@@ -12,8 +12,8 @@ import typer
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
 
 if TYPE_CHECKING:
-    from vocseg.experiment import Experiment
-    from vocseg.launch import LaunchOptions, LaunchPlan
+    from vocseg.training.experiment import Experiment
+    from vocseg.training.launch import LaunchOptions, LaunchPlan
 
 LAUNCH = "Launch"
 
@@ -34,10 +34,10 @@ def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, opti
     """The primary launcher writes the run folder; the others (node rank > 0, Slurm tasks > 0)
     write the same files only where they are missing or differ (a folder not shared between
     machines), each through its own temporary file."""
-    from vocseg.compat import write_bytes_atomic
     from vocseg.errors import VocsegError
-    from vocseg.experiment import start_run
-    from vocseg.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
+    from vocseg.files import write_bytes_atomic
+    from vocseg.training.experiment import start_run
+    from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
 
     if launch_plan.primary and options.node_rank == 0:
         return start_run(experiment)
@@ -71,11 +71,12 @@ def train(
     torchrun; --device cpu --nproc N runs N CPU processes over gloo. Ctrl-C or SIGTERM finishes
     the iteration, saves a checkpoint and prints the `vocseg resume` command.
     """
-    from vocseg.display import console, print_plan
+    from vocseg.commands.render import print_plan
+    from vocseg.console import console
     from vocseg.errors import VocsegError
-    from vocseg.experiment import experiment_from_config_file, plan_experiment
-    from vocseg.launch import LaunchOptions, launch_training, plan_launch
-    from vocseg.runs import run_lock
+    from vocseg.training.experiment import experiment_from_config_file, plan_experiment
+    from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.training.runs import run_lock
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
     if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:

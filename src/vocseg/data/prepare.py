@@ -1,0 +1,130 @@
+"""The steps of `vocseg prepare`, each skipped when its output is already complete.
+
+fetch archives (download or --from-dir, md5-checked) -> extract safely -> convert SBD -> write
+lists -> check. A data root that already holds extracted trees is used as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vocseg.data.check import CheckReport, check_data_root
+from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.errors import VocsegError
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def convert_and_list(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
+    """SBD .mat -> SegmentationClassAug PNGs (skipping done ones), then aug.txt and trainaug.txt."""
+    from vocseg.data.sbd import convert_sbd, pending_mats, write_aug_lists
+
+    cls_dir = root / SBD_SUBDIR / "cls"
+    if not cls_dir.is_dir():
+        raise VocsegError(f"No SBD labels at {cls_dir}.", "Run `vocseg prepare --aug` to fetch SBD, or drop --aug.")
+    pending, total = pending_mats(root, force=force)
+    if pending:
+        with _progress(console) as progress:
+            task = progress.add_task("convert SBD labels", total=total, completed=total - len(pending))
+            converted = convert_sbd(root, workers=workers, force=force, progress=lambda n: progress.advance(task, n))
+        console.print(f"SBD labels: converted {converted} of {total} to {root / VOC_SUBDIR / 'SegmentationClassAug'}")
+    else:
+        console.print(f"SBD labels: all {total} already converted")
+    lists = write_aug_lists(root)
+    console.print(f"lists: aug.txt {len(lists.aug)} ids, trainaug.txt {len(lists.trainaug)} ids (sorted)")
+
+
+def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
+    from vocseg.data.demo import DEMO_MARKER, write_demo_dataset
+
+    if (root / DEMO_MARKER).is_file() and not force:
+        console.print(f"demo dataset: already in {root}")
+    else:
+        if (root / VOC_SUBDIR).exists() and not (root / DEMO_MARKER).is_file():
+            raise VocsegError(f"{root} already holds a VOCdevkit that is not the demo dataset.", "Pick another --data-root for the demo.")
+        splits = write_demo_dataset(root)
+        console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
+    convert_and_list(root, force=force, workers=workers, console=console)
+
+
+def prepare_voc(
+    root: Path,
+    *,
+    aug: bool,
+    force: bool,
+    workers: int | None,
+    mirror: str | None,
+    cache_dir: Path | None,
+    from_dir: Path | None,
+    md5: list[str],
+    console: Console,
+) -> None:
+    """Real VOC 2012 (+ SBD): fetch and extract what is not already there, then convert."""
+    from vocseg.data.extract import extracted_marker, recover_interrupted, tree_state
+    from vocseg.data.fetch import parse_md5_overrides
+    from vocseg.data.voc import ARCHIVES
+
+    overrides = parse_md5_overrides(md5)  # a typo in --md5 fails before any download
+    recover_interrupted(root)
+    need: dict[str, bool] = {}
+    for key in ("voc", "sbd") if aug else ("voc",):
+        archive = ARCHIVES[key]
+        state = tree_state(root, archive)
+        if state == "partial" and not force:
+            missing = next(p for p in archive.required if not (root / p).exists())
+            raise VocsegError(
+                f"{root / archive.top} exists but has no {root / missing}: an incomplete copy.",
+                f"Complete it, move it away, or re-run with --force to replace it with a fresh extraction of {archive.name}.",
+            )
+        need[key] = force or state != "complete"
+        if not need[key]:
+            marker = extracted_marker(root, archive)
+            source = f"extracted from {marker.get('archive')} (md5 {marker.get('md5')})" if marker else "already there (not extracted by vocseg)"
+            console.print(f"{archive.label}: {source} in {root / archive.top}, used as is")
+    if any(need.values()):
+        from vocseg.data.fetch import fetch_and_extract
+
+        fetch_and_extract(
+            root,
+            aug=aug,
+            force=force,
+            mirror=mirror,
+            cache_dir=cache_dir,
+            from_dir=from_dir,
+            md5_overrides=overrides,
+            need_voc=need.get("voc", False),
+            need_sbd=need.get("sbd", False),
+            console=console,
+        )
+    if aug:
+        convert_and_list(root, force=force, workers=workers, console=console)
+
+
+def run_check(root: Path, *, aug: bool, workers: int | None, console: Console) -> CheckReport:
+    if not (root / VOC_SUBDIR).is_dir():
+        raise VocsegError(f"{root} has no {VOC_SUBDIR}.", f"Run `vocseg prepare{' --aug' if aug else ''} --data-root {root}` first.")
+    aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()
+    with _progress(console) as progress:
+        task = progress.add_task("check image/mask pairs", total=None)
+        report = check_data_root(
+            root,
+            aug=aug,
+            workers=workers or os.cpu_count(),
+            progress=lambda n: progress.advance(task, n),
+            on_total=lambda n: progress.update(task, total=n),
+        )
+    return report

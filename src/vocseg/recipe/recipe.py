@@ -1,0 +1,348 @@
+"""The experiment recipe: one typed object, the single source of truth for every default.
+
+Flags become a `Recipe`; `plan()` derives every number from it (total batch, scaled LR,
+iterations, samples seen, ratio to the official schedule); `vocseg.recipe.mmconfig` turns both into
+an MMSeg config. Nothing here imports torch or mmseg.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.errors import VocsegError
+from vocseg.recipe import schedule as sched
+from vocseg.recipe.models import DEFAULT_MODEL, PRESETS
+
+DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
+DEVICES = ("cuda", "cpu")
+
+
+def default_data_root() -> Path:
+    """$VOCSEG_DATA_ROOT, else the user's platformdirs data folder."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("vocseg")) / "data"
+
+
+def machine_cpu_count() -> int:
+    """Cores this process may use (the affinity mask, as a shared server's scheduler sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(cpu_count: int, procs_per_node: int, cap: int = 8) -> int:
+    """Data-loader workers per process: the node's cores shared by its processes, one left for the
+    training process itself, at most `cap` (past ~8, decoding 512x512 crops stops being the limit)."""
+    per_proc = max(1, cpu_count // max(1, procs_per_node))
+    return max(0, min(cap, per_proc - 1))
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """`--gpus 6,7` / `7` / `0-3` (exact nvidia-smi ids) or `first:N` (the first N visible GPUs)."""
+
+    count: int
+    ids: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.ids)) if self.ids is not None else f"first:{self.count}"
+
+
+GPUS_GRAMMAR = 2  # recipe files of grammar 1 (unmarked) read a bare --gpus number as a count
+GPUS_HINT = "Use GPU ids like 6,7 or 7 or 0-3 (nvidia-smi numbering), or first:N for the first N visible GPUs."
+
+
+def parse_gpus(text: str) -> GpuSpec:
+    """Parse `--gpus`: ids and ranges (`6,7`, `7`, `0-3,6`), or `first:N`.
+
+    A bare number is a GPU id, never a count: `--gpus 7` on a shared server means GPU 7, and
+    reading it as "seven GPUs" would silently take GPUs other people are using.
+    """
+    raw = text.strip().lower()
+    if not raw:
+        raise VocsegError("--gpus is empty.", GPUS_HINT)
+    if raw.startswith("first:"):
+        n = raw.removeprefix("first:").strip()
+        if not re.fullmatch(r"[0-9]{1,4}", n) or int(n) == 0:
+            raise VocsegError(f"--gpus {text!r}: first:N needs a positive count N.", GPUS_HINT)
+        return GpuSpec(count=int(n))
+    ids: list[int] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
+        if not m:
+            raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise VocsegError(f"--gpus {text!r}: the range {part} runs backwards.", "Write ranges low-high, e.g. 0-3.")
+        ids.extend(range(lo, hi + 1))
+    if not ids:
+        raise VocsegError(f"--gpus {text!r} is not a list of GPU ids.", GPUS_HINT)
+    if len(set(ids)) != len(ids):
+        raise VocsegError(f"--gpus {text!r} names a GPU twice.", "Name each GPU once.")
+    return GpuSpec(count=len(ids), ids=tuple(ids))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice of a training run. Field defaults are vocseg's defaults."""
+
+    data_root: str = ""
+    model: str = DEFAULT_MODEL
+    aug: bool = True  # VOC train + SBD aug (10582 images), as the official recipe
+    device: str = "cuda"
+    gpus: str = "first:1"  # ids like "6,7" / "7" / "0-3", or "first:N"
+    nproc: int = 1  # processes for --device cpu (the distributed path over gloo)
+    nnodes: int = 1  # machines (torchrun --nnodes); --gpus / --nproc count per machine
+    batch: int = 4  # per GPU / process
+    iters: int | None = None
+    epochs: int | None = None
+    schedule: str | None = None  # "20k" | "40k": the official schedule, equal in samples seen
+    base_lr: float | None = None  # default: the model preset's (0.01 for the official recipe)
+    base_batch: int = sched.OFFICIAL_BATCH
+    lr: float | None = None  # an explicit LR, not rescaled
+    warmup_iters: int = 0
+    crop: int | None = None  # default: the model preset's
+    pretrained: str = "auto"  # "auto" = the weights that match the backbone; "none"; a path or URL
+    amp: bool | None = None  # None: on with CUDA (bf16, or fp16 + loss scaling), off on the CPU
+    channels_last: bool | None = None  # None: on with CUDA
+    cudnn_benchmark: bool | None = None  # None: on with CUDA unless --deterministic
+    pin_memory: bool | None = None  # None: on with CUDA
+    val_interval: int | None = None  # in epochs with --epochs, else iterations
+    ckpt_interval: int | None = None  # likewise
+    keep: int = 3
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int | None = None  # None: sized to this machine's cores (see loader_workers)
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpu_spec(self) -> GpuSpec:
+        return parse_gpus(self.gpus)
+
+    @property
+    def world_size(self) -> int:
+        return self.procs_per_node * self.nnodes
+
+    @property
+    def procs_per_node(self) -> int:
+        return self.gpu_spec.count if self.device == "cuda" else self.nproc
+
+    @property
+    def total_batch(self) -> int:
+        return self.world_size * self.batch
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp if self.amp is not None else self.device == "cuda"
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.channels_last if self.channels_last is not None else self.device == "cuda"
+
+    @property
+    def use_cudnn_benchmark(self) -> bool:
+        if self.device != "cuda":
+            return False
+        return self.cudnn_benchmark if self.cudnn_benchmark is not None else not self.deterministic
+
+    @property
+    def use_pin_memory(self) -> bool:
+        return self.pin_memory if self.pin_memory is not None else self.device == "cuda"
+
+    @property
+    def workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return loader_workers(machine_cpu_count(), self.procs_per_node)
+
+    @property
+    def base_lr_value(self) -> float:
+        return self.base_lr if self.base_lr is not None else PRESETS[self.model].base_lr
+
+    @property
+    def crop_size(self) -> int:
+        return self.crop or PRESETS[self.model].crop
+
+    @property
+    def pretrained_checkpoint(self) -> str | None:
+        if self.pretrained == "auto":
+            return PRESETS[self.model].pretrained
+        if self.pretrained.lower() == "none":
+            return None
+        return self.pretrained
+
+    @property
+    def schedule_unit(self) -> str:
+        return "epoch" if self.epochs is not None else "iter"
+
+    def default_name(self) -> str:
+        data = "vocaug" if self.aug else "voc"
+        if self.epochs is not None:
+            length = f"{self.epochs}ep"
+        elif self.iters is not None:
+            length = f"{self.iters}it"
+        else:
+            length = self.schedule or sched.REFERENCE_SCHEDULE
+        return f"{self.model}-{data}-{length}"
+
+    def to_json(self) -> str:
+        return json.dumps({**dataclasses.asdict(self), "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        gpus = str(values.get("gpus", ""))
+        if data.get("gpus_grammar") != GPUS_GRAMMAR and gpus.isdecimal():
+            values["gpus"] = f"first:{gpus}"  # written when a bare number was a count
+        return cls(**values)
+
+
+def validate(recipe: Recipe) -> None:
+    """Refuse impossible or contradictory choices with a one-line, actionable error."""
+    if recipe.model not in PRESETS:
+        raise VocsegError(f"Unknown --model {recipe.model!r}.", f"Choose one of: {', '.join(PRESETS)}.")
+    if recipe.device not in DEVICES:
+        raise VocsegError(f"Unknown --device {recipe.device!r}.", "Use cuda or cpu.")
+    parse_gpus(recipe.gpus)
+    chosen = [n for n, v in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--schedule", recipe.schedule)) if v is not None]
+    if len(chosen) > 1:
+        raise VocsegError(f"{' and '.join(chosen)} both set the training length.", "Give only one of --epochs, --iters, --schedule.")
+    for flag, value in (("--batch", recipe.batch), ("--nproc", recipe.nproc), ("--nnodes", recipe.nnodes), ("--base-batch", recipe.base_batch), ("--keep", recipe.keep)):
+        if value < 1:
+            raise VocsegError(f"{flag} must be at least 1, got {value}.", f"Pass a positive {flag}.")
+    for flag, opt in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--val-interval", recipe.val_interval), ("--ckpt-interval", recipe.ckpt_interval), ("--crop", recipe.crop)):
+        if opt is not None and opt < 1:
+            raise VocsegError(f"{flag} must be at least 1, got {opt}.", f"Pass a positive {flag}.")
+    if recipe.schedule is not None and recipe.schedule not in sched.OFFICIAL_SCHEDULES:
+        raise VocsegError(f"Unknown --schedule {recipe.schedule!r}.", f"Choose one of: {', '.join(sched.OFFICIAL_SCHEDULES)}.")
+    if recipe.base_lr_value <= 0 or (recipe.lr is not None and recipe.lr <= 0):
+        raise VocsegError("The learning rate must be positive.", "Pass a positive --lr / --base-lr.")
+    if recipe.warmup_iters < 0 or (recipe.num_workers is not None and recipe.num_workers < 0):
+        raise VocsegError("--warmup-iters and --num-workers cannot be negative.", "Pass 0 or more.")
+    scale = PRESETS[recipe.model].scale
+    if recipe.crop is not None and recipe.crop > min(scale):
+        raise VocsegError(
+            f"--crop {recipe.crop} is larger than the training scale {scale} of --model {recipe.model}: most crops would be padding.",
+            f"Use --crop {min(scale)} or less.",
+        )
+
+
+def _count_ids(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+def train_lists(recipe: Recipe) -> list[Path]:
+    """The split lists a recipe trains on: VOC train, plus SBD's aug list with --aug."""
+    splits = Path(recipe.data_root) / VOC_SUBDIR / SPLITS_SUBDIR
+    return [splits / "train.txt"] + ([splits / "aug.txt"] if recipe.aug else [])
+
+
+def check_data_root(recipe: Recipe) -> None:
+    root = Path(recipe.data_root)
+    if not (root / VOC_SUBDIR).is_dir():
+        raise VocsegError(
+            f"Data root {root} has no {VOC_SUBDIR}.",
+            f"Run `vocseg prepare{' --aug' if recipe.aug else ''} --data-root {root}` "
+            f"(or `vocseg prepare --demo --data-root {root}`), or pass --data-root / set ${DATA_ROOT_ENV}.",
+        )
+    for lst in train_lists(recipe) + [root / VOC_SUBDIR / SPLITS_SUBDIR / "val.txt"]:
+        if not lst.is_file():
+            fix = f"vocseg prepare --aug --data-root {root}" if lst.name == "aug.txt" else f"vocseg prepare --data-root {root}"
+            raise VocsegError(f"Split list {lst} is missing.", f"Run `{fix}`{' or pass --no-aug' if lst.name == 'aug.txt' else ''}.")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every number derived from a recipe, with the reasoning shown to the user."""
+
+    world_size: int
+    total_batch: int
+    lr: float
+    lr_rule: str
+    train_size: int
+    iters_per_epoch: int
+    max_iters: int
+    epochs: float
+    samples: int
+    ratio_to_official: float
+    official_equivalent_epochs: float
+    official_equivalent_iters: int
+    val_interval_iters: int
+    ckpt_interval_iters: int
+    warnings: tuple[str, ...]
+
+
+def plan(recipe: Recipe, train_size: int | None = None) -> Plan:
+    """Derive the schedule. `train_size` defaults to counting the recipe's split lists."""
+    validate(recipe)
+    if train_size is None:
+        check_data_root(recipe)
+        train_size = sum(_count_ids(p) for p in train_lists(recipe))
+    if train_size < 1:
+        raise VocsegError("The training split lists are empty.", "Re-run `vocseg prepare` for this data root.")
+    world = recipe.world_size
+    total = recipe.total_batch
+    if recipe.lr is not None:
+        lr, rule = recipe.lr, f"{recipe.lr:g} as given (--lr, not rescaled)"
+    else:
+        lr = sched.scaled_lr(recipe.base_lr_value, recipe.base_batch, total)
+        rule = f"{recipe.base_lr_value:g} x {total} / {recipe.base_batch} (linear scaling from the base batch)"
+    ipe = sched.iters_per_epoch(train_size, recipe.batch, world)
+    if recipe.epochs is not None:
+        max_iters = recipe.epochs * ipe
+    elif recipe.iters is not None:
+        max_iters = recipe.iters
+    else:
+        max_iters = sched.official_schedule_iters(recipe.schedule or sched.REFERENCE_SCHEDULE, total)
+    unit = ipe if recipe.epochs is not None else 1
+    default_interval = max(1, max_iters // 10)
+    val_iters = recipe.val_interval * unit if recipe.val_interval else default_interval
+    ckpt_iters = recipe.ckpt_interval * unit if recipe.ckpt_interval else default_interval
+    ratio = sched.ratio_to_official(max_iters, total)
+    warnings = []
+    if not 0.5 <= ratio <= 2.0 and recipe.model != "tiny":
+        warnings.append(
+            f"This schedule sees {ratio:.2f}x the samples of the official 40k x 16 schedule; "
+            f"`--schedule 40k` at your batch is {sched.official_schedule_iters('40k', total)} iterations."
+        )
+    if recipe.batch == 1:
+        warnings.append("1 image per GPU with BatchNorm: batch statistics of a single image are noisy; use --batch 2 or more.")
+    if recipe.pretrained_checkpoint is None and recipe.model != "tiny":
+        warnings.append("No pretrained weights: the backbone starts from random init and VOC is too small to learn it well.")
+    scaled = sched.scaled_lr(recipe.base_lr_value, recipe.base_batch, total)
+    if recipe.lr is not None and abs(recipe.lr - scaled) > 1e-12:
+        warnings.append(f"--lr {recipe.lr:g} differs from the linearly scaled {scaled:g} for batch {total}.")
+    return Plan(
+        world_size=world,
+        total_batch=total,
+        lr=lr,
+        lr_rule=rule,
+        train_size=train_size,
+        iters_per_epoch=ipe,
+        max_iters=max_iters,
+        epochs=max_iters / ipe,
+        samples=sched.samples_seen(max_iters, total),
+        ratio_to_official=ratio,
+        official_equivalent_epochs=sched.equivalent_epochs(sched.OFFICIAL_SCHEDULES["40k"], sched.OFFICIAL_BATCH, train_size),
+        official_equivalent_iters=sched.official_schedule_iters("40k", total),
+        val_interval_iters=min(val_iters, max_iters),
+        ckpt_interval_iters=min(ckpt_iters, max_iters),
+        warnings=tuple(warnings),
+    )

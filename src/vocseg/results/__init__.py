@@ -1,0 +1,1 @@
+"""Results: evaluation, inference, comparison, and the pictures and files they produce."""

@@ -1,0 +1,457 @@
+"""Compare evaluation results side by side and flag the patterns that have a known cause.
+
+Inputs: eval JSONs (`vocseg eval --json`), run folders (their `eval/val.json` and, when present,
+`eval/train.json`), and files holding several runs (`{"runs": [{"name", "settings", "per_class"}]}`,
+like shared/reference/seed_runs.json). No heavy imports. One idea, kept in one module (~450 lines):
+the loading of results and the rules that flag them share the RunResult type and its thresholds.
+
+Flags, each from the numbers (or the written settings) alone:
+- over-filled: a class whose IoU fell while its Acc (recall) rose against the baseline, or whose
+  predicted area is far larger than its true area (derived from IoU and Acc). The model paints past
+  the object: the signature of coarse training masks (SBD's polygons).
+- memorisation: a run scoring much higher on its training images than on val.
+- weak: a class far below its run's mean IoU in every result.
+- settings: facts about how a run was trained that differ from the official recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocseg.errors import VocsegError
+
+OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
+OFFICIAL_LR, OFFICIAL_BATCH = 0.01, 16
+
+
+@dataclass
+class RunResult:
+    label: str
+    source: str
+    split: str
+    mIoU: float
+    mAcc: float
+    per_class: dict[str, dict[str, Any]]
+    aAcc: float | None = None
+    group: str = ""  # the model the numbers belong to: pairs its train and val results
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, cls: str, key: str) -> float | None:
+        v = self.per_class.get(cls, {}).get(key)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return float(v)
+
+
+@dataclass
+class Flag:
+    kind: str  # over-filled | memorisation | weak | settings
+    run: str  # the result it is about ("" for all)
+    message: str
+    classes: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str = ""  # the vocseg command that shows or prevents it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run": self.run, "classes": self.classes, "message": self.message, "evidence": self.evidence, "fix": self.fix}
+
+
+MARKERS = {"over-filled": "F", "weak": "W", "memorisation": "M"}
+
+
+@dataclass
+class Comparison:
+    runs: list[RunResult]
+    classes: list[str]
+    flags: list[Flag]
+    thresholds: dict[str, float]
+
+    @property
+    def baseline(self) -> RunResult:
+        return self.runs[0]
+
+    def delta(self, run: RunResult, cls: str, key: str) -> float | None:
+        a, b = self.baseline.value(cls, key), run.value(cls, key)
+        return None if a is None or b is None else round(b - a, 2)
+
+    def flagged_classes(self) -> dict[str, list[str]]:
+        """class -> markers (F over-filled, W weak, M memorised) for the table and chart."""
+        marks: dict[str, list[str]] = {}
+        for flag in self.flags:
+            marker = MARKERS.get(flag.kind)
+            for c in flag.classes if marker else []:
+                if marker not in marks.setdefault(c, []):
+                    marks[c].append(marker)
+        return marks
+
+    def flag_legend(self) -> dict[str, str]:
+        used = {m for ms in self.flagged_classes().values() for m in ms}
+        return {m: kind for kind, m in MARKERS.items() if m in used}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline.label,
+            "thresholds": self.thresholds,
+            "runs": [
+                {
+                    "label": r.label,
+                    "source": r.source,
+                    "split": r.split,
+                    "mIoU": r.mIoU,
+                    "mAcc": r.mAcc,
+                    "aAcc": r.aAcc,
+                    "per_class": {
+                        c: {
+                            "IoU": r.value(c, "IoU"),
+                            "Acc": r.value(c, "Acc"),
+                            "dIoU": self.delta(r, c, "IoU"),
+                            "dAcc": self.delta(r, c, "Acc"),
+                            "pred_to_true_area": area_ratio(r, c),
+                        }
+                        for c in self.classes
+                    },
+                }
+                for r in self.runs
+            ],
+            "flags": [f.to_json() for f in self.flags],
+        }
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _bad(path: Path, why: str) -> VocsegError:
+    return VocsegError(f"{path} is not an eval result: {why}.", "Pass JSON written by `vocseg eval --json`, a run folder with eval results, or a file of runs like seed_runs.json.")
+
+
+def _per_class(path: Path, data: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(data, dict) or not data:
+        raise _bad(path, f"{where} has no per_class table")
+    table: dict[str, dict[str, Any]] = {}
+    for cls, vals in data.items():
+        if not isinstance(vals, dict) or "IoU" not in vals or "Acc" not in vals:
+            raise _bad(path, f"{where}: class {cls!r} has no IoU/Acc")
+        for key in ("IoU", "Acc"):
+            v = vals[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise _bad(path, f"{where}: {cls} {key} is {v!r}, not a number")
+        table[str(cls)] = dict(vals)
+    return table
+
+
+def _mean(table: dict[str, dict[str, Any]], key: str) -> float:
+    vals = [float(v[key]) for v in table.values() if v.get(key) is not None and not math.isnan(float(v[key]))]
+    return round(sum(vals) / len(vals), 2) if vals else float("nan")
+
+
+def _number(data: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        v = data.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VocsegError(f"Cannot read {path}: {exc}.", "Check the path.") from None
+    except json.JSONDecodeError as exc:
+        raise _bad(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _eval_result(path: Path, data: dict[str, Any], label: str, group: str) -> RunResult:
+    table = _per_class(path, data.get("per_class"), "the file")
+    miou = _number(data, "mIoU")
+    if miou is None:
+        raise _bad(path, "no numeric mIoU")
+    return RunResult(
+        label=label,
+        source=str(path),
+        split=str(data.get("split") or "val"),
+        mIoU=miou,
+        mAcc=_number(data, "mAcc") or _mean(table, "Acc"),
+        aAcc=_number(data, "aAcc"),
+        per_class=table,
+        group=group or str(data.get("checkpoint") or path),
+        settings=data.get("settings") if isinstance(data.get("settings"), dict) else {},
+    )
+
+
+def load_results(path: Path) -> list[RunResult]:
+    """One input path -> its results (several for a run folder or a file of runs)."""
+    if path.is_dir():
+        found = [(split, path / "eval" / f"{split}.json") for split in ("val", "train")]
+        found = [(s, p) for s, p in found if p.is_file()]
+        if not found:
+            raise VocsegError(f"{path} has no eval results ({path / 'eval' / 'val.json'} is missing).", f"Run `vocseg eval {path}` (and `--split train` for the train/val gap) first.")
+        results = []
+        for split, p in found:
+            data = _read_json(p)
+            if not isinstance(data, dict):
+                raise _bad(p, "not a JSON object")
+            results.append(_eval_result(p, data, f"{path.name} ({split})" if split != "val" else path.name, group=str(path.resolve())))
+        return results
+    if not path.is_file():
+        raise VocsegError(f"{path} does not exist.", "Pass eval JSON files or run folders.")
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise _bad(path, "not a JSON object")
+    if isinstance(data.get("runs"), list):
+        if not data["runs"]:
+            raise _bad(path, "its runs list is empty")
+        results = []
+        for k, run in enumerate(data["runs"]):
+            if not isinstance(run, dict):
+                raise _bad(path, f"runs[{k}] is not an object")
+            name = str(run.get("name") or f"{path.stem}[{k}]")
+            table = _per_class(path, run.get("per_class"), f"run {name!r}")
+            results.append(
+                RunResult(
+                    label=name,
+                    source=f"{path}#{name}",
+                    split=str(run.get("split") or "val"),
+                    mIoU=_number(run, "mIoU", "mIoU_mean_of_classes") or _mean(table, "IoU"),
+                    mAcc=_number(run, "mAcc", "mAcc_mean_of_classes") or _mean(table, "Acc"),
+                    aAcc=_number(run, "aAcc"),
+                    per_class=table,
+                    group=str(run.get("checkpoint") or f"{path}#{name}"),
+                    settings=run.get("settings") if isinstance(run.get("settings"), dict) else {},
+                )
+            )
+        return results
+    if "per_class" not in data:
+        raise _bad(path, "no per_class table and no runs list")
+    label = path.stem
+    if path.parent.name == "eval" and (path.parent.parent / "config.py").is_file():
+        label = f"{path.parent.parent.name}/{path.stem}"  # RUN/eval/val.json -> RUN/val
+    return [_eval_result(path, data, label, group="")]
+
+
+def _unique_labels(runs: list[RunResult]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        n = seen.get(r.label, 0)
+        seen[r.label] = n + 1
+        if n:
+            r.label = f"{r.label} #{n + 1}"
+
+
+# ---------------------------------------------------------------- flags
+
+
+def area_ratio(run: RunResult, cls: str) -> float | None:
+    """Predicted pixels / true pixels: exact from pixel counts, else from IoU and Acc (recall).
+
+    IoU = I / (P + L - I) and Acc = I / L give P / L = Acc / IoU - 1 + Acc.
+    """
+    vals = run.per_class.get(cls, {})
+    pred, true = vals.get("pred_pixels"), vals.get("gt_pixels")
+    if isinstance(pred, (int, float)) and isinstance(true, (int, float)) and true > 0:
+        return round(pred / true, 2)
+    iou, acc = run.value(cls, "IoU"), run.value(cls, "Acc")
+    if not iou or acc is None:
+        return None
+    return round((acc / 100) / (iou / 100) - 1 + acc / 100, 2)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def overfill_flags(runs: list[RunResult], min_change: float, area_limit: float) -> list[Flag]:
+    """IoU down and Acc up against the first result of the same split; or predicted area >= area_limit x true."""
+    flags: list[Flag] = []
+    first_of_split: dict[str, RunResult] = {}
+    for run in runs:
+        base = first_of_split.setdefault(run.split, run)
+        hits: dict[str, str] = {}
+        evidence: dict[str, Any] = {}
+        for cls in run.per_class:
+            ratio = area_ratio(run, cls)
+            if base is not run:
+                b_iou, b_acc = base.value(cls, "IoU"), base.value(cls, "Acc")
+                iou, acc = run.value(cls, "IoU"), run.value(cls, "Acc")
+                if None not in (b_iou, b_acc, iou, acc) and iou - b_iou <= -min_change and acc - b_acc >= min_change:  # type: ignore[operator]
+                    b_ratio = area_ratio(base, cls)
+                    hits[cls] = (
+                        f"{cls}: IoU {b_iou:.2f} -> {iou:.2f} ({iou - b_iou:+.2f}) while Acc {b_acc:.2f} -> {acc:.2f} ({acc - b_acc:+.2f}); "  # type: ignore[operator]
+                        f"predicted/true area {_fmt(b_ratio)} -> {_fmt(ratio)}"
+                    )
+                    evidence[cls] = {"IoU": [b_iou, iou], "Acc": [b_acc, acc], "pred_to_true_area": [b_ratio, ratio], "against": base.label}
+                    continue
+            if ratio is not None and ratio >= area_limit:
+                hits[cls] = f"{cls}: predicted area {ratio:.2f}x the true area (IoU {_fmt(run.value(cls, 'IoU'))}, Acc {_fmt(run.value(cls, 'Acc'))})"
+                evidence[cls] = {"IoU": run.value(cls, "IoU"), "Acc": run.value(cls, "Acc"), "pred_to_true_area": ratio}
+        if hits:
+            sbd = re.search(r"sbd|aug\.txt|voc12_aug", f"{run.settings.get('train_set', '')} {run.settings.get('base_configs', '')}", re.I) is not None
+            cause = "coarse training masks: SBD's polygon labels have no void band and spill over thin parts, so the model learns to paint past edges" if sbd else "masks larger than the objects (coarse training labels, e.g. SBD's polygons)"
+            flags.append(
+                Flag(
+                    "over-filled",
+                    run.label,
+                    f"{run.label}: over-filled predictions ({cause}). " + "; ".join(hits.values()),
+                    classes=list(hits),
+                    evidence=evidence,
+                    fix="see it in the overlays (`vocseg predict`) and the confusion matrix's background row (`vocseg eval`); "
+                    "one remedy to try: a short fine-tune on VOC's fine labels (train.txt) after the VOC+SBD schedule",
+                )
+            )
+    return flags
+
+
+def memorisation_flags(runs: list[RunResult], gap: float) -> list[Flag]:
+    """A train result and a val result of the same model, far apart."""
+    flags = []
+    by_group: dict[str, dict[str, RunResult]] = {}
+    for run in runs:
+        by_group.setdefault(run.group, {})[run.split] = run
+    for splits in by_group.values():
+        train, val = splits.get("train") or splits.get("trainaug"), splits.get("val")
+        if train is None or val is None or train.mIoU - val.mIoU < gap:
+            continue
+        per_class = {c: round(train.value(c, "IoU") - val.value(c, "IoU"), 2) for c in val.per_class if train.value(c, "IoU") is not None and val.value(c, "IoU") is not None}  # type: ignore[operator]
+        worst = sorted(per_class, key=lambda c: -per_class[c])[:5]
+        flags.append(
+            Flag(
+                "memorisation",
+                val.label,
+                f"{val.label}: mIoU {train.mIoU:.2f} on its training images vs {val.mIoU:.2f} on val (gap {train.mIoU - val.mIoU:.2f}); "
+                "largest class gaps: " + ", ".join(f"{c} {per_class[c]:+.2f}" for c in worst),
+                classes=[c for c in worst if per_class[c] >= gap],
+                evidence={"train_mIoU": train.mIoU, "val_mIoU": val.mIoU, "class_gaps": per_class},
+                fix="more data (`vocseg train --aug`), fewer epochs, or stronger augmentation; `vocseg eval RUN --split train` measures it",
+            )
+        )
+    return flags
+
+
+def weak_flags(runs: list[RunResult], margin: float) -> list[Flag]:
+    """Classes at least `margin` IoU points below their run's mean in every val result (every result if none is val)."""
+    pool = [r for r in runs if r.split == "val"] or runs
+    classes = list(pool[0].per_class)
+    weak = []
+    for cls in classes:
+        vals = [r.value(cls, "IoU") for r in pool]
+        if all(v is not None and v <= r.mIoU - margin for v, r in zip(vals, pool)):
+            weak.append(cls)
+    if not weak:
+        return []
+    detail = "; ".join(f"{c} " + " / ".join(_fmt(r.value(c, "IoU")) for r in pool) for c in weak)
+    return [
+        Flag(
+            "weak",
+            "",
+            f"weak in every result (IoU at least {margin:g} below the run's mIoU in {', '.join(r.label for r in pool)}): {detail}",
+            classes=weak,
+            evidence={c: [r.value(c, "IoU") for r in pool] for c in weak},
+            fix="not a schedule problem: these classes are small, cluttered or occluded in VOC; check what they are confused with in the `vocseg eval` confusion matrix",
+        )
+    ]
+
+
+def _text(settings: dict[str, Any]) -> str:
+    return " | ".join(f"{k}: {v}" for k, v in settings.items())
+
+
+def _train_size(settings: dict[str, Any]) -> int | None:
+    text = str(settings.get("train_set", ""))
+    m = re.findall(r"=\s*([\d,]+)\s*$", text.strip()) or re.findall(r"\(([\d,]+)\s*images", text) or re.findall(r"([\d,]+)\s*images", text)
+    return int(m[-1].replace(",", "")) if m else None
+
+
+def _total_batch(settings: dict[str, Any]) -> int | None:
+    v = settings.get("total_batch")
+    if isinstance(v, int):
+        return v
+    gpus, per = settings.get("gpus"), settings.get("batch_per_gpu")
+    return gpus * per if isinstance(gpus, int) and isinstance(per, int) else None
+
+
+def settings_flags(run: RunResult) -> list[Flag]:
+    """Facts of a run's written settings that differ from the official recipe (see docs/experiments.md)."""
+    s = run.settings
+    if not s:
+        return []
+    flags: list[Flag] = []
+    text = _text(s)
+    pretrained = str(s.get("pretrained", ""))
+    if "torchvision://" in pretrained and re.search(r"V1c|deep stem", pretrained + str(s.get("base_configs", "")), re.I):
+        flags.append(
+            Flag("settings", run.label, f"{run.label}: torchvision weights (7x7 conv1 stem) on a ResNetV1c (deep stem.* convs): the stem keys do not match, so the stem started untrained.",
+                 evidence={"pretrained": pretrained}, fix="`vocseg config` refuses this pairing and picks open-mmlab://resnet50_v1c")
+        )
+    batch = _total_batch(s)
+    lr_m = re.search(r"\blr\s*=\s*([0-9.]+(?:e-?\d+)?)", str(s.get("optimizer", "")))
+    if batch and lr_m:
+        lr, expected = float(lr_m.group(1)), OFFICIAL_LR * batch / OFFICIAL_BATCH
+        if abs(lr - expected) > 0.1 * expected:
+            flags.append(
+                Flag("settings", run.label, f"{run.label}: LR {lr:g} at total batch {batch}; the linear scaling rule gives {expected:g} ({OFFICIAL_LR:g} x {batch}/{OFFICIAL_BATCH}).",
+                     evidence={"lr": lr, "total_batch": batch, "scaled_lr": expected}, fix="`vocseg config` scales the LR to the total batch and prints the rule")
+            )
+    schedule = str(s.get("schedule", ""))
+    epochs_m = re.search(r"(\d+)\s*epochs", schedule)
+    if "by_epoch=True" in schedule and "convert_to_iter_based" not in schedule:
+        steps = f" ({epochs_m.group(1)} LR values in the whole run)" if epochs_m else ""
+        flags.append(
+            Flag("settings", run.label, f"{run.label}: PolyLR by_epoch=True changes the LR once per epoch{steps}; the official recipe decays it every iteration.",
+                 evidence={"schedule": schedule}, fix="`vocseg config` writes PolyLR by_epoch=False and converts epochs to iterations")
+        )
+    size = _train_size(s)
+    if size and epochs_m:
+        epochs = int(epochs_m.group(1))
+        samples = epochs * size
+        ratio = samples / OFFICIAL_SAMPLES
+        flags.append(
+            Flag("settings", run.label, f"{run.label}: {epochs} epochs x {size:,} images = {samples:,} samples = {ratio:.2f}x the official 40k x 16 ({OFFICIAL_SAMPLES:,}); "
+                 f"the official 40k equals {OFFICIAL_SAMPLES / size:.1f} epochs on these images.",
+                 evidence={"epochs": epochs, "train_size": size, "samples": samples, "ratio_to_official": round(ratio, 2)},
+                 fix="`vocseg config --epochs N` / `--schedule 40k` prints samples seen and the ratio before training")
+        )
+        if size < 2000 and epochs >= 50:
+            flags.append(
+                Flag("settings", run.label, f"{run.label}: each of only {size:,} training images was seen {epochs} times: expect memorisation (a large train/val gap).",
+                     evidence={"train_size": size, "epochs": epochs}, fix="`vocseg eval RUN --split train` next to `--split val` measures the gap; `vocseg train --aug` adds SBD's 9,118 images")
+            )
+    for m in re.finditer(r"40k[^|]*?(?:about|approximately|~|≈)\s*(\d+(?:\.\d+)?)\s*epochs", text):
+        claimed = float(m.group(1))
+        if size:
+            actual = OFFICIAL_SAMPLES / size
+            if abs(claimed - actual) > 0.1 * actual:
+                kept = round(40_000 * (batch or OFFICIAL_BATCH) / size, 1)
+                flags.append(
+                    Flag("settings", run.label, f"{run.label}: the config says 40k iterations is about {claimed:g} epochs, but 40k x 16 / {size:,} = {actual:.1f} epochs "
+                         f"({claimed:g} is 40k iterations at batch {batch}: {kept} epochs, half the official samples).",
+                         evidence={"claimed_epochs": claimed, "official_epochs": round(actual, 1)}, fix="`vocseg config --schedule 40k` converts by samples seen, not iterations")
+                )
+    return flags
+
+
+def compare_results(runs: list[RunResult], *, min_change: float = 3.0, area_limit: float = 1.5, gap: float = 10.0, weak_margin: float = 10.0) -> Comparison:
+    if len(runs) < 2:
+        raise VocsegError(f"compare needs two or more results; got {len(runs)}.", "Pass more eval JSONs or run folders (a run folder with eval/val.json and eval/train.json counts as two).")
+    _unique_labels(runs)
+    classes: list[str] = []
+    for r in runs:
+        classes.extend(c for c in r.per_class if c not in classes)
+    flags = overfill_flags(runs, min_change, area_limit) + memorisation_flags(runs, gap) + weak_flags(runs, weak_margin)
+    for r in runs:
+        flags.extend(settings_flags(r))
+    return Comparison(runs, classes, flags, {"min_change": min_change, "area_limit": area_limit, "gap": gap, "weak_margin": weak_margin})
+
+
+def compare_paths(paths: list[Path], **thresholds: float) -> Comparison:
+    runs: list[RunResult] = []
+    for p in paths:
+        runs.extend(load_results(p))
+    return compare_results(runs, **thresholds)
+
+
+__all__ = ["Comparison", "Flag", "RunResult", "area_ratio", "compare_paths", "compare_results", "load_results"]

@@ -1,0 +1,319 @@
+"""Evaluate a checkpoint on a split through MMEngine's test loop and mmseg's IoUMetric.
+
+The numbers are IoUMetric's own (vocseg's metric subclasses it and only adds a confusion matrix
+and, on request, the predicted label maps). Results go to a folder: `<tag>.json` (the foundation
+schema plus extra keys), `<tag>.csv`, `<tag>_confusion.png` and `<tag>_iou.png`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.errors import VocsegError
+from vocseg.results.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.training.runs import RUNS_ROOT
+
+FINE_MASKS = "SegmentationClass"  # VOC's own labels (with the 255 void band)
+SBD_MASKS = "SegmentationClassAug"  # SBD labels converted by `vocseg prepare --aug`
+SPLIT_NAMES = ("val", "train", "trainval", "aug", "trainaug")
+# Kept for callers of the first version: the mask folder each named split mostly uses.
+SPLIT_MASKS = {"val": FINE_MASKS, "train": FINE_MASKS, "trainval": FINE_MASKS, "aug": SBD_MASKS, "trainaug": SBD_MASKS}
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """The images of a split, grouped by the folder their labels come from."""
+
+    name: str  # split name, or the list file's stem
+    ids: list[str]
+    by_masks: dict[str, list[str]]  # mask folder -> ids (fine VOC labels preferred)
+
+
+def read_id_list(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VocsegError(f"Cannot read split list {path}: {exc}.", "Pass a text file with one image id per line.") from None
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise VocsegError(f"Split list {path} is empty.", "Pass a list with image ids.")
+    return ids
+
+
+def split_source(data_root: Path, split: str) -> SplitSource:
+    """The ids of a split name or list file, each with the mask folder its label is read from.
+
+    Fine VOC labels are used where an id has them, SBD labels otherwise (trainaug, aug, lists mixing
+    both): exactly the labels mmseg's pascal_voc12_aug training set uses for those ids.
+    """
+    voc = data_root / VOC_SUBDIR
+    if split in SPLIT_NAMES:
+        path = voc / SPLITS_SUBDIR / f"{split}.txt"
+        if not path.is_file():
+            fix = "vocseg prepare --aug" if split in ("aug", "trainaug") else "vocseg prepare"
+            raise VocsegError(f"Split list {path} is missing.", f"Run `{fix} --data-root {data_root}`.")
+        name = split
+    else:
+        path = Path(split)
+        if not path.is_file():
+            raise VocsegError(f"--split {split!r} is neither one of {'/'.join(SPLIT_NAMES)} nor a list file.", "Pass a split name or a file of image ids.")
+        name = path.stem
+    ids = read_id_list(path)
+    by_masks: dict[str, list[str]] = {FINE_MASKS: [], SBD_MASKS: []}
+    missing: list[str] = []
+    for i in ids:
+        if not (voc / "JPEGImages" / f"{i}.jpg").is_file():
+            missing.append(str(voc / "JPEGImages" / f"{i}.jpg"))
+        if (voc / FINE_MASKS / f"{i}.png").is_file():
+            by_masks[FINE_MASKS].append(i)
+        elif (voc / SBD_MASKS / f"{i}.png").is_file():
+            by_masks[SBD_MASKS].append(i)
+        else:
+            missing.append(str(voc / FINE_MASKS / f"{i}.png"))
+    if missing:
+        raise VocsegError(
+            f"{len(missing)} files named by {path} are missing (first: {missing[0]}).",
+            "Fix the list or the data root (`vocseg prepare --check` shows what is incomplete).",
+        )
+    return SplitSource(name=name, ids=ids, by_masks={k: v for k, v in by_masks.items() if v})
+
+
+def default_out_dir(target: str | Path, checkpoint: Path, run: Path | None) -> Path:
+    """Where results go by default: the run folder's eval/, else runs/eval/<name>/."""
+    from vocseg.recipe import official
+
+    if run is not None:
+        return run / "eval"
+    name = str(target)[len(official.PREFIX) :] if official.is_official(target) else checkpoint.stem
+    return RUNS_ROOT / "eval" / name
+
+
+def result_tag(target: str | Path, checkpoint: Path, run: Path | None, split_name: str, tta: bool) -> str:
+    """File stem of the results: `val`, `train_tta`, ... for a run folder; `<checkpoint>_val` for a named file."""
+    tag = split_name + ("_tta" if tta else "")
+    if run is not None and not Path(target).is_dir():
+        tag = f"{checkpoint.stem}_{tag}"
+    return tag
+
+
+_METRIC_NAME = "VocsegEvalMetric"
+
+
+def register_eval_metric() -> str:
+    """Register (once) mmseg's IoUMetric + vocseg's per-class table + a confusion matrix and label maps."""
+    import numpy as np
+    import torch
+    from mmseg.registry import METRICS
+
+    from vocseg.results.metric import PerClassIoUMetric
+
+    if _METRIC_NAME in METRICS.module_dict:
+        return _METRIC_NAME
+
+    class EvalMetric(PerClassIoUMetric):
+        """The metric values are IoUMetric's; this only records more about the same predictions."""
+
+        def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.save_dir = Path(save_dir) if save_dir else None
+            self.confusion: Any = None
+
+        def process(self, data_batch: dict, data_samples: Any) -> None:
+            super().process(data_batch, data_samples)
+            n = len(self.dataset_meta["classes"])
+            if self.confusion is None:
+                self.confusion = torch.zeros((n, n), dtype=torch.int64)
+            for sample in data_samples:
+                pred = sample["pred_sem_seg"]["data"].squeeze()
+                label = sample["gt_sem_seg"]["data"].squeeze().to(pred)
+                keep = (label != self.ignore_index) & (label >= 0) & (label < n)
+                index = label[keep].long() * n + pred[keep].long()
+                self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
+                if self.save_dir is not None:
+                    from vocseg.results.visualize import save_label_png
+
+                    self.save_dir.mkdir(parents=True, exist_ok=True)
+                    stem = Path(sample["img_path"]).stem
+                    save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{stem}.png")
+
+        def compute_metrics(self, results: list) -> dict[str, float]:
+            # mmseg's own per-class rounding (np.round of its float32 arrays), kept for the report
+            areas = [sum(column) for column in zip(*results)]
+            ret = self.total_area_to_metrics(*areas, self.metrics, self.nan_to_num, self.beta)
+            ret.pop("aAcc", None)
+            self.mmseg_per_class = {key: np.round(values * 100, 2) for key, values in ret.items()}
+            return super().compute_metrics(results)
+
+    METRICS.register_module(name=_METRIC_NAME, module=EvalMetric)
+    return _METRIC_NAME
+
+
+def _test_dataset(cfg: Any, root: Path, source: SplitSource, lists_dir: Path, tta: bool) -> dict[str, Any]:
+    """The config's val dataset pointed at the split; a ConcatDataset when labels come from both folders."""
+    base = cfg.val_dataloader.dataset
+    if base.get("type") == "ConcatDataset":
+        base = base.datasets[0]
+    pipeline = cfg.tta_pipeline if tta else base.pipeline
+    parts = []
+    for masks, ids in source.by_masks.items():
+        if len(source.by_masks) == 1 and source.name in SPLIT_NAMES:
+            ann = str(root / VOC_SUBDIR / SPLITS_SUBDIR / f"{source.name}.txt")
+        else:
+            lists_dir.mkdir(parents=True, exist_ok=True)
+            ann = str(lists_dir / f"{source.name}_{masks}.txt")
+            Path(ann).write_text("\n".join(ids) + "\n")
+        parts.append(
+            dict(
+                type=base.get("type", "PascalVOCDataset"),
+                data_root=str(root / VOC_SUBDIR),
+                data_prefix=dict(img_path="JPEGImages", seg_map_path=masks),
+                ann_file=ann,
+                pipeline=pipeline,
+            )
+        )
+    return parts[0] if len(parts) == 1 else dict(type="ConcatDataset", datasets=parts)
+
+
+def config_data_root(cfg: Any) -> Path | None:
+    """The data root (the folder holding VOCdevkit/) a config's val dataset points at."""
+    dataset = cfg.val_dataloader.dataset
+    if dataset.get("type") == "ConcatDataset":
+        dataset = dataset.datasets[0]
+    voc = dataset.get("data_root") or ""
+    if not voc:
+        return None
+    path = Path(voc)
+    return path.parent.parent if path.as_posix().endswith(VOC_SUBDIR) else path
+
+
+def _two_decimals(value: Any) -> float:
+    """mmseg rounds in float32 (0.11 is stored as 0.10999999940395355): the same number, as printed."""
+    v = float(value)
+    return v if math.isnan(v) else round(v, 2)
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    split: str = "val",
+    config: Path | None = None,
+    data_root: Path | None = None,
+    tta: bool = False,
+    verbose: bool = False,
+    out_dir: Path | None = None,
+    num_workers: int | None = None,
+    save_predictions: Path | None = None,
+) -> tuple[EvalResult, Any]:
+    """Evaluate; return the result and the runner's metric object (raw areas, confusion matrix)."""
+    import warnings
+
+    from vocseg.console import quiet_stdout
+    from vocseg.recipe import official
+    from vocseg.results.run_config import load_run_config
+    from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
+
+    checkpoint, run, cfg = load_run_config(target, config)
+    root = data_root
+    if root is None and official.is_official(target):
+        from vocseg.recipe.recipe import default_data_root
+
+        root = default_data_root()  # the official config names no data root
+    root = root or config_data_root(cfg)
+    if root is None or not (root / VOC_SUBDIR).is_dir():
+        raise VocsegError(f"Data root {root or '(none in the config)'} has no {VOC_SUBDIR}.", "Pass --data-root (the folder `vocseg prepare` wrote).")
+    source = split_source(root, split)
+    results_dir = out_dir or default_out_dir(target, checkpoint, run)
+    if tta and "tta_pipeline" not in cfg:
+        from vocseg.recipe.mmconfig import tta_pipeline
+
+        cfg.tta_pipeline = tta_pipeline()
+
+    loader = cfg.val_dataloader.copy()
+    loader.dataset = _test_dataset(cfg, root, source, results_dir / "lists", tta)
+    workers = loader.get("num_workers", 0) if num_workers is None else num_workers
+    loader.num_workers = workers
+    loader.persistent_workers = workers > 0
+    loader.batch_size = 1
+    cfg.test_dataloader = loader
+    cfg.test_evaluator = dict(
+        type=_METRIC_NAME,
+        iou_metrics=["mIoU", "mDice", "mFscore"],
+        ignore_index=IGNORE_INDEX,
+        save_dir=str(save_predictions) if save_predictions else None,
+    )
+    cfg.test_cfg = dict(type="TestLoop")
+    cfg.load_from = None
+    cfg.resume = False
+    cfg.launcher = "none"
+    cfg.work_dir = str(results_dir)
+    from vocseg.stack.instance_names import unique_instance_names
+
+    unique_instance_names(cfg, "eval")
+    cfg.custom_hooks = []
+    cfg.default_hooks = {k: v for k, v in cfg.get("default_hooks", {}).items() if k in ("timer", "logger")}
+    if tta:
+        cfg.model = dict(type="SegTTAModel", module=cfg.model)
+
+    from mmengine.runner import Runner
+
+    register_eval_metric()
+    quiet = quiet_stdout(verbose)
+    with quiet, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
+        runner = Runner.from_cfg(cfg)
+        model = runner.model.module if tta else runner.model
+        ckpt = load_state_dict_checked(checkpoint, model)
+        model.load_state_dict(state_dict_of(ckpt), strict=False)  # fit was checked: only BN counters may differ
+        runner._has_loaded = True
+        metrics = runner.test()
+    metric = runner.test_evaluator.metrics[0]
+    per_class: dict[str, dict[str, Any]] = {}
+    areas = metric.last_areas
+    for i, name in enumerate(metric.dataset_meta["classes"]):
+        # mmseg's rounded float32 value, written with the same two decimals it prints
+        row: dict[str, Any] = {k: _two_decimals(metric.mmseg_per_class[k][i]) for k in METRIC_KEYS if k in metric.mmseg_per_class}
+        row["gt_pixels"] = int(areas["label"][i])
+        row["pred_pixels"] = int(areas["pred"][i])
+        per_class[name] = row
+    confusion = metric.confusion.tolist() if metric.confusion is not None else None
+    result = EvalResult(
+        mIoU=_two_decimals(metrics["mIoU"]),
+        mAcc=_two_decimals(metrics["mAcc"]),
+        aAcc=_two_decimals(metrics["aAcc"]),
+        per_class=per_class,
+        checkpoint=str(target) if official.is_official(target) else str(checkpoint),
+        split=source.name,
+        num_images=len(runner.test_dataloader.dataset),
+        extra={
+            "tta": tta,
+            "data_root": str(root),
+            "labels": {("voc" if k == FINE_MASKS else "sbd"): len(v) for k, v in source.by_masks.items()},
+            "means": {f"m{k}": _two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
+        },
+        confusion=confusion,
+    )
+    result.extra["out_dir"] = str(results_dir)
+    result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
+    return result, metric
+
+
+def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True) -> list[Path]:
+    """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / f"{tag}.json", out_dir / f"{tag}.csv"]
+    write_json(result, written[0])
+    write_csv(result, written[1])
+    if plots:
+        from vocseg.results.plots import confusion_heatmap, iou_bar_chart
+
+        title = f"{Path(result.checkpoint).name} on {result.split} ({result.num_images} images){' + TTA' if result.extra.get('tta') else ''}"
+        if result.confusion is not None:
+            written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title))
+        written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title))
+    return written
+
+

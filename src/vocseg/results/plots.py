@@ -1,0 +1,139 @@
+"""PNG charts of evaluation results: confusion heatmap, per-class IoU bars, run comparison.
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global backend
+switch), imported inside the functions so the CLI stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vocseg.results.compare import Comparison
+    from vocseg.results.eval_result import EvalResult
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+    return path
+
+
+def _nan(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "") -> Path:
+    """Rows: the true class, normalised to 100% (where its pixels went); columns: the predicted class."""
+    import numpy as np
+
+    matrix = np.asarray(confusion, dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
+    n = len(classes)
+    fig = _figure(11.5, 10)
+    ax = fig.add_axes((0.15, 0.14, 0.72, 0.78))
+    cmap = _cmap("Blues").with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(share * 100), cmap=cmap, vmin=0, vmax=100)
+    ax.set_xticks(range(n), [c for c in classes], rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(n), [f"{c}{'' if totals[i, 0] else ' (absent)'}" for i, c in enumerate(classes)], fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (each row sums to 100%)")
+    for i in range(n):
+        for j in range(n):
+            v = share[i, j] * 100
+            if not math.isnan(v) and v >= 1:
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v > 55 else "black")
+    cax = fig.add_axes((0.89, 0.14, 0.02, 0.78))
+    fig.colorbar(image, cax=cax, label="% of the true class's pixels")
+    ax.set_title(title or "Normalised confusion matrix", fontsize=11)
+    return _save(fig, path)
+
+
+def _cmap(name: str) -> Any:
+    from matplotlib import colormaps
+
+    return colormaps[name].copy()
+
+
+def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
+    """Per-class IoU bars, best first, with Acc as a dot: a dot far right of its bar means over-filled masks."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    rows = [(name, _nan(v.get("IoU")), _nan(v.get("Acc"))) for name, v in result.per_class.items()]
+    rows.sort(key=lambda r: math.inf if math.isnan(r[1]) else -r[1])  # best first, undefined last
+    height = 0.32 * len(rows) + 1.9
+    fig = _figure(9, height)
+    ax = fig.add_axes((0.18, 0.75 / height, 0.78, 1 - 1.75 / height))
+    y = list(range(len(rows)))
+    ious = [0.0 if math.isnan(r[1]) else r[1] for r in rows]
+    ax.barh(y, ious, color=["#c0392b" if v < 50 else "#2e86c1" for v in ious], height=0.7)
+    ax.scatter([r[2] for r in rows], y, color="black", s=14, zorder=3)
+    for yi, (_, iou, _) in zip(y, rows):
+        ax.text(1 + (0 if math.isnan(iou) else iou), yi, "n/a" if math.isnan(iou) else f"{iou:.1f}", va="center", fontsize=8)
+    ax.axvline(result.mIoU, color="gray", linestyle="--", linewidth=1)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("percent")
+    handles = [
+        Patch(color="#2e86c1", label="IoU >= 50"),
+        Patch(color="#c0392b", label="IoU < 50"),
+        Line2D([], [], marker="o", color="black", linestyle="", markersize=4, label="Acc (recall)"),
+        Line2D([], [], color="gray", linestyle="--", label=f"mIoU {result.mIoU:.2f}"),
+    ]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title or "Per-class IoU", fontsize=11, y=1 - 0.15 / height)
+    return _save(fig, path)
+
+
+def compare_chart(comparison: Comparison, path: Path) -> Path:
+    """Grouped per-class IoU bars, one colour per result; flagged classes marked on the axis."""
+    import numpy as np
+
+    runs = comparison.runs
+    classes = comparison.classes
+    flagged = comparison.flagged_classes()
+    n, k = len(classes), len(runs)
+    fig = _figure(max(12, 0.62 * n + 2), 6.4)
+    ax = fig.add_axes((0.06, 0.22, 0.92, 0.64))
+    width = 0.8 / k
+    x = np.arange(n)
+    palette = ["#2e86c1", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#7f8c8d"]
+    for r, run in enumerate(runs):
+        vals = [_nan(run.per_class.get(c, {}).get("IoU")) for c in classes]
+        ax.bar(x - 0.4 + width * (r + 0.5), [0 if math.isnan(v) else v for v in vals], width, color=palette[r % len(palette)], label=f"{run.label}: mIoU {run.mIoU:.2f}")
+        accs = [_nan(run.per_class.get(c, {}).get("Acc")) for c in classes]
+        ax.scatter(x - 0.4 + width * (r + 0.5), accs, marker="_", s=60, color="black", zorder=3)
+    labels = []
+    for c in classes:
+        marks = flagged.get(c, [])
+        labels.append(c + (f" [{','.join(marks)}]" if marks else ""))
+    ax.set_xticks(x, labels, rotation=55, ha="right", fontsize=9)
+    for tick, c in zip(ax.get_xticklabels(), classes):
+        if c in flagged:
+            tick.set_color("#c0392b")
+            tick.set_fontweight("bold")
+    ax.set_ylim(0, 105)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel("IoU % (bars); Acc % (black ticks)")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9, ncol=min(k, 3), frameon=False)
+    fig.suptitle("Per-class IoU; red classes are flagged (" + ", ".join(f"{m}: {d}" for m, d in comparison.flag_legend().items()) + ")", fontsize=11, y=0.98)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

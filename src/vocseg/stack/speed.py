@@ -1,0 +1,115 @@
+"""Speed settings for training: mixed precision, channels_last, data-loader sizing.
+
+On CUDA, vocseg trains with bf16 autocast (fp16 with dynamic loss scaling where the GPU lacks
+bf16), channels_last tensors (convolutions take the NHWC tensor-core path), cudnn benchmark and
+pinned, persistent loader workers. Each is a recipe flag and can be turned off. Everything here
+also runs on the CPU (bf16 autocast included), which is how the tests exercise it.
+
+MMEngine's AmpOptimWrapper refuses to run without a GPU and fixes the dtype when the config is
+written; `VocsegAmpOptimWrapper` chooses on the machine that trains.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+from vocseg.stack.compat import ensure_stack
+
+ensure_stack()  # before mmseg is imported, whoever imports this module first
+
+import torch  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.model import MMDistributedDataParallel  # noqa: E402
+from mmengine.optim import AmpOptimWrapper, OptimWrapper  # noqa: E402
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS  # noqa: E402
+from mmseg.models.data_preprocessor import SegDataPreProcessor  # noqa: E402
+from mmseg.registry import MODELS  # noqa: E402
+
+AMP_DTYPES = ("auto", "bfloat16", "float16")
+
+
+def pick_amp_dtype(requested: str, device_type: str, bf16_supported: bool) -> torch.dtype:
+    """bf16 where the device has it (no loss scaling needed), else fp16 (with loss scaling)."""
+    if requested not in AMP_DTYPES:
+        raise ValueError(f"amp dtype must be one of {AMP_DTYPES}, got {requested!r}")
+    if requested == "float16":
+        return torch.float16
+    if requested == "bfloat16" or device_type == "cpu" or bf16_supported:
+        return torch.bfloat16
+    return torch.float16
+
+
+@OPTIM_WRAPPERS.register_module(name="VocsegAmpOptimWrapper")
+class MixedPrecisionOptimWrapper(AmpOptimWrapper):
+    """Autocast + (for fp16 only) dynamic loss scaling, on CUDA or the CPU."""
+
+    def __init__(self, dtype: str = "auto", loss_scale: str | float = "dynamic", **kwargs: Any) -> None:
+        OptimWrapper.__init__(self, **kwargs)  # AmpOptimWrapper.__init__ asserts a GPU
+        self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        bf16 = self.device_type == "cuda" and torch.cuda.is_bf16_supported()
+        self.cast_dtype = pick_amp_dtype(dtype, self.device_type, bf16)
+        scaling = self.cast_dtype == torch.float16
+        self._scale_update_param = loss_scale if isinstance(loss_scale, float) else None
+        init = dict(init_scale=loss_scale) if isinstance(loss_scale, float) else {}
+        self.loss_scaler = torch.amp.GradScaler(self.device_type, enabled=scaling, **init)
+
+    @contextmanager
+    def optim_context(self, model: torch.nn.Module) -> Any:
+        with OptimWrapper.optim_context(self, model), torch.autocast(self.device_type, dtype=self.cast_dtype):
+            yield
+
+    def state_dict(self) -> dict:
+        state = OptimWrapper.state_dict(self)
+        if self.loss_scaler.is_enabled():
+            state["loss_scaler"] = self.loss_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        scaler = state_dict.pop("loss_scaler", None)
+        if scaler and self.loss_scaler.is_enabled():
+            self.loss_scaler.load_state_dict(scaler)
+        OptimWrapper.load_state_dict(self, state_dict)
+
+
+@MODELS.register_module(name="VocsegSegDataPreProcessor")
+class ChannelsLastDataPreProcessor(SegDataPreProcessor):
+    """SegDataPreProcessor whose batches come out channels_last (NHWC in memory) when asked."""
+
+    def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channels_last = channels_last
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        out = super().forward(data, training)
+        if self.channels_last and out["inputs"].dim() == 4:
+            out["inputs"] = out["inputs"].contiguous(memory_format=torch.channels_last)
+        return out
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+@HOOKS.register_module(name="VocsegChannelsLastHook")
+class ChannelsLastHook(Hook):
+    """Single process: convert the model's weights to channels_last before the first step."""
+
+    priority = "VERY_HIGH"
+
+    def before_run(self, runner: Any) -> None:
+        from mmengine.model import is_model_wrapper
+
+        if not is_model_wrapper(runner.model):  # a DDP model was converted before wrapping
+            to_channels_last(runner.model)
+
+
+@MODEL_WRAPPERS.register_module(name="VocsegDistributedDataParallel")
+class ChannelsLastDDP(MMDistributedDataParallel):
+    """MMDistributedDataParallel that converts the module to channels_last first, so DDP's
+    gradient buckets are laid out for the strides the gradients will really have."""
+
+    def __init__(self, module: torch.nn.Module, channels_last: bool = False, **kwargs: Any) -> None:
+        if channels_last:
+            to_channels_last(module)
+        super().__init__(module=module, **kwargs)

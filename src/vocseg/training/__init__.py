@@ -1,0 +1,1 @@
+"""Training: launching processes, the MMEngine components (loop, sampler, hooks), run folders and resuming."""

@@ -1,0 +1,175 @@
+"""Resuming a run: find it, check its checkpoint, and handle a change in the number of processes.
+
+Everything here happens before any training process starts, so a bad run folder gives a
+one-line error and nothing in it changes (apart from deleting half-written `.tmp` files of
+killed processes).
+
+Another number of processes changes the total batch. Without `--rescale-lr` that is refused;
+with it, the run's recipe.json records the new count (so the next resume uses it) and the
+training processes scale the LR schedule carried by the checkpoint (optimizer and scheduler
+state) by new/old total batch (`VocsegBatchGuardHook`). config.py is left as it is, hand edits
+included: the LR it names is only the starting value, which the checkpoint's state replaces.
+The iteration count stays, so the samples seen change with the batch; the data order
+continues from the same iteration, not bitwise as it would have been.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from vocseg.errors import VocsegError
+from vocseg.recipe.recipe import Recipe, parse_gpus, validate
+from vocseg.stack.checkpoints import VAL_PENDING_KEY
+from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
+
+
+@dataclass(frozen=True)
+class ResumeTarget:
+    config_path: Path
+    recipe: Recipe | None  # None for a run trained from a config vocseg did not write
+    checkpoint: Path
+    iteration: int
+    max_iters: int | None
+    rescale_lr: bool  # the process count changed and the LR is rescaled
+    original_recipe: Recipe | None = None  # recipe.json as found (before --gpus/--nproc)
+    val_pending: bool = False  # a stop cut off the validation of `iteration`: the resume runs it
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config_path.parent
+
+    @property
+    def finished(self) -> bool:
+        return self.max_iters is not None and self.iteration >= self.max_iters and not self.val_pending
+
+
+def _max_iters(config_path: Path) -> int | None:
+    from vocseg.stack.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.config import Config
+
+    try:
+        cfg = Config.fromfile(str(config_path), import_custom_modules=False)
+    except Exception as exc:  # noqa: BLE001 - any parse error of a user-edited file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocsegError(f"Cannot read {config_path}: {first[:160]}.", "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py).") from None
+    train_cfg = cfg.get("train_cfg") or {}
+    value = train_cfg.get("max_iters")
+    return int(value) if value is not None else None
+
+
+def _previous_hint(checkpoint: Path, run_dir: Path) -> str:
+    older = [p.name for _, p in iter_checkpoints(run_dir) if p != checkpoint]
+    if older:
+        return f"Move {checkpoint.name} out of the folder to resume from the previous one ({older[-1]})."
+    return "No other checkpoint is in the folder: start again with `vocseg train`."
+
+
+def _load_checked(checkpoint: Path, run_dir: Path) -> dict:
+    """The checkpoint's contents, refused unless it is a training checkpoint (`meta.iter`)."""
+    from vocseg.stack.compat import load_checkpoint_file
+
+    try:
+        state = load_checkpoint_file(checkpoint)
+    except VocsegError as exc:
+        raise VocsegError(exc.message, _previous_hint(checkpoint, run_dir)) from None
+    meta = state.get("meta") if isinstance(state, dict) else None
+    iteration = meta.get("iter") if isinstance(meta, dict) else None
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        what = "a training checkpoint (no meta.iter)" if isinstance(state, dict) else f"a training checkpoint (it holds a {type(state).__name__}, not a dict)"
+        raise VocsegError(f"{checkpoint} is not {what}.", _previous_hint(checkpoint, run_dir))
+    return state
+
+
+def _val_pending(state: dict, iteration: int) -> bool:
+    """Whether a stop cut off (or came before) the validation of `iteration` (see engine.py)."""
+    hub = state.get("message_hub")
+    info = hub.get("runtime_info") if isinstance(hub, dict) else None
+    return isinstance(info, dict) and info.get(VAL_PENDING_KEY) == iteration
+
+
+def _read_recipe(path: Path) -> Recipe | None:
+    if not path.is_file():
+        return None
+    try:
+        recipe = Recipe.from_json(path.read_text())
+        validate(recipe)  # wrong types and values fail here, not in the middle of the launch
+        return recipe
+    except Exception as exc:  # noqa: BLE001 - any damage to a user-editable file
+        text = exc.message if isinstance(exc, VocsegError) else str(exc)
+        first = text.strip().splitlines()[0][:160].rstrip(".") if text.strip() else type(exc).__name__
+        raise VocsegError(
+            f"Cannot read {path}: {first}.",
+            f"Restore it from the \"vocseg_recipe\" line of {path.parent / CONFIG_NAME} (with the process count of any later "
+            "--rescale-lr resume), or move it away to resume with config.py's settings.",
+        ) from None
+
+
+def prepare_resume(
+    run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool, nnodes: int | None = None, cleanup: bool = True
+) -> ResumeTarget:
+    """Find the run and its checkpoint; with another process count, plan the LR rescale or refuse.
+
+    Writes nothing (see `commit_rescale`); `cleanup` deletes `.tmp` files of killed processes.
+    """
+    if run_dir is None:
+        run_dir = latest_run_dir()
+        if run_dir is None:
+            raise VocsegError(f"No run folder under {RUNS_ROOT}/.", "Pass the run folder: vocseg resume RUN_DIR.")
+    run_dir = run_dir.expanduser().resolve()
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise VocsegError(f"{run_dir} is not a vocseg run folder (no {CONFIG_NAME}).", "Pass the folder `vocseg train` printed.")
+    if cleanup:
+        remove_stale_temp_files(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
+    # Refuses a truncated or foreign file before any process starts.
+    state = _load_checked(checkpoint, run_dir)
+    iteration = int(state["meta"]["iter"])
+    max_iters = _max_iters(config_path)
+    recipe = _read_recipe(run_dir / RECIPE_NAME)
+    target = ResumeTarget(config_path, recipe, checkpoint, iteration, max_iters, rescale_lr=False, original_recipe=recipe,
+                          val_pending=_val_pending(state, iteration))
+    if target.finished:
+        return target
+    if recipe is None:
+        if gpus is not None or nproc is not None or (nnodes or 1) > 1:
+            raise VocsegError(f"{run_dir} has no {RECIPE_NAME} (a config vocseg did not write): --gpus/--nproc/--nnodes cannot change it.", "Resume without them.")
+        return target
+    if gpus is not None and recipe.device != "cuda":
+        raise VocsegError("--gpus: this run trains on the CPU.", "Use --nproc N to change its number of CPU processes.")
+    if nproc is not None and recipe.device != "cpu":
+        raise VocsegError("--nproc: this run trains on GPUs.", "Use --gpus to change them.")
+    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc, nnodes=nnodes or recipe.nnodes)
+    # What the checkpoint was trained with (recorded by VocsegBatchGuardHook), else the recipe's.
+    saved = state.get("vocseg_batch") or {}
+    saved_total = int(saved.get("total") or recipe.total_batch)
+    saved_world = int(saved.get("world_size") or recipe.world_size)
+    if changed.total_batch == saved_total:
+        return dataclasses.replace(target, recipe=changed)
+    if not rescale_lr:
+        raise VocsegError(
+            f"The checkpoint was trained with {saved_world} process(es) (total batch {saved_total}); resuming with "
+            f"{changed.world_size} changes the total batch to {changed.total_batch}.",
+            "Pass --rescale-lr to rescale the LR linearly to the new batch, or resume with the original count.",
+        )
+    return dataclasses.replace(target, recipe=changed, rescale_lr=True)
+
+
+def commit_rescale(target: ResumeTarget) -> None:
+    """Record the new process count in the run's recipe.json. Every launching process (each node,
+    each Slurm task) calls this: the file is written only where it differs, through a temporary
+    file, so a shared folder and one folder per machine both end up the same."""
+    from vocseg.files import write_bytes_atomic
+
+    old, new = target.original_recipe, target.recipe
+    if not target.rescale_lr or old is None or new is None or old == new:
+        return
+    path, text = target.run_dir / RECIPE_NAME, new.to_json() + "\n"
+    if not path.is_file() or path.read_text() != text:
+        write_bytes_atomic(path, text.encode())

@@ -1,0 +1,158 @@
+"""Run training (fresh or resumed) in this process through MMEngine's Runner.
+
+One process per GPU: `vocseg.training.launch` starts this code under torchrun when several are used.
+MMEngine's console log goes to the run's log file only (it is long); the person at the terminal
+sees vocseg's progress display. `--verbose` shows MMEngine's log as well (and plain progress
+lines, which mix with it better than a live display).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vocseg.console import quiet_stdout
+from vocseg.errors import VocsegError
+from vocseg.stack.instance_names import unique_instance_names
+from vocseg.training.protocol import launcher_from_env
+from vocseg.training.runs import latest_checkpoint
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    work_dir: Path
+    iterations: int
+    checkpoint: Path | None
+
+
+def _init_cpu_process_group(launcher: str, cfg: Any) -> None:
+    """MMEngine's init_dist always calls torch.cuda.set_device: on a CPU-only process it fails.
+    Start the gloo process group here (the Runner then skips its own), and let DDP wrap a CPU
+    module (device_ids=None)."""
+    import torch
+    import torch.distributed as dist
+
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    if launcher == "slurm":
+        raise VocsegError("--launcher slurm runs one task per GPU, but this task sees no GPU.", "Request GPUs from Slurm (--gres), or use --device cpu --nproc N without Slurm.")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper.setdefault("type", "MMDistributedDataParallel")
+    wrapper["device_ids"] = None
+    wrapper.setdefault("broadcast_buffers", False)
+    wrapper.setdefault("find_unused_parameters", cfg.get("find_unused_parameters", False))
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(
+    config_path: Path,
+    *,
+    resume: bool,
+    verbose: bool,
+    rescale_lr: bool = False,
+    cfg_options: dict[str, Any] | None = None,
+) -> Any:
+    from vocseg.stack.compat import ensure_stack
+
+    ensure_stack()
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(str(config_path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    # The run folder is where the config lives (a moved or copied run keeps working).
+    work_dir = config_path.resolve().parent
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = launcher_from_env()
+    unique_instance_names(cfg, work_dir.name)
+    cfg.resume = resume
+    cfg.load_from = None
+    if resume:
+        checkpoint = latest_checkpoint(work_dir)
+        if checkpoint is None:
+            raise VocsegError(f"Run folder {work_dir} has no checkpoint to resume from.", "Start it with `vocseg train` instead.")
+        cfg.load_from = str(checkpoint)  # with resume=True: resume from exactly this file
+    hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("VocsegProgressHook", "VocsegBatchGuardHook")]
+    hooks.append(dict(type="VocsegProgressHook", display="plain" if verbose else "auto", priority="VERY_LOW"))
+    hooks.append(dict(type="VocsegBatchGuardHook", rescale_lr=rescale_lr, priority="VERY_LOW"))
+    cfg.custom_hooks = hooks
+    _init_cpu_process_group(cfg.launcher, cfg)
+    # Nothing a vocseg user can act on: mmseg's visualization hook is off on purpose.
+    warnings.filterwarnings("ignore", message=".*The draw is False.*")
+    # MMEngine's DDP wrapper passes the argument itself; the user cannot change it.
+    warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated.*")
+    # MMLogger binds sys.stdout when it is created: route it away unless asked for.
+    class VocsegRunner(Runner):
+        def dump_config(self) -> None:
+            """Keep vocseg's config.py as written: MMEngine would overwrite it with runtime settings
+            (resume, load_from, launcher). The effective config still goes to the log folder
+            (`<timestamp>/vis_data/config.py`)."""
+
+    with quiet_stdout(verbose):
+        runner = VocsegRunner.from_cfg(cfg)
+    return runner
+
+
+def _progress_hooks(runner: Any) -> list[Any]:
+    from vocseg.training.progress import ProgressHook
+
+    return [h for h in runner.hooks if isinstance(h, ProgressHook)]
+
+
+def train(config_path: Path, *, resume: bool = False, verbose: bool = False, rescale_lr: bool = False) -> TrainOutcome:
+    """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
+    from vocseg.training.stop import TrainingInterrupted
+
+    def build() -> Any:
+        built = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
+        with quiet_stdout(verbose):
+            built.train_loop  # noqa: B018 - builds the loop, its dataset and loader: config mistakes show here
+            built.val_loop  # noqa: B018
+        return built
+
+    runner = _config_errors_in_one_line(config_path, build, verbose=verbose)
+    work_dir = Path(runner.work_dir)
+    try:
+        with quiet_stdout(verbose):
+            runner.train()
+    except TrainingInterrupted:
+        _close_process_group()  # every rank stopped at the same iteration
+        raise
+    finally:
+        for hook in _progress_hooks(runner):
+            hook.close()
+    _close_process_group()
+    return TrainOutcome(work_dir=work_dir, iterations=runner.iter, checkpoint=latest_checkpoint(work_dir))
+
+
+def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) -> Any:
+    """A hand-edited config that MMEngine cannot build (a wrong argument, an unknown type) is the
+    user's to fix: one line naming it. --verbose keeps the traceback."""
+    try:
+        return build()
+    except VocsegError:
+        raise
+    except Exception as exc:
+        if verbose:
+            raise
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else ""
+        raise VocsegError(
+            f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
+            "Fix the config (or write one with `vocseg config`); --verbose shows the traceback.",
+        ) from None
+
+
+def _close_process_group() -> None:
+    """Leave the process group together: a process that exits with it open can abort in
+    c10d's teardown ("terminate called without an active exception") and fail the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,149 @@
+"""Run folders: where they live, how they are named, and what is in them. No heavy imports.
+
+A run folder holds `config.py` and `recipe.json` (written by vocseg before training starts),
+MMEngine's checkpoints (`iter_N.pth`, `best_mIoU_iter_N.pth`), `last_checkpoint` (the path of
+the newest complete checkpoint), MMEngine's logs in a timestamped folder, and vocseg's results
+(`eval/`, `predict/`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vocseg.errors import VocsegError
+
+RUNS_ROOT = Path("runs")
+CONFIG_NAME = "config.py"
+RECIPE_NAME = "recipe.json"
+_ITER_CKPT = re.compile(r"^iter_(\d+)\.pth$")
+
+
+def unique_run_dir(root: Path, name: str) -> Path:
+    """`root/name`, or `root/name-2`, `-3`, ... when taken: a new run never overwrites an old one."""
+    candidate = root / name
+    n = 2
+    while candidate.exists():
+        candidate = root / f"{name}-{n}"
+        n += 1
+    return candidate
+
+
+def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
+    """The run folder under `root` that trained last: newest checkpoint (or config, before the
+    first checkpoint). Not the folder's own time, which `vocseg eval` or `predict` also change."""
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.iterdir() if (p / CONFIG_NAME).is_file()]
+    return max(runs, key=_last_trained) if runs else None
+
+
+def _last_trained(run: Path) -> float:
+    files = [run / CONFIG_NAME, run / "last_checkpoint", *(p for _, p in iter_checkpoints(run))]
+    return max((p.stat().st_mtime for p in files if p.is_file()), default=0.0)
+
+
+def iter_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in work_dir.glob("iter_*.pth"):
+        m = _ITER_CKPT.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint `last_checkpoint` names (MMEngine's pointer), else the highest `iter_N.pth`.
+
+    The pointer holds an absolute path; only the file of that name in `work_dir` is used, so a
+    run folder that was moved or copied resumes from its own checkpoint, never the original's.
+    """
+    pointer = work_dir / "last_checkpoint"
+    if pointer.is_file():
+        text = pointer.read_text().strip()
+        if text and (work_dir / Path(text).name).is_file():
+            return work_dir / Path(text).name
+    found = iter_checkpoints(work_dir)
+    return found[-1][1] if found else None
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def remove_stale_temp_files(work_dir: Path) -> list[Path]:
+    """Delete half-written `.NAME.PID.tmp` files left by a killed process (never a live one's)."""
+    removed = []
+    for p in work_dir.glob(".*.tmp"):
+        m = _TEMP.match(p.name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
+    """A checkpoint file or a run folder -> (checkpoint, run folder or None)."""
+    if path.is_dir():
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise VocsegError(f"{path} has no checkpoint.", "Train it first (`vocseg train`), or pass a .pth file.")
+        return ckpt, path
+    if path.is_file():
+        run = path.parent if (path.parent / CONFIG_NAME).is_file() else None
+        return path, run
+    raise VocsegError(f"{path} does not exist.", "Pass a run folder or a checkpoint .pth file.")
+
+
+LOCK_NAME = ".vocseg.lock"
+
+
+@contextmanager
+def run_lock(work_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one training at a time: two would overwrite each other's
+    checkpoints and `last_checkpoint`. The lock goes with the process (an flock), so a killed
+    run never leaves the folder locked."""
+    import fcntl
+
+    with open(work_dir / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            raise VocsegError(
+                f"{work_dir} is being trained by another process{f' (pid {holder})' if holder.isdigit() else ''}.",
+                "Wait for it to finish, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and resume.",
+            ) from None
+        except OSError:  # a file system without locks (some network mounts): go on unguarded
+            yield
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        _HELD_LOCKS.add(f.fileno())
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(f.fileno())
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_HELD_LOCKS: set[int] = set()
+
+
+def held_lock_fds() -> tuple[int, ...]:
+    """File descriptors of the run locks this process holds, for child processes to keep open:
+    an flock is released only when every process holding the file has closed it."""
+    return tuple(sorted(_HELD_LOCKS))

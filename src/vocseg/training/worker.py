@@ -1,0 +1,69 @@
+"""One training process: `python -m vocseg.training.worker CONFIG [--resume] [--rescale-lr]` (what torchrun starts).
+
+Also called in-process for single-process runs and Slurm tasks. Returns 0, or 130/143 after a
+clean stop on Ctrl-C/SIGTERM (a checkpoint is on disk), with the command that resumes. Under
+vocseg's own torchrun launch (`VOCSEG_STOP_FILE` set) a clean stop exits 0 (torchrun would
+report any other code as a crash) and local rank 0 leaves a note for the launcher instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vocseg.errors import VocsegError
+from vocseg.training.protocol import EXIT_SIGNAL, STOP_FILE_ENV, launcher_from_env, stop_message
+
+
+def _is_rank0() -> bool:
+    launcher = launcher_from_env()
+    if launcher == "none":
+        return True
+    return os.environ.get("SLURM_PROCID" if launcher == "slurm" else "RANK", "0") == "0"
+
+
+def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bool = False) -> int:
+    from vocseg.console import console
+    from vocseg.training.runner import train
+    from vocseg.training.stop import TrainingInterrupted
+
+    try:
+        outcome = train(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
+    except TrainingInterrupted as stop:
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        if stop_file:
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                from vocseg.files import write_bytes_atomic
+
+                write_bytes_atomic(stop_file, json.dumps({"iteration": stop.iteration, "signal": stop.signum}).encode())
+            return 0
+        if _is_rank0():
+            console.print(stop_message(Path(stop.work_dir), stop.iteration), soft_wrap=True)
+        return EXIT_SIGNAL.get(stop.signum, 130)
+    if _is_rank0():
+        console.print(f"[green]done:[/] {outcome.iterations} iterations; checkpoint {outcome.checkpoint}", soft_wrap=True)
+        console.print(f"next: vocseg eval {outcome.work_dir}   |   vocseg predict IMAGE --checkpoint {outcome.work_dir}", soft_wrap=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vocseg.training.worker")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--rescale-lr", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        code = run_worker(args.config, resume=args.resume, verbose=args.verbose, rescale_lr=args.rescale_lr)
+    except VocsegError as exc:
+        if _is_rank0():
+            print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

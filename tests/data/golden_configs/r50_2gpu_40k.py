@@ -1,0 +1,257 @@
+# MMSegmentation config written by `vocseg config`; standalone (no _base_).
+# Model r50, VOC 2012 + SBD (aug), 2 process(es) x batch 4, 80000 iterations.
+# Train with `vocseg train THIS_FILE` or mmseg's tools/train.py.
+
+default_scope = 'mmseg'
+
+# stack fixes (mmcv-lite ops, safe checkpoint loading) and vocseg's loop/sampler/hooks
+custom_imports = {'imports': ['vocseg.mmseg_plugin'], 'allow_failed_imports': False}
+
+work_dir = '/work/runs/r50_2gpu_40k'
+
+# the recipe this file was written from (vocseg reads it back)
+vocseg_recipe = ('{\n'
+ ' "amp": null,\n'
+ ' "aug": true,\n'
+ ' "base_batch": 16,\n'
+ ' "base_lr": null,\n'
+ ' "batch": 4,\n'
+ ' "channels_last": null,\n'
+ ' "ckpt_interval": null,\n'
+ ' "crop": null,\n'
+ ' "cudnn_benchmark": null,\n'
+ ' "data_root": "/data/voc",\n'
+ ' "deterministic": false,\n'
+ ' "device": "cuda",\n'
+ ' "epochs": null,\n'
+ ' "extra": {},\n'
+ ' "gpus": "6,7",\n'
+ ' "gpus_grammar": 2,\n'
+ ' "iters": null,\n'
+ ' "keep": 3,\n'
+ ' "lr": null,\n'
+ ' "model": "r50",\n'
+ ' "name": null,\n'
+ ' "nnodes": 1,\n'
+ ' "nproc": 1,\n'
+ ' "num_workers": null,\n'
+ ' "pin_memory": null,\n'
+ ' "pretrained": "auto",\n'
+ ' "schedule": "40k",\n'
+ ' "seed": 0,\n'
+ ' "val_interval": null,\n'
+ ' "warmup_iters": 0\n'
+ '}')
+
+# model preset 'r50'
+crop_size = (512, 512)
+
+# UPerNet + ResNetV1c-50, the official recipe; SyncBN only when several GPUs share the batch; pretrained: open-mmlab://resnet50_v1c
+model = {'type': 'EncoderDecoder',
+ 'data_preprocessor': {'type': 'VocsegSegDataPreProcessor',
+                       'channels_last': True,
+                       'mean': [123.675, 116.28, 103.53],
+                       'std': [58.395, 57.12, 57.375],
+                       'bgr_to_rgb': True,
+                       'pad_val': 0,
+                       'seg_pad_val': 255,
+                       'size': (512, 512)},
+ 'pretrained': None,
+ 'backbone': {'type': 'ResNetV1c',
+              'depth': 50,
+              'stem_channels': 64,
+              'base_channels': 64,
+              'num_stages': 4,
+              'out_indices': (0, 1, 2, 3),
+              'dilations': (1, 1, 1, 1),
+              'strides': (1, 2, 2, 2),
+              'norm_cfg': {'type': 'SyncBN', 'requires_grad': True},
+              'norm_eval': False,
+              'style': 'pytorch',
+              'contract_dilation': True,
+              'init_cfg': {'type': 'Pretrained', 'checkpoint': 'open-mmlab://resnet50_v1c'}},
+ 'decode_head': {'type': 'UPerHead',
+                 'in_channels': [256, 512, 1024, 2048],
+                 'in_index': [0, 1, 2, 3],
+                 'pool_scales': (1, 2, 3, 6),
+                 'channels': 512,
+                 'dropout_ratio': 0.1,
+                 'num_classes': 21,
+                 'norm_cfg': {'type': 'SyncBN', 'requires_grad': True},
+                 'align_corners': False,
+                 'loss_decode': {'type': 'CrossEntropyLoss', 'use_sigmoid': False, 'loss_weight': 1.0}},
+ 'auxiliary_head': {'type': 'FCNHead',
+                    'in_channels': 1024,
+                    'in_index': 2,
+                    'channels': 256,
+                    'num_convs': 1,
+                    'concat_input': False,
+                    'dropout_ratio': 0.1,
+                    'num_classes': 21,
+                    'norm_cfg': {'type': 'SyncBN', 'requires_grad': True},
+                    'align_corners': False,
+                    'loss_decode': {'type': 'CrossEntropyLoss', 'use_sigmoid': False, 'loss_weight': 0.4}},
+ 'train_cfg': {},
+ 'test_cfg': {'mode': 'whole'}}
+
+# the official VOC augmentation: resize to (2048, 512) x 0.5-2.0, crop, flip, photometric
+train_pipeline = [{'type': 'LoadImageFromFile'},
+ {'type': 'LoadAnnotations'},
+ {'type': 'RandomResize', 'scale': (2048, 512), 'ratio_range': (0.5, 2.0), 'keep_ratio': True},
+ {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
+ {'type': 'RandomFlip', 'prob': 0.5},
+ {'type': 'PhotoMetricDistortion'},
+ {'type': 'PackSegInputs'}]
+
+# used by `vocseg predict` (mmseg's inference_model)
+test_pipeline = [{'type': 'LoadImageFromFile'},
+ {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
+ {'type': 'LoadAnnotations'},
+ {'type': 'PackSegInputs'}]
+
+# 10582 training images (VOC train + SBD aug); 4 per process x 2 = batch 8; the sampler reshuffles each epoch and skips trained batches on resume without loading them
+train_dataloader = {'batch_size': 4,
+ 'num_workers': 0,
+ 'persistent_workers': False,
+ 'pin_memory': True,
+ 'sampler': {'type': 'VocsegResumableSampler', 'batch_size': 4, 'shuffle': True, 'seed': 0},
+ 'dataset': {'type': 'VocsegSeededDataset',
+             'seed': 0,
+             'dataset': {'type': 'ConcatDataset',
+                         'datasets': [{'type': 'PascalVOCDataset',
+                                       'data_root': '/data/voc/VOCdevkit/VOC2012',
+                                       'data_prefix': {'img_path': 'JPEGImages',
+                                                       'seg_map_path': 'SegmentationClass'},
+                                       'ann_file': 'ImageSets/Segmentation/train.txt',
+                                       'pipeline': [{'type': 'LoadImageFromFile'},
+                                                    {'type': 'LoadAnnotations'},
+                                                    {'type': 'RandomResize',
+                                                     'scale': (2048, 512),
+                                                     'ratio_range': (0.5, 2.0),
+                                                     'keep_ratio': True},
+                                                    {'type': 'RandomCrop',
+                                                     'crop_size': (512, 512),
+                                                     'cat_max_ratio': 0.75},
+                                                    {'type': 'RandomFlip', 'prob': 0.5},
+                                                    {'type': 'PhotoMetricDistortion'},
+                                                    {'type': 'PackSegInputs'}]},
+                                      {'type': 'PascalVOCDataset',
+                                       'data_root': '/data/voc/VOCdevkit/VOC2012',
+                                       'data_prefix': {'img_path': 'JPEGImages',
+                                                       'seg_map_path': 'SegmentationClassAug'},
+                                       'ann_file': 'ImageSets/Segmentation/aug.txt',
+                                       'pipeline': [{'type': 'LoadImageFromFile'},
+                                                    {'type': 'LoadAnnotations'},
+                                                    {'type': 'RandomResize',
+                                                     'scale': (2048, 512),
+                                                     'ratio_range': (0.5, 2.0),
+                                                     'keep_ratio': True},
+                                                    {'type': 'RandomCrop',
+                                                     'crop_size': (512, 512),
+                                                     'cat_max_ratio': 0.75},
+                                                    {'type': 'RandomFlip', 'prob': 0.5},
+                                                    {'type': 'PhotoMetricDistortion'},
+                                                    {'type': 'PackSegInputs'}]}]}}}
+
+val_dataloader = {'batch_size': 1,
+ 'num_workers': 0,
+ 'persistent_workers': False,
+ 'pin_memory': True,
+ 'sampler': {'type': 'DefaultSampler', 'shuffle': False},
+ 'dataset': {'type': 'PascalVOCDataset',
+             'data_root': '/data/voc/VOCdevkit/VOC2012',
+             'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
+             'ann_file': 'ImageSets/Segmentation/val.txt',
+             'pipeline': [{'type': 'LoadImageFromFile'},
+                          {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
+                          {'type': 'LoadAnnotations'},
+                          {'type': 'PackSegInputs'}]}}
+
+test_dataloader = {'batch_size': 1,
+ 'num_workers': 0,
+ 'persistent_workers': False,
+ 'pin_memory': True,
+ 'sampler': {'type': 'DefaultSampler', 'shuffle': False},
+ 'dataset': {'type': 'PascalVOCDataset',
+             'data_root': '/data/voc/VOCdevkit/VOC2012',
+             'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
+             'ann_file': 'ImageSets/Segmentation/val.txt',
+             'pipeline': [{'type': 'LoadImageFromFile'},
+                          {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
+                          {'type': 'LoadAnnotations'},
+                          {'type': 'PackSegInputs'}]}}
+
+val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+
+test_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+
+# LR 0.005 = 0.01 x 8 / 16 (linear scaling from the base batch); mixed precision
+optim_wrapper = {'type': 'VocsegAmpOptimWrapper',
+ 'dtype': 'auto',
+ 'optimizer': {'type': 'SGD', 'lr': 0.005, 'momentum': 0.9, 'weight_decay': 0.0005},
+ 'clip_grad': None}
+
+# poly decay every iteration (never once per epoch)
+param_scheduler = [{'type': 'PolyLR', 'eta_min': 0.0001, 'power': 0.9, 'begin': 0, 'end': 80000, 'by_epoch': False}]
+
+# 80000 iterations = official 40k x 16 samples at batch 8; 60.5 epochs, 640000 samples, 1.00x the official 40k x 16 schedule
+train_cfg = {'type': 'VocsegResumableIterLoop', 'max_iters': 80000, 'val_interval': 8000}
+
+val_cfg = {'type': 'ValLoop'}
+
+test_cfg = {'type': 'TestLoop'}
+
+# checkpoint every 8000 iterations, keeping 3 and the best by mIoU
+default_hooks = {'timer': {'type': 'IterTimerHook'},
+ 'logger': {'type': 'LoggerHook', 'interval': 50, 'log_metric_by_epoch': False},
+ 'param_scheduler': {'type': 'ParamSchedulerHook'},
+ 'checkpoint': {'type': 'VocsegCheckpointHook',
+                'by_epoch': False,
+                'interval': 8000,
+                'max_keep_ckpts': 3,
+                'save_last': True,
+                'save_best': 'mIoU',
+                'rule': 'greater'},
+ 'sampler_seed': {'type': 'DistSamplerSeedHook'},
+ 'visualization': {'type': 'SegVisualizationHook'}}
+
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; weights in channels_last
+custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegChannelsLastHook'}]
+
+# channels_last before DDP wraps the model, so its gradient buckets match
+model_wrapper_cfg = {'type': 'VocsegDistributedDataParallel', 'channels_last': True}
+
+env_cfg = {'cudnn_benchmark': True,
+ 'mp_cfg': {'mp_start_method': 'fork', 'opencv_num_threads': 0},
+ 'dist_cfg': {'backend': 'nccl'}}
+
+# fixed up front: the sampler's order must not depend on a seed restored later
+randomness = {'seed': 0, 'deterministic': False}
+
+vis_backends = [{'type': 'LocalVisBackend'}]
+
+visualizer = {'type': 'SegLocalVisualizer', 'vis_backends': [{'type': 'LocalVisBackend'}], 'name': 'visualizer'}
+
+log_processor = {'by_epoch': False}
+
+log_level = 'INFO'
+
+load_from = None
+
+resume = False
+
+tta_model = {'type': 'SegTTAModel'}
+
+# official multi-scale (0.5-1.75) + flip, used by `vocseg eval --tta`
+tta_pipeline = [{'type': 'LoadImageFromFile'},
+ {'type': 'TestTimeAug',
+  'transforms': [[{'type': 'Resize', 'scale_factor': 0.5, 'keep_ratio': True},
+                  {'type': 'Resize', 'scale_factor': 0.75, 'keep_ratio': True},
+                  {'type': 'Resize', 'scale_factor': 1.0, 'keep_ratio': True},
+                  {'type': 'Resize', 'scale_factor': 1.25, 'keep_ratio': True},
+                  {'type': 'Resize', 'scale_factor': 1.5, 'keep_ratio': True},
+                  {'type': 'Resize', 'scale_factor': 1.75, 'keep_ratio': True}],
+                 [{'type': 'RandomFlip', 'prob': 0.0, 'direction': 'horizontal'},
+                  {'type': 'RandomFlip', 'prob': 1.0, 'direction': 'horizontal'}],
+                 [{'type': 'LoadAnnotations'}],
+                 [{'type': 'PackSegInputs'}]]}]
