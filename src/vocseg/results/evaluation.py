@@ -239,12 +239,15 @@ def evaluate(
     loader.persistent_workers = workers > 0
     loader.batch_size = 1
     cfg.test_dataloader = loader
-    cfg.test_evaluator = dict(
-        type=_METRIC_NAME,
-        iou_metrics=["mIoU", "mDice", "mFscore"],
-        ignore_index=IGNORE_INDEX,
-        save_dir=str(save_predictions) if save_predictions else None,
-    )
+    cfg.test_evaluator = [
+        dict(
+            type=_METRIC_NAME,
+            iou_metrics=["mIoU", "mDice", "mFscore"],
+            ignore_index=IGNORE_INDEX,
+            save_dir=str(save_predictions) if save_predictions else None,
+        ),
+        dict(type="VocsegImageStats", ignore_index=IGNORE_INDEX),  # per-image counts for the error galleries (vocseg report)
+    ]
     cfg.test_cfg = dict(type="TestLoop")
     cfg.load_from = None
     cfg.resume = False
@@ -298,7 +301,26 @@ def evaluate(
     )
     result.extra["out_dir"] = str(results_dir)
     result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
+    write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
     return result, metric
+
+
+IMAGES_SUFFIX = "_images.json"  # per-image counts and the error galleries, beside <tag>.json
+
+
+def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
+    """`<tag>_images.json`: per-image counts and each class's worst images (vocseg.results.galleries)."""
+    import json
+
+    from vocseg.files import write_text_atomic
+    from vocseg.results.galleries import gallery_document
+
+    classes = list(result.per_class)
+    galleries = stats.tracker.galleries(classes) if stats.tracker is not None else {}
+    doc = gallery_document(stats.per_image, stats.predictions, galleries, classes, stats.limit, checkpoint=result.checkpoint, split=result.split, data_root=result.extra.get("data_root"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n")
+    return path
 
 
 def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True) -> list[Path]:

@@ -39,6 +39,11 @@ def _nan(v: Any) -> float:
 
 def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "") -> Path:
     """Rows: the true class, normalised to 100% (where its pixels went); columns: the predicted class."""
+    return _save(confusion_figure(confusion, classes, title=title), path)
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "") -> Any:
+    """The figure of `confusion_heatmap`, for callers that embed it (vocseg report)."""
     import numpy as np
 
     matrix = np.asarray(confusion, dtype=np.float64)
@@ -62,7 +67,7 @@ def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str]
     cax = fig.add_axes((0.89, 0.14, 0.02, 0.78))
     fig.colorbar(image, cax=cax, label="% of the true class's pixels")
     ax.set_title(title or "Normalised confusion matrix", fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 def _cmap(name: str) -> Any:
@@ -73,24 +78,35 @@ def _cmap(name: str) -> Any:
 
 def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
     """Per-class IoU bars, best first, with Acc as a dot: a dot far right of its bar means over-filled masks."""
+    return _save(iou_bar_figure(result, title=title), path)
+
+
+def iou_bar_figure(result: EvalResult, *, title: str = "") -> Any:
+    """The figure of `iou_bar_chart`. The numbers (IoU, Acc) stand in two columns right of the plot
+    area, where no bar, Acc dot or mIoU line can cover them."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
 
     rows = [(name, _nan(v.get("IoU")), _nan(v.get("Acc"))) for name, v in result.per_class.items()]
     rows.sort(key=lambda r: math.inf if math.isnan(r[1]) else -r[1])  # best first, undefined last
     height = 0.32 * len(rows) + 1.9
     fig = _figure(9, height)
-    ax = fig.add_axes((0.18, 0.75 / height, 0.78, 1 - 1.75 / height))
+    ax = fig.add_axes((0.17, 0.75 / height, 0.66, 1 - 1.75 / height))
     y = list(range(len(rows)))
     ious = [0.0 if math.isnan(r[1]) else r[1] for r in rows]
     ax.barh(y, ious, color=["#c0392b" if v < 50 else "#2e86c1" for v in ious], height=0.7)
     ax.scatter([r[2] for r in rows], y, color="black", s=14, zorder=3)
-    for yi, (_, iou, _) in zip(y, rows):
-        ax.text(1 + (0 if math.isnan(iou) else iou), yi, "n/a" if math.isnan(iou) else f"{iou:.1f}", va="center", fontsize=8)
     ax.axvline(result.mIoU, color="gray", linestyle="--", linewidth=1)
+    column = blended_transform_factory(ax.transAxes, ax.transData)  # x in axes fractions, y in rows
+    for x, head in ((1.07, "IoU"), (1.19, "Acc")):
+        ax.text(x, -0.9, head, transform=column, ha="right", va="center", fontsize=8, fontweight="bold", clip_on=False)
+    for yi, (_, iou, acc) in zip(y, rows):
+        ax.text(1.07, yi, "n/a" if math.isnan(iou) else f"{iou:.1f}", transform=column, ha="right", va="center", fontsize=8, clip_on=False)
+        ax.text(1.19, yi, "n/a" if math.isnan(acc) else f"{acc:.1f}", transform=column, ha="right", va="center", fontsize=8, color="#444444", clip_on=False)
     ax.set_yticks(y, [r[0] for r in rows], fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, 105)
+    ax.set_xlim(0, 102)
     ax.set_xlabel("percent")
     handles = [
         Patch(color="#2e86c1", label="IoU >= 50"),
@@ -98,9 +114,18 @@ def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
         Line2D([], [], marker="o", color="black", linestyle="", markersize=4, label="Acc (recall)"),
         Line2D([], [], color="gray", linestyle="--", label=f"mIoU {result.mIoU:.2f}"),
     ]
-    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, 1.02), ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title or "Per-class IoU", fontsize=11, y=1 - 0.15 / height)
-    return _save(fig, path)
+    return fig
+
+
+def png_bytes(fig: Any) -> bytes:
+    """A figure as PNG bytes (for data URIs)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
 def compare_chart(comparison: Comparison, path: Path) -> Path:

@@ -1,4 +1,11 @@
-"""Pictures of label maps: VOC-palette colours, overlays with a legend, palette label PNGs."""
+"""Pictures of label maps that can be read: VOC-palette colours, outlined overlays with a legend, label PNGs.
+
+A blended fill alone does not work: at 50% opacity a class colour mixes with the photo under it,
+so the legend swatch no longer matches what is seen (a "horse" region turns grey-pink, chair and
+cat both look dark red). Overlays here draw each class region's *outline* (its inner boundary, a
+few pixels wide) in the exact VOC palette colour, over a lighter fill of the same colour. The
+legend's swatch for a class is that same colour, and it lists only the classes drawn.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,12 @@ import numpy as np
 
 from vocseg.data.voc import CLASSES, PALETTE
 
+BACKGROUND = 0
+FILL_SHARE = 0.6  # the fill is drawn at this fraction of the requested opacity: lighter than the outline
+
 
 def colourise(label_map: np.ndarray) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 VOC palette colours."""
     lut = np.array(PALETTE, dtype=np.uint8)
     return lut[label_map]
 
@@ -22,6 +33,49 @@ def class_shares(label_map: np.ndarray, classes: tuple[str, ...] = CLASSES) -> d
     return {classes[i]: round(100.0 * int(counts[i]) / total, 2) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
 
 
+def share_text(share: float) -> str:
+    """A share in percent as the legend prints it: never "0.0%" for a class that is there."""
+    return "<0.1%" if 0 < share < 0.05 else f"{share:.1f}%"
+
+
+def outline_width(height: int, width: int) -> int:
+    """Outline thickness in pixels: 2 on small images, growing with the image (about 1/200 of its short side)."""
+    return max(2, round(min(height, width) / 200))
+
+
+def outline_mask(label_map: np.ndarray, width: int) -> np.ndarray:
+    """(H, W) bool: pixels within `width` pixels (square neighbourhood) of a pixel of another class.
+
+    Each region's outline lies inside the region itself, so two touching regions each show their
+    own colour along the shared edge. The image border is not an edge.
+    """
+    from scipy import ndimage
+
+    size = 2 * width - 1
+    low = ndimage.minimum_filter(label_map, size=size, mode="nearest")
+    high = ndimage.maximum_filter(label_map, size=size, mode="nearest")
+    return (low != label_map) | (high != label_map)
+
+
+def outlined(rgb: np.ndarray, label_map: np.ndarray, opacity: float = 0.5, *, width: int | None = None) -> np.ndarray:
+    """The photo with each non-background region filled lightly (opacity x FILL_SHARE) and outlined in its exact palette colour.
+
+    rgb: (H, W, 3) uint8; label_map: (H, W) class ids. Returns (H, W, 3) uint8. Background is left
+    as the photo. Outline pixels hold exactly PALETTE[class] (what the legend shows).
+    """
+    if rgb.shape[:2] != label_map.shape:
+        raise ValueError(f"image {rgb.shape[:2]} and label map {label_map.shape} differ in size")
+    colours = colourise(label_map)
+    out = rgb.astype(np.float32)
+    painted = label_map != BACKGROUND
+    alpha = float(np.clip(opacity, 0.0, 1.0)) * FILL_SHARE
+    out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted].astype(np.float32)
+    out = out.clip(0, 255).astype(np.uint8)
+    edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & painted
+    out[edge] = colours[edge]
+    return out
+
+
 def _font(size: int) -> Any:
     from PIL import ImageFont
 
@@ -31,33 +85,65 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def legend_lines(shares: dict[str, float]) -> list[tuple[str, str]]:
+    """(class, text) for the legend: painted classes present, largest first; background last, unpainted."""
+    lines = [(name, f"{name}  {share_text(share)}") for name, share in shares.items() if share > 0 and name != CLASSES[BACKGROUND]]
+    if shares.get(CLASSES[BACKGROUND], 0) > 0:
+        lines.append((CLASSES[BACKGROUND], f"{CLASSES[BACKGROUND]}  {share_text(shares[CLASSES[BACKGROUND]])} (not painted)"))
+    return lines
+
+
 def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares: dict[str, float]) -> Any:
-    """The photo with non-background classes blended in, and a legend panel on the right."""
+    """The outlined photo (see `outlined`) and a legend panel on the right: one swatch per class drawn.
+
+    Each swatch is the class's palette colour, the colour of its outline in the picture.
+    Returns a PIL image (photo width + legend width, at least the photo's height).
+    """
     from PIL import Image, ImageDraw
 
-    colours = colourise(label_map).astype(np.float32)
-    blend = rgb.astype(np.float32)
-    painted = label_map > 0
-    blend[painted] = (1 - opacity) * blend[painted] + opacity * colours[painted]
-    photo = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
+    photo = Image.fromarray(outlined(rgb, label_map, opacity))
     size = max(12, min(28, photo.height // 24))  # legend text readable next to small and large photos
     font = _font(size)
     row = int(size * 1.5)
-    lines = [(name, f"{name}  {share:.1f}%") for name, share in shares.items()]
+    lines = legend_lines(shares)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max([probe.textlength("classes (share)", font=font)] + [probe.textlength(t, font=font) for _, t in lines])
+    header = "classes (share)"
+    text_w = max([probe.textlength(header, font=font)] + [probe.textlength(t, font=font) for _, t in lines])
     width = int(text_w + size * 2.5)
     height = max(photo.height, row * (len(lines) + 1) + size)
     canvas = Image.new("RGB", (photo.width + width, height), (255, 255, 255))
     canvas.paste(photo, (0, 0))
     draw = ImageDraw.Draw(canvas)
     x = photo.width + size // 2
-    draw.text((x, size // 3), "classes (share)", fill=(0, 0, 0), font=font)
+    draw.text((x, size // 3), header, fill=(0, 0, 0), font=font)
     for k, (name, text) in enumerate(lines, start=1):
         y = size // 3 + k * row
-        draw.rectangle([x, y + 2, x + size - 2, y + size], fill=PALETTE[CLASSES.index(name)], outline=(0, 0, 0))
+        if name == CLASSES[BACKGROUND]:
+            draw.rectangle([x, y + 2, x + size - 2, y + size], fill=(255, 255, 255), outline=(128, 128, 128))
+        else:
+            draw.rectangle([x, y + 2, x + size - 2, y + size], fill=tuple(PALETTE[CLASSES.index(name)]))
         draw.text((x + int(size * 1.4), y), text, fill=(0, 0, 0), font=font)
     return canvas
+
+
+FN_COLOUR = (213, 94, 0)  # vermilion: true class pixels predicted as something else (missed)
+FP_COLOUR = (0, 114, 178)  # blue: pixels predicted as the class where it is not (false alarm)
+OTHER_ERROR = (200, 200, 200)  # wrong, but not about this class
+IGNORED = (255, 255, 255)  # VOC's void band (label 255): not scored
+
+
+def error_map(rgb: np.ndarray, pred: np.ndarray, label: np.ndarray, cls: int, ignore_index: int = 255) -> np.ndarray:
+    """(H, W, 3) uint8: for class `cls`, missed pixels in FN_COLOUR, false alarms in FP_COLOUR,
+    other wrong pixels light grey, void white, correct pixels as a faded grey photo."""
+    grey = rgb.astype(np.float32).mean(axis=2, keepdims=True)
+    out = np.repeat(0.35 * grey + 0.65 * 255, 3, axis=2).astype(np.uint8)  # faded: the colours stand out
+    scored = label != ignore_index
+    wrong = scored & (pred != label)
+    out[wrong] = OTHER_ERROR
+    out[wrong & (label == cls)] = FN_COLOUR
+    out[wrong & (pred == cls)] = FP_COLOUR
+    out[~scored] = IGNORED
+    return out
 
 
 def save_label_png(label_map: np.ndarray, path: Path) -> None:

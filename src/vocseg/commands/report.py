@@ -1,0 +1,37 @@
+"""`vocseg report`: one self-contained HTML page on why a run's model is good or bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="A run folder (written by `vocseg train`).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the page here (default: RUN/report.html).")] = None,
+    photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added.")] = None,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="Another run folder, eval JSON or file of runs, shown side by side as `vocseg compare` does.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log when an eval has to run first.")] = False,
+) -> None:
+    """Write one HTML page (inline pictures, no network): recipe and plan, training curves, per-class
+    tables with flags, confusion matrix, error galleries of the worst val images per class, and
+    optionally predictions on your photos and a comparison. Runs `vocseg eval RUN` first when the
+    run has no val result."""
+    from vocseg.console import console
+    from vocseg.results.report import build_report, latest_evals
+
+    if run.is_dir() and "val" not in latest_evals(run):
+        console.print(f"no val result in {run / 'eval'}: evaluating first (as `vocseg eval {run}`)")
+    path, summary = build_report(run, out=out, photos=photos, compare=compare, verbose=verbose)
+    seconds = summary["seconds"]
+    console.print(
+        f"report: {path}  ({summary['bytes'] / 1e6:.1f} MB; splits {', '.join(summary['splits']) or 'none'}; "
+        f"galleries: {summary['gallery_images']} images for {summary['gallery_classes']} classes; "
+        f"{summary['photos']} photos; {seconds['total']:.1f} s)"
+    )

@@ -1,0 +1,468 @@
+"""`vocseg report`: one self-contained HTML page that shows why a run's model is good or bad.
+
+The page (default `RUN/report.html`) holds everything inline: CSS, pictures as data URIs, and
+one small script that only sorts tables when a header is clicked (tables are already ordered
+worst-first without it). It loads nothing from the network. Sections:
+
+1. recipe and plan (recipe.json through `vocseg.recipe.recipe.plan`, with the warnings
+   `vocseg config` prints);
+2. training curves (MMEngine's scalars.json via `vocseg.results.curves`);
+3. per split, the latest eval in RUN/eval/: the per-class table with the `compare` flags
+   (over-filled, weak, memorisation) beside their classes, one sentence per flag, the
+   confusion matrix and the IoU chart;
+4. error galleries from the val eval's `<tag>_images.json` (`vocseg.results.galleries`);
+5. predictions on the user's photos (`--photos DIR`);
+6. another run or eval JSON side by side (`--compare`), as `vocseg compare` computes it.
+
+The HTML is a Jinja2 template (`templates/report.html.j2`, autoescaped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocseg.errors import VocsegError
+from vocseg.results import report_pictures as pics
+from vocseg.results.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
+from vocseg.results.eval_result import EvalResult, load_result
+from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
+
+REPORT_NAME = "report.html"
+GENERATOR = "vocseg report"  # the page's <meta name="generator">: marks a file vocseg may replace
+IMAGES_SUFFIX = "_images.json"
+MAX_PHOTOS = 60
+
+FLAG_SENTENCES = {
+    "over-filled": (
+        "F, over-filled: the model paints this class over more pixels than it covers (predicted area at least "
+        "{area_limit:g}x the true area, or IoU down while Acc rose against the baseline), i.e. past the object's edges; "
+        "look at the blue (false alarm) pixels in its gallery, and try a short fine-tune on VOC's fine labels (train.txt) "
+        "after a VOC + SBD schedule, whose polygon masks are coarse."
+    ),
+    "weak": (
+        "W, weak: the class's IoU is at least {weak_margin:g} points below the run's mIoU; that is mostly small, cluttered "
+        "or occluded objects rather than the schedule: see what it is mistaken for in the confusion matrix and its gallery, "
+        "and compare with the official model (`vocseg eval official:upernet-r50-40k`)."
+    ),
+    "memorisation": (
+        "M, memorised: the model scores at least {gap:g} mIoU points higher on its training images than on val, and this "
+        "class has one of the largest gaps; the training set is too small for the schedule: train with SBD's images "
+        "(`--aug`), fewer iterations, or stronger augmentation."
+    ),
+}
+THRESHOLDS = {"min_change": 3.0, "area_limit": 1.5, "gap": 10.0, "weak_margin": 10.0}  # vocseg compare's defaults
+
+
+@dataclass
+class SplitEval:
+    """The latest eval result of one split in RUN/eval/, with its flags and pictures."""
+
+    split: str
+    path: Path
+    result: EvalResult
+    run_result: RunResult
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    iou_chart: str = ""
+    confusion_chart: str = ""
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def check_run(run: Path) -> Path:
+    if not run.is_dir():
+        raise VocsegError(f"{run} is not a run folder.", "Pass the folder `vocseg train` wrote (it holds config.py and checkpoints).")
+    if not (run / CONFIG_NAME).is_file():
+        raise VocsegError(f"{run} has no {CONFIG_NAME}: not a run folder.", "Pass the folder `vocseg train` wrote.")
+    return run
+
+
+def latest_evals(run: Path) -> dict[str, Path]:
+    """split -> the newest eval JSON of that split in RUN/eval/ (a TTA result counts as its own split `val (TTA)`)."""
+    found: dict[str, tuple[float, Path]] = {}
+    for path in sorted((run / "eval").glob("*.json")):
+        if path.name.endswith(IMAGES_SUFFIX):
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("per_class"), dict):
+            continue
+        split = str(data.get("split") or "val") + (" (TTA)" if data.get("tta") else "")
+        mtime = path.stat().st_mtime
+        if split not in found or mtime > found[split][0]:
+            found[split] = (mtime, path)
+    order = {"val": 0, "train": 1}
+    return {s: p for s, (_, p) in sorted(found.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))}
+
+
+def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
+    """Run `vocseg eval RUN` (val) when RUN/eval/ has no val result; return the JSON written, or None if one exists."""
+    if "val" in latest_evals(run):
+        return None
+    from vocseg.results.evaluation import evaluate, save_outputs
+
+    result, _ = evaluate(run, split="val", verbose=verbose)
+    out = Path(result.extra["out_dir"])
+    save_outputs(result, out, result.extra["tag"], plots=False)
+    return out / f"{result.extra['tag']}.json"
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def confused_with(result: EvalResult, index: int) -> str:
+    """The class taking the largest share of this class's true pixels, other than itself."""
+    if not result.confusion:
+        return ""
+    row = result.confusion[index]
+    total = sum(row)
+    others = [(v, j) for j, v in enumerate(row) if j != index]
+    if not total or not others:
+        return ""
+    value, j = max(others)
+    return f"{list(result.per_class)[j]} {100 * value / total:.0f}%" if value else ""
+
+
+def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+    """(class -> markers, one entry per flag: kind, marker, meaning-and-what-to-try sentence, numbers, fix)."""
+    from vocseg.results.compare import MARKERS
+
+    marks: dict[str, list[str]] = {}
+    items = []
+    for flag in flags:
+        marker = MARKERS.get(flag.kind, "")
+        for c in flag.classes:
+            if marker and marker not in marks.setdefault(c, []):
+                marks[c].append(marker)
+        items.append(
+            {
+                "kind": flag.kind,
+                "marker": marker,
+                "sentence": FLAG_SENTENCES.get(flag.kind, "").format(**THRESHOLDS),
+                "message": flag.message,
+                "fix": flag.fix,
+                "classes": flag.classes,
+            }
+        )
+    return marks, items
+
+
+def split_evals(run: Path) -> list[SplitEval]:
+    """The latest eval of each split, with per-class rows (worst IoU first), flags and charts."""
+    from vocseg.results.plots import confusion_figure, iou_bar_figure, png_bytes
+
+    paths = latest_evals(run)
+    evals: list[SplitEval] = []
+    for split, path in paths.items():
+        result = load_result(path)
+        run_result = load_results(path)[0]
+        run_result.label = split
+        evals.append(SplitEval(split, path, result, run_result))
+    runs = [e.run_result for e in evals]
+    flags = overfill_flags(runs, THRESHOLDS["min_change"], THRESHOLDS["area_limit"]) + memorisation_flags(runs, THRESHOLDS["gap"]) + weak_flags(runs, THRESHOLDS["weak_margin"])
+    for e in evals:
+        mine = [f for f in flags if f.run in ("", e.split) and (f.kind != "weak" or e.split == "val" or "val" not in paths)]
+        marks, e.flags = flag_items(mine)
+        names = list(e.result.per_class)
+        for i, (name, vals) in enumerate(e.result.per_class.items()):
+            pred, true = vals.get("pred_pixels"), vals.get("gt_pixels")
+            ratio = pred / true if isinstance(pred, (int, float)) and isinstance(true, (int, float)) and true > 0 else None
+            e.rows.append(
+                {
+                    "name": name,
+                    "colour": pics.class_colour(i) if name in names[:21] else "#888888",
+                    "IoU": _num(vals.get("IoU")),
+                    "Acc": _num(vals.get("Acc")),
+                    "Precision": _num(vals.get("Precision")),
+                    "pred": pred,
+                    "true": true,
+                    "ratio": ratio,
+                    "confused": confused_with(e.result, i),
+                    "flags": marks.get(name, []),
+                }
+            )
+        e.rows.sort(key=lambda r: (r["IoU"] is None, r["IoU"] if r["IoU"] is not None else 0.0))  # worst first, undefined last
+        title = f"{Path(e.result.checkpoint).name} on {e.result.split} ({e.result.num_images} images)"
+        e.iou_chart = pics.png_uri(png_bytes(iou_bar_figure(e.result, title=title)))
+        if e.result.confusion is not None:
+            e.confusion_chart = pics.png_uri(png_bytes(confusion_figure(e.result.confusion, names, title=title)))
+    return evals
+
+
+# ---------------------------------------------------------------- sections
+
+
+def plan_section(run: Path) -> dict[str, Any]:
+    """Recipe and plan rows, and the warnings `vocseg config` gives; a note when the run has no recipe.json."""
+    from vocseg.recipe import schedule as sched
+    from vocseg.recipe.recipe import Recipe, plan
+
+    path = run / RECIPE_NAME
+    ckpt = latest_checkpoint(run)
+    section: dict[str, Any] = {"rows": [], "warnings": [], "note": "", "checkpoint": str(ckpt) if ckpt else "none yet"}
+    if not path.is_file():
+        section["note"] = f"{path} is missing: this run's config was not written by `vocseg config`/`train`, so no plan is shown."
+        return section
+    try:
+        recipe = Recipe.from_json(path.read_text())
+    except (OSError, ValueError, TypeError) as exc:
+        section["note"] = f"{path} cannot be read ({exc})."
+        return section
+    try:
+        p = plan(recipe)
+    except VocsegError as exc:
+        section["note"] = f"The plan needs the data root's split lists: {exc}"
+        p = None
+    rows = [
+        ("model", f"{recipe.model}, crop {recipe.crop_size}"),
+        ("pretrained weights", recipe.pretrained_checkpoint or "none (random init)"),
+        ("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'} in {recipe.data_root}" + (f": {p.train_size} images" if p else "")),
+    ]
+    if p is not None:
+        procs = f"{p.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{p.world_size} CPU process(es)"
+        rows += [
+            ("total batch", f"{procs} x {recipe.batch} = {p.total_batch}"),
+            ("learning rate", f"{p.lr:g} = {p.lr_rule}; poly decay per iteration"),
+            ("iterations", f"{p.max_iters} ({p.iters_per_epoch} per epoch = {p.epochs:.1f} epochs)"),
+            ("samples seen", f"{p.samples:,} = {p.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})"),
+            ("official 40k equals", f"{p.official_equivalent_epochs:.1f} epochs on these {p.train_size} images = {p.official_equivalent_iters} iterations at batch {p.total_batch}"),
+            ("validate / checkpoint", f"every {p.val_interval_iters} / {p.ckpt_interval_iters} iterations"),
+        ]
+        section["warnings"] = list(p.warnings)
+    rows.append(("seed", f"{recipe.seed}{' (deterministic)' if recipe.deterministic else ''}"))
+    section["rows"] = rows
+    return section
+
+
+def curves_section(run: Path) -> dict[str, Any]:
+    """The curves picture (`RUN/curves.png`, redrawn from the log) and the val mIoU per validation."""
+    from vocseg.results.curves import CURVES_NAME, read_curves, write_curves
+
+    curves = read_curves(run)
+    if not curves:
+        return {"chart": "", "miou": []}
+    path = write_curves(run) or run / CURVES_NAME
+    return {"chart": pics.png_uri(path.read_bytes()), "miou": [(step, curves.miou[step]) for step in sorted(curves.miou)]}
+
+
+def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) -> dict[str, Any]:
+    """Per class, worst IoU first: its gallery entries with their pictures and numbers."""
+    from vocseg.results.galleries import decode_label_png
+    from vocseg.results.inference import read_rgb
+
+    val = next((e for e in evals if e.split == "val"), None)
+    if val is None:
+        return {"note": "No val eval in the run's eval/ folder.", "classes": []}
+    images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
+    if not images_path.is_file():
+        return {"note": f"{val.path.name} was written without per-image statistics: run `vocseg eval {val.path.parent.parent}` again to compute the galleries.", "classes": []}
+    try:
+        doc = json.loads(images_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {"note": f"{images_path} cannot be read ({exc}): run `vocseg eval` again.", "classes": []}
+    classes = doc.get("classes", [])
+    by_iou = {r["name"]: r["IoU"] for r in val.rows}
+    order = sorted(doc.get("galleries", {}), key=lambda c: (by_iou.get(c) is None, by_iou.get(c) or 0.0))
+    out = []
+    cache: dict[str, Any] = {}
+    missing: list[str] = []
+    for name in order[:limit_classes]:
+        cls = classes.index(name)
+        entries = []
+        for entry in doc["galleries"][name]:
+            image_id = entry["id"]
+            info = doc["images"].get(image_id, {})
+            if image_id not in cache:
+                try:
+                    rgb = read_rgb(Path(info["image"]))
+                    label = _read_label(Path(info["label"]))
+                    pred = decode_label_png(doc["predictions"][image_id])
+                except (VocsegError, KeyError, OSError, TypeError, ValueError) as exc:
+                    cache[image_id] = None
+                    missing.append(f"{image_id} ({exc})")
+                else:
+                    cache[image_id] = (rgb, label, pred) if rgb.shape[:2] == label.shape == pred.shape else None
+                    if cache[image_id] is None:
+                        missing.append(f"{image_id} (image, label and prediction differ in size)")
+            arrays = cache[image_id]
+            if arrays is None:
+                continue
+            rgb, label, pred = arrays
+            entries.append({**entry, "pictures": pics.gallery_pictures(rgb, label, pred, cls), "detail": _entry_detail(entry, label, pred, cls, classes), "accuracy": _pixel_accuracy(label, pred)})
+        if entries:
+            out.append({"name": name, "colour": pics.class_colour(cls), "IoU": by_iou.get(name), "entries": entries})
+    note = f"Not shown (image or label not readable): {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "") if missing else ""
+    return {"note": note, "classes": out, "limit": doc.get("limit"), "source": images_path.name, "legend": pics.ERROR_LEGEND}
+
+
+def _read_label(path: Path) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.uint8)
+
+
+def _pixel_accuracy(label: Any, pred: Any) -> float | None:
+    scored = label != 255
+    n = int(scored.sum())
+    return None if n == 0 else 100.0 * int((pred[scored] == label[scored]).sum()) / n
+
+
+def _entry_detail(entry: dict[str, Any], label: Any, pred: Any, cls: int, classes: list[str]) -> str:
+    """Where the class's pixels went (missed), or what was under the false alarm."""
+    import numpy as np
+
+    scored = label != 255
+    if entry["kind"] == "missed":
+        went = pred[(label == cls) & (pred != cls)]
+        what = "its missed pixels were predicted as"
+    else:
+        went = label[(pred == cls) & (label != cls) & scored]
+        what = "predicted over true"
+    if went.size == 0:
+        return ""
+    counts = np.bincount(went, minlength=len(classes))
+    top = [int(j) for j in np.argsort(-counts)[:2] if counts[j] > 0 and j < len(classes)]
+    return what + " " + ", ".join(f"{classes[j]} {100 * counts[j] / went.size:.0f}%" for j in top)
+
+
+def photos_section(run: Path, photos: Path) -> dict[str, Any]:
+    """The model's predictions on the user's own photos: photo | outlined prediction | legend with shares."""
+    from vocseg.results.inference import expand_inputs, load_model, predict_array, read_rgb
+    from vocseg.results.visualize import class_shares, share_text
+
+    if not photos.exists():
+        raise VocsegError(f"--photos {photos} does not exist.", "Pass a folder of your photos (JPEG/PNG).")
+    paths = expand_inputs([str(photos)])
+    if not paths:
+        raise VocsegError(f"--photos {photos} holds no files.", "Pass a folder of your photos (JPEG/PNG).")
+    model = load_model(run, device="auto")
+    items, skipped = [], []
+    for path in paths[:MAX_PHOTOS]:
+        try:
+            rgb = read_rgb(path)
+        except VocsegError as exc:
+            skipped.append(exc.message)
+            continue
+        pred = predict_array(model, rgb)
+        photo, overlay, legend = pics.photo_pictures(rgb, pred)
+        shares = class_shares(pred)
+        for item in legend:
+            item.note = share_text(shares.get(item.name, 0.0))
+        items.append({"name": path.name, "photo": photo, "overlay": overlay, "legend": legend, "background": share_text(shares.get("background", 0.0)) if "background" in shares else ""})
+    more = len(paths) - MAX_PHOTOS
+    return {"items": items, "skipped": skipped, "more": max(0, more), "folder": str(photos)}
+
+
+def compare_section(run: Path, other: Path) -> dict[str, Any]:
+    """This run and another (run folder, eval JSON or file of runs) as `vocseg compare` computes it."""
+    import tempfile
+
+    from vocseg.results.compare import compare_paths
+    from vocseg.results.plots import compare_chart
+
+    comparison: Comparison = compare_paths([run, other], **THRESHOLDS)
+    marks, items = flag_items(comparison.flags)
+    rows = []
+    for cls in comparison.classes:
+        cells = []
+        for r in comparison.runs:
+            cells.append({"IoU": r.value(cls, "IoU"), "Acc": r.value(cls, "Acc"), "dIoU": comparison.delta(r, cls, "IoU") if r is not comparison.baseline else None, "dAcc": comparison.delta(r, cls, "Acc") if r is not comparison.baseline else None})
+        rows.append({"name": cls, "cells": cells, "flags": marks.get(cls, [])})
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = pics.png_uri(compare_chart(comparison, Path(tmp) / "compare.png").read_bytes())
+    runs = [{"label": r.label, "split": r.split, "source": r.source, "mIoU": r.mIoU, "mAcc": r.mAcc, "dmIoU": None if r is comparison.baseline else round(r.mIoU - comparison.baseline.mIoU, 2)} for r in comparison.runs]
+    return {"runs": runs, "rows": rows, "flags": items, "chart": chart, "other": str(other)}
+
+
+# ---------------------------------------------------------------- the page
+
+
+def output_path(run: Path, out: Path | None) -> Path:
+    """RUN/report.html, or --out; never a file that vocseg did not write as a report."""
+    path = out if out is not None else run / REPORT_NAME
+    if path.is_dir():
+        path = path / REPORT_NAME
+    if path.exists():
+        try:
+            head = path.read_bytes()[:2048].decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise VocsegError(f"Cannot read {path} ({exc.strerror}).", "Pass another -o path.") from None
+        if f'<meta name="generator" content="{GENERATOR}' not in head:
+            raise VocsegError(f"{path} exists and was not written by `vocseg report`: not replacing it.", "Pass another -o path, or move that file.")
+    return path
+
+
+def render(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("vocseg.results", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _fmt
+    env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
+    env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"
+    env.filters["sortkey"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(run: Path, *, out: Path | None = None, photos: Path | None = None, compare: Path | None = None, verbose: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Write the report; return its path and a summary (sections, sizes, the seconds each took)."""
+    from vocseg.files import write_text_atomic
+
+    run = check_run(run)
+    path = output_path(run, out)
+    if compare is not None and not compare.exists():
+        raise VocsegError(f"--compare {compare} does not exist.", "Pass another run folder, an eval JSON or a file of runs.")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    evaluated = ensure_val_eval(run, verbose=verbose)
+    timings["eval"] = time.perf_counter() - start
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        t = time.perf_counter()
+        value = fn(*args)
+        timings[name] = time.perf_counter() - t
+        return value
+
+    evals = timed("tables", split_evals, run)
+    context = {
+        "generator": GENERATOR,
+        "run": str(run.resolve()),
+        "run_name": run.resolve().name,
+        "created": time.strftime("%Y-%m-%d %H:%M"),
+        "plan": timed("plan", plan_section, run),
+        "curves": timed("curves", curves_section, run),
+        "evals": evals,
+        "gallery": timed("galleries", gallery_section, evals),
+        "photos": timed("photos", photos_section, run, photos) if photos is not None else None,
+        "compare": timed("compare", compare_section, run, compare) if compare is not None else None,
+        "evaluated": str(evaluated) if evaluated else "",
+    }
+    html = timed("render", render, context)
+    write_text_atomic(path, html)
+    timings["total"] = time.perf_counter() - start
+    summary = {
+        "splits": [e.split for e in evals],
+        "gallery_classes": len(context["gallery"]["classes"]),
+        "gallery_images": sum(len(c["entries"]) for c in context["gallery"]["classes"]),
+        "photos": len(context["photos"]["items"]) if context["photos"] else 0,
+        "bytes": len(html.encode("utf-8")),
+        "seconds": timings,
+        "evaluated": context["evaluated"],
+    }
+    return path, summary
