@@ -174,14 +174,14 @@ def select_worst(per_image: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def encode_label_png(label_map: np.ndarray) -> str:
-    """A class map as a base64 palette PNG (pixel values are class ids)."""
+    """A class map as a base64 greyscale PNG (pixel values are class ids; lossless)."""
     import base64
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(label_map.astype(np.uint8), mode="P").save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(label_map, dtype=np.uint8)).save(buf, format="PNG", compress_level=9)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -199,7 +199,7 @@ def gallery_document(per_image: dict[str, dict[str, Any]], predictions: dict[str
     """The JSON written beside an eval result as `<tag>_images.json`.
 
     {"classes", "limit", ..meta, "images": {id: {"image", "label", "pixels", "classes": {index: [I, P, L]}}},
-     "galleries": {class: [Entry.to_json()...]}, "predictions": {id: base64 palette PNG}} (pixels; only
+     "galleries": {class: [Entry.to_json()...]}, "predictions": {id: base64 greyscale PNG of class ids}} (pixels; only
     the gallery images' predictions are kept).
     """
     used = {e.image_id for entries in galleries.values() for e in entries}

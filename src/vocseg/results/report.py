@@ -139,27 +139,20 @@ def confused_with(result: EvalResult, index: int) -> str:
 
 
 def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-    """(class -> markers, one entry per flag: kind, marker, meaning-and-what-to-try sentence, numbers, fix)."""
+    """(class -> markers, one entry per kind of flag: its meaning-and-what-to-try sentence once, then each flag's numbers and fix)."""
     from vocseg.results.compare import MARKERS
 
     marks: dict[str, list[str]] = {}
-    items = []
+    kinds: dict[str, dict[str, Any]] = {}
     for flag in flags:
         marker = MARKERS.get(flag.kind, "")
         for c in flag.classes:
             if marker and marker not in marks.setdefault(c, []):
                 marks[c].append(marker)
-        items.append(
-            {
-                "kind": flag.kind,
-                "marker": marker,
-                "sentence": FLAG_SENTENCES.get(flag.kind, "").format(**THRESHOLDS),
-                "message": flag.message,
-                "fix": flag.fix,
-                "classes": flag.classes,
-            }
-        )
-    return marks, items
+        item = kinds.setdefault(flag.kind, {"kind": flag.kind, "marker": marker, "sentence": FLAG_SENTENCES.get(flag.kind, "").format(**THRESHOLDS), "classes": [], "details": []})
+        item["classes"] += [c for c in flag.classes if c not in item["classes"]]
+        item["details"].append({"message": flag.message, "fix": flag.fix})
+    return marks, list(kinds.values())
 
 
 def split_evals(run: Path) -> list[SplitEval]:
@@ -367,7 +360,7 @@ def photos_section(run: Path, photos: Path) -> dict[str, Any]:
             item.note = share_text(shares.get(item.name, 0.0))
         items.append({"name": path.name, "photo": photo, "overlay": overlay, "legend": legend, "background": share_text(shares.get("background", 0.0)) if "background" in shares else ""})
     more = len(paths) - MAX_PHOTOS
-    return {"items": items, "skipped": skipped, "more": max(0, more), "folder": str(photos)}
+    return {"shots": items, "skipped": skipped, "more": max(0, more), "folder": str(photos)}
 
 
 def compare_section(run: Path, other: Path) -> dict[str, Any]:
@@ -426,8 +419,10 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
 
     run = check_run(run)
     path = output_path(run, out)
-    if compare is not None and not compare.exists():
-        raise VocsegError(f"--compare {compare} does not exist.", "Pass another run folder, an eval JSON or a file of runs.")
+    if compare is not None:
+        if not compare.exists():
+            raise VocsegError(f"--compare {compare} does not exist.", "Pass another run folder, an eval JSON or a file of runs.")
+        load_results(compare)  # a one-line error now, before any work is done
     timings: dict[str, float] = {}
     start = time.perf_counter()
     evaluated = ensure_val_eval(run, verbose=verbose)
@@ -460,7 +455,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         "splits": [e.split for e in evals],
         "gallery_classes": len(context["gallery"]["classes"]),
         "gallery_images": sum(len(c["entries"]) for c in context["gallery"]["classes"]),
-        "photos": len(context["photos"]["items"]) if context["photos"] else 0,
+        "photos": len(context["photos"]["shots"]) if context["photos"] else 0,
         "bytes": len(html.encode("utf-8")),
         "seconds": timings,
         "evaluated": context["evaluated"],

@@ -1,8 +1,9 @@
 """The pictures of `vocseg report`, as data URIs: thumbnails, outlined label maps, error maps, legends.
 
 Label maps are shrunk with nearest-neighbour sampling *before* outlines are drawn, so every
-outline pixel in a thumbnail is exactly its class's palette colour, the colour of its legend
-swatch in the page. Photos are JPEG, label pictures PNG (exact colours).
+outline pixel in a thumbnail is its class's palette colour, the colour of its legend swatch in
+the page (JPEG without chroma subsampling keeps it within a few levels; PNG over a photo would
+make the page five times larger).
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ def class_colour(index: int) -> str:
 
 
 def data_uri(array: np.ndarray, *, photo: bool = False) -> str:
-    """(H, W, 3) uint8 -> `data:image/...;base64,...` (JPEG for photos, PNG otherwise)."""
+    """(H, W, 3) uint8 -> `data:image/jpeg;base64,...`.
+
+    Photos: quality 85. Pictures with outlines: quality 92 without chroma subsampling, so a 2-pixel
+    outline keeps its colour (within a few levels) at a fifth of a PNG's size over a photo.
+    """
     from PIL import Image
 
     buf = io.BytesIO()
-    image = Image.fromarray(array)
     if photo:
-        image.save(buf, format="JPEG", quality=85)
-        mime = "jpeg"
+        Image.fromarray(array).save(buf, format="JPEG", quality=85)
     else:
-        image.save(buf, format="PNG", optimize=False, compress_level=6)
-        mime = "png"
-    return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        Image.fromarray(array).save(buf, format="JPEG", quality=92, subsampling=0)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def png_uri(data: bytes) -> str:

@@ -128,15 +128,15 @@ def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares
 
 FN_COLOUR = (213, 94, 0)  # vermilion: true class pixels predicted as something else (missed)
 FP_COLOUR = (0, 114, 178)  # blue: pixels predicted as the class where it is not (false alarm)
-OTHER_ERROR = (200, 200, 200)  # wrong, but not about this class
-IGNORED = (255, 255, 255)  # VOC's void band (label 255): not scored
+OTHER_ERROR = (150, 150, 150)  # wrong, but not about this class
+IGNORED = (224, 224, 192)  # VOC's void band (label 255, drawn in VOC's own void colour): not scored
 
 
 def error_map(rgb: np.ndarray, pred: np.ndarray, label: np.ndarray, cls: int, ignore_index: int = 255) -> np.ndarray:
     """(H, W, 3) uint8: for class `cls`, missed pixels in FN_COLOUR, false alarms in FP_COLOUR,
-    other wrong pixels light grey, void white, correct pixels as a faded grey photo."""
+    other wrong pixels mid grey, void in VOC's void colour, correct pixels as a faded (near-white) grey photo."""
     grey = rgb.astype(np.float32).mean(axis=2, keepdims=True)
-    out = np.repeat(0.35 * grey + 0.65 * 255, 3, axis=2).astype(np.uint8)  # faded: the colours stand out
+    out = np.repeat(0.2 * grey + 0.8 * 255, 3, axis=2).astype(np.uint8)  # faded: the colours stand out
     scored = label != ignore_index
     wrong = scored & (pred != label)
     out[wrong] = OTHER_ERROR
