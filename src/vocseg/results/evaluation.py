@@ -207,8 +207,13 @@ def evaluate(
     out_dir: Path | None = None,
     num_workers: int | None = None,
     save_predictions: Path | None = None,
+    galleries: bool = True,
 ) -> tuple[EvalResult, Any]:
-    """Evaluate; return the result and the runner's metric object (raw areas, confusion matrix)."""
+    """Evaluate; return the result and the runner's metric object (raw areas, confusion matrix).
+
+    With `galleries`, the same pass also records per-image counts and each class's worst images
+    into `<tag>_images.json` beside the results (for `vocseg report`).
+    """
     import warnings
 
     from vocseg.console import quiet_stdout
@@ -245,9 +250,10 @@ def evaluate(
             iou_metrics=["mIoU", "mDice", "mFscore"],
             ignore_index=IGNORE_INDEX,
             save_dir=str(save_predictions) if save_predictions else None,
-        ),
-        dict(type="VocsegImageStats", ignore_index=IGNORE_INDEX),  # per-image counts for the error galleries (vocseg report)
+        )
     ]
+    if galleries:  # per-image counts for the error galleries of `vocseg report` (results/galleries.py)
+        cfg.test_evaluator.append(dict(type="VocsegImageStats", ignore_index=IGNORE_INDEX))
     cfg.test_cfg = dict(type="TestLoop")
     cfg.load_from = None
     cfg.resume = False
@@ -301,7 +307,8 @@ def evaluate(
     )
     result.extra["out_dir"] = str(results_dir)
     result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
-    write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
+    if galleries:
+        write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
     return result, metric
 
 
