@@ -135,7 +135,8 @@ def confused_with(result: EvalResult, index: int) -> str:
     if not total or not others:
         return ""
     value, j = max(others)
-    return f"{list(result.per_class)[j]} {100 * value / total:.0f}%" if value else ""
+    share = 100 * value / total
+    return "" if not value else f"{list(result.per_class)[j]} {'<1' if share < 0.5 else f'{share:.0f}'}%"
 
 
 def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
