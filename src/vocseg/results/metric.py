@@ -69,8 +69,8 @@ class ImageStatsMetric(BaseMetric):
             inter, pred_area, true_area = image_counts(pred, label, n, self.ignore_index)
             present = np.nonzero((pred_area > 0) | (true_area > 0))[0]
             self.per_image[image_id] = {
-                "image": sample["img_path"],
-                "label": sample.get("seg_map_path"),
+                "image": str(Path(sample["img_path"]).resolve()),  # absolute: the report may run from another folder
+                "label": str(Path(sample["seg_map_path"]).resolve()) if sample.get("seg_map_path") else None,
                 "pixels": int(true_area.sum()),
                 "classes": {int(c): [int(inter[c]), int(pred_area[c]), int(true_area[c])] for c in present},
             }
