@@ -111,7 +111,7 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
 
     result, _ = evaluate(run, split="val", verbose=verbose)
     out = Path(result.extra["out_dir"])
-    save_outputs(result, out, result.extra["tag"], plots=False)
+    save_outputs(result, out, result.extra["tag"])  # the same files as `vocseg eval RUN`
     return out / f"{result.extra['tag']}.json"
 
 
