@@ -122,6 +122,9 @@ def test_overlay_outline_has_the_legend_colour_of_its_class() -> None:
         legend = picture[:, label.shape[1] :]
         assert (legend.reshape(-1, 3) == PALETTE[k]).all(axis=1).sum() > 20
     assert np.array_equal(outlined(rgb, np.zeros_like(label)), rgb)  # background is not painted
+    assert np.array_equal(outlined(rgb, label, 0.0), rgb)  # --opacity 0: the photo as it is
+    solid = outlined(rgb, label, 1.0)
+    assert np.array_equal(solid[label > 0], np.array(PALETTE, np.uint8)[label[label > 0]])  # --opacity 1: the label map
 
 
 def test_legend_lists_only_classes_present_and_never_zero_percent() -> None:

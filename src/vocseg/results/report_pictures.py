@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vocseg.data.voc import CLASSES, IGNORE_INDEX, PALETTE
-from vocseg.results.visualize import FN_COLOUR, FP_COLOUR, IGNORED, OTHER_ERROR, error_map, outlined
+from vocseg.results.visualize import FN_COLOUR, FP_COLOUR, IGNORED, LIGHT_FILL, OTHER_ERROR, error_map, outlined
 
 THUMB = 320  # the longest side of a gallery thumbnail, pixels
 PHOTO_THUMB = 480  # the longest side of a --photos picture
@@ -98,8 +98,8 @@ def gallery_pictures(rgb: np.ndarray, label: np.ndarray, pred: np.ndarray, cls: 
     truth_map = np.where(small_label == IGNORE_INDEX, 0, small_label)  # void is shown white in the error map
     return GalleryPictures(
         image=data_uri(small, photo=True),
-        truth=data_uri(outlined(small, truth_map, 0.6)),
-        prediction=data_uri(outlined(small, small_pred, 0.6)),
+        truth=data_uri(outlined(small, truth_map, LIGHT_FILL)),
+        prediction=data_uri(outlined(small, small_pred, LIGHT_FILL)),
         errors=data_uri(error_map(small, small_pred, small_label, cls)),
         legend=legend(truth_map, small_pred),
         width=small.shape[1],
@@ -110,7 +110,7 @@ def gallery_pictures(rgb: np.ndarray, label: np.ndarray, pred: np.ndarray, cls: 
 def photo_pictures(rgb: np.ndarray, pred: np.ndarray, max_side: int = PHOTO_THUMB) -> tuple[str, str, list[LegendItem]]:
     """(photo, outlined prediction, legend) of a user's photo."""
     small, (small_pred,) = shrink(rgb, [pred], max_side)
-    return data_uri(small, photo=True), data_uri(outlined(small, small_pred, 0.6)), legend(small_pred)
+    return data_uri(small, photo=True), data_uri(outlined(small, small_pred, LIGHT_FILL)), legend(small_pred)
 
 
 ERROR_LEGEND = [

@@ -3,8 +3,9 @@
 A blended fill alone does not work: at 50% opacity a class colour mixes with the photo under it,
 so the legend swatch no longer matches what is seen (a "horse" region turns grey-pink, chair and
 cat both look dark red). Overlays here draw each class region's *outline* (its inner boundary, a
-few pixels wide) in the exact VOC palette colour, over a lighter fill of the same colour. The
-legend's swatch for a class is that same colour, and it lists only the classes drawn.
+few pixels wide) in the exact VOC palette colour, over a fill of the same colour at the given
+opacity (the report uses a light one, LIGHT_FILL). The legend's swatch for a class is that same
+colour, and it lists only the classes drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from vocseg.data.voc import CLASSES, PALETTE
 
 BACKGROUND = 0
-FILL_SHARE = 0.6  # the fill is drawn at this fraction of the requested opacity: lighter than the outline
+LIGHT_FILL = 0.35  # the fill opacity of the report's pictures: the photo shows through, the outline names the class
 
 
 def colourise(label_map: np.ndarray) -> np.ndarray:
@@ -57,18 +58,21 @@ def outline_mask(label_map: np.ndarray, width: int) -> np.ndarray:
     return (low != label_map) | (high != label_map)
 
 
-def outlined(rgb: np.ndarray, label_map: np.ndarray, opacity: float = 0.5, *, width: int | None = None) -> np.ndarray:
-    """The photo with each non-background region filled lightly (opacity x FILL_SHARE) and outlined in its exact palette colour.
+def outlined(rgb: np.ndarray, label_map: np.ndarray, opacity: float = LIGHT_FILL, *, width: int | None = None) -> np.ndarray:
+    """The photo with each non-background region filled at `opacity` and outlined in its exact palette colour.
 
     rgb: (H, W, 3) uint8; label_map: (H, W) class ids. Returns (H, W, 3) uint8. Background is left
-    as the photo. Outline pixels hold exactly PALETTE[class] (what the legend shows).
+    as the photo. Outline pixels hold exactly PALETTE[class] (what the legend shows). Opacity 0 is
+    the photo unchanged (no fill, no outline); opacity 1 is the label map in palette colours.
     """
     if rgb.shape[:2] != label_map.shape:
         raise ValueError(f"image {rgb.shape[:2]} and label map {label_map.shape} differ in size")
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    if alpha == 0:
+        return rgb.copy()
     colours = colourise(label_map)
     out = rgb.astype(np.float32)
     painted = label_map != BACKGROUND
-    alpha = float(np.clip(opacity, 0.0, 1.0)) * FILL_SHARE
     out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted].astype(np.float32)
     out = out.clip(0, 255).astype(np.uint8)
     edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & painted
