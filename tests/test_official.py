@@ -123,6 +123,39 @@ def test_download_cache_then_predict_and_eval(cli, tiny_official: official.Offic
     assert r.code != 0 and "Could not download" in r.err
 
 
+def test_a_cut_download_resumes_on_the_next_run(cli, trained_run: Path, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The official checkpoints go through prepare's downloader: a transfer cut and given up keeps its
+    part, the next command asks for the rest only (HTTP Range)."""
+    from tests.test_fetch import ArchiveServer
+    from vocseg.data import download
+    from vocseg.training.runs import latest_checkpoint
+
+    data = latest_checkpoint(trained_run).read_bytes()
+    model = official.OfficialModel("cut-test", "tiny", "tiny_voc12aug", f"tiny_voc12aug_20240101-{hashlib.sha256(data).hexdigest()[:8]}.pth", 0.0, 0.0)
+    monkeypatch.setitem(official.CATALOGUE, model.key, model)
+    srv = ArchiveServer()
+    srv.files[f"/{model.config_name}/{model.filename}"] = data
+    monkeypatch.setenv(official.MIRROR_ENV, srv.url)
+    monkeypatch.setenv("VOCSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "ATTEMPTS", 2)
+    photo = sorted((demo_root / VOC_SUBDIR / "JPEGImages").glob("*.jpg"))[0]
+    try:
+        srv.plan = ["cut", "503", "503"]
+        r = cli("predict", photo, "-c", "official:cut-test", "-o", tmp_path / "pred")
+        errors = [line for line in r.err.splitlines() if line.startswith("error:")]
+        assert r.code != 0 and len(errors) == 1 and "Could not download official:cut-test" in errors[0] and "HTTP 503" in errors[0]
+        assert "Re-run to resume" in " ".join(r.err.split())
+        cached = tmp_path / "cache" / "official" / model.filename
+        assert not cached.exists() and cached.with_name(f"{model.filename}.part").stat().st_size == len(data) // 2
+
+        r = cli("predict", photo, "-c", "official:cut-test", "-o", tmp_path / "pred")
+        assert r.code == 0, r.err
+        assert cached.read_bytes() == data and srv.log[-1][1:] == (f"bytes={len(data) // 2}-", 206) and srv.bytes_sent == len(data)
+    finally:
+        srv.stop()
+
+
 class Payload:
     """Anything outside mmengine's checkpoint types: unpickling it could run code."""
 

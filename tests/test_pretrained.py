@@ -1,4 +1,5 @@
-"""Pretrained weights: downloaded once into the cache, hash-checked, checked against the backbone."""
+"""Pretrained weights: downloaded once into the cache (resumable, retried: prepare's downloader),
+hash-checked, checked against the backbone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAIN
+from tests.test_fetch import ArchiveServer
+from vocseg.data import download
+from vocseg.errors import VocsegError
+from vocseg.recipe import pretrained
 
 
 def _tiny_backbone_weights(path: Path) -> None:
@@ -96,5 +101,71 @@ def test_hash_mismatch_is_refused_and_not_cached(cli, demo_root: Path, tmp_path:
 
 def test_unreachable_url_is_one_line(cli, demo_root: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VOCSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
     r = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "1", "--pretrained", "http://127.0.0.1:9/w-12345678.pth", "--work-dir", tmp_path / "run")
-    assert r.code != 0 and "Could not download" in r.err and len(r.err.strip().splitlines()) == 1
+    errors = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert r.code != 0 and len(errors) == 1 and "Could not download pretrained weights w-12345678.pth" in errors[0]
+    assert "retrying" in r.err  # connection refused is retried (with backoff) before giving up
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- the resumable downloader (shared with prepare)
+
+
+@pytest.fixture
+def cutting_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ArchiveServer]:
+    """test_fetch's Range-capable server (it can cut a transfer halfway); no real waits, a private cache."""
+    srv = ArchiveServer()
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "TIMEOUT_S", 10.0)
+    monkeypatch.setenv("VOCSEG_CACHE_DIR", str(tmp_path / "cache"))
+    yield srv
+    srv.stop()
+
+
+def weights_file(size: int = 300_000) -> tuple[bytes, str]:
+    """Bytes standing in for a checkpoint and the mmseg-style name that carries their sha256 prefix."""
+    data = bytes(range(256)) * (size // 256)
+    return data, f"resnet_v1c-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+
+
+def test_a_cut_download_resumes_in_the_same_run(cutting_server: ArchiveServer, tmp_path: Path) -> None:
+    data, name = weights_file()
+    cutting_server.files[f"/w/{name}"] = data
+    cutting_server.plan = ["cut"]
+    path = pretrained.fetch_pretrained(f"{cutting_server.url}/w/{name}", quiet=True)
+    assert path == tmp_path / "cache" / "pretrained" / name and path.read_bytes() == data
+    (_, first_range, _), (_, second_range, status) = cutting_server.log
+    assert first_range is None and second_range == f"bytes={len(data) // 2}-" and status == 206
+    assert cutting_server.bytes_sent == len(data)  # the rest only, not the whole file again
+    assert not path.with_name(f"{name}.part").exists()
+
+
+def test_a_download_given_up_resumes_on_the_next_run_then_the_cache_serves(cutting_server: ArchiveServer, tmp_path: Path, monkeypatch) -> None:
+    data, name = weights_file()
+    cutting_server.files[f"/w/{name}"] = data
+    monkeypatch.setattr(download, "ATTEMPTS", 2)
+    cutting_server.plan = ["cut", "503", "503"]
+    with pytest.raises(VocsegError) as err:
+        pretrained.fetch_pretrained(f"{cutting_server.url}/w/{name}", quiet=True)
+    part = tmp_path / "cache" / "pretrained" / f"{name}.part"
+    assert "HTTP 503" in err.value.message and f"Re-run to resume ({len(data) // 2:,} bytes kept in {part})" in err.value.hint
+    assert part.stat().st_size == len(data) // 2
+    assert not part.with_name(name).exists()  # nothing unverified under the real name
+
+    path = pretrained.fetch_pretrained(f"{cutting_server.url}/w/{name}", quiet=True)
+    assert path.read_bytes() == data and not part.exists()
+    assert cutting_server.log[-1][1:] == (f"bytes={len(data) // 2}-", 206) and cutting_server.bytes_sent == len(data)
+    requests = len(cutting_server.log)
+    assert pretrained.fetch_pretrained(f"{cutting_server.url}/w/{name}", quiet=True) == path
+    assert len(cutting_server.log) == requests  # verified copy (stamped): no request
+
+
+def test_a_kept_part_of_another_file_is_fetched_again_whole(cutting_server: ArchiveServer, tmp_path: Path) -> None:
+    data, name = weights_file()
+    cutting_server.files[f"/w/{name}"] = data
+    part = tmp_path / "cache" / "pretrained" / f"{name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\0" * 1000)  # left by an older file of the same name
+    assert pretrained.fetch_pretrained(f"{cutting_server.url}/w/{name}", quiet=True).read_bytes() == data
+    assert [(r, s) for _, r, s in cutting_server.log] == [("bytes=1000-", 206), (None, 200)]

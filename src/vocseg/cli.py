@@ -11,7 +11,7 @@ import sys
 import typer
 
 from vocseg import __version__
-from vocseg.commands import compare, config, evaluate, predict, prepare, report, resume, train
+from vocseg.commands import compare, config, evaluate, export, predict, prepare, report, resume, train
 from vocseg.errors import VocsegError
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (prepare, config, train, resume, evaluate, predict, compare, report):
+for module in (prepare, config, train, resume, evaluate, predict, compare, report, export):
     module.register(app)
 
 

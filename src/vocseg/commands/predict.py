@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs: 'photos/*.jpg').", show_default=False)],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
     opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,

@@ -1,5 +1,10 @@
-"""Resumable, verified downloads: HTTP Range resume, retries with backoff, md5 with a stamp file
-so a verified file is not hashed again, and one-line errors for full disks."""
+"""Resumable, verified downloads: HTTP Range resume, retries with backoff, a hash (md5 for the VOC/SBD
+archives, sha256 for checkpoints) with a stamp file so a verified file is not hashed again, and
+one-line errors for full disks.
+
+Two callers: `vocseg.data.fetch` (the archives of `prepare`, several sources, md5 as published) and
+`fetch_verified` below (pretrained and official checkpoints: one URL, the sha256 prefix their file
+names carry)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ MAX_BACKOFF_S = 30.0
 TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 USER_AGENT = "vocseg (PASCAL VOC 2012 prepare)"
+SPACE_HINT = "Free some space or pass --cache-dir DIR on a bigger disk"  # prepare's; fetch_verified passes its own
 
 
 class _Retry(Exception):
@@ -42,7 +48,7 @@ class SourceFailed(Exception):
 
 
 @contextmanager
-def bytes_progress(console: Console) -> Iterator[Progress]:
+def bytes_progress(console: Console, *, transient: bool = False) -> Iterator[Progress]:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -50,12 +56,14 @@ def bytes_progress(console: Console) -> Iterator[Progress]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=console,
+        transient=transient,
     ) as progress:
         yield progress
 
 
-def md5_of(path: Path, progress: Progress | None = None, task: TaskID | None = None) -> str:
-    digest = hashlib.md5()
+def hash_of(path: Path, algorithm: str = "md5", progress: Progress | None = None, task: TaskID | None = None) -> str:
+    """Hex digest of a file (`algorithm`: a hashlib name, md5 or sha256 here), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
@@ -64,39 +72,48 @@ def md5_of(path: Path, progress: Progress | None = None, task: TaskID | None = N
     return digest.hexdigest()
 
 
+def md5_of(path: Path, progress: Progress | None = None, task: TaskID | None = None) -> str:
+    return hash_of(path, "md5", progress, task)
+
+
 def stamp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.verified")
 
 
-def stamped_md5(path: Path) -> str | None:
-    """The md5 recorded for `path` when it was verified, if the file has not changed since."""
+def stamped_hash(path: Path, algorithm: str = "md5") -> str | None:
+    """The `algorithm` digest recorded for `path` when it was verified, if the file has not changed since."""
     try:
         stamp = json.loads(stamp_path(path).read_text())
         st = path.stat()
     except (OSError, ValueError):
         return None
-    if stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns:
-        return str(stamp.get("md5"))
+    if stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns and stamp.get(algorithm):
+        return str(stamp[algorithm])
     return None
 
 
-def write_stamp(path: Path, md5: str) -> None:
+def stamped_md5(path: Path) -> str | None:
+    return stamped_hash(path, "md5")
+
+
+def write_stamp(path: Path, digest: str, algorithm: str = "md5") -> None:
+    """Record `digest` (of `algorithm`) with the file's size and mtime in `.NAME.verified` beside it."""
     st = path.stat()
     tmp = stamp_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"md5": md5, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    tmp.write_text(json.dumps({algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
     os.replace(tmp, stamp_path(path))
 
 
-def verify_file(path: Path, console: Console, *, stamps: bool) -> str:
-    """md5 of `path`; with `stamps`, taken from its stamp when the file is unchanged since it was hashed."""
-    if stamps and (known := stamped_md5(path)):
+def verify_file(path: Path, console: Console, *, stamps: bool, algorithm: str = "md5") -> str:
+    """`algorithm` digest of `path`; with `stamps`, taken from its stamp when the file is unchanged since it was hashed."""
+    if stamps and (known := stamped_hash(path, algorithm)):
         return known
     with bytes_progress(console) as progress:
         task = progress.add_task(f"verify {path.name.split('.md5-')[0]}", total=path.stat().st_size)
-        got = md5_of(path, progress, task)
+        got = hash_of(path, algorithm, progress, task)
     if stamps:
         try:
-            write_stamp(path, got)
+            write_stamp(path, got, algorithm)
         except OSError:
             pass  # a stamp only saves time
     return got
@@ -119,12 +136,17 @@ def need_space(folder: Path, needed: int, what: str, hint: str) -> None:
 
 @dataclass
 class PartState:
-    """The partial download and the md5 of its first `hashed` bytes (kept across attempts)."""
+    """The partial download and the digest of its first `hashed` bytes (kept across attempts).
+
+    The digest's algorithm is whatever `digest` was made with (`hashlib.md5()`, `hashlib.sha256()`);
+    a restart starts a fresh one of the same kind.
+    """
 
     path: Path
     digest: hashlib._Hash
     hashed: int = 0
     resumed: bool = False  # some of it came from an earlier request (a resume can splice two files)
+    space_hint: str = SPACE_HINT  # what to do when the disk is full: names the caller's own option
 
     def size(self) -> int:
         try:
@@ -134,7 +156,7 @@ class PartState:
 
     def restart(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.digest = hashlib.md5()
+        self.digest = hashlib.new(self.digest.name)
         self.hashed = 0
         self.resumed = False
 
@@ -142,7 +164,7 @@ class PartState:
         """Hash what is on disk but not hashed yet (a part kept from an earlier run); return its size."""
         size = self.size()
         if size < self.hashed:
-            self.digest, self.hashed = hashlib.md5(), 0
+            self.digest, self.hashed = hashlib.new(self.digest.name), 0
         if size > self.hashed:
             with open(self.path, "rb") as f:
                 f.seek(self.hashed)
@@ -199,7 +221,7 @@ def _attempt(url: str, part: PartState, progress: Progress, task: TaskID, cache:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         if total is not None:
-            need_space(cache, total - offset, part.path.name, "Free some space or pass --cache-dir DIR on a bigger disk; re-run to resume.")
+            need_space(cache, total - offset, part.path.name, f"{part.space_hint}; re-run to resume.")
         progress.update(task, total=total, completed=offset)
         received = 0
         with open(part.path, "ab") as f:
@@ -213,9 +235,7 @@ def _attempt(url: str, part: PartState, progress: Progress, task: TaskID, cache:
                 try:
                     f.write(chunk)
                 except OSError as exc:
-                    raise disk_error(
-                        exc, part.path, f"Free some space (or pass --cache-dir DIR) and re-run: the {offset + received} bytes kept resume."
-                    ) from None
+                    raise disk_error(exc, part.path, f"{part.space_hint}, and re-run: the {offset + received} bytes kept resume.") from None
                 part.digest.update(chunk)
                 part.hashed += len(chunk)
                 received += len(chunk)
@@ -245,3 +265,95 @@ def download_from(url: str, part: PartState, progress: Progress, task: TaskID, c
             time.sleep(wait)
 
 
+# ---------------------------------------------------------------- one verified file (checkpoints)
+
+
+@contextmanager
+def download_lock(target: Path, console: Console) -> Iterator[None]:
+    """One process at a time downloads `target` (they would append to one part file): several
+    nodes or Slurm tasks may fetch the same weights into a shared cache at once. The lock is an
+    flock on `.STEM.download-lock` beside it and goes with the process; no lock on Windows."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(target.with_name(f".{target.stem}.download-lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(f"{target.name}: another vocseg is downloading it into {target.parent}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fetch_verified(
+    url: str,
+    target: Path,
+    *,
+    expected: str | None,
+    what: str,
+    hint: str,
+    space_hint: str,
+    console: Console,
+    algorithm: str = "sha256",
+) -> Path:
+    """`target`, downloaded from `url` unless a verified copy is there, whose `algorithm` digest
+    starts with `expected` (a hex prefix, e.g. the 8 digits in mmseg's checkpoint names; None: no check).
+
+    The download is the one `prepare` uses: it resumes a kept `NAME.part` (HTTP Range), retries
+    with backoff, and hashes while it writes; the file appears under its name only once verified
+    (the digest is stamped in `.NAME.verified`, so a later call does not hash it again). A part
+    that was resumed and does not verify is fetched once more from the start. A cached file that
+    no longer verifies is downloaded again.
+
+    Errors (VocsegError, one line): the server cannot give it (`what`, the URL and `hint`; the
+    bytes kept are named, a re-run resumes), the digest differs (the part is deleted), the disk
+    is full or not writable (`space_hint`).
+    """
+    expected = expected.lower() if expected else None
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, folder, space_hint) from None
+    with download_lock(target, console):
+        if target.is_file():
+            got = verify_file(target, console, stamps=True, algorithm=algorithm)
+            if expected is None or got.startswith(expected):
+                return target
+            console.print(f"{target}: {algorithm} {got[:8]}..., expected {expected}...: damaged; downloading it again")
+            target.unlink()
+            stamp_path(target).unlink(missing_ok=True)
+        part = PartState(folder / f"{target.name}.part", hashlib.new(algorithm), space_hint=space_hint)
+        for last_try in (False, True):
+            with bytes_progress(console, transient=True) as progress:
+                task = progress.add_task(f"download {target.name}", total=None)
+                try:
+                    download_from(url, part, progress, task, folder)
+                except SourceFailed as exc:
+                    kept = part.size()
+                    resume = f" Re-run to resume ({kept:,} bytes kept in {part.path})." if kept else ""
+                    raise VocsegError(f"Could not download {what} from {url}: {exc}.", hint + resume) from None
+            got = part.digest.hexdigest()
+            if expected is None or got.startswith(expected):
+                break
+            resumed = part.resumed
+            part.restart()  # never keep bytes that do not verify
+            if resumed and not last_try:
+                # The kept part may come from another file or version: fetch it once more, whole.
+                console.print(f"  {url}: {algorithm} {got[:8]}... after resuming; downloading it again from the start")
+                continue
+            raise VocsegError(
+                f"{what} from {url} does not match its published hash ({algorithm} {got[:8]}..., expected {expected}...); deleted.",
+                "Try again; if it persists, the server or mirror serves a different file.",
+            )
+        try:
+            os.replace(part.path, target)
+            write_stamp(target, got, algorithm)
+        except OSError as exc:
+            raise disk_error(exc, target, space_hint) from None
+        return target

@@ -1,7 +1,8 @@
 """Official mmseg UPerNet VOC checkpoints: `--checkpoint official:upernet-r50-40k`.
 
 The published models (mmseg v0.5 model zoo, trained on VOC 2012 + SBD aug, 4 GPUs x 4 images)
-are downloaded once, checked against the sha256 prefix in their file name, and cached. Their
+are downloaded once (resumable, retried: `vocseg.data.download.fetch_verified`, as `prepare`),
+checked against the sha256 prefix in their file name, and cached. Their
 config is built from vocseg's own model presets (UPerNet + ResNetV1c, 21 classes, BN instead of
 SyncBN for one process, test Resize (2048, 512)) and written next to the checkpoint, so it also
 works with mmseg's own `tools/test.py`. No heavy imports at module level.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vocseg.errors import VocsegError
-from vocseg.recipe.pretrained import DOWNLOAD_ERRORS, cache_dir, download_file, partial_path, sha256_of
+from vocseg.recipe.pretrained import cache_dir, download_console
 
 PREFIX = "official:"
 BASE_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/upernet"
@@ -73,31 +74,20 @@ def cache_root() -> Path:
 
 
 def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
-    """The cached checkpoint file, downloaded if needed; refused unless its sha256 matches the name."""
+    """The cached checkpoint file, downloaded if needed (a cut transfer resumes on the next call);
+    refused unless its sha256 starts with the prefix in its name."""
+    from vocseg.data.download import fetch_verified
+
     target = cache_root() / model.filename
-    if target.is_file():
-        if sha256_of(target).startswith(model.sha256_prefix):
-            return target
-        target.unlink()  # a damaged or foreign file: fetch it again
-    url = model.url()
-    part = partial_path(target)
-    try:
-        download_file(url, part, quiet=quiet)
-    except DOWNLOAD_ERRORS as exc:
-        part.unlink(missing_ok=True)
-        raise VocsegError(
-            f"Could not download {PREFIX}{model.key} from {url}: {exc}.",
-            f"Check the network, set ${MIRROR_ENV} to a mirror, or download it by hand to {target}.",
-        ) from None
-    digest = sha256_of(part)
-    if not digest.startswith(model.sha256_prefix):
-        part.unlink(missing_ok=True)
-        raise VocsegError(
-            f"{url} does not match its published hash (sha256 {digest[:8]}..., expected {model.sha256_prefix}...); deleted.",
-            "Try again; if it persists, the server or mirror serves a different file.",
-        )
-    part.replace(target)
-    return target
+    return fetch_verified(
+        model.url(),
+        target,
+        expected=model.sha256_prefix,
+        what=f"{PREFIX}{model.key}",
+        hint=f"Check the network, set ${MIRROR_ENV} to a mirror, or download it by hand to {target}.",
+        space_hint="Free some space, or set $VOCSEG_CACHE_DIR to a folder on a bigger disk",
+        console=download_console(quiet),
+    )
 
 
 def config_text(model: OfficialModel, data_root: str = "") -> str:

@@ -6,13 +6,12 @@ ResNetV1c (a deep `stem.*`) leaves the stem at random init with only a warning i
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from vocseg.errors import VocsegError
 from vocseg.recipe.models import PRESETS, PRETRAINED_URLS
@@ -108,13 +107,27 @@ def check_backbone_fit(path: Path, recipe: Recipe) -> None:
         raise VocsegError(f"--pretrained {path} does not fit the {recipe.model} backbone (ResNetV1c): {'; '.join(parts)}.", matching_hint(recipe))
 
 
-def _sha_prefix(name: str) -> str | None:
+def sha_prefix(name: str) -> str | None:
+    """The sha256 prefix mmseg/mmengine put in a checkpoint's file name (`resnet50_v1c-2cccc1ad.pth`), or None."""
     m = re.search(r"-([0-9a-f]{8})\.pth$", name)
     return m.group(1) if m else None
 
 
-def fetch_pretrained(source: str) -> Path:
-    """A URL or `open-mmlab://` name -> a cached local file whose sha256 starts with the name's hash."""
+def download_console(quiet: bool) -> Console:
+    """Progress bars and retry notes of checkpoint downloads: stderr (stdout holds results), or nowhere."""
+    from vocseg.console import err_console
+
+    return Console(quiet=True) if quiet else err_console
+
+
+def fetch_pretrained(source: str, *, quiet: bool = False) -> Path:
+    """A URL or `open-mmlab://` name -> a cached local file whose sha256 starts with the name's hash.
+
+    Through `vocseg.data.download.fetch_verified`: resumed after a cut connection, retried,
+    verified before it gets its name in `CACHE/pretrained/`.
+    """
+    from vocseg.data.download import fetch_verified
+
     url = PRETRAINED_URLS.get(source.replace("openmmlab://", "open-mmlab://"), source)
     if not url.startswith(("http://", "https://")):
         path = Path(source).expanduser()
@@ -123,54 +136,15 @@ def fetch_pretrained(source: str) -> Path:
         return path
     name = url.rstrip("/").rsplit("/", 1)[-1]
     target = cache_dir() / "pretrained" / name
-    expected = _sha_prefix(name)
-    if target.is_file() and (expected is None or sha256_of(target).startswith(expected)):
-        return target
-    tmp = partial_path(target)
-    try:
-        download_file(url, tmp, quiet=False)
-    except DOWNLOAD_ERRORS as exc:
-        tmp.unlink(missing_ok=True)
-        raise VocsegError(f"Could not download pretrained weights {url}: {exc}.", f"Download it by hand and pass --pretrained PATH (or place it at {target}).") from None
-    if expected and not sha256_of(tmp).startswith(expected):
-        tmp.unlink(missing_ok=True)
-        raise VocsegError(f"Downloaded {name} does not match its sha256 prefix {expected}.", "Try again; if it persists, the server sent a different file.")
-    tmp.replace(target)
-    return target
-
-
-# IncompleteRead and other protocol errors are not OSErrors
-DOWNLOAD_ERRORS = (OSError, ValueError, http.client.HTTPException)
-
-
-def partial_path(target: Path) -> Path:
-    """Where `target` is downloaded to: one file per process (several nodes or Slurm tasks may
-    fetch the same weights into a shared cache at once); `remove_stale_temp_files`' pattern."""
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
-
-
-def download_file(url: str, target: Path, *, quiet: bool) -> None:
-    """Stream `url` to `target`; a progress bar on the terminal unless quiet. The caller renames."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    from vocseg.console import err_console
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err_console, disable=quiet, transient=True) as bar:
-            task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                bar.advance(task, len(chunk))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return fetch_verified(
+        url,
+        target,
+        expected=sha_prefix(name),
+        what=f"pretrained weights {name}",
+        hint=f"Check the network, or download it by hand and pass --pretrained PATH (or place it at {target}).",
+        space_hint="Free some space, or set $VOCSEG_CACHE_DIR to a folder on a bigger disk",
+        console=download_console(quiet),
+    )
 
 
 def resolve_for_training(recipe: Recipe) -> str | None:

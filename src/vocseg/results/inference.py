@@ -124,7 +124,16 @@ def pick_device(device: str) -> str:
 
 
 def load_model(target: str | Path, *, config: Path | None = None, device: str = "auto", mode: str = "whole") -> Any:
-    """mmseg's model from a run folder, a checkpoint or `official:NAME`, weights checked and loaded safely."""
+    """mmseg's model from a run folder, a checkpoint or `official:NAME`, weights checked and loaded safely.
+
+    A `.onnx` file (from `vocseg export`) gives an onnxruntime model instead: no torch, no mmseg.
+    """
+    from vocseg.results import onnx_model
+
+    if onnx_model.is_onnx_path(target):
+        if config is not None:
+            raise VocsegError("--config does not apply to an exported .onnx model (its preprocessing is in its metadata).", "Drop --config.")
+        return onnx_model.load_onnx_model(target, device=device, mode=mode)
     from vocseg.results.run_config import load_run_config
     from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
@@ -160,6 +169,10 @@ def load_model(target: str | Path, *, config: Path | None = None, device: str = 
 
 def predict_array(model: Any, rgb: np.ndarray) -> np.ndarray:
     """The class map (H, W) of an RGB image at its own resolution."""
+    from vocseg.results.onnx_model import OnnxSegmenter
+
+    if isinstance(model, OnnxSegmenter):  # `vocseg export`'s model, in onnxruntime
+        return model.predict_array(rgb)
     from mmseg.apis import inference_model
 
     with contextlib.redirect_stdout(None):

@@ -1,0 +1,56 @@
+"""`vocseg export`: a trained model as ONNX (onnxruntime-checked against vocseg's PyTorch inference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vocseg.errors import VocsegError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+def export(
+    target: Annotated[str, typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .onnx file to write (default: RUN/<checkpoint>.onnx). A file vocseg did not write is not replaced without --force.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
+    config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
+    check_images: Annotated[Optional[list[str]], typer.Option("--check-images", help="Images to check the export on (files, folders, globs; repeatable). Default: the config's val images.")] = None,
+    check_count: Annotated[int, typer.Option("--check-count", min=0, help="How many check images at most (0: all given).")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file that vocseg did not write.")] = False,
+) -> None:
+    """Export the model as ONNX for onnxruntime, TensorRT, OpenVINO: input `image` (N, 3, H, W)
+    float32 RGB 0-255 at any size (normalisation inside), output `logits` (N, 21, H, W).
+
+    The export is checked with onnx.checker and by running it in onnxruntime on the val images:
+    at least 99.9% of pixels must get the class vocseg's PyTorch inference gives, else nothing is
+    written. Writes MODEL.onnx and MODEL.onnx.json (preprocessing, classes, palette, the check's
+    figures). Use it with: vocseg predict IMG -c MODEL.onnx (onnxruntime only, no mmseg).
+    Needs: pip install 'vocseg[export]'.
+    """
+    from rich.markup import escape
+
+    from vocseg.console import console
+    from vocseg.recipe import official
+    from vocseg.results.export import MIN_AGREEMENT, export_model
+
+    if fmt.lower() != "onnx":
+        raise VocsegError(f"--format {fmt}: vocseg exports onnx only.", "Drop --format (or pass --format onnx); TorchScript is not offered (deprecated in PyTorch).")
+    if official.is_official(target):
+        official.lookup(target)  # a typo fails before anything is read or downloaded
+    result, notes = export_model(target, output=out, config=config, force=force, check_images=check_images, check_count=check_count)
+    for note in notes:
+        console.print(f"[yellow]check image skipped:[/] {escape(note)}")
+    p = result.parity
+    console.print(
+        f"onnx.checker: ok; onnxruntime vs PyTorch on {p.images} images ({p.pixels:,} pixels): "
+        f"[bold]{100 * p.agreement:.3f}%[/] of pixels the same class (needed {100 * MIN_AGREEMENT:.1f}%), "
+        f"max |logit difference| {p.max_logit_diff:.2g} (logits up to {p.max_abs_logit:.1f})"
+    )
+    action = "replaced" if result.replaced else "wrote"
+    console.print(f"[green]{action}[/] {escape(str(result.path))} ({result.size_bytes / 1e6:.1f} MB) and {escape(str(result.sidecar))}")
+    console.print(f"next: vocseg predict IMAGE --checkpoint {escape(str(result.path))}")
