@@ -464,7 +464,7 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
-    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER])
+    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER, ".vocseg-prepare.lock"])
 
 
 def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
@@ -577,7 +577,7 @@ def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tm
     assert "unsafe member" in message and "nothing was extracted" in message
     after = tree_snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before  # nothing outside the data root
-    assert sorted(p.name for p in root.iterdir()) == []  # no tree, no staging folder
+    assert sorted(p.name for p in root.iterdir()) == [".vocseg-prepare.lock"]  # no tree, no staging folder
 
 
 def test_a_member_is_never_written_through_a_link(tmp_path: Path) -> None:

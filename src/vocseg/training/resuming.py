@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from vocseg.errors import VocsegError
+from vocseg.errors import FaultContext, VocsegError
 from vocseg.recipe.recipe import Recipe, parse_gpus, validate
 from vocseg.stack.checkpoints import VAL_PENDING_KEY
 from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
@@ -159,6 +159,25 @@ def prepare_resume(
             "Pass --rescale-lr to rescale the LR linearly to the new batch, or resume with the original count.",
         )
     return dataclasses.replace(target, recipe=changed, rescale_lr=True)
+
+
+def fault_context(run_dir: Path) -> FaultContext:
+    """What a file-system fault or a dead loader worker during training leaves: the newest complete
+    checkpoint (the one `last_checkpoint` names: a save cut short never replaces it) and the
+    command that continues (`vocseg resume RUN`, or `vocseg train RUN/config.py` before the first)."""
+
+    def kept() -> str:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            return f"No checkpoint was written yet; {run_dir / CONFIG_NAME} is kept"
+        return f"Run folder {run_dir} is consistent: checkpoint {ckpt.name} (the newest complete one) is intact"
+
+    def next_command() -> str:
+        if latest_checkpoint(run_dir) is None:
+            return f"vocseg train {run_dir / CONFIG_NAME}"
+        return f"vocseg resume {run_dir}"
+
+    return FaultContext(kept=kept, next_command=next_command, where=run_dir)
 
 
 def commit_rescale(target: ResumeTarget) -> None:
