@@ -7,6 +7,7 @@ verbs, never here, so `vocseg --help` stays fast.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shlex
 import sys
@@ -80,7 +81,10 @@ def describe_os_error(exc: OSError, argv: list[str]) -> str:
     """One line: what happened, at which path, what was kept, and the command that continues."""
     from vocseg.errors import KEPT_ATTR, NEXT_ATTR, WHERE_ATTR
 
-    kind, fix = OS_FAULTS.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "Fix the cause"))
+    code = exc.errno or -1
+    if code == errno.EEXIST and exc.filename and not os.path.isdir(exc.filename):
+        code = errno.ENOTDIR  # mkdir of a folder whose name a file already has
+    kind, fix = OS_FAULTS.get(code, (exc.strerror or type(exc).__name__, "Fix the cause"))
     path = exc.filename or getattr(exc, WHERE_ATTR, None)
     at = f" at {exc.filename} -> {exc.filename2}" if exc.filename and exc.filename2 else (f" at {path}" if path else "")
     if exc.errno is None:  # a library's OSError about content (an image it cannot read), not the disk
