@@ -85,8 +85,13 @@ def describe_os_error(exc: OSError, argv: list[str]) -> str:
     if code == errno.EEXIST and exc.filename and not os.path.isdir(exc.filename):
         code = errno.ENOTDIR  # mkdir of a folder whose name a file already has
     kind, fix = OS_FAULTS.get(code, (exc.strerror or type(exc).__name__, "Fix the cause"))
-    path = exc.filename or getattr(exc, WHERE_ATTR, None)
-    at = f" at {exc.filename} -> {exc.filename2}" if exc.filename and exc.filename2 else (f" at {path}" if path else "")
+    where = getattr(exc, WHERE_ATTR, None)
+    if exc.filename and exc.filename2:
+        at = f" at {exc.filename} -> {exc.filename2}"
+    elif exc.filename:
+        at = f" at {exc.filename}"
+    else:
+        at = f" while writing in {where}" if where else ""
     if exc.errno is None:  # a library's OSError about content (an image it cannot read), not the disk
         return f"{exc}{at}. Check that file, or re-run with --verbose for the traceback."
     kept = getattr(exc, KEPT_ATTR, None)

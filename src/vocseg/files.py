@@ -126,17 +126,19 @@ def check_may_write(
 ) -> None:
     """Refuse (one line) to write `path` over a file vocseg did not write, or over an input.
 
-    Allowed: a new name; a file vocseg wrote there and nobody changed since; a file that already
-    holds exactly `data`; anything but an input with `force`. Never allowed: an input of this
-    command (`inputs`), a folder. `option` names the flag that chose the path and `force_option`
+    Allowed: a new name; an output file vocseg wrote there and nobody changed since; a file that
+    already holds exactly `data`; anything but an input with `force`. Never allowed: an input of
+    this command (`inputs`; for a folder, the files in it, e.g. a run folder's), a folder. `option` names the flag that chose the path and `force_option`
 the command's flag that allows replacing (None: it has none), for the message.
     """
     from vocseg.errors import VocsegError
 
     target = Path(path)
     named = f"{option} {target}" if option else str(target)
-    for given in inputs:
-        if _same(target, Path(given)):
+    protected = [Path(p) for p in inputs]
+    protected += [f for p in protected if p.is_dir() for f in p.iterdir() if f.is_file()]  # a run folder's files
+    for given in protected:
+        if _same(target, given):
             raise VocsegError(f"{named} is one of this command's inputs; it would be replaced.", "Pass another output path.")
     if target.is_dir():
         raise VocsegError(f"{named} is a folder, not a file name.", f"Pass a file name, e.g. {target / 'out'}{target.suffix}.")
@@ -150,13 +152,48 @@ the command's flag that allows replacing (None: it has none), for the message.
                 return
         except OSError:
             pass
-    if written_by_vocseg(target):
+    if written_by_vocseg(target, role="output"):  # a run folder's config.py / recipe.json are the run's, not outputs
         return
     more = f" or {force_option} to replace it" if force_option else ""
     raise VocsegError(
         f"{named} exists and was not written by vocseg (or was changed since); it is left as it is.",
         f"Pass another path{more}.",
     )
+
+
+def check_output_folder(folder: str | Path, *, force: bool = False, option: str = "", own_dirs: str = "") -> None:
+    """Refuse (one line) an output folder that holds files vocseg did not write there as outputs.
+
+    A new or empty folder is fine; so is one where every file is a recorded, unchanged vocseg
+    output and every folder matches the regular expression `own_dirs` (folders vocseg or MMEngine
+    make there, e.g. timestamped log folders). `force` accepts any folder (files vocseg writes
+    may then replace files of the same name).
+    """
+    import re
+
+    from vocseg.errors import VocsegError
+
+    target = Path(folder)
+    named = f"{option} {target}" if option else str(target)
+    if target.exists() and not target.is_dir():
+        raise VocsegError(f"{named} is a file, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
+    if force or not target.is_dir():
+        return
+    foreign = []
+    for entry in sorted(target.iterdir()):
+        if entry.name == MANIFEST_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink() and own_dirs and re.fullmatch(own_dirs, entry.name):
+            continue
+        if entry.is_file() and written_by_vocseg(entry, role="output"):
+            continue
+        foreign.append(entry.name)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise VocsegError(
+            f"{named} holds files vocseg did not write ({shown}); nothing was written there.",
+            "Pass a new or empty folder, or --force to write into it anyway (files of the same name are replaced).",
+        )
 
 
 def write_owned_bytes(path: str | Path, data: bytes, *, force: bool = False, inputs: tuple[str | Path, ...] = (), option: str = "") -> None:

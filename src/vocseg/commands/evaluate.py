@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+# Folders eval makes in its results folder: the split lists it evaluates and MMEngine's log folders.
+EVAL_DIRS = r"lists|\d{8}_\d{6}"
+
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate)
@@ -33,7 +36,7 @@ def evaluate(
     """
     from vocseg.commands.render import eval_report_table
     from vocseg.console import console
-    from vocseg.files import check_may_write, record_written
+    from vocseg.files import check_may_write, check_output_folder, record_written
     from vocseg.results.eval_result import write_csv, write_json
     from vocseg.results.evaluation import evaluate as run_eval
     from vocseg.results.evaluation import save_outputs
@@ -44,6 +47,8 @@ def evaluate(
     for option, path in (("--json", json_out), ("--csv", csv_out)):
         if path is not None:
             check_may_write(path, force=force, inputs=inputs, option=option)
+    if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
+        check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS)
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
     console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))

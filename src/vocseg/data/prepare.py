@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vocseg.data.check import CheckReport, check_data_root
 from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
-from vocseg.errors import VocsegError
+from vocseg.errors import FaultContext, VocsegError
 
 
 def _progress(console: Console) -> Progress:
@@ -103,7 +103,9 @@ def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Conso
         for top in (VOC_SUBDIR.split("/")[0], SBD_SUBDIR.split("/")[0]):
             if (root / top).is_dir():  # vocseg's own demo trees, finished or not
                 shutil.rmtree(root / top)
-        splits = write_demo_dataset(root)
+        with FaultContext(where=root, kept=f"{root} is marked unfinished ({DEMO_PENDING}): the next run writes the demo again",
+                          next_command=f"vocseg prepare --demo --data-root {root}"):
+            splits = write_demo_dataset(root)
         pending.unlink()
         console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
     convert_and_list(root, force=force, workers=workers, console=console)
