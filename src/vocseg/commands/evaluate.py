@@ -64,7 +64,8 @@ def evaluate(
     if csv_out:
         write_csv(result, csv_out)
         saved.append(csv_out)
-    record_written(*(p for p in saved if Path(p).is_file()))
+    dumped = out_dir / "config.py"  # MMEngine's copy of the evaluated config, written into its work_dir
+    record_written(*(p for p in [*saved, dumped] if Path(p).is_file()))
     if save_predictions:
         saved.append(save_predictions)
     console.print("results: " + ", ".join(str(p) for p in saved))
