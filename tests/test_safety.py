@@ -198,6 +198,17 @@ def test_file_system_faults_are_one_line(cli, demo_root: Path, tmp_path: Path) -
     assert tree(tmp_path) == {"a_file": hashlib.sha256(b"x").hexdigest()}
 
 
+def test_faults_in_prepare_and_compare_are_one_line(cli, tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    message = one_line_error(cli("prepare", "--demo", "--data-root", a_file / "data"))
+    assert "a file stands where a folder is expected" in message and str(a_file) in message
+    runs = Path(__file__).parent / "data" / "seed_runs.json"
+    message = one_line_error(cli("compare", runs, "--chart", a_file / "c.png"))
+    assert "a file stands where a folder is expected" in message and "vocseg compare" in message
+    assert tree(tmp_path) == {"a_file": hashlib.sha256(b"x").hexdigest()}
+
+
 def test_injected_disk_full_is_one_line_everywhere(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC injected at the one place files are written (`vocseg.files`), so it runs on any machine."""
     import vocseg.files
@@ -255,6 +266,15 @@ def small_tmpfs(tmp_path: Path):
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
     yield mount
     subprocess.run(["umount", str(mount)], check=False, capture_output=True)
+
+
+def test_a_read_only_folder_is_one_line(cli, demo_root: Path, small_tmpfs: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    target = small_tmpfs / "cfg.py"
+    message = one_line_error(cli("config", "--data-root", demo_root, "--model", "tiny", "-o", target))
+    assert "read-only file system" in message and str(small_tmpfs) in message and "vocseg config" in message
+    message = one_line_error(cli("prepare", "--demo", "--data-root", small_tmpfs / "data"))
+    assert "read-only file system" in message
 
 
 def test_real_disk_full_during_prepare_demo_is_redone_next_time(cli, small_tmpfs: Path) -> None:
