@@ -242,7 +242,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_run_resumable(
         patch.setattr(LocalBackend, "put", put)
         result = cli(*args)
     message = one_line_error(result)
-    assert message.startswith("error: disk full at") and str(run) in message
+    assert message.startswith("error: disk full while writing in") and str(run) in message
     assert "iter_2.pth" in message and "intact" in message and f"vocseg resume {run}" in message
     assert latest_checkpoint(run) == run / "iter_2.pth"
     resumed = cli("resume", run)
