@@ -226,20 +226,20 @@ def test_injected_disk_full_is_one_line_everywhere(cli, demo_root: Path, tmp_pat
 def test_disk_full_while_saving_a_checkpoint_keeps_the_run_resumable(
     cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from mmengine.fileio.backends.local_backend import LocalBackend
+    import mmengine.runner.runner as mmengine_runner
 
-    real_put = LocalBackend.put
+    real_save = mmengine_runner.save_checkpoint
 
-    def put(self: LocalBackend, obj: bytes, filepath: str | Path) -> None:
-        if str(filepath).endswith("iter_4.pth"):
-            Path(filepath).write_bytes(obj[: len(obj) // 3])  # what a full disk leaves: part of the file
+    def save(checkpoint: dict, filename: str, *args: object, **kwargs: object) -> None:
+        if str(filename).endswith("iter_4.pth"):
+            Path(filename).write_bytes(b"PK\x03\x04 part of a checkpoint")  # what a full disk leaves
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_put(self, obj, filepath)
+        real_save(checkpoint, filename, *args, **kwargs)
 
     run = tmp_path / "run"
     args = ("train", "--data-root", demo_root, *TINY_TRAIN, "--no-aug", "--iters", "6", "--ckpt-interval", "2", "--val-interval", "100", "--work-dir", run)
     with monkeypatch.context() as patch:
-        patch.setattr(LocalBackend, "put", put)
+        patch.setattr(mmengine_runner, "save_checkpoint", save)  # what the Runner calls for every checkpoint
         result = cli(*args)
     message = one_line_error(result)
     assert message.startswith("error: disk full while writing in") and str(run) in message
