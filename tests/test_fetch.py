@@ -276,8 +276,10 @@ def test_wrong_md5_is_refused_then_accepted_only_when_named(cli, server: Archive
     got = md5(archives["voc"])
     result = cli("prepare", "--data-root", fresh_root, "--cache-dir", cache)  # strict: expects the official md5
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1  # one line
-    assert f"{VOC_ARCHIVE} from {server.url}/official/{VOC_ARCHIVE} has md5 {got}" in " ".join(result.err.split())
-    assert f"--md5 {VOC_ARCHIVE}={got}" in " ".join(result.err.split())
+    message = " ".join(result.err.split())
+    assert f"{VOC_ARCHIVE} from {server.url}/official/{VOC_ARCHIVE} has md5 {got}" in message
+    assert f"={got}" not in message and "--md5" not in message  # no paste-ready bypass
+    assert "tampered" in message and "--from-dir" in message and ARCHIVES["voc"].md5 in message
     assert not (fresh_root / VOC_SUBDIR).exists()
     assert fetch.cached_path(cache, ARCHIVES["voc"], got).is_file()  # kept for an explicit yes
 
@@ -332,7 +334,8 @@ def test_from_dir_refuses_a_truncated_or_missing_archive(cli, archives, fresh_ro
     (folder / VOC_ARCHIVE).write_bytes(data[: len(data) // 2])
     result = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(archives['voc'])}")
     message = " ".join(result.err.split())
-    assert result.code == 2 and f"{folder / VOC_ARCHIVE} has md5 {md5(folder / VOC_ARCHIVE)}" in message and "truncated" in message
+    assert result.code == 2 and f"from {folder / VOC_ARCHIVE} has md5 {md5(folder / VOC_ARCHIVE)}" in message and "truncated" in message
+    assert f"={md5(folder / VOC_ARCHIVE)}" not in message
 
     # Even when its md5 is named, a truncated archive is caught by extraction and leaves no tree.
     forced = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
@@ -401,15 +404,15 @@ def test_malicious_members_are_refused(kind: str, tmp_path: Path) -> None:
 def test_interrupted_extraction_never_looks_complete(archives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "data"
     calls = {"n": 0}
-    real_extract = tarfile.TarFile.extract
+    real_extract = extract.write_member
 
-    def stop_halfway(self: tarfile.TarFile, member: tarfile.TarInfo, *args: object, **kwargs: object) -> None:
+    def stop_halfway(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
         calls["n"] += 1
         if calls["n"] == 30:
             raise KeyboardInterrupt
-        real_extract(self, member, *args, **kwargs)  # type: ignore[arg-type]
+        real_extract(tar, member, staging)
 
-    monkeypatch.setattr(tarfile.TarFile, "extract", stop_halfway)
+    monkeypatch.setattr(extract, "write_member", stop_halfway)
     voc = ARCHIVES["voc"]
     with pytest.raises(KeyboardInterrupt):
         extract.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
@@ -418,7 +421,7 @@ def test_interrupted_extraction_never_looks_complete(archives, tmp_path: Path, m
     # A hard kill leaves the staging folder behind: still not a tree, and cleaned up next time.
     staging = root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages"
     staging.mkdir(parents=True)
-    monkeypatch.setattr(tarfile.TarFile, "extract", real_extract)
+    monkeypatch.setattr(extract, "write_member", real_extract)
     extract.recover_interrupted(root)
     assert extract.tree_state(root, voc) == "absent" and not (root / f"{extract.STAGING_PREFIX}voc").exists()
     extract.extract_archive(archives["voc"], voc, md5(archives["voc"]), root, replace=False, console=QUIET)
@@ -434,7 +437,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
     cache = tmp_path / "cache"
     args = ("prepare", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"voc={md5(archives['voc'])}")
     with monkeypatch.context() as patch:
-        patch.setattr(tarfile.TarFile, "extract", full)
+        patch.setattr(extract, "write_member", full)
         result = cli(*args)
     assert result.code == 2 and "Disk full while writing" in result.err and "verified archive is kept" in " ".join(result.err.split())
     assert extract.tree_state(fresh_root, ARCHIVES["voc"]) == "absent"
@@ -461,7 +464,7 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
-    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER])
+    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER, ".vocseg-prepare.lock"])
 
 
 def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
@@ -472,3 +475,135 @@ def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archi
     assert result.code == 0, result.out + result.err
     assert [p for p, _, _ in server.log] == [f"/official/{VOC_ARCHIVE}", f"/official/{SBD_ARCHIVE}"]
     assert "used as is" in result.out
+
+
+# ---------------------------------------------------------------- links: nothing escapes, whatever the Python
+
+
+def tree_snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every path under `folder` (links not followed) -> its bytes, link target or 'dir'."""
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                out[rel] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = path.read_bytes()
+    return out
+
+
+def add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    tar.addfile(info)
+
+
+def add_link(tar: tarfile.TarFile, name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def escape_tar(path: Path, kind: str, outside: Path) -> Path:
+    """A VOC-named tar (with a valid VOC tree) that tries to write `outside/pwned.txt` or to change `outside/victim.txt`."""
+    top = VOC_SUBDIR
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("train", "val"):
+            add_file(tar, f"{top}/{SPLITS_SUBDIR}/{name}.txt", b"2026_000001\n")
+        add_dir(tar, f"{top}/JPEGImages")
+        add_dir(tar, f"{top}/SegmentationClass")
+        if kind == "chain":
+            # b -> . : every path component looks like a folder to a naive check, so
+            # x -> b/b/b/b/../../../../../../../.. counts as "inside" yet climbs out.
+            add_dir(tar, f"{top}/a")
+            add_link(tar, f"{top}/a/b", ".")
+            depth = len(Path(outside).parts) + 8
+            add_link(tar, f"{top}/a/x", "b/" * depth + "../" * depth + str(outside).lstrip("/"))
+            add_file(tar, f"{top}/a/x/pwned.txt", b"escaped")
+        elif kind == "path_max":
+            # CVE-2025-4517: long folder names chained by links until realpath() gives up at PATH_MAX.
+            comp = "d" * 247
+            steps = "abcdefghijklmnop"
+            here = f"{top}/JPEGImages"
+            for step in steps:
+                add_dir(tar, f"{here}/{comp}")
+                add_link(tar, f"{here}/{step}", comp)
+                here = f"{here}/{comp}"
+            long_link = f"{top}/JPEGImages/" + "/".join(steps) + "/" + "l" * 254
+            add_link(tar, long_link, "../" * len(steps))
+            add_link(tar, f"{top}/JPEGImages/escape", "/".join(steps) + "/" + "l" * 254 + "/" + "../" * 12 + str(outside).lstrip("/"))
+            add_file(tar, f"{top}/JPEGImages/escape/pwned.txt", b"escaped")
+        elif kind == "hardlink_outside":
+            add_link(tar, f"{top}/JPEGImages/victim.jpg", str(outside / "victim.txt"), tarfile.LNKTYPE)
+            add_file(tar, f"{top}/JPEGImages/victim.jpg", b"overwritten through a hard link")
+        elif kind == "hardlink_relative":
+            add_link(tar, f"{top}/JPEGImages/victim.jpg", "../" * 6 + "victim.txt", tarfile.LNKTYPE)
+            add_file(tar, f"{top}/JPEGImages/victim.jpg", b"overwritten through a hard link")
+        elif kind == "link_then_write":
+            add_link(tar, f"{top}/JPEGImages/photos", str(outside))
+            add_file(tar, f"{top}/JPEGImages/photos/pwned.txt", b"escaped")
+        elif kind == "inside_link":
+            # Points inside the tree: harmless on its own, still refused (the genuine archive has no link).
+            add_file(tar, f"{top}/JPEGImages/2026_000001.jpg", b"jpeg")
+            add_link(tar, f"{top}/JPEGImages/copy.jpg", "2026_000001.jpg")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["chain", "path_max", "hardlink_outside", "hardlink_relative", "link_then_write", "inside_link"])
+def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("the user's file\n")
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    archive = escape_tar(folder / VOC_ARCHIVE, kind, outside)
+    root = tmp_path / "data"
+    before = tree_snapshot(tmp_path)
+    result = cli("prepare", "--data-root", root, "--from-dir", folder, "--md5", f"voc={md5(archive)}")
+    assert result.code == 2, result.out + result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    message = " ".join(result.err.split())
+    assert "unsafe member" in message and "nothing was extracted" in message
+    after = tree_snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("data")} == before  # nothing outside the data root
+    assert sorted(p.name for p in root.iterdir()) == [".vocseg-prepare.lock"]  # no tree, no staging folder
+
+
+def test_a_member_is_never_written_through_a_link(tmp_path: Path) -> None:
+    """The second wall: even a link that got into the staging folder is not followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "JPEGImages").symlink_to(outside)
+    (staging / "file.jpg").symlink_to(outside / "victim.txt")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        add_file(tar, "JPEGImages/pwned.txt", b"escaped")
+        add_file(tar, "file.jpg", b"escaped")
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        with pytest.raises(tarfile.ReadError):
+            extract.write_member(tar, members[0], staging)
+        with pytest.raises(OSError):
+            extract.write_member(tar, members[1], staging)
+    assert list(outside.iterdir()) == []
+
+
+def test_genuine_layout_has_no_link_and_extracts(archives, tmp_path: Path) -> None:
+    """The test archives are built like the genuine ones (folders and regular files only)."""
+    for key, path in archives.items():
+        with tarfile.open(path) as tar:
+            assert all(m.isfile() or m.isdir() for m in tar), key
+            assert all(extract.unsafe_reason(m) is None for m in tar)

@@ -12,7 +12,7 @@ import typer
 
 from vocseg import __version__
 from vocseg.commands import compare, config, evaluate, export, predict, prepare, report, resume, train
-from vocseg.errors import VocsegError
+from vocseg.errors import VocsegError, describe_os_error, describe_worker_death
 
 app = typer.Typer(
     name="vocseg",
@@ -38,6 +38,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="On an error, also print the Python traceback (after the one-line message)."),
 ) -> None:
     """PASCAL VOC 2012 semantic segmentation on MMSegmentation."""
 
@@ -69,13 +70,32 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (tests call this, `main` exits with it)."""
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
     try:
-        result = command.main(args=argv, prog_name="vocseg", standalone_mode=False)
+        result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except VocsegError as exc:
         from rich.markup import escape
 
+        if verbose and exc.__cause__ is not None:
+            _print_traceback(exc.__cause__)
         return fail(escape(str(exc)), exc.exit_code)
+    except OSError as exc:
+        from rich.markup import escape
+
+        if verbose:
+            _print_traceback(exc)
+        return fail(escape(describe_os_error(exc, args)), 1)
+    except RuntimeError as exc:
+        line = describe_worker_death(exc, args)
+        if line is None:
+            raise
+        from rich.markup import escape
+
+        if verbose:
+            _print_traceback(exc)
+        return fail(escape(line), 1)
     except exits as exc:
         return int(getattr(exc, "exit_code", 0))
     except aborts:
@@ -89,6 +109,12 @@ def run(argv: list[str] | None = None) -> int:
         return fail(escape(exc.format_message()) + hint, int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         return fail("interrupted.", 130)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
 
 
 def main() -> None:

@@ -1,6 +1,13 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and the words
+for what the file system or the kernel refuses (OSError kinds, a dead loader worker): one line
+naming the path, what was kept and the command that continues (`describe_os_error`)."""
 
 from __future__ import annotations
+
+import errno
+import os
+import re
+import shlex
 
 
 class VocsegError(Exception):
@@ -14,3 +21,108 @@ class VocsegError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} {self.hint}".strip()
+
+
+# ---------------------------------------------------------------- what a file-system fault left behind
+
+# Set by the code that knows (e.g. a training run): what is intact after a fault and the command
+# that continues. The CLI edge (`vocseg.cli`) reads it when it turns an OSError into one line.
+KEPT_ATTR = "vocseg_kept"
+NEXT_ATTR = "vocseg_next"
+WHERE_ATTR = "vocseg_where"
+
+
+class FaultContext:
+    """`with FaultContext(kept=lambda: "...", next_command="vocseg resume RUN", where=RUN):` notes
+    on any OSError (or a data-loader worker's death) raised inside what was kept, where, and the
+    command that continues; the exception itself goes on unchanged. `kept` and `next_command`
+    may be callables, asked only when a fault happens (what is on disk then)."""
+
+    def __init__(self, *, kept: object = None, next_command: object = "", where: object = None) -> None:
+        self.kept, self.next_command, self.where = kept, next_command, where
+
+    def __enter__(self) -> FaultContext:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, (OSError, RuntimeError)) and not hasattr(exc, NEXT_ATTR):
+            try:
+                kept = self.kept() if callable(self.kept) else self.kept
+                next_command = self.next_command() if callable(self.next_command) else self.next_command
+            except Exception:  # noqa: BLE001 - the note must never hide the fault
+                kept, next_command = None, ""
+            try:
+                setattr(exc, KEPT_ATTR, kept)
+                setattr(exc, NEXT_ATTR, next_command)
+                setattr(exc, WHERE_ATTR, self.where)
+            except (AttributeError, TypeError):
+                pass
+        return False
+
+
+# ---------------------------------------------------------------- file-system faults in one line
+
+# The CLI edge (`vocseg.cli.run`) turns every OSError and every dead loader worker into one line
+# with these; a training worker process (`vocseg.training.worker`) can use the same words.
+
+# errno -> (what happened, what to do). The one place where an OSError becomes words.
+OS_FAULTS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("disk full", "Free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "Free some space or raise your quota"),
+    errno.EROFS: ("read-only file system", "Pick a folder on a writable file system"),
+    errno.EACCES: ("permission denied", "Pick a folder you may write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "Pick a folder you may write to, or fix its permissions"),
+    errno.ENOTDIR: ("a file stands where a folder is expected", "Move that file away, or pick another path"),
+    errno.EISDIR: ("a folder stands where a file is expected", "Give a file name, not a folder"),
+    errno.ENAMETOOLONG: ("file name too long", "Use a shorter name or a shallower folder"),
+    errno.EXDEV: ("cannot move a file across file systems", "Keep the output on the same file system as its folder"),
+    errno.ENOENT: ("no such file or folder", "Check the path"),
+    errno.EEXIST: ("already exists", "Move it away, or pick another path"),
+    errno.EIO: ("input/output error (a failing disk or network mount)", "Check the disk or mount"),
+    errno.EMFILE: ("too many open files", "Raise `ulimit -n`, or use fewer --num-workers"),
+    errno.ENFILE: ("too many open files on this machine", "Close other programs, or use fewer --num-workers"),
+    errno.ENOMEM: ("out of memory", "Use a smaller --batch or fewer --num-workers"),
+    errno.ELOOP: ("too many levels of links", "Check the path for a link loop"),
+}
+
+# PyTorch's words when the kernel kills a data-loader worker (typically the out-of-memory killer).
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?[^)]*\) (is killed by signal|exited unexpectedly)")
+
+
+def rerun_command(argv: list[str]) -> str:
+    return "vocseg " + " ".join(shlex.quote(a) for a in argv) if argv else "vocseg"
+
+
+def describe_os_error(exc: OSError, argv: list[str]) -> str:
+    """One line: what happened, at which path, what was kept, and the command that continues."""
+    code = exc.errno or -1
+    if code == errno.EEXIST and exc.filename and not os.path.isdir(exc.filename):
+        code = errno.ENOTDIR  # mkdir of a folder whose name a file already has
+    kind, fix = OS_FAULTS.get(code, (exc.strerror or type(exc).__name__, "Fix the cause"))
+    where = getattr(exc, WHERE_ATTR, None)
+    if exc.filename and exc.filename2:
+        at = f" at {exc.filename} -> {exc.filename2}"
+    elif exc.filename:
+        at = f" at {exc.filename}"
+    else:
+        at = f" while writing in {where}" if where else ""
+    if exc.errno is None:  # a library's OSError about content (an image it cannot read), not the disk
+        return f"{exc}{at}. Check that file, or re-run with --verbose for the traceback."
+    kept = getattr(exc, KEPT_ATTR, None)
+    kept_text = f" {kept.rstrip('.')}." if kept else ""
+    next_command = getattr(exc, NEXT_ATTR, None) or rerun_command(argv)
+    return f"{kind}{at} ({exc.strerror or exc}).{kept_text} {fix}, then run `{next_command}`."
+
+
+def describe_worker_death(exc: BaseException, argv: list[str]) -> str | None:
+    """One line for a data-loader worker killed by the kernel, or None for other errors."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not _WORKER_DIED.search(first):
+        return None
+    kept = getattr(exc, KEPT_ATTR, None)
+    next_command = getattr(exc, NEXT_ATTR, None) or rerun_command(argv)
+    return (
+        f"a data-loader worker died ({first.rstrip('. ')}): most likely the kernel's out-of-memory killer."
+        f"{f' {kept.rstrip(chr(46))}.' if kept else ''} Use fewer --num-workers or a smaller --batch "
+        f"(or free memory), then run `{next_command}`."
+    )

@@ -20,6 +20,7 @@ def compare(
     area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = 1.5,
     gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.")] = 10.0,
     weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.")] = 10.0,
+    force: Annotated[bool, typer.Option("--force", help="Replace --chart / --json files that vocseg did not write (never an input).")] = False,
 ) -> None:
     """Compare two or more results: per-class IoU and Acc with deltas against the first, and flags for
     over-filled predictions (IoU down, Acc up), memorisation (train vs val gap), classes weak in every run,
@@ -28,15 +29,25 @@ def compare(
 
     from vocseg.commands.render import compare_table, print_flags
     from vocseg.console import console
-    from vocseg.files import write_text_atomic
+    from vocseg.files import check_may_write, record_written, write_owned_text
     from vocseg.results.compare import compare_paths
     from vocseg.results.plots import compare_chart
 
+    # Inputs are never replaced (a run folder's eval JSONs included); other files only when vocseg wrote them.
+    protected = [*inputs, *(p for i in inputs if i.is_dir() for p in i.glob("eval/*.json"))]
+    for option, path in (("--chart", chart), ("--json", json_out)):
+        if path is not None:
+            check_may_write(path, force=force, inputs=protected, option=option)
+    if json_out is not None and chart.expanduser().resolve() == json_out.expanduser().resolve():
+        from vocseg.errors import VocsegError
+
+        raise VocsegError(f"--chart and --json name the same file {chart}.", "Give them different names.")
     comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
     console.print(compare_table(comparison))
     print_flags(comparison)
     saved = [compare_chart(comparison, chart)]
+    record_written(chart)
     if json_out:
-        write_text_atomic(json_out, json.dumps(comparison.to_json(), indent=1) + "\n")
+        write_owned_text(json_out, json.dumps(comparison.to_json(), indent=1) + "\n", force=force, inputs=protected, option="--json")
         saved.append(json_out)
     console.print("written: " + ", ".join(str(p) for p in saved))

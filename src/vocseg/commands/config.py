@@ -19,17 +19,21 @@ def register(app: typer.Typer) -> None:
 def config(
     flags: dict[str, Any],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file that vocseg did not write (or that was edited since).")] = False,
 ) -> None:
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
     from vocseg.commands.render import print_plan
     from vocseg.console import console, err_console
-    from vocseg.training.experiment import plan_experiment, write_config
+    from vocseg.files import check_may_write, write_owned_text
+    from vocseg.training.experiment import plan_experiment
 
+    if output is not None:
+        check_may_write(output, force=force, option="-o")  # before the plan is printed or weights are checked
     recipe = recipe_from_flags(flags)
     experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True)
     print_plan(recipe, experiment.plan, console if output else err_console)
     if output is None:
         sys.stdout.write(experiment.config_text)
         return
-    write_config(experiment, output)
+    write_owned_text(output, experiment.config_text, force=force, option="-o")
     console.print(f"wrote {output}  (train it: vocseg train {output})")

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+# Folders eval makes in its results folder: the split lists it evaluates and MMEngine's log folders.
+EVAL_DIRS = r"lists|\d{8}_\d{6}"
+
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate)
@@ -25,6 +28,7 @@ def evaluate(
     save_predictions: Annotated[Optional[Path], typer.Option("--save-predictions", help="Also write each predicted label map (VOC palette PNG) into this folder.")] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", min=0, help="Data loader workers (default: the config's).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace result files (--json, --csv, in -o) that vocseg did not write.")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Acc, Dice, Precision; mIoU, mAcc, aAcc (percent, mmseg's IoUMetric).
 
@@ -32,20 +36,36 @@ def evaluate(
     """
     from vocseg.commands.render import eval_report_table
     from vocseg.console import console
+    from vocseg.files import check_may_write, check_output_folder, record_written
     from vocseg.results.eval_result import write_csv, write_json
     from vocseg.results.evaluation import evaluate as run_eval
     from vocseg.results.evaluation import save_outputs
 
+    # Outputs the user named are checked before the (long) evaluation: never an input, never a
+    # file vocseg did not write unless --force.
+    inputs = [p for p in (Path(target), config) if p is not None and not str(p).startswith("official:")]
+    for option, path in (("--json", json_out), ("--csv", csv_out)):
+        if path is not None:
+            check_may_write(path, force=force, inputs=inputs, option=option)
+    if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
+        check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS)
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
     console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
-    saved = save_outputs(result, Path(result.extra["out_dir"]), result.extra["tag"], plots=plots)
+    out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
+    if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)
+        names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
+        for name in names:
+            check_may_write(out_dir / name, force=force, inputs=inputs, option="-o")
+    saved = save_outputs(result, out_dir, tag, plots=plots)
     if json_out:
         write_json(result, json_out)
         saved.append(json_out)
     if csv_out:
         write_csv(result, csv_out)
         saved.append(csv_out)
+    dumped = out_dir / "config.py"  # MMEngine's copy of the evaluated config, written into its work_dir
+    record_written(*(p for p in [*saved, dumped] if Path(p).is_file()))
     if save_predictions:
         saved.append(save_predictions)
     console.print("results: " + ", ".join(str(p) for p in saved))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,21 +32,21 @@ def prepare(
     """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
     from vocseg.commands.render import check_table
     from vocseg.console import console
+    from vocseg.data.prepare import prepare_lock, run_check
     from vocseg.recipe.recipe import default_data_root
 
     root = (data_root or default_data_root()).expanduser().resolve()
-    if demo:
-        from vocseg.data.prepare import prepare_demo
+    with prepare_lock(root) if (root.is_dir() or not check_only) else nullcontext():
+        if demo:
+            from vocseg.data.prepare import prepare_demo
 
-        prepare_demo(root, force=force, workers=workers, console=console)
-        aug = True
-    elif not check_only:
-        from vocseg.data.prepare import prepare_voc
+            prepare_demo(root, force=force, workers=workers, console=console)
+            aug = True
+        elif not check_only:
+            from vocseg.data.prepare import prepare_voc
 
-        prepare_voc(root, aug=aug, force=force, workers=workers, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5=md5 or [], console=console)
-    from vocseg.data.prepare import run_check
-
-    report = run_check(root, aug=aug, workers=workers, console=console)
+            prepare_voc(root, aug=aug, force=force, workers=workers, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5=md5 or [], console=console)
+        report = run_check(root, aug=aug, workers=workers, console=console)
     console.print(check_table(report))
     if not report.ok:
         from rich.markup import escape

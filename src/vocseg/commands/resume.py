@@ -38,7 +38,7 @@ def resume(
 
     from vocseg.console import console
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
-    from vocseg.training.resuming import commit_rescale, prepare_resume
+    from vocseg.training.resuming import commit_rescale, fault_context, prepare_resume
     from vocseg.training.runs import run_lock
 
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
@@ -54,7 +54,7 @@ def resume(
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                             launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
-    with run_lock(target.run_dir) if primary else contextlib.nullcontext():
+    with run_lock(target.run_dir) if primary else contextlib.nullcontext(), fault_context(target.run_dir):
         commit_rescale(target)
         if primary:
             at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"

@@ -74,8 +74,9 @@ def train(
     from vocseg.commands.render import print_plan
     from vocseg.console import console
     from vocseg.errors import VocsegError
-    from vocseg.training.experiment import experiment_from_config_file, plan_experiment
+    from vocseg.training.experiment import check_run_folder, experiment_from_config_file, plan_experiment
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.training.resuming import fault_context
     from vocseg.training.runs import run_lock
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
@@ -101,12 +102,14 @@ def train(
     if primary and experiment.recipe is not None and experiment.plan is not None:
         print_plan(experiment.recipe, experiment.plan)
     if primary:
+        check_run_folder(experiment)  # a folder of the user's own files: refused before the lock file is made
         experiment.work_dir.mkdir(parents=True, exist_ok=True)
     # Locked before anything is written: --work-dir may name a folder that is training right now.
     with run_lock(experiment.work_dir) if primary else contextlib.nullcontext():
         config_path = start_run_on_this_node(experiment, launch_plan, options)
         if primary:
             console.print(f"run folder: {config_path.parent}", soft_wrap=True)
-        code = launch_training(config_path, launch_plan, options, resume=False)
+        with fault_context(config_path.parent):  # a full disk or a killed loader worker: one line, what is kept, how to go on
+            code = launch_training(config_path, launch_plan, options, resume=False)
     if code:
         raise typer.Exit(code)

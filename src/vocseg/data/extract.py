@@ -1,8 +1,17 @@
 """Extraction of the VOC and SBD archives into a data root.
 
 Extraction goes to a staging folder inside the data root and is moved into place in one rename
-when complete, so an interrupted extraction never looks complete. Members with absolute paths,
-`..`, links leading outside the target or special files make the whole archive refused.
+when complete, so an interrupted extraction never looks complete.
+
+Nothing is ever written outside the staging folder, whatever the Python version: the genuine VOC
+and SBD archives hold only folders and regular files (docs/prepare.md says how that was
+established), so a member that is a symbolic link, a hard link, a device, a fifo, or whose path is
+absolute, holds `..`, or is longer than a file system takes makes the whole archive refused before
+anything of it is used. vocseg then writes each member itself instead of `tarfile.extract`: every
+folder on the way is created by vocseg and checked with `lstat` to be a real folder, every file is
+opened with `O_NOFOLLOW`, so no path can pass through a link (the chained-link and PATH_MAX tricks
+of CVE-2025-4517, which defeat tarfile's `data` filter on Pythons before 3.11.13 / 3.12.11 /
+3.13.4, and the hard-link fallback of CPython issue 151558, have nothing to work with).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -47,26 +57,71 @@ def extracted_marker(root: Path, archive: Archive) -> dict[str, str] | None:
 # ---------------------------------------------------------------- extraction
 
 
+NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, NTFS)
+PATH_LIMIT = 1024  # bytes in a member's path: VOC's longest is under 80; PATH_MAX tricks need ~4096
+
+
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    """Why extracting this member could write outside the target, or None if it is safe."""
+    """Why extracting this member could write outside the target (or is not a VOC/SBD member), or None.
+
+    Links of any kind are refused: the genuine archives hold none (docs/prepare.md), and a link,
+    even one that points inside, is what chained-link escapes are built from.
+    """
     name = member.name
+    if "\x00" in name:
+        return "a NUL byte in its path"
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
         return "'..' in its path"
-    if member.issym() or member.islnk():
-        link = member.linkname.replace("\\", "/")
-        if link.startswith("/") or re.match(r"^[A-Za-z]:", link):
-            return f"link to an absolute path ({member.linkname})"
-        base = PurePosixPath(name).parent if member.issym() else PurePosixPath()
-        depth = 0
-        for part in (base / link).parts:
-            depth += -1 if part == ".." else 0 if part == "." else 1
-            if depth < 0:
-                return f"link leading outside the archive ({member.linkname})"
-    elif not (member.isfile() or member.isdir()):
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_LIMIT or any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        return "a path longer than a file system takes"
+    if member.issym():
+        return f"a symbolic link (to {member.linkname!r}); the genuine archive holds none"
+    if member.islnk():
+        return f"a hard link (to {member.linkname!r}); the genuine archive holds none"
+    if not (member.isfile() or member.isdir()):
         return "device, fifo or other special file"
     return None
+
+
+def member_parts(name: str) -> list[str]:
+    """A member's path as components under the target (`./`, empty parts and `.` dropped)."""
+    return [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "/")]
+
+
+def _real_folder(path: Path) -> None:
+    """Create `path` (one component) or check that what is there is a real folder, never a link."""
+    try:
+        os.mkdir(path)
+        return
+    except FileExistsError:
+        pass
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise tarfile.ReadError(f"{path.name!r} is both a file and a folder in it")
+
+
+def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
+    """Write one checked folder or regular-file member under `staging`, never through a link."""
+    parts = member_parts(member.name)
+    if not parts:
+        return
+    here = staging
+    folders = parts if member.isdir() else parts[:-1]
+    for part in folders:
+        here = here / part
+        _real_folder(here)
+    if member.isdir():
+        return
+    target = here / parts[-1]
+    source = tar.extractfile(member)
+    if source is None:
+        raise tarfile.ReadError(f"no data for {member.name!r}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(target, flags, 0o644)
+    with os.fdopen(fd, "wb") as out, source:
+        shutil.copyfileobj(source, out, 1 << 20)
 
 
 def _wanted(name: str, top: str) -> bool:
@@ -94,7 +149,6 @@ class _CountingReader:
 
 def _extract_members(path: Path, archive: Archive, staging: Path, console: Console) -> int:
     """Extract the archive's `top` folder into `staging`; return the number of members taken."""
-    use_filter = hasattr(tarfile, "data_filter")
     taken = 0
     with open(path, "rb") as raw, bytes_progress(console) as progress:
         task = progress.add_task(f"extract {archive.name}", total=path.stat().st_size)
@@ -109,16 +163,14 @@ def _extract_members(path: Path, archive: Archive, staging: Path, console: Conso
             for member in tar:
                 why = unsafe_reason(member)
                 if why:
+                    shown = member.name if len(member.name) <= 120 else f"{member.name[:60]}...{member.name[-40:]}"
                     raise VocsegError(
-                        f"{path} has an unsafe member {member.name!r} ({why}); nothing was extracted.",
+                        f"{path} has an unsafe member {shown!r} ({why[:200]}); nothing was extracted.",
                         f"This is not a genuine {archive.label} archive: delete it and get the official one.",
                     )
                 if not _wanted(member.name, archive.top):
                     continue
-                if use_filter:
-                    tar.extract(member, staging, filter="data")
-                else:
-                    tar.extract(member, staging)
+                write_member(tar, member, staging)
                 taken += 1
             # tarfile ends quietly at a header cut short: a complete archive ends with a zero block.
             tar.fileobj.seek(tar.offset)
@@ -151,14 +203,10 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
         staging.mkdir()
         try:
             taken = _extract_members(path, archive, staging, console)
-        except tarfile.FilterError as exc:
-            raise VocsegError(
-                f"{path} has an unsafe member ({exc}); nothing was extracted.", f"This is not a genuine {archive.label} archive: delete it."
-            ) from None
         except (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error) as exc:
             raise VocsegError(f"{path} is truncated or damaged ({exc}).", fail_hint) from None
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
                 raise disk_error(exc, root, "Free some space and re-run: the verified archive is kept and extraction starts again.") from None
             raise VocsegError(f"{path} is truncated or damaged ({type(exc).__name__}: {exc}).", fail_hint) from None
         missing = [p for p in archive.required if not (staging / p).exists()]

@@ -65,11 +65,40 @@ def parse_md5_overrides(items: list[str]) -> dict[str, str]:
 
 
 def candidate_urls(archive: Archive, mirror: str | None) -> list[str]:
-    """The mirror first (a base URL, or the archive's full URL), then the official sources."""
+    """The mirror first (a base URL, or the archive's full URL), then the known sources, HTTPS ones
+    first (a plain-http download can be altered on the way; the md5 check then refuses it)."""
     urls: list[str] = []
     if mirror:
         urls.append(mirror if mirror.rstrip("/").endswith("/" + archive.name) else mirror.rstrip("/") + "/" + archive.name)
-    return urls + [u for u in archive.urls if u not in urls]
+    known = sorted(archive.urls, key=lambda u: not u.startswith("https://"))  # stable: the listed order otherwise
+    return urls + [u for u in known if u not in urls]
+
+
+def official_source_hint(archive: Archive) -> str:
+    """How to get the official archive: HTTPS sources first, then the rest, then --from-dir."""
+    https = [u for u in archive.urls if u.startswith("https://")]
+    where = f"over HTTPS from {https[0]}" if https else f"from {archive.urls[0]}"
+    return (
+        f"Get the official {archive.name} {where} (or a copy you trust), check that `md5sum` prints {archive.md5}, "
+        f"and pass its folder with --from-dir DIR."
+    )
+
+
+def md5_mismatch_error(archive: Archive, source: str, got: str, expected: str, kept: Path | None) -> VocsegError:
+    """The one-line refusal of an archive whose md5 is not the expected one.
+
+    It names no `--md5` value to paste: an archive that differs from the official one may be
+    damaged or altered (the official URLs are plain http), and extraction of a crafted archive is
+    exactly what an attacker wants; `--md5` is for archives the user made or checked themselves.
+    """
+    official = expected == archive.md5
+    what = "the official archive's" if official else "the md5 given with --md5"
+    keep = f" It is kept as {kept}, unused." if kept is not None else ""
+    return VocsegError(
+        f"{archive.name} from {source} has md5 {got}, not {what} ({expected}): a truncated or damaged download, "
+        f"another version, or a tampered copy; it was not extracted.{keep}",
+        official_source_hint(archive),
+    )
 
 
 def cached_path(cache: Path, archive: Archive, md5: str) -> Path:
@@ -112,11 +141,7 @@ def download_archive(archive: Archive, md5: str, cache: Path, mirror: str | None
     kept = part.size()
     if wrong:
         url, got, landed = wrong[-1]
-        accept = f"If you trust this copy (e.g. a mirror's repack), accept it with --md5 {archive.name}={got} (kept as {landed})"
-        raise VocsegError(
-            f"{archive.name} from {url} has md5 {got}, expected {md5}" + (" (the official one)" if md5 == archive.md5 else "") + ".",
-            f"{accept}; or fetch the official archive yourself and pass --from-dir DIR.",
-        )
+        raise md5_mismatch_error(archive, url, got, md5, landed)
     resume = f"re-run to resume ({kept:,} bytes kept in {part.path})" if kept else "re-run later"
     raise VocsegError(
         f"Could not download {archive.name}: " + "; ".join(problems) + ".",
@@ -126,18 +151,13 @@ def download_archive(archive: Archive, md5: str, cache: Path, mirror: str | None
 
 def locate_archive(archive: Archive, md5: str, *, cache: Path, from_dir: Path | None, mirror: str | None, force: bool, console: Console) -> Path:
     """A local copy of the archive whose md5 is `md5`: from --from-dir, the cache, or a download."""
-    official = md5 == archive.md5
     if from_dir is not None:
         path = from_dir.expanduser() / archive.name
         if not path.is_file():
             raise VocsegError(f"{path} does not exist.", f"Put {archive.name} in {from_dir} (or drop --from-dir to download it).")
         got = verify_file(path, console, stamps=False)  # the user's folder: no stamp files there
         if got != md5:
-            what = "the official archive's" if official else "the md5 given with --md5"
-            raise VocsegError(
-                f"{path} has md5 {got}, not {what} ({md5}): a truncated or different file.",
-                f"Download {archive.name} again; if you trust this copy, accept it with --md5 {archive.name}={got}.",
-            )
+            raise md5_mismatch_error(archive, str(path), got, md5, None)
         return path
     try:
         cache.mkdir(parents=True, exist_ok=True)

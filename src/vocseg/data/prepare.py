@@ -7,6 +7,9 @@ lists -> check. A data root that already holds extracted trees is used as it is.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -14,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vocseg.data.check import CheckReport, check_data_root
 from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
-from vocseg.errors import VocsegError
+from vocseg.errors import FaultContext, VocsegError
 
 
 def _progress(console: Console) -> Progress:
@@ -48,15 +51,62 @@ def convert_and_list(root: Path, *, force: bool, workers: int | None, console: C
     console.print(f"lists: aug.txt {len(lists.aug)} ids, trainaug.txt {len(lists.trainaug)} ids (sorted)")
 
 
-def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
-    from vocseg.data.demo import DEMO_MARKER, write_demo_dataset
+DEMO_PENDING = ".vocseg-demo-pending"  # written before the demo, removed after: its presence means "interrupted"
+PREPARE_LOCK = ".vocseg-prepare.lock"
 
-    if (root / DEMO_MARKER).is_file() and not force:
+
+@contextmanager
+def prepare_lock(root: Path) -> Iterator[None]:
+    """One `vocseg prepare` per data root at a time (the flock of `vocseg.files.exclusive_lock`,
+    as for run folders): two would extract, convert and list into the same folders."""
+    from vocseg.files import LockBusy, exclusive_lock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(root / PREPARE_LOCK))
+        except LockBusy as busy:
+            holder = f" (pid {busy.holder})" if busy.holder.isdigit() else ""
+            raise VocsegError(
+                f"{root} is being prepared by another vocseg process{holder}.",
+                f"Wait for it to finish, then run `vocseg prepare --check --data-root {root}`; if you stop it, "
+                "the next `vocseg prepare` resumes or redoes what it left.",
+            ) from None
+        yield
+
+
+def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
+    """Write the demo dataset (again with `force`, or when a previous run was interrupted), then convert and list.
+
+    A pending marker is written before the first file and removed after the last, so a run killed
+    halfway (or stopped by a full disk) is recognised as vocseg's own and redone by the next run.
+    """
+    from vocseg.data.demo import DEMO_MARKER, write_demo_dataset
+    from vocseg.files import write_text_atomic
+
+    pending = root / DEMO_PENDING
+    interrupted = pending.is_file()
+    if (root / DEMO_MARKER).is_file() and not force and not interrupted:
         console.print(f"demo dataset: already in {root}")
     else:
-        if (root / VOC_SUBDIR).exists() and not (root / DEMO_MARKER).is_file():
-            raise VocsegError(f"{root} already holds a VOCdevkit that is not the demo dataset.", "Pick another --data-root for the demo.")
-        splits = write_demo_dataset(root)
+        ours = interrupted or (root / DEMO_MARKER).is_file()
+        if not ours and any((root / top).exists() for top in (VOC_SUBDIR.split("/")[0], SBD_SUBDIR.split("/")[0])):
+            raise VocsegError(
+                f"{root} already holds a VOCdevkit or benchmark_RELEASE that is not vocseg's demo dataset; it is left as it is.",
+                "Pick another --data-root for the demo (e.g. an empty folder).",
+            )
+        if interrupted:
+            console.print(f"demo dataset: a previous run stopped halfway in {root}; writing it again")
+        root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(pending, "vocseg prepare --demo is writing this data root\n")
+        (root / DEMO_MARKER).unlink(missing_ok=True)
+        for top in (VOC_SUBDIR.split("/")[0], SBD_SUBDIR.split("/")[0]):
+            if (root / top).is_dir():  # vocseg's own demo trees, finished or not
+                shutil.rmtree(root / top)
+        with FaultContext(where=root, kept=f"{root} is marked unfinished ({DEMO_PENDING}): the next run writes the demo again",
+                          next_command=f"vocseg prepare --demo --data-root {root}"):
+            splits = write_demo_dataset(root)
+        pending.unlink()
         console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
     convert_and_list(root, force=force, workers=workers, console=console)
 

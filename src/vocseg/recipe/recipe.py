@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -214,6 +215,22 @@ class Recipe:
         return cls(**values)
 
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed's limit; mmengine seeds numpy, random and torch with it
+
+
+def validate_run_name(name: str) -> None:
+    """A run name becomes one folder under runs/: no separators, no `..`, no control characters."""
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or any(sep in name for sep in ("/", "\\", "\x00"))
+        or any(ord(c) < 32 for c in name)
+        or len(name.encode("utf-8", "surrogateescape")) > 200
+    )
+    if bad:
+        raise VocsegError(f"--name {name!r} cannot be a folder name under runs/.", "Use letters, digits, '-', '_' and '.' (at most 200 bytes), no '/' and not '..'.")
+
+
 def validate(recipe: Recipe) -> None:
     """Refuse impossible or contradictory choices with a one-line, actionable error."""
     if recipe.model not in PRESETS:
@@ -232,8 +249,19 @@ def validate(recipe: Recipe) -> None:
             raise VocsegError(f"{flag} must be at least 1, got {opt}.", f"Pass a positive {flag}.")
     if recipe.schedule is not None and recipe.schedule not in sched.OFFICIAL_SCHEDULES:
         raise VocsegError(f"Unknown --schedule {recipe.schedule!r}.", f"Choose one of: {', '.join(sched.OFFICIAL_SCHEDULES)}.")
+    for flag, rate in (("--base-lr", recipe.base_lr), ("--lr", recipe.lr)):
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate)):
+            raise VocsegError(f"{flag} {rate!r} is not a finite number.", f"Pass a positive {flag}, e.g. 0.01.")
     if recipe.base_lr_value <= 0 or (recipe.lr is not None and recipe.lr <= 0):
         raise VocsegError("The learning rate must be positive.", "Pass a positive --lr / --base-lr.")
+    if isinstance(recipe.seed, bool) or not isinstance(recipe.seed, int) or not 0 <= recipe.seed <= MAX_SEED:
+        raise VocsegError(f"--seed {recipe.seed!r} is out of range: seeds run from 0 to {MAX_SEED} (NumPy's limit).", "Pass --seed 0 or another non-negative number.")
+    if recipe.device == "cpu" and parse_gpus(recipe.gpus) != parse_gpus(Recipe.gpus):
+        raise VocsegError(f"--gpus {recipe.gpus} cannot be used with --device cpu.", "Drop --gpus (use --nproc N for CPU processes), or train with --device cuda.")
+    if recipe.device == "cuda" and recipe.nproc != 1:
+        raise VocsegError(f"--nproc {recipe.nproc} is for --device cpu.", "Pick GPUs with --gpus (e.g. --gpus 0,1 or --gpus first:2).")
+    if recipe.name is not None:
+        validate_run_name(recipe.name)
     if recipe.warmup_iters < 0 or (recipe.num_workers is not None and recipe.num_workers < 0):
         raise VocsegError("--warmup-iters and --num-workers cannot be negative.", "Pass 0 or more.")
     scale = PRESETS[recipe.model].scale

@@ -7,15 +7,16 @@ same config, and a run folder always holds the config and recipe it was trained 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.files import write_text_atomic
+from vocseg.files import MANIFEST_NAME, record_written, write_text_atomic, written_by_vocseg
 from vocseg.recipe.mmconfig import build_config_text
 from vocseg.recipe.recipe import Plan, Recipe, plan
-from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, unique_run_dir
+from vocseg.training.runs import CONFIG_NAME, LOCK_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, unique_run_dir
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,61 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
     return Experiment(recipe, the_plan, work_dir, text)
 
 
-def start_run(experiment: Experiment) -> Path:
-    """Create the run folder with config.py and recipe.json; never on top of a run that has checkpoints."""
+# What a run folder may hold besides config.py / recipe.json: MMEngine's timestamped log folders,
+# checkpoints and their pointer, vocseg's results, lock, manifest and half-written temporary files.
+_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png)$")
+
+
+def check_run_folder(experiment: Experiment) -> None:
+    """Refuse, before anything is written, a --work-dir that holds files vocseg did not write there
+    as a run folder (a user's own config.py, notes, data), or a run with checkpoints.
+
+    A file counts as the run's when the folder's manifest (`vocseg.files`) records it as written by
+    `vocseg train` and it is unchanged, or when it already holds exactly what would be written.
+    """
     work_dir = experiment.work_dir
+    if not work_dir.exists() and not work_dir.is_symlink():
+        return
+    if not work_dir.is_dir():
+        raise VocsegError(f"--work-dir {work_dir} is a file, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
     if latest_checkpoint(work_dir) is not None:
         raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+    planned = {CONFIG_NAME: experiment.config_text}
+    if experiment.recipe is not None:
+        planned[RECIPE_NAME] = experiment.recipe.to_json() + "\n"
+    foreign = []
+    for entry in sorted(work_dir.iterdir()):
+        name = entry.name
+        if name in (LOCK_NAME, MANIFEST_NAME) or (_RUN_ENTRY.match(name) and name not in planned):
+            continue
+        if entry.is_file() and not entry.is_symlink():
+            if written_by_vocseg(entry, role=RUN_ROLE):
+                continue
+            if name in planned and entry.stat().st_size == len(planned[name].encode()) and entry.read_text(errors="replace") == planned[name]:
+                continue
+        foreign.append(name)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise VocsegError(
+            f"--work-dir {work_dir} holds files vocseg did not write there ({shown}); nothing was written.",
+            f"Pass a new or empty folder, e.g. --work-dir {work_dir / 'run'}.",
+        )
+
+
+RUN_ROLE = "run"
+
+
+def start_run(experiment: Experiment) -> Path:
+    """Create the run folder with config.py and recipe.json; never on top of a run that has
+    checkpoints, nor over files vocseg did not write (`check_run_folder`)."""
+    work_dir = experiment.work_dir
+    check_run_folder(experiment)
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / CONFIG_NAME
     write_text_atomic(config_path, experiment.config_text)
+    written = [config_path]
     if experiment.recipe is not None:
         write_text_atomic(work_dir / RECIPE_NAME, experiment.recipe.to_json() + "\n")
+        written.append(work_dir / RECIPE_NAME)
+    record_written(*written, role=RUN_ROLE)
     return config_path

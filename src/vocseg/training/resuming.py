@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from vocseg.errors import VocsegError
+from vocseg.errors import FaultContext, VocsegError
 from vocseg.recipe.recipe import Recipe, parse_gpus, validate
 from vocseg.stack.checkpoints import VAL_PENDING_KEY
 from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
@@ -59,6 +59,50 @@ def _max_iters(config_path: Path) -> int | None:
     train_cfg = cfg.get("train_cfg") or {}
     value = train_cfg.get("max_iters")
     return int(value) if value is not None else None
+
+
+def check_fits_run_model(config_path: Path, state: dict, checkpoint: Path) -> None:
+    """Refuse, in one line, a checkpoint whose weights do not fit the model of the run's config
+    (keys and shapes, as eval and predict check them: `vocseg.stack.checkpoints`). Reads only.
+
+    Without it, MMEngine loads such a file non-strictly and fails much later in the optimizer,
+    after the run folder was written to.
+    """
+    from vocseg.stack.checkpoints import compare_state_dicts, describe_misfit, state_dict_of
+    from vocseg.stack.compat import ensure_stack
+
+    ensure_stack()
+    try:
+        from mmengine.config import Config
+        from mmengine.registry import init_default_scope
+
+        cfg = Config.fromfile(str(config_path))
+        init_default_scope(cfg.get("default_scope", "mmseg"))
+        import mmseg.models  # noqa: F401  (registers the model classes)
+        from mmseg.registry import MODELS
+
+        model_cfg = cfg.model.copy()
+        model_cfg.pop("pretrained", None)
+        if isinstance(model_cfg.get("backbone"), dict):
+            model_cfg.backbone.pop("init_cfg", None)
+        for key in ("backbone", "decode_head", "auxiliary_head"):
+            part = model_cfg.get(key)
+            if isinstance(part, dict) and part.get("norm_cfg", {}).get("type") == "SyncBN":
+                part.norm_cfg = dict(type="BN", requires_grad=True)  # same parameters and buffers, no process group
+        model = MODELS.build(model_cfg)
+    except Exception as exc:  # noqa: BLE001 - a config the user edited
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise VocsegError(f"Cannot build the model of {config_path}: {first}.", "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py).") from None
+    try:
+        weights = state_dict_of(state)
+    except VocsegError as exc:
+        raise VocsegError(f"{checkpoint}: {exc.message}", _previous_hint(checkpoint, config_path.parent)) from None
+    report = compare_state_dicts(model.state_dict(), weights)
+    if not report.fits:
+        raise VocsegError(
+            f"{checkpoint} does not belong to this run's model ({describe_misfit(report)}); nothing was changed.",
+            _previous_hint(checkpoint, config_path.parent),
+        )
 
 
 def _previous_hint(checkpoint: Path, run_dir: Path) -> str:
@@ -123,16 +167,17 @@ def prepare_resume(
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise VocsegError(f"{run_dir} is not a vocseg run folder (no {CONFIG_NAME}).", "Pass the folder `vocseg train` printed.")
-    if cleanup:
-        remove_stale_temp_files(run_dir)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
-    # Refuses a truncated or foreign file before any process starts.
+    # Refuses a truncated or foreign file before any process starts and before anything is written.
     state = _load_checked(checkpoint, run_dir)
     iteration = int(state["meta"]["iter"])
     max_iters = _max_iters(config_path)
     recipe = _read_recipe(run_dir / RECIPE_NAME)
+    check_fits_run_model(config_path, state, checkpoint)
+    if cleanup:
+        remove_stale_temp_files(run_dir)
     target = ResumeTarget(config_path, recipe, checkpoint, iteration, max_iters, rescale_lr=False, original_recipe=recipe,
                           val_pending=_val_pending(state, iteration))
     if target.finished:
@@ -159,6 +204,25 @@ def prepare_resume(
             "Pass --rescale-lr to rescale the LR linearly to the new batch, or resume with the original count.",
         )
     return dataclasses.replace(target, recipe=changed, rescale_lr=True)
+
+
+def fault_context(run_dir: Path) -> FaultContext:
+    """What a file-system fault or a dead loader worker during training leaves: the newest complete
+    checkpoint (the one `last_checkpoint` names: a save cut short never replaces it) and the
+    command that continues (`vocseg resume RUN`, or `vocseg train RUN/config.py` before the first)."""
+
+    def kept() -> str:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            return f"No checkpoint was written yet; {run_dir / CONFIG_NAME} is kept"
+        return f"Run folder {run_dir} is consistent: checkpoint {ckpt.name} (the newest complete one) is intact"
+
+    def next_command() -> str:
+        if latest_checkpoint(run_dir) is None:
+            return f"vocseg train {run_dir / CONFIG_NAME}"
+        return f"vocseg resume {run_dir}"
+
+    return FaultContext(kept=kept, next_command=next_command, where=run_dir)
 
 
 def commit_rescale(target: ResumeTarget) -> None:

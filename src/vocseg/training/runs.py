@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from vocseg.errors import VocsegError
@@ -111,33 +111,25 @@ LOCK_NAME = ".vocseg.lock"
 @contextmanager
 def run_lock(work_dir: Path) -> Iterator[None]:
     """Hold the run folder for one training at a time: two would overwrite each other's
-    checkpoints and `last_checkpoint`. The lock goes with the process (an flock), so a killed
-    run never leaves the folder locked."""
-    import fcntl
+    checkpoints and `last_checkpoint`. The lock goes with the process (an flock,
+    `vocseg.files.exclusive_lock`, the same as `vocseg prepare`'s data-root lock), so a killed run
+    never leaves the folder locked."""
+    from vocseg.files import LockBusy, exclusive_lock
 
-    with open(work_dir / LOCK_NAME, "a+") as f:
+    with ExitStack() as stack:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip()
+            fd = stack.enter_context(exclusive_lock(work_dir / LOCK_NAME))
+        except LockBusy as busy:
             raise VocsegError(
-                f"{work_dir} is being trained by another process{f' (pid {holder})' if holder.isdigit() else ''}.",
+                f"{work_dir} is being trained by another process{f' (pid {busy.holder})' if busy.holder.isdigit() else ''}.",
                 "Wait for it to finish, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and resume.",
             ) from None
-        except OSError:  # a file system without locks (some network mounts): go on unguarded
-            yield
-            return
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        _HELD_LOCKS.add(f.fileno())
+        if fd is not None:
+            _HELD_LOCKS.add(fd)
         try:
             yield
         finally:
-            _HELD_LOCKS.discard(f.fileno())
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _HELD_LOCKS.discard(fd or -1)
 
 
 _HELD_LOCKS: set[int] = set()
