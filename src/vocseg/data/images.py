@@ -160,9 +160,9 @@ def too_large_message(path: Path, pillow_message: str, limit: int) -> str:
     import re
 
     m = re.search(r"\((\d+) pixels\)", pillow_message)
-    size = f" ({int(m.group(1)) / 1e6:.0f} megapixels)" if m else ""
+    size = f" ({int(m.group(1)) / 1e6:.3g} megapixels)" if m else ""
     return (
-        f"{path} is too large to decode{size}: above the {limit / 1e6:.0f}-megapixel limit (Pillow's guard against "
+        f"{path} is too large to decode{size}: above the {limit / 1e6:.3g}-megapixel limit (Pillow's guard against "
         f"decompression bombs, files that expand into gigabytes of memory). It is not damaged."
     )
 

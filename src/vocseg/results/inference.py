@@ -94,7 +94,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[InputFile]:
         p = Path(raw).expanduser()
         if _is_dir(p):
             try:
-                entries = sorted(q for q in p.iterdir() if not q.name.startswith(".") and q.is_file())
+                entries = sorted(q for q in p.iterdir() if not q.name.startswith(".") and (q.is_file() or (q.is_symlink() and not q.is_dir())))
             except OSError as exc:
                 raise VocsegError(f"Cannot list {p}: {exc.strerror or exc}.", "Check the folder's permissions.") from None
             found.extend(InputFile(q, explicit=False) for q in entries)
