@@ -98,5 +98,7 @@ def test_not_a_video_is_reported(cli, trained_run: Path, tmp_path: Path) -> None
     pytest.importorskip("av")
     (tmp_path / "clip.mp4").write_bytes(b"not a video at all" * 10)
     r = cli("predict", tmp_path / "clip.mp4", "-c", trained_run, "-o", tmp_path / "out")
-    assert r.code != 0 and "not a video FFmpeg can read" in r.err + r.out and "Traceback" not in r.err
+    assert r.code != 0 and "None of the 1 inputs" in r.err and "Traceback" not in r.err + r.out
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["predictions.json"]
+    item = json.loads((tmp_path / "out" / "predictions.json").read_text())["images"][0]
+    assert "not a video FFmpeg can read" in item["error"]
