@@ -37,10 +37,10 @@ if sys.argv[1].startswith("segment-"):
     code = 0
 elif sys.argv[1] == "reference":
     import numpy as np
-    from mmseg.apis import inference_model
     from vocseg.data.images import read_image_rgb
     from vocseg.results.segmenter import load_model
-    model = load_model(sys.argv[3], device="cpu").model
+    model = load_model(sys.argv[3], device="cpu").model  # applies vocseg's stack fixes before mmseg.apis
+    from mmseg.apis import inference_model
     model.cfg.test_pipeline = [dict(t) for t in model.cfg.test_pipeline]
     rgb = read_image_rgb(__import__("pathlib").Path(sys.argv[2]))
     inference_model(model, np.ascontiguousarray(rgb[:, :, ::-1]))
@@ -83,8 +83,10 @@ def measure(kind: str, image: Path, run_dir: Path, out: Path) -> tuple[float, fl
     proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(image), str(run_dir), str(out)], capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
     if proc.returncode != 0 or line is None or line.split()[1] != "0":
-        sys.exit(f"{kind} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        print(f"{kind} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}", flush=True)
+        return float("nan"), float("nan")
     _, _, rss_kb, seconds = line.split()
+    print(f"{kind} {image.name}: peak RSS {int(rss_kb) / 1024:.0f} MiB, {float(seconds):.1f} s", flush=True)
     return int(rss_kb) / 1024, float(seconds)
 
 

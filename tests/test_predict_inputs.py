@@ -160,3 +160,22 @@ def test_whole_mode_equals_mmseg_and_slide_bounds_memory(run_copy: Path, monkeyp
         reference = model.model.slide_inference(x, [dict(img_shape=rgb.shape[:2], ori_shape=rgb.shape[:2])]).argmax(1)[0].numpy()
     assert (got == reference).mean() > 0.9999
     assert seg.window_starts(230, 96, 64) == [0, 64, 128, 134] and seg.window_starts(50, 96, 64) == [0]
+
+
+def test_disk_full_and_bad_output_folder_are_one_line(cli, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from vocseg.results import inference
+
+    (tmp_path / "file").write_text("not a folder\n")
+    r = cli("predict", CASES / "good.jpg", "-c", run_copy, "-o", tmp_path / "file" / "sub")
+    assert r.code != 0 and "Cannot create the output folder" in r.err and "Traceback" not in r.err
+
+    def full(image: object, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(inference, "save_png_atomic", full)
+    r = cli("predict", CASES / "good.jpg", CASES / "wide.png", "-c", run_copy, "-o", tmp_path / "out")
+    assert r.code != 0 and "No space left on device" in r.err and "good_overlay.png" in r.err and "Traceback" not in r.err
+    assert json.loads((tmp_path / "out" / "predictions.json").read_text())["images"] == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.json"]  # no half pair

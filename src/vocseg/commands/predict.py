@@ -66,7 +66,11 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
     out_dir = (out.expanduser() if out is not None else default_out_dir(getattr(model, "run", None))).absolute()
     with _video_progress(err_console) as progress:
         results = predict_files(inputs, model, out_dir, opacity=opacity, every=every, batch=batch, progress=progress)
-    report = write_report(results, out_dir, checkpoint=checkpoint, mode=mode)
+    try:
+        report = write_report(results, out_dir, checkpoint=checkpoint, mode=mode)
+    except OSError as exc:
+        done = sum(r.error is None for r in results)
+        raise VocsegError(f"Cannot write {exc.filename or out_dir}: {exc.strerror or exc}.", f"{done} input(s) were segmented into {out_dir}; free space or pass another -o.") from None
     ok = [r for r in results if r.error is None]
     skipped = len(results) - len(ok)
     if len(results) <= 25:

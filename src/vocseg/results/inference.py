@@ -18,6 +18,7 @@ segmented again, and neither are VOC label maps (palette PNGs with VOC's palette
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import hashlib
@@ -336,7 +337,10 @@ def predict(
     folder = OutputFolder(out_dir, [])
     kept = [i for i in items if i.explicit or not folder.is_vocseg_output(i.path)]
     folder.inputs = {_real(i.path) for i in kept}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VocsegError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.", "Pass another folder with -o.") from None
     results: list[Prediction] = []
     paths = [i.path for i in kept]
     stems = {(_real(p.parent), p.stem) for p in paths}
@@ -399,6 +403,9 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
         save_label_atomic(label_map, label)
         save_png_atomic(overlay_image(rgb, label_map, opacity, item.shares), overlay)
     except OSError as exc:
+        with contextlib.suppress(OSError):  # no half pair left behind: the label was this run's
+            if label.name in folder.claimed:
+                label.unlink(missing_ok=True)
         if exc.errno != errno.ENAMETOOLONG:
             raise
         item.error = f"{path}: cannot write {exc.filename or label}: file name too long."
