@@ -5,7 +5,7 @@
 
 A demo dataset is written and the tiny model trained for 2 iterations (the weights do not matter
 for memory). An image of SIZE x SIZE is tiled from the demo photos. Each measurement is a fresh
-process (peak resident set size from `getrusage(RUSAGE_SELF).ru_maxrss`):
+process (peak resident set size: `VmHWM` of /proc/self/status, Linux):
 
 - baseline: `vocseg predict` on one 160 x 120 demo photo (Python, torch, mmseg, the model);
 - segment only, whole / slide: load the model, decode BIG, `predict_array` (the class map), no
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 CHILD = """
-import resource, sys, time
+import sys, time
 start = time.perf_counter()
 if sys.argv[1].startswith("segment-"):
     from pathlib import Path
@@ -48,7 +48,9 @@ elif sys.argv[1] == "reference":
 else:
     from vocseg.cli import run
     code = run(["predict", sys.argv[2], "-c", sys.argv[3], "-o", sys.argv[4], "--mode", sys.argv[1], "--device", "cpu"])
-print("RESULT", code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start)
+# VmHWM: this process's own peak (ru_maxrss would also count the parent's size at spawn time)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("RESULT", code, hwm, time.perf_counter() - start)
 """
 
 

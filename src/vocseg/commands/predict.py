@@ -30,7 +30,7 @@ def predict(
     rate; needs vocseg[video]). OUT/predictions.json lists every input. Inputs that cannot be
     read are reported and skipped; files in OUT that vocseg did not write are never replaced."""
     from vocseg.recipe import official
-    from vocseg.results.inference import expand_inputs
+    from vocseg.results.inputs import expand_inputs
 
     if mode not in ("whole", "slide"):
         raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
@@ -60,8 +60,9 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
 
     from vocseg.commands.render import predict_table
     from vocseg.console import console, err_console
-    from vocseg.results.inference import default_out_dir, write_report
     from vocseg.results.inference import predict as predict_files
+    from vocseg.results.inference import write_report
+    from vocseg.results.outputs import default_out_dir
 
     out_dir = (out.expanduser() if out is not None else default_out_dir(getattr(model, "run", None))).absolute()
     with _video_progress(err_console) as progress:

@@ -1,11 +1,12 @@
-"""Predict over files: which inputs, where the outputs go, and that nothing of the user's is replaced.
+"""Predict over files: read each input, segment it, write its pictures, report every input.
 
 Per image, in the output folder: `<stem>_overlay.png` (the photo with the classes painted over it
 and a legend of the classes present with their share of the image) and `<stem>_label.png` (the
 class map in the VOC palette, readable by any VOC tool); per video `<stem>_overlay.mp4`
 (`vocseg.results.video`). Two inputs with the same stem get their parent folder's name in front
 (`<parent>_<stem>_...`); stems longer than MAX_STEM_BYTES are shortened with a hash.
-`predictions.json` lists every input: what was written, the class shares, notes on how it was
+Inputs come from `vocseg.results.inputs`, output names and the never-overwrite rule from
+`vocseg.results.outputs`. `predictions.json` lists every input: what was written, the class shares, notes on how it was
 read, or why it was skipped; and every file vocseg has written to that folder (`files`).
 
 Never over the user's files: an output name that is taken by a file vocseg did not write (not in
@@ -20,12 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
-import hashlib
-import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,23 +31,15 @@ from typing import Any
 import numpy as np
 
 from vocseg.errors import VocsegError
+from vocseg.results.inputs import InputFile, real_path
+from vocseg.results.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
 from vocseg.results.segmenter import Segmenter, predict_array
-from vocseg.results.visualize import class_shares, overlay_image, save_label_png
-from vocseg.training.runs import RUNS_ROOT
+from vocseg.results.visualize import class_shares, overlay_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".ico", ".pcx", ".sgi", ".exr", ".hdr"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
-REPORT_NAME = "predictions.json"
-WRITTEN_BY = "vocseg predict"
 IMAGE_OUTPUTS = ("_overlay.png", "_label.png")
 VIDEO_OUTPUTS = ("_overlay.mp4",)
-MAX_STEM_BYTES = 180  # + "_overlay.png" + the atomic write's ".NAME.PID.tmp" stays below 255 bytes
-
-
-@dataclass
-class InputFile:
-    path: Path
-    explicit: bool  # named on the command line (not found in a folder or by a glob)
 
 
 @dataclass
@@ -77,94 +67,6 @@ class Prediction:
         if self.frames is not None:
             data.update(frames=self.frames, fps=self.fps)
         return data
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def expand_inputs(inputs: Iterable[str]) -> list[InputFile]:
-    """Files, folders (their non-hidden files, not recursive) and globs (`**` recursive) -> inputs
-    in the given order, each file once.
-
-    Symbolic links are followed, but every folder is entered once (by device and inode), so a
-    link back to a parent never loops. Paths that do not exist and files that are not images
-    stay in the list: they are reported and skipped, one line each, while the rest is processed.
-    """
-    found: list[InputFile] = []
-    for raw in inputs:
-        p = Path(raw).expanduser()
-        if _is_dir(p):
-            try:
-                entries = sorted(q for q in p.iterdir() if not q.name.startswith(".") and (q.is_file() or (q.is_symlink() and not q.is_dir())))
-            except OSError as exc:
-                raise VocsegError(f"Cannot list {p}: {exc.strerror or exc}.", "Check the folder's permissions.") from None
-            found.extend(InputFile(q, explicit=False) for q in entries)
-        elif not os.path.lexists(p) and any(ch in raw for ch in "*?["):
-            matches = glob_files(str(p))
-            found.extend([InputFile(q, explicit=False) for q in matches] or [InputFile(p, explicit=True)])  # matching nothing: reported
-        else:
-            found.append(InputFile(p, explicit=True))
-    seen: set[Path] = set()
-    unique = []
-    for item in found:
-        key = _real(item.path)
-        if key not in seen:
-            seen.add(key)
-            unique.append(item)
-    return unique
-
-
-def glob_files(pattern: str) -> list[Path]:
-    """Files matching a glob (`*`, `?`, `[...]` within a name, `**` for any depth), hidden names
-    excluded, sorted; each folder visited once even through symlink loops."""
-    parts = Path(pattern).parts
-    first = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
-    base = Path(*parts[:first]) if first else Path(".")
-    rest = parts[first:]
-    depth_limit = None if any("**" in part for part in rest) else len(rest)
-    matches: list[Path] = []
-    visited: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in visited:
-            dirnames[:] = []
-            continue
-        visited.add((st.st_dev, st.st_ino))
-        rel = Path(dirpath).relative_to(base).parts
-        if depth_limit is not None and len(rel) + 1 >= depth_limit:
-            dirnames[:] = []
-        else:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and _matches(rest, (*rel, name)) and (Path(dirpath) / name).is_file():
-                matches.append(Path(dirpath) / name)
-    return sorted(matches)
-
-
-def _matches(pattern: tuple[str, ...], names: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not names
-    if pattern[0] == "**":
-        return any(_matches(pattern[1:], names[k:]) for k in range(len(names) + 1))
-    return bool(names) and fnmatch.fnmatchcase(names[0], pattern[0].replace("**", "*")) and _matches(pattern[1:], names[1:])
-
-
-def _is_dir(p: Path) -> bool:
-    try:
-        return p.is_dir()
-    except OSError:
-        return False
-
-
-def _real(p: Path) -> Path:
-    try:
-        return p.resolve() if os.path.lexists(p) else p
-    except (OSError, RuntimeError):  # a symlink loop
-        return p.absolute()
 
 
 # ---------------------------------------------------------------- reading
@@ -206,116 +108,6 @@ def read_rgb(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def default_out_dir(run: Path | None) -> Path:
-    """Where outputs go without `-o`: RUN/predict, RUN/predict2, ... for a model from a run folder,
-    else runs/predict, runs/predict2, ... (as Ultralytics names them): never the current folder."""
-    root = run if run is not None else RUNS_ROOT
-    candidate, n = root / "predict", 2
-    while os.path.lexists(candidate):
-        candidate = root / f"predict{n}"
-        n += 1
-    return candidate
-
-
-def short_stem(stem: str) -> str:
-    """`stem`, or (longer than MAX_STEM_BYTES in UTF-8) its start + `~` + 8 hex digits of its sha1."""
-    raw = stem.encode("utf-8", "surrogateescape")
-    if len(raw) <= MAX_STEM_BYTES:
-        return stem
-    digest = hashlib.sha1(raw).hexdigest()[:8]
-    head = raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore")
-    return f"{head}~{digest}"
-
-
-def output_stems(paths: list[Path]) -> list[str]:
-    """Predictable, distinct output names: the file stem; `<parent>_<stem>` where stems collide; then `-N`."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    stems, used = [], set()
-    for p in paths:
-        stem = short_stem(p.stem if counts[p.stem] == 1 else f"{p.parent.name or 'root'}_{p.stem}")
-        candidate, n = stem, 2
-        while candidate in used:
-            candidate = f"{stem}-{n}"
-            n += 1
-        used.add(candidate)
-        stems.append(candidate)
-    return stems
-
-
-class OutputFolder:
-    """The output folder and what vocseg may write there: names it wrote before (its
-    `predictions.json`), never a file it did not write, never one of this batch's inputs."""
-
-    def __init__(self, folder: Path, inputs: Iterable[Path]) -> None:
-        self.folder = folder
-        self.previous = previous_outputs(folder)
-        self.inputs = {_real(p) for p in inputs}
-        self.claimed: set[str] = set()
-
-    def is_vocseg_output(self, path: Path) -> bool:
-        return _real(path.parent) == _real(self.folder) and path.name in self.previous
-
-    def claim(self, stem: str, suffixes: tuple[str, ...]) -> tuple[str, str | None]:
-        """A stem whose output names are all free to write, and a note when it is not `stem`."""
-        candidate, n = stem, 2
-        while any(self._blocked(f"{candidate}{suffix}") for suffix in suffixes):
-            candidate = f"{stem}-{n}"
-            n += 1
-        self.claimed.update(f"{candidate}{suffix}" for suffix in suffixes)
-        if candidate == stem:
-            return stem, None
-        taken = next(f"{stem}{s}" for s in suffixes if self._blocked(f"{stem}{s}"))
-        return candidate, f"{taken} exists and is not vocseg's: written as {candidate}{suffixes[0]} instead"
-
-    def _blocked(self, name: str) -> bool:
-        path = self.folder / name
-        if name in self.claimed or _real(path) in self.inputs:
-            return True
-        return os.path.lexists(path) and name not in self.previous
-
-
-def previous_outputs(folder: Path) -> set[str]:
-    """Names of the files vocseg wrote into `folder` before, from its predictions.json; a
-    predictions.json vocseg did not write is refused (one line) rather than overwritten."""
-    report = folder / REPORT_NAME
-    if not os.path.lexists(report):
-        return set()
-    try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY:
-        return {str(name) for name in data.get("files", []) if isinstance(name, str)} | {REPORT_NAME}
-    if isinstance(data, dict) and set(data) == {"checkpoint", "mode", "images"}:  # vocseg 0.1's report
-        names = {Path(str(item.get(key))).name for item in data["images"] if isinstance(item, dict) for key in ("overlay", "label") if item.get(key)}
-        return names | {REPORT_NAME}
-    raise VocsegError(
-        f"{report} exists and was not written by vocseg; it will not be replaced.",
-        "Choose another output folder with -o (without -o vocseg writes to a new runs/predict*/ or RUN/predict*/).",
-    )
-
-
-def save_png_atomic(image: Any, path: Path) -> None:
-    """A PIL image as PNG, written whole or not at all."""
-    from vocseg.files import write_bytes_atomic
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def save_label_atomic(label_map: np.ndarray, path: Path) -> None:
-    """`visualize.save_label_png`, written whole or not at all."""
-    from vocseg.files import write_bytes_atomic
-
-    buffer = io.BytesIO()
-    buffer.name = path.name  # Pillow picks the format from the name
-    save_label_png(label_map, buffer)  # type: ignore[arg-type]
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 # ---------------------------------------------------------------- predicting
 
 
@@ -336,18 +128,18 @@ def predict(
     items = [i if isinstance(i, InputFile) else InputFile(Path(i), explicit=True) for i in inputs]
     folder = OutputFolder(out_dir, [])
     kept = [i for i in items if i.explicit or not folder.is_vocseg_output(i.path)]
-    folder.inputs = {_real(i.path) for i in kept}
+    folder.inputs = {real_path(i.path) for i in kept}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VocsegError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.", "Pass another folder with -o.") from None
     results: list[Prediction] = []
     paths = [i.path for i in kept]
-    stems = {(_real(p.parent), p.stem) for p in paths}
+    stems = {(real_path(p.parent), p.stem) for p in paths}
     try:
         for item, path, stem in zip(kept, paths, output_stems(paths)):
             of = companion_of(path)
-            if not item.explicit and of is not None and (_real(path.parent), of) in stems:
+            if not item.explicit and of is not None and (real_path(path.parent), of) in stems:
                 results.append(Prediction(image=path, error=f"{path} looks like the {path.stem[len(of) + 1 :]} of {of}.*, not a photo: not segmented (name it to segment it)."))
             elif path.suffix.lower() in VIDEO_SUFFIXES:
                 results.append(_predict_video(path, stem, model, folder, opacity=opacity, every=every, batch=batch, progress=progress))
@@ -429,6 +221,12 @@ def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder
         if "vocseg[video]" in exc.hint:
             raise
         item.error = exc.message
+        return item
+    except OSError:
+        raise  # the output folder's fault: one line for the whole command
+    except Exception as exc:  # noqa: BLE001 - one video the model cannot take must not stop the batch
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        item.error = f"{path} could not be segmented: {detail}"
         return item
     item.overlay, item.size, item.shares = out, video.size, video.shares
     item.frames, item.fps = video.frames, video.fps
