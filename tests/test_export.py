@@ -62,7 +62,8 @@ def test_onnxruntime_agrees_with_pytorch_on_the_val_images_and_other_sizes(expor
     on every demo val image and on sizes the export never saw (portrait, very wide, smaller than the test scale)."""
     from PIL import Image
 
-    from vocseg.results.inference import load_model, predict_array, read_rgb
+    from vocseg.results.inference import read_rgb
+    from vocseg.results.segmenter import load_model, predict_array
     from vocseg.results.onnx_model import load_onnx_model
 
     torch_model = load_model(trained_run, device="cpu")

@@ -55,7 +55,7 @@ def test_folder_glob_corrupt_and_non_images(cli, varied_run: Path, photos: Path,
     report = json.loads((out / "predictions.json").read_text())
     by_name = {Path(item["image"]).name: item for item in report["images"] if "more" not in item["image"]}
     assert len(report["images"]) == 6
-    assert "4 image(s) segmented, 2 skipped" in " ".join(r.out.split())
+    assert "4 input(s) segmented, 2 skipped" in " ".join(r.out.split())
     assert "damaged" in by_name["broken.jpg"]["error"] and "not an image" in by_name["notes.txt"]["error"]
     done = [item for item in report["images"] if item["error"] is None]
     assert len(done) == 4

@@ -183,6 +183,6 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
             table.add_row(escape(str(r.image)), f"[yellow]skipped:[/] {escape(reason)}", "")
         else:
             top = ", ".join(f"{c} {s:.1f}%" for c, s in list(r.shares.items())[:4])
-            stem = r.label.name.removesuffix("_label.png") if r.label else ""
-            table.add_row(escape(str(r.image)), escape(top), escape(f"{stem}_*.png"))
+            written = f"{r.label.name.removesuffix('_label.png')}_*.png" if r.label else (r.overlay.name if r.overlay else "")
+            table.add_row(escape(str(r.image)), escape(top), escape(written))
     return table

@@ -280,7 +280,7 @@ def export_model(
         raise missing_extra("onnxruntime", "vocseg export (its check)") from None
     from vocseg.data.download import hash_of
     from vocseg.files import write_bytes_atomic, write_text_atomic
-    from vocseg.results.inference import load_model
+    from vocseg.results.segmenter import load_model
     from vocseg.results.run_config import load_run_config
 
     checkpoint, run, cfg = load_run_config(target, config)
@@ -289,7 +289,7 @@ def export_model(
     pre = preprocessing_of(cfg)
     images = check_images_of(cfg, check_images or [], check_count)
 
-    model = load_model(target, config=config, device="cpu", mode="whole")
+    model = load_model(target, config=config, device="cpu", mode="whole").model  # the mmseg EncoderDecoder
     from mmengine.config import ConfigDict
 
     model.test_cfg = ConfigDict(mode="whole")  # the graph is whole-image inference; so is its reference

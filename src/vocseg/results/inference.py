@@ -1,30 +1,45 @@
-"""Predict: segment images with a checkpoint and write pictures a person can look at.
+"""Predict over files: read each input, segment it, write its pictures, report every input.
 
 Per image, in the output folder: `<stem>_overlay.png` (the photo with the classes painted over it
 and a legend of the classes present with their share of the image) and `<stem>_label.png` (the
-class map in the VOC palette, readable by any VOC tool). Two inputs with the same stem get their
-parent folder's name in front (`<parent>_<stem>_...`). `predictions.json` lists every input: what
-was written, the class shares, or why it was skipped.
+class map in the VOC palette, readable by any VOC tool); per video `<stem>_overlay.mp4`
+(`vocseg.results.video`). Two inputs with the same stem get their parent folder's name in front
+(`<parent>_<stem>_...`); stems longer than MAX_STEM_BYTES are shortened with a hash.
+Inputs come from `vocseg.results.inputs`, output names and the never-overwrite rule from
+`vocseg.results.outputs`. `predictions.json` lists every input: what was written, the class shares, notes on how it was
+read, or why it was skipped; and every file vocseg has written to that folder (`files`).
+
+Never over the user's files: an output name that is taken by a file vocseg did not write (not in
+the folder's `predictions.json`), or by one of this batch's inputs, is not used; the outputs of
+that input get the next free stem (`cat-2_label.png`) and a note says so. A `predictions.json`
+vocseg did not write stops the command before anything is written. Files vocseg wrote earlier
+into a folder that is also an input folder (`predict photos/ -o photos/`, twice) are not
+segmented again, and neither are VOC label maps (palette PNGs with VOC's palette).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import errno
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES, PALETTE
 from vocseg.errors import VocsegError
-from vocseg.results.visualize import class_shares, overlay_image, save_label_png
+from vocseg.results.inputs import InputFile, real_path
+from vocseg.results.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
+from vocseg.results.segmenter import Segmenter, predict_array
+from vocseg.results.visualize import class_shares, overlay_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-REPORT_NAME = "predictions.json"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".ico", ".pcx", ".sgi", ".exr", ".hdr"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
+IMAGE_OUTPUTS = ("_overlay.png", "_label.png")
+VIDEO_OUTPUTS = ("_overlay.mp4",)
 
 
 @dataclass
@@ -32,185 +47,213 @@ class Prediction:
     image: Path
     overlay: Path | None = None
     label: Path | None = None
-    shares: dict[str, float] = field(default_factory=dict)  # class -> percent of the image
+    shares: dict[str, float] = field(default_factory=dict)  # class -> percent of the image (of all frames segmented, for a video)
     size: tuple[int, int] | None = None  # width, height
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    frames: int | None = None  # videos: frames written (= frames read)
+    fps: float | None = None  # videos
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "image": str(self.image),
             "overlay": str(self.overlay) if self.overlay else None,
             "label": str(self.label) if self.label else None,
             "size": list(self.size) if self.size else None,
             "shares": self.shares,
             "error": self.error,
+            "notes": self.notes,
         }
+        if self.frames is not None:
+            data.update(frames=self.frames, fps=self.fps)
+        return data
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files, folders (their files, not hidden) and globs -> paths in the given order, each once.
-
-    Paths that do not exist and files that are not images stay in the list: they are reported
-    and skipped, one line each, while the rest is processed.
-    """
-    paths: list[Path] = []
-    for raw in inputs:
-        p = Path(raw).expanduser()
-        if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")))
-        elif not p.exists() and any(ch in raw for ch in "*?["):
-            matches = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
-            paths.extend(matches or [p])  # a glob matching nothing is reported like a missing file
-        else:
-            paths.append(p)
-    seen: set[Path] = set()
-    unique = []
-    for p in paths:
-        key = p.resolve() if p.exists() else p
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+# ---------------------------------------------------------------- reading
 
 
-def output_stems(paths: list[Path]) -> list[str]:
-    """Predictable, distinct output names: the file stem; `<parent>_<stem>` where stems collide; then `-N`."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    stems, used = [], set()
-    for p in paths:
-        stem = p.stem if counts[p.stem] == 1 else f"{p.parent.name or 'root'}_{p.stem}"
-        candidate, n = stem, 2
-        while candidate in used:
-            candidate = f"{stem}-{n}"
-            n += 1
-        used.add(candidate)
-        stems.append(candidate)
-    return stems
+def read_input(path: Path) -> Any:
+    """An input image as a viewer shows it (`vocseg.data.images.DecodedImage`), or a one-line VocsegError."""
+    from PIL import Image, UnidentifiedImageError
 
+    from vocseg.data.images import read_image
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as an RGB uint8 array (EXIF rotation applied, as viewers show it), or a one-line error."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not path.exists():
+    if not os.path.lexists(path):
         what = "matches no file" if any(ch in str(path) for ch in "*?[") else "does not exist"
         raise VocsegError(f"{path} {what}.", "Check the path.")
+    if not path.exists():
+        raise VocsegError(f"{path} is a broken or looping symbolic link.", "Point it at an image.")
     if not path.is_file():
         raise VocsegError(f"{path} is not a file.", "Pass image files, folders or globs.")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        kind = "not an image" if path.suffix.lower() not in IMAGE_SUFFIXES else "a damaged or unreadable image"
-        raise VocsegError(f"{path} is {kind}.", "Pass JPEG/PNG images.") from None
-    if rgb.ndim != 3 or min(rgb.shape[:2]) < 2:
-        raise VocsegError(f"{path} is too small to segment ({rgb.shape[1]}x{rgb.shape[0]}).", "Pass a real photo.")
-    return rgb
+        return read_image(path)
+    except Image.DecompressionBombError as exc:
+        raise VocsegError(str(exc), "Downscale or split it (vips, ImageMagick), or raise the limit with VOCSEG_MAX_MEGAPIXELS=N if you trust the file.") from None
+    except MemoryError:
+        raise VocsegError(f"{path} is too large to decode in the memory available.", "Downscale or split it.") from None
+    except UnidentifiedImageError:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise VocsegError(f"{path} is a damaged image, or one neither Pillow nor OpenCV can read.", "Re-export it as JPEG or PNG.") from None
+        raise VocsegError(f"{path} is not an image.", "Pass JPEG/PNG images (or videos).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VocsegError(f"{path} is a damaged or unreadable image ({detail}).", "Re-export it as JPEG or PNG.") from None
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VocsegError("--device cuda was asked for, but this machine has no usable CUDA GPU.", "Use --device cpu (or auto).")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise VocsegError(f"Unknown --device {device!r}.", "Use auto, cpu, cuda or cuda:N.")
-    return device
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB as viewers show it, or a one-line VocsegError."""
+    return read_input(path).rgb
 
 
-def load_model(target: str | Path, *, config: Path | None = None, device: str = "auto", mode: str = "whole") -> Any:
-    """mmseg's model from a run folder, a checkpoint or `official:NAME`, weights checked and loaded safely.
-
-    A `.onnx` file (from `vocseg export`) gives an onnxruntime model instead: no torch, no mmseg.
-    """
-    from vocseg.results import onnx_model
-
-    if onnx_model.is_onnx_path(target):
-        if config is not None:
-            raise VocsegError("--config does not apply to an exported .onnx model (its preprocessing is in its metadata).", "Drop --config.")
-        return onnx_model.load_onnx_model(target, device=device, mode=mode)
-    from vocseg.results.run_config import load_run_config
-    from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
-
-    if mode not in ("whole", "slide"):
-        raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
-    target_device = pick_device(device)
-    checkpoint, _, cfg = load_run_config(target, config)
-    from mmengine.registry import init_default_scope
-
-    init_default_scope("mmseg")
-    import mmseg.models  # noqa: F401  (registers the model classes)
-    from mmseg.registry import MODELS
-
-    cfg.model.pretrained = None
-    cfg.model.train_cfg = None
-    cfg.model.backbone.pop("init_cfg", None)
-    for key in ("backbone", "decode_head", "auxiliary_head"):
-        part = cfg.model.get(key)
-        if part is not None and part.get("norm_cfg", {}).get("type") == "SyncBN":
-            part.norm_cfg = dict(type="BN", requires_grad=True)  # one process: SyncBN has nothing to sync
-    if mode == "slide":
-        crop = tuple(cfg.get("crop_size", (512, 512)))
-        cfg.model.test_cfg = dict(mode="slide", crop_size=crop, stride=(crop[0] * 2 // 3, crop[1] * 2 // 3))
-    model = MODELS.build(cfg.model)
-    ckpt = load_state_dict_checked(checkpoint, model)
-    model.load_state_dict(state_dict_of(ckpt), strict=False)
-    model.cfg = cfg
-    model.dataset_meta = {"classes": CLASSES, "palette": PALETTE[: len(CLASSES)]}
-    model.to(target_device)
-    model.eval()
-    return model
+# ---------------------------------------------------------------- outputs
 
 
-def predict_array(model: Any, rgb: np.ndarray) -> np.ndarray:
-    """The class map (H, W) of an RGB image at its own resolution."""
-    from vocseg.results.onnx_model import OnnxSegmenter
-
-    if isinstance(model, OnnxSegmenter):  # `vocseg export`'s model, in onnxruntime
-        return model.predict_array(rgb)
-    from mmseg.apis import inference_model
-
-    with contextlib.redirect_stdout(None):
-        result = inference_model(model, np.ascontiguousarray(rgb[:, :, ::-1]))  # mmseg expects BGR
-    return result.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+# ---------------------------------------------------------------- predicting
 
 
-def predict_one(model: Any, path: Path) -> np.ndarray:
-    return predict_array(model, read_rgb(path))
-
-
-def predict(paths: list[Path], model: Any, out_dir: Path, *, opacity: float = 0.5) -> list[Prediction]:
-    """Predict each image; an input that cannot be read is reported in its Prediction and skipped."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def predict(
+    inputs: list[InputFile] | list[Path],
+    model: Segmenter,
+    out_dir: Path,
+    *,
+    opacity: float = 0.5,
+    every: int = 1,
+    batch: int = 8,
+    progress: Callable[[str], Any] | None = None,
+) -> list[Prediction]:
+    """Segment each input; an input that cannot be read or segmented is reported in its
+    Prediction and skipped. Files found in folders or by globs that vocseg itself wrote to
+    `out_dir` earlier get no Prediction (len(inputs) - len(result) of them). Raises VocsegError only for faults of the output folder (full disk,
+    no permission), after writing what was done to predictions.json."""
+    items = [i if isinstance(i, InputFile) else InputFile(Path(i), explicit=True) for i in inputs]
+    folder = OutputFolder(out_dir, [])
+    kept = [i for i in items if i.explicit or not folder.is_vocseg_output(i.path)]
+    folder.inputs = {real_path(i.path) for i in kept}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VocsegError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.", "Pass another folder with -o.") from None
     results: list[Prediction] = []
-    for path, stem in zip(paths, output_stems(paths)):
-        item = Prediction(image=path)
-        try:
-            rgb = read_rgb(path)
-        except VocsegError as exc:
-            item.error = exc.message
-            results.append(item)
-            continue
-        label_map = predict_array(model, rgb)
-        item.size = (rgb.shape[1], rgb.shape[0])
-        item.shares = class_shares(label_map)
-        item.label = out_dir / f"{stem}_label.png"
-        item.overlay = out_dir / f"{stem}_overlay.png"
-        save_label_png(label_map, item.label)
-        overlay_image(rgb, label_map, opacity, item.shares).save(item.overlay)
-        results.append(item)
+    paths = [i.path for i in kept]
+    stems = {(real_path(p.parent), p.stem) for p in paths}
+    try:
+        for item, path, stem in zip(kept, paths, output_stems(paths)):
+            of = companion_of(path)
+            if not item.explicit and of is not None and (real_path(path.parent), of) in stems:
+                results.append(Prediction(image=path, error=f"{path} looks like the {path.stem[len(of) + 1 :]} of {of}.*, not a photo: not segmented (name it to segment it)."))
+            elif path.suffix.lower() in VIDEO_SUFFIXES:
+                results.append(_predict_video(path, stem, model, folder, opacity=opacity, every=every, batch=batch, progress=progress))
+            else:
+                results.append(_predict_image(path, stem, model, folder, opacity=opacity))
+    except OSError as exc:
+        report = _write_partial_report(results, out_dir, folder)
+        where = exc.filename or out_dir
+        raise VocsegError(
+            f"Cannot write {where}: {exc.strerror or exc}.",
+            f"{sum(r.error is None for r in results)} input(s) done before it are listed in {report}; free space or pass another -o, then run predict again.",
+        ) from None
     return results
 
 
-def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, mode: str) -> Path:
+def companion_of(path: Path) -> str | None:
+    """The stem `cat` when `path` is named like a file that goes with `cat.jpg` (`cat_label.png`,
+    `cat_overlay.png`, `cat_mask.png`, as vocseg and annotation tools name them), else None."""
+    for suffix in ("_label", "_overlay", "_mask", "_labels", "_seg", "_gt"):
+        if path.stem.endswith(suffix) and len(path.stem) > len(suffix):
+            return path.stem[: -len(suffix)]
+    return None
+
+
+def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float) -> Prediction:
+    item = Prediction(image=path)
+    try:
+        decoded = read_input(path)
+    except VocsegError as exc:
+        item.error = exc.message
+        return item
+    item.notes = list(decoded.notes)
+    if decoded.voc_label_map:
+        item.error = f"{path} is a VOC label map (a palette PNG with VOC's colours), not a photo: not segmented."
+        return item
+    rgb = decoded.rgb
+    try:
+        label_map = predict_array(model, rgb)
+    except MemoryError:
+        item.error = f"{path} ({rgb.shape[1]}x{rgb.shape[0]}) does not fit in memory: try --mode slide."
+        return item
+    except Exception as exc:  # noqa: BLE001 - one input the model cannot take must not stop the batch
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        item.error = f"{path} ({rgb.shape[1]}x{rgb.shape[0]}) could not be segmented: {detail}"
+        return item
+    stem, note = folder.claim(stem, IMAGE_OUTPUTS)
+    if note:
+        item.notes.append(note)
+    item.size = (rgb.shape[1], rgb.shape[0])
+    item.shares = class_shares(label_map)
+    label, overlay = folder.folder / f"{stem}_label.png", folder.folder / f"{stem}_overlay.png"
+    try:
+        save_label_atomic(label_map, label)
+        save_png_atomic(overlay_image(rgb, label_map, opacity, item.shares), overlay)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # no half pair left behind: the label was this run's
+            if label.name in folder.claimed:
+                label.unlink(missing_ok=True)
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        item.error = f"{path}: cannot write {exc.filename or label}: file name too long."
+        return item
+    item.label, item.overlay = label, overlay
+    return item
+
+
+def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float, every: int, batch: int, progress: Any) -> Prediction:
+    from vocseg.results.video import segment_video
+
+    item = Prediction(image=path)
+    if not path.is_file():
+        item.error = f"{path} does not exist." if not os.path.lexists(path) else f"{path} is not a readable file."
+        return item
+    stem, note = folder.claim(stem, VIDEO_OUTPUTS)
+    out = folder.folder / f"{stem}{VIDEO_OUTPUTS[0]}"
+    try:
+        video = segment_video(path, model, out, opacity=opacity, every=every, batch=batch, progress=progress)
+    except VocsegError as exc:
+        if "vocseg[video]" in exc.hint:
+            raise
+        item.error = exc.message
+        return item
+    except OSError:
+        raise  # the output folder's fault: one line for the whole command
+    except Exception as exc:  # noqa: BLE001 - one video the model cannot take must not stop the batch
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        item.error = f"{path} could not be segmented: {detail}"
+        return item
+    item.overlay, item.size, item.shares = out, video.size, video.shares
+    item.frames, item.fps = video.frames, video.fps
+    item.notes = [*video.notes, *([note] if note else [])]
+    return item
+
+
+def _write_partial_report(results: list[Prediction], out_dir: Path, folder: OutputFolder) -> Path:
+    try:
+        return write_report(results, out_dir, checkpoint="", mode="", folder=folder)
+    except OSError:
+        return out_dir / REPORT_NAME
+
+
+def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, mode: str, folder: OutputFolder | None = None) -> Path:
+    """predictions.json: every input, and every file vocseg has written to `out_dir` (this run and before)."""
     from vocseg.files import write_text_atomic
 
     path = out_dir / REPORT_NAME
-    data = {"checkpoint": checkpoint, "mode": mode, "images": [r.to_json() for r in results]}
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    previous = folder.previous if folder is not None else previous_outputs(out_dir)
+    written = {Path(str(p)).name for r in results for p in (r.overlay, r.label) if p}
+    data = {
+        "written_by": WRITTEN_BY,
+        "checkpoint": checkpoint,
+        "mode": mode,
+        "images": [r.to_json() for r in results],
+        "files": sorted((previous | written | {REPORT_NAME}) - {REPORT_NAME}),
+    }
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return path

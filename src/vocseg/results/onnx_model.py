@@ -89,6 +89,8 @@ class OnnxSegmenter:
     path: Path
     session: Any  # onnxruntime.InferenceSession
     metadata: dict[str, Any]
+    mode: str = "whole"  # the graph is whole-image inference (vocseg.results.segmenter.Segmenter)
+    run: Path | None = None  # no run folder: predict writes to runs/predict*/ by default
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -111,6 +113,10 @@ class OnnxSegmenter:
     def predict_array(self, rgb: np.ndarray) -> np.ndarray:
         """The class map (H, W), uint8, of an RGB uint8 image at its own resolution."""
         return self.logits(rgb).argmax(axis=0).astype(np.uint8)
+
+    def predict_batch(self, images: Any) -> list[np.ndarray]:
+        """Class maps (H, W) uint8 of RGB uint8 images (H, W, 3), each at its own size (the `Segmenter` interface)."""
+        return [self.predict_array(rgb) for rgb in images]
 
 
 def providers_for(device: str) -> list[str]:
