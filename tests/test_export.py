@@ -63,8 +63,8 @@ def test_onnxruntime_agrees_with_pytorch_on_the_val_images_and_other_sizes(expor
     from PIL import Image
 
     from vocseg.results.inference import read_rgb
-    from vocseg.results.segmenter import load_model, predict_array
     from vocseg.results.onnx_model import load_onnx_model
+    from vocseg.results.segmenter import load_model, predict_array
 
     torch_model = load_model(trained_run, device="cpu")
     onnx_model = load_onnx_model(exported, device="cpu")

@@ -199,10 +199,10 @@ def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -
 def check_images_of(cfg: Any, explicit: list[str], count: int) -> list[Path]:
     """The images the export is checked on: `explicit` (files, folders, globs), else the first
     `count` of the config's test (val) list that exist."""
-    from vocseg.results.inference import expand_inputs
+    from vocseg.results.inputs import expand_inputs
 
     if explicit:
-        paths = [p for p in expand_inputs(explicit) if p.is_file()]
+        paths = [i.path for i in expand_inputs(explicit) if i.path.is_file()]
         if not paths:
             raise VocsegError(f"--check-images {' '.join(explicit)}: no files there.", "Pass image files, a folder of images or a glob.")
         return paths[:count] if count else paths
@@ -280,8 +280,8 @@ def export_model(
         raise missing_extra("onnxruntime", "vocseg export (its check)") from None
     from vocseg.data.download import hash_of
     from vocseg.files import write_bytes_atomic, write_text_atomic
-    from vocseg.results.segmenter import load_model
     from vocseg.results.run_config import load_run_config
+    from vocseg.results.segmenter import load_model
 
     checkpoint, run, cfg = load_run_config(target, config)
     path = (output or default_output(target, checkpoint, run)).expanduser()

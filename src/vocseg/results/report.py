@@ -338,12 +338,14 @@ def _entry_detail(entry: dict[str, Any], label: Any, pred: Any, cls: int, classe
 
 def photos_section(run: Path, photos: Path) -> dict[str, Any]:
     """The model's predictions on the user's own photos: photo | outlined prediction | legend with shares."""
-    from vocseg.results.inference import expand_inputs, load_model, predict_array, read_rgb
+    from vocseg.results.inference import read_rgb
+    from vocseg.results.inputs import expand_inputs
+    from vocseg.results.segmenter import load_model, predict_array
     from vocseg.results.visualize import class_shares, share_text
 
     if not photos.exists():
         raise VocsegError(f"--photos {photos} does not exist.", "Pass a folder of your photos (JPEG/PNG).")
-    paths = expand_inputs([str(photos)])
+    paths = [i.path for i in expand_inputs([str(photos)])]
     if not paths:
         raise VocsegError(f"--photos {photos} holds no files.", "Pass a folder of your photos (JPEG/PNG).")
     model = load_model(run, device="auto")
