@@ -38,6 +38,12 @@ def evaluate(
 
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
+    from vocseg.data.precheck import warning_line
+
+    if line := warning_line(result.extra.get("data_warnings", [])):
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
     console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
     saved = save_outputs(result, Path(result.extra["out_dir"]), result.extra["tag"], plots=plots)
     if json_out:

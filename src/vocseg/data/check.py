@@ -28,8 +28,8 @@ VOC_LISTS = ("train", "val", "trainval")
 AUG_LISTS = ("aug", "trainaug")
 CHUNK = 64  # pairs per task: large enough that process overhead does not matter
 ORIENTATION_NAMES = {
-    2: "mirrored", 3: "rotated 180", 4: "flipped upside down", 5: "transposed",
-    6: "rotated 90 clockwise", 7: "transversed", 8: "rotated 90 counter-clockwise",
+    2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 5: "transposed",
+    6: "turned 90 degrees clockwise", 7: "transversed", 8: "turned 90 degrees counter-clockwise",
 }  # fmt: skip
 
 
@@ -67,6 +67,7 @@ class CheckReport:
 class PairResult:
     problem: str | None = None  # why the pair cannot train (one line naming the file)
     warning: str | None = None  # the pair loads, but its EXIF tag changes the picture's geometry
+    bad_file: str | None = None  # the file the problem is about
 
 
 def _other_files(path: str) -> list[str]:
@@ -96,30 +97,30 @@ def check_pair(image_path: str, mask_path: str) -> PairResult:
     """Whether an (image, mask) pair trains: both decode, the mask is class indices in
     0..20 or 255, and the mask has the size of the image as a viewer shows it."""
     if not os.path.isfile(image_path):
-        return PairResult(missing("image", image_path))
+        return PairResult(missing("image", image_path), bad_file=image_path)
     try:
         image_size, orientation = draft_decode(Path(image_path))
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
-        return PairResult(f"unreadable image {image_path}: {exc}")
+        return PairResult(f"unreadable image {image_path}: {exc}", bad_file=image_path)
     if not os.path.isfile(mask_path):
-        return PairResult(missing("mask", mask_path))
+        return PairResult(missing("mask", mask_path), bad_file=mask_path)
     try:
         mask = read_mask(Path(mask_path))
     except Exception as exc:
-        return PairResult(f"unreadable mask {mask_path}: {exc}")
+        return PairResult(f"unreadable mask {mask_path}: {exc}", bad_file=mask_path)
     why = mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
     if why:
         from vocseg.data.rgb_masks import palette_indices
 
         if mask.ndim == 3 and palette_indices(mask) is not None:
-            return PairResult(mask_fix(mask_path))
-        return PairResult(f"mask {mask_path} {why}")
+            return PairResult(mask_fix(mask_path), bad_file=mask_path)
+        return PairResult(f"mask {mask_path} {why}", bad_file=mask_path)
     mask_size = (mask.shape[1], mask.shape[0])
     warning = None
     if orientation != 1:
         turn = ORIENTATION_NAMES[orientation]
         warning = (
-            f"image {image_path} has EXIF orientation {orientation} ({turn}): vocseg reads it as a viewer shows it, "
+            f"image {image_path} has EXIF orientation {orientation} (viewers show it {turn}): vocseg reads it so, "
             f"{image_size[0]}x{image_size[1]}; its mask must be drawn on that picture"
             + (" (a square image cannot be checked by size)" if image_size[0] == image_size[1] else "")
         )
@@ -129,6 +130,7 @@ def check_pair(image_path: str, mask_path: str) -> PairResult:
             f"size mismatch: {image_path} is {image_size[0]}x{image_size[1]}{tag}, {mask_path} is {mask_size[0]}x{mask_size[1]}"
             + ("; remove the image's EXIF orientation tag if the mask matches the stored pixels" if tag else ""),
             warning,
+            mask_path,
         )
     return PairResult(None, warning)
 
@@ -249,3 +251,18 @@ def check_data_root(
             if result.warning:
                 report.warnings.append(result.warning)
     return CheckReport(root=root, splits=reports)
+
+
+def listed_masks(root: Path) -> list[Path]:
+    """Every mask file the data root's lists name (those that exist), each once."""
+    voc = root / VOC_SUBDIR
+    index: dict[str, FolderIndex] = {}
+    found: dict[Path, None] = {}
+    for name in VOC_LISTS + AUG_LISTS:
+        lst = voc / SPLITS_SUBDIR / f"{name}.txt"
+        if lst.is_file():
+            for image_id in read_id_list(lst):
+                path = mask_path(voc, name, image_id, index)
+                if path.is_file():
+                    found[path] = None
+    return list(found)

@@ -32,7 +32,7 @@ from vocseg.errors import VocsegError
 
 CACHE_DIR = ".vocseg-cache"
 CACHE_VERSION = 1  # bump when check_pair learns something new: old passes are then re-checked
-SHOWN = 2  # bad pairs named in the one-line refusal
+SHOWN = 3  # further bad files named (by file name) after the first problem in the one-line refusal
 
 
 @dataclass(frozen=True)
@@ -178,13 +178,14 @@ def precheck(
             on_start(len(distinct))
         found: dict[tuple[str, str], PairResult] = check_pairs(distinct, workers=workers)
         result.checked = len(distinct)
-        bad = [(p, r.problem) for p, r in found.items() if r.problem]
+        bad = [(p, r) for p, r in found.items() if r.problem]
         if bad:
             spec = next(s for s, pairs, _ in todo if bad[0][0] in pairs)
-            shown = "; ".join(str(problem) for _, problem in bad[:SHOWN])
-            more = f" (and {len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""
+            others = [os.path.basename(r.bad_file or p[0]) for p, r in bad[1 : 1 + SHOWN]]
+            more = f" and {len(bad) - 1 - SHOWN} more" if len(bad) > 1 + SHOWN else ""
+            also = f"; also {', '.join(others)}{more}" if others else ""
             raise VocsegError(
-                f"{len(bad)} of {len(distinct)} image/mask pairs cannot be used: {shown}{more}.",
+                f"{len(bad)} of {len(distinct)} image/mask pairs cannot be used: {bad[0][1].problem}{also}.",
                 f"Nothing was started. `vocseg prepare --check --data-root {data_root_of(spec)}` lists every problem.",
             )
         for spec, pairs, cache in todo:
@@ -203,3 +204,23 @@ def warning_line(warnings: list[str]) -> str | None:
         return None
     more = f" ({len(warnings) - 1} more images like it; `vocseg prepare --check` lists them)" if len(warnings) > 1 else ""
     return f"{warnings[0]}{more}"
+
+
+CHECKED_ENV = "VOCSEG_DATA_CHECKED"  # set by `vocseg train` around the launch: its processes skip the check
+
+
+def check_before_training(specs: list[ListSpec], *, console: Any | None = None, workers: int | None = None) -> PrecheckResult:
+    """`precheck` with what the person at the terminal needs: a line when pairs are read (not
+    when cached) and the EXIF warning, on `console` (a rich Console) when given."""
+
+    def started(n: int) -> None:
+        if console is not None:
+            console.print(f"checking the {n} image/mask pairs of {', '.join(s.list_path.name for s in specs)} (cached once they pass)", soft_wrap=True)
+
+    result = precheck(specs, workers=workers, on_start=started)
+    line = warning_line(result.warnings)
+    if line and console is not None:
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    return result

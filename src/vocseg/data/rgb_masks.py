@@ -116,3 +116,21 @@ def convert_rgb_masks(masks: list[Path]) -> ConversionReport:
         report.converted.append(path)
         report.backup_dirs.add(backup_dir)
     return report
+
+
+def png_colour_type(path: Path) -> int | None:
+    """The colour type byte of a PNG's IHDR (0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA),
+    read from its first 26 bytes; None for anything that is not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[25]
+
+
+def colour_masks(masks: list[Path]) -> list[Path]:
+    """The RGB / RGBA PNGs among `masks` (by header: nothing decoded)."""
+    return [m for m in masks if png_colour_type(m) in (2, 6)]
