@@ -501,3 +501,22 @@ def test_png_with_a_palette_is_what_voc_ships() -> None:
     with Image.open(io.BytesIO(palette_png_bytes(labels))) as im:
         assert im.mode == "P" and np.array_equal(np.asarray(im), labels)
         assert im.getpalette()[:6] == [0, 0, 0, 128, 0, 0]
+
+
+def test_the_readme_eval_forms_work_from_any_folder(cli, trained_run: Path, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vocseg eval runs/NAME --split trainaug --data-root data` (relative run folder and data root)
+    once joined the list under the data root a second time ("Failed to load ann_file")."""
+    project = tmp_path / "project"
+    (project / "runs").mkdir(parents=True)
+    os.symlink(trained_run, project / "runs" / "tiny")
+    os.symlink(demo_root, project / "data")
+    monkeypatch.chdir(project)
+    here = cli("eval", "runs/tiny", "--split", "trainaug", "--data-root", "data", "-o", "out", "--no-plots", "--num-workers", "0")
+    assert here.code == 0, here.out + here.err
+    trainaug = len(read_id_list(demo_root / VOC_SUBDIR / SPLITS_SUBDIR / "trainaug.txt"))
+    assert f"({trainaug} images)" in one_line(here.out) and (project / "out" / "trainaug.json").is_file()
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")
+    there = cli("eval", "../runs/tiny", "--split", "trainaug", "--data-root", "../data", "-o", "../out2", "--no-plots", "--num-workers", "0")
+    assert there.code == 0, there.out + there.err
+    assert (project / "out2" / "trainaug.json").is_file()
