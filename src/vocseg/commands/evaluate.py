@@ -51,6 +51,12 @@ def evaluate(
         check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS)
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
+    from vocseg.data.precheck import warning_line
+
+    if line := warning_line(result.extra.get("data_warnings", [])):
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
     console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
     out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
     if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)

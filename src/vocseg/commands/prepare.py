@@ -28,6 +28,8 @@ def prepare(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.")] = None,
     md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
+    convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
+                                                    "the originals are moved to SegmentationClass-rgb-originals/ (resp. SegmentationClassAug-...).")] = False,
 ) -> None:
     """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
     from vocseg.commands.render import check_table
@@ -46,8 +48,18 @@ def prepare(
             from vocseg.data.prepare import prepare_voc
 
             prepare_voc(root, aug=aug, force=force, workers=workers, mirror=mirror, cache_dir=cache_dir, from_dir=from_dir, md5=md5 or [], console=console)
+        if convert_rgb_masks:
+            convert_colour_masks(root)
         report = run_check(root, aug=aug, workers=workers, console=console)
     console.print(check_table(report))
+    if report.warnings:
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]warning:[/] {len(report.warnings)} images carry an EXIF orientation tag that turns or mirrors them:", soft_wrap=True)
+        for warning in report.warnings[:5]:
+            console.print(f"  [yellow]-[/] {escape(warning)}", soft_wrap=True)
+        if len(report.warnings) > 5:
+            console.print(f"  ({len(report.warnings) - 5} more)", soft_wrap=True)
     if not report.ok:
         from rich.markup import escape
 
@@ -60,3 +72,22 @@ def prepare(
             exit_code=1,
         )
     console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}")
+
+
+def convert_colour_masks(root: Path) -> None:
+    """`--convert-rgb-masks`: the listed masks saved as RGB in VOC palette colours become palette PNGs."""
+    from vocseg.console import console
+    from vocseg.data.check import listed_masks
+    from vocseg.data.rgb_masks import colour_masks, convert_rgb_masks
+    from vocseg.data.voc import VOC_SUBDIR
+
+    if not (root / VOC_SUBDIR).is_dir():
+        raise VocsegError(f"{root} has no {VOC_SUBDIR}.", f"Pass the data root holding it (--data-root), or run `vocseg prepare --data-root {root}` first.")
+    report = convert_rgb_masks(colour_masks(listed_masks(root)))
+    if report.converted:
+        kept = ", ".join(str(d) for d in sorted(report.backup_dirs))
+        console.print(f"RGB masks: converted {len(report.converted)} to palette PNGs of class ids in place; the originals are in {kept}", soft_wrap=True)
+    else:
+        console.print("RGB masks: none in VOC palette colours to convert", soft_wrap=True)
+    for path, why in report.unconvertible[:5]:
+        console.print(f"  [yellow]-[/] not converted: {path}: {why}", soft_wrap=True)

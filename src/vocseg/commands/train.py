@@ -54,6 +54,35 @@ def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, opti
     return work_dir / CONFIG_NAME
 
 
+def training_lists(experiment: Experiment, config_file: Path | None) -> list[Any]:
+    """The split lists (`vocseg.data.precheck.ListSpec`) the run will read: train and val."""
+    from vocseg.data.precheck import specs_from_config, specs_from_dataset
+
+    if config_file is None and experiment.recipe is not None:
+        from vocseg.recipe.mmconfig import train_dataset, val_dataloader
+
+        return specs_from_dataset(train_dataset(experiment.recipe)) + specs_from_dataset(val_dataloader(experiment.recipe)["dataset"])
+    from vocseg.training.experiment import load_mmengine_config
+
+    return specs_from_config(load_mmengine_config(Path(config_file or experiment.work_dir / "config.py")))
+
+
+@contextlib.contextmanager
+def checked_env(name: str) -> Any:
+    """`name`=1 in the environment while training is launched (the processes skip the check just done)."""
+    import os
+
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 @with_recipe_options
 def train(
     flags: dict[str, Any],
@@ -101,11 +130,16 @@ def train(
     primary = launch_plan.primary and node_rank == 0
     if primary and experiment.recipe is not None and experiment.plan is not None:
         print_plan(experiment.recipe, experiment.plan)
+    # Broken data never reaches the Runner, and refusing it writes nothing (each node checks its own disk).
+    from vocseg.data.precheck import CHECKED_ENV, check_before_training
+
+    if launch_plan.primary:  # every machine's launcher; Slurm task 0 only
+        check_before_training(training_lists(experiment, config_file), console=console)
     if primary:
         check_run_folder(experiment)  # a folder of the user's own files: refused before the lock file is made
         experiment.work_dir.mkdir(parents=True, exist_ok=True)
     # Locked before anything is written: --work-dir may name a folder that is training right now.
-    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext():
+    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), checked_env(CHECKED_ENV):
         config_path = start_run_on_this_node(experiment, launch_plan, options)
         if primary:
             console.print(f"run folder: {config_path.parent}", soft_wrap=True)

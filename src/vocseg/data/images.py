@@ -327,3 +327,90 @@ def _read_with_opencv(path: Path) -> np.ndarray | None:
         alpha = data[..., 3:4].astype(np.uint16)
         data = ((data[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
     return np.ascontiguousarray(data)
+
+
+
+# ---------------------------------------------------------------- files of a VOC tree
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg")  # JPEGImages/<id>.jpg as VOC stores it; .jpeg, any case, is found too
+MASK_SUFFIXES = (".png",)
+
+
+class FolderIndex:
+    """The files of one folder by (stem, lower-case extension): `<id>.JPG` or `<id>.jpeg` is found
+    for `<id>` as well as `<id>.jpg`, without a `stat` per id. Built on first use; the listing is
+    taken once (a folder of 17,125 VOC images lists in about 10 ms)."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self._names: dict[tuple[str, str], list[str]] | None = None
+
+    def _index(self) -> dict[tuple[str, str], list[str]]:
+        if self._names is None:
+            import os
+
+            names: dict[tuple[str, str], list[str]] = {}
+            try:
+                entries = os.listdir(self.folder)
+            except OSError:
+                entries = []
+            for name in entries:
+                stem, dot, ext = name.rpartition(".")
+                if dot and stem:
+                    names.setdefault((stem, "." + ext.lower()), []).append(name)
+            for found in names.values():
+                found.sort()
+            self._names = names
+        return self._names
+
+    def find(self, image_id: str, suffixes: tuple[str, ...]) -> Path | None:
+        """The file of `image_id` with the first of `suffixes` (any case) that exists, else None.
+        The exact spelling `<id><suffix>` wins over other cases of the same extension."""
+        index = self._index()
+        for suffix in suffixes:
+            found = index.get((image_id, suffix))
+            if found:
+                exact = image_id + suffix
+                return self.folder / (exact if exact in found else found[0])
+        return None
+
+
+def draft_decode(path: Path) -> tuple[tuple[int, int], int]:
+    """Decode an image enough to find a truncated or corrupt file (JPEGs at 1/8 scale: every
+    scan is still read) and return ((width, height) as a viewer shows it, EXIF orientation).
+
+    Raises what Pillow raises for files it cannot decode (OSError, SyntaxError, ValueError, ...).
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        orientation = exif_orientation(im)
+        w, h = im.size
+        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+        im.load()
+    return ((h, w) if orientation in SWAPS_AXES else (w, h)), orientation
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A label mask as stored: class indices of a palette ("P") or grayscale PNG as a 2-D array
+    ((H, W), the stored dtype); other modes keep their channels ((H, W, C) for RGB). No EXIF
+    orientation: masks are aligned with the stored pixels, as MMSeg's LoadAnnotations reads them."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def mask_problem(mask: np.ndarray, num_classes: int, ignore_index: int) -> str | None:
+    """What keeps a mask array from training (one phrase), or None: it must be 2-D with integer
+    values in 0..num_classes-1 or ignore_index (VOC: 0..20 and 255)."""
+    if mask.ndim != 2:
+        return f"is not single-channel (shape {tuple(mask.shape)})"
+    if mask.dtype.kind not in "biu":
+        return f"holds {mask.dtype} values, not class indices"
+    if mask.dtype.kind == "b" or (mask.size and int(mask.max()) < num_classes and int(mask.min()) >= 0):
+        return None
+    bad = np.unique(mask[((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)])
+    if bad.size:
+        return f"has labels {bad[:5].tolist()} outside 0..{num_classes - 1} and {ignore_index}"
+    return None

@@ -6,7 +6,11 @@ Pixel-identical to mmseg's `tools/dataset_converters/voc_aug.py` (a plain 2-D ui
 Why it is faster than mmseg's script (measured in benchmarks/sbd_convert.py):
 - `read_segmentation` walks the MAT-file v5 structure and takes `GTcls.Segmentation` straight from
   the decompressed bytes, without building the 20 sparse `Boundaries` matrices `loadmat` makes.
-  Anything it does not recognise exactly goes to `loadmat`, so the result is always loadmat's.
+  A well-formed file of another variant (labels stored as double, a struct array) goes to
+  `loadmat`, so the result is always loadmat's; `loadmat` runs in a separate Python process there,
+  because scipy's reader can crash the interpreter (SIGSEGV/SIGBUS) on some damaged files.
+- Anything malformed (cut short, bad sizes, a zlib error, not a MAT v5 file) is "damaged": every
+  exception of the reader becomes `DamagedMatError`, never a crash or a traceback.
 - `encode_png` writes the 8-bit grayscale PNG itself: filter "none" and zlib's run-length strategy
   suit label maps (large flat areas), several times faster than Pillow's adaptive filtering at its
   default level, and the files come out smaller.
@@ -21,6 +25,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,19 +42,27 @@ _INFLATE_BUFFER = 1 << 20  # above a 500x500 label map and its boundaries
 
 
 class _NotRecognised(Exception):
-    """The fast reader met a structure it does not handle: let loadmat decide."""
+    """The fast reader met a well-formed variant it does not handle: let loadmat decide."""
+
+
+class DamagedMatError(ValueError):
+    """A `.mat` file that is not a readable SBD label file; the message says what is wrong."""
+
+
+class _Malformed(Exception):
+    """The bytes contradict the MAT-file v5 structure: the file is damaged."""
 
 
 def _element(buf: bytes, pos: int, endian: str) -> tuple[int, int, int, int]:
     """(type, data start, data bytes, next element) of the data element at `pos`."""
     if pos + 8 > len(buf):
-        raise _NotRecognised("element past the end")
+        raise _Malformed("a data element runs past the end of the file")
     (raw,) = struct.unpack_from(endian + "I", buf, pos)
     if raw >> 16:  # small data element: type and size share the first 4 bytes
         return raw & 0xFFFF, pos + 4, raw >> 16, pos + 8
     (size,) = struct.unpack_from(endian + "I", buf, pos + 4)
     if pos + 8 + size > len(buf):
-        raise _NotRecognised("element past the end")
+        raise _Malformed("a data element runs past the end of the file")
     return raw, pos + 8, size, pos + 8 + ((size + 7) & ~7)
 
 
@@ -99,8 +112,10 @@ def _segmentation_of_gtcls(buf: bytes, pos: int, endian: str) -> np.ndarray | No
         if cls != _MX_UINT8 or flags & (_FLAG_COMPLEX | _FLAG_GLOBAL | _FLAG_LOGICAL) or len(dims) != 2 or min(dims) <= 0:
             raise _NotRecognised("Segmentation is not a plain 2-D uint8 matrix")
         kind, vstart, vsize, _ = _element(buf, q, endian)
-        if kind != _MI_UINT8 or vsize != dims[0] * dims[1]:
-            raise _NotRecognised("Segmentation data")
+        if kind != _MI_UINT8:
+            raise _NotRecognised("Segmentation data stored as another type")
+        if vsize != dims[0] * dims[1]:
+            raise _Malformed(f"Segmentation holds {vsize} bytes for {dims[0]}x{dims[1]} pixels")
         # MATLAB stores column-major: (cols, rows) in C order, transposed, is loadmat's (rows, cols).
         return np.frombuffer(buf, np.uint8, vsize, vstart).reshape(dims[1], dims[0]).T
     raise _NotRecognised("Segmentation not reached")
@@ -109,7 +124,7 @@ def _segmentation_of_gtcls(buf: bytes, pos: int, endian: str) -> np.ndarray | No
 def read_segmentation_fast(data: bytes) -> np.ndarray:
     """GTcls.Segmentation from the bytes of a MAT v5 file; `_NotRecognised` for anything unusual."""
     if len(data) < 128 or data[126:128] not in (b"IM", b"MI") or data[124:126] not in (b"\x00\x01", b"\x01\x00"):
-        raise _NotRecognised("not a MAT v5 file")
+        raise _Malformed("not a MAT-file v5 (SBD's format)" if len(data) >= 128 else f"only {len(data)} bytes long")
     endian = "<" if data[126:128] == b"IM" else ">"
     pos = 128
     while pos < len(data):
@@ -119,7 +134,7 @@ def read_segmentation_fast(data: bytes) -> np.ndarray:
                 # One large first buffer: growing it block by block costs a third more time.
                 buf = zlib.decompress(data[start : start + size], 15, _INFLATE_BUFFER)
             except zlib.error as exc:
-                raise _NotRecognised(str(exc)) from None
+                raise _Malformed(f"compressed data damaged ({exc})") from None
             found = _segmentation_of_gtcls(buf, 0, endian)
             after = start + size  # compressed elements carry no padding
         elif kind == _MI_MATRIX:
@@ -129,33 +144,80 @@ def read_segmentation_fast(data: bytes) -> np.ndarray:
         if found is not None:
             return found
         pos = after
-    raise _NotRecognised("no GTcls variable")
+    raise _Malformed("no GTcls variable")
 
 
 def read_segmentation_scipy(path: Path) -> np.ndarray:
-    """Exactly what mmseg's converter does: loadmat, then GTcls[0]['Segmentation'][0] as uint8."""
+    """Exactly what mmseg's converter does: loadmat, then GTcls[0]['Segmentation'][0] as uint8.
+
+    In this process: only for files already known to be well formed (tests compare with it).
+    """
     from scipy.io import loadmat
 
     data = loadmat(str(path))
     return data["GTcls"][0]["Segmentation"][0].astype(np.uint8)
 
 
+# Run in a fresh interpreter: no vocseg import, the array comes back as .npy bytes on stdout.
+_LOADMAT_CHILD = (
+    "import sys, numpy as np\n"
+    "from scipy.io import loadmat\n"
+    "seg = loadmat(sys.argv[1])['GTcls'][0]['Segmentation'][0].astype(np.uint8)\n"
+    "np.save(sys.stdout.buffer, np.ascontiguousarray(seg), allow_pickle=False)\n"
+)
+LOADMAT_TIMEOUT_S = 60
+
+
+def read_segmentation_isolated(path: Path) -> np.ndarray:
+    """`read_segmentation_scipy` in a child Python process: a crash of scipy's reader (it can
+    segfault on damaged files) or any exception becomes `DamagedMatError`."""
+    import io
+    import signal
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOADMAT_CHILD, str(path)],
+            capture_output=True,
+            timeout=LOADMAT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DamagedMatError(f"scipy's MAT reader did not finish within {LOADMAT_TIMEOUT_S} s") from None
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        raise DamagedMatError(f"scipy's MAT reader crashed on it ({name})")
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise DamagedMatError(lines[-1] if lines else f"scipy's MAT reader failed (exit code {done.returncode})")
+    try:
+        return np.load(io.BytesIO(done.stdout), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - whatever the child wrote, it is not an array
+        raise DamagedMatError(f"scipy's MAT reader returned no label map ({exc})") from None
+
+
 def read_sbd_mat(path: Path) -> np.ndarray:
     """GTcls.Segmentation of an SBD `.mat` as uint8, as mmseg's converter reads it.
 
-    Raises `ValueError` naming what is wrong when the file is damaged or not an SBD label file.
+    Raises `DamagedMatError` (a ValueError) naming what is wrong when the file is damaged or not an
+    SBD label file: every exception of the reader, never a crash of this process.
     """
     data = path.read_bytes()
     try:
         return read_segmentation_fast(data)
     except _NotRecognised:
-        pass
-    try:
-        mask = read_segmentation_scipy(path)
-    except Exception as exc:  # scipy raises many types for a damaged file
-        raise ValueError(f"{type(exc).__name__}: {exc}".strip().rstrip(":")) from None
+        pass  # a well-formed variant: loadmat decides, in another process
+    except _Malformed as exc:
+        raise DamagedMatError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - struct.error, ValueError, MemoryError...: malformed bytes
+        raise DamagedMatError(f"malformed MAT-file ({type(exc).__name__}: {exc})") from None
+    mask = read_segmentation_isolated(path)
     if mask.ndim != 2 or 0 in mask.shape:
-        raise ValueError(f"GTcls.Segmentation has shape {mask.shape}, expected a 2-D label map")
+        raise DamagedMatError(f"GTcls.Segmentation has shape {mask.shape}, expected a 2-D label map")
     return mask
 
 
@@ -197,7 +259,7 @@ def write_atomic(target: Path, data: bytes) -> None:
 
 
 def convert_one(mat_path: Path, out_dir: Path) -> str:
-    """Convert one `.mat` to `out_dir/<id>.png`; return the id. ValueError if the `.mat` is damaged."""
+    """Convert one `.mat` to `out_dir/<id>.png`; return the id. DamagedMatError if the `.mat` is damaged."""
     mask = read_sbd_mat(mat_path)
     write_atomic(out_dir / f"{mat_path.stem}.png", encode_png(mask))
     return mat_path.stem
@@ -210,7 +272,7 @@ def _convert_chunk(args: tuple[list[str], str, str]) -> tuple[int, list[tuple[st
     for name in names:
         try:
             convert_one(Path(in_dir) / name, Path(out_dir))
-        except ValueError as exc:
+        except DamagedMatError as exc:
             failures.append((name, str(exc)))
     return len(names) - len(failures), failures
 
@@ -272,9 +334,11 @@ def convert_sbd(
                 if progress:
                     progress(len(chunk))
         else:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            from vocseg.data.pool import process_pool
+
+            with process_pool(workers) as pool:
                 futures = {pool.submit(_convert_chunk, job): len(job[0]) for job in jobs}
                 for future in as_completed(futures):
                     done, failed = future.result()
@@ -282,6 +346,12 @@ def convert_sbd(
                     failures.extend(failed)
                     if progress:
                         progress(futures[future])
+    except BrokenProcessPool:
+        kept = sum(1 for e in os.scandir(out_dir) if e.name.endswith(".png")) if out_dir.is_dir() else 0
+        raise VocsegError(
+            f"A conversion process died while writing SBD labels to {out_dir} (out of memory, or killed).",
+            f"Re-run `vocseg prepare --aug` (add --workers 1 if memory is short): the {kept} labels already converted are kept.",
+        ) from None
     except OSError as exc:
         kept = sum(1 for e in os.scandir(out_dir) if e.name.endswith(".png")) if out_dir.is_dir() else 0
         what = "Disk full" if exc.errno == errno.ENOSPC else f"{exc.strerror or exc}"
@@ -302,9 +372,12 @@ def convert_sbd(
 
 
 def read_ids(path: Path) -> list[str]:
+    """The ids of a VOC or SBD list (`vocseg.data.lists.read_id_list`)."""
+    from vocseg.data.lists import read_id_list
+
     if not path.is_file():
         raise VocsegError(f"Split list {path} is missing.", "Re-extract the dataset (vocseg prepare --force).")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_id_list(path)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,17 @@ class Entry:
     comment: str = ""
 
 
+# vocseg's loader steps (vocseg.data.loading): the image as `prepare --check` reads it (EXIF
+# orientation applied: the pixels of mmcv's LoadImageFromFile), the mask checked as the check checks it.
+LOAD_IMAGE = "VocsegLoadImageFromFile"
+LOAD_MASK = "VocsegLoadAnnotations"
+VOC_DATASET = "VocsegVOCDataset"  # PascalVOCDataset reading its list as the check does
+
+
 def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
     return [
-        dict(type="LoadImageFromFile"),
-        dict(type="LoadAnnotations"),
+        dict(type=LOAD_IMAGE),
+        dict(type=LOAD_MASK),
         dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
         dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
         dict(type="RandomFlip", prob=0.5),
@@ -38,10 +45,10 @@ def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
 
 def test_pipeline(scale: tuple[int, int]) -> list[dict[str, Any]]:
     return [
-        dict(type="LoadImageFromFile"),
+        dict(type=LOAD_IMAGE),
         dict(type="Resize", scale=scale, keep_ratio=True),
         # labels load after Resize: metrics are computed at the original resolution
-        dict(type="LoadAnnotations"),
+        dict(type=LOAD_MASK),
         dict(type="PackSegInputs"),
     ]
 
@@ -50,13 +57,13 @@ def tta_pipeline() -> list[dict[str, Any]]:
     """The official multi-scale + flip test-time augmentation."""
     ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
     return [
-        dict(type="LoadImageFromFile"),
+        dict(type=LOAD_IMAGE),
         dict(
             type="TestTimeAug",
             transforms=[
                 [dict(type="Resize", scale_factor=r, keep_ratio=True) for r in ratios],
                 [dict(type="RandomFlip", prob=0.0, direction="horizontal"), dict(type="RandomFlip", prob=1.0, direction="horizontal")],
-                [dict(type="LoadAnnotations")],
+                [dict(type=LOAD_MASK)],
                 [dict(type="PackSegInputs")],
             ],
         ),
@@ -65,7 +72,7 @@ def tta_pipeline() -> list[dict[str, Any]]:
 
 def voc_dataset(data_root: str, ann_file: str, seg_dir: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(
-        type="PascalVOCDataset",
+        type=VOC_DATASET,
         data_root=str(Path(data_root) / VOC_SUBDIR),
         data_prefix=dict(img_path="JPEGImages", seg_map_path=seg_dir),
         ann_file=f"{SPLITS_SUBDIR}/{ann_file}",

@@ -273,7 +273,10 @@ def validate(recipe: Recipe) -> None:
 
 
 def _count_ids(path: Path) -> int:
-    return sum(1 for line in path.read_text().splitlines() if line.strip())
+    """Ids of a split list as the loader reads them (`vocseg.data.lists.read_id_list`)."""
+    from vocseg.data.lists import read_id_list
+
+    return len(read_id_list(path))
 
 
 def train_lists(recipe: Recipe) -> list[Path]:

@@ -31,14 +31,14 @@ class SplitSource:
     name: str  # split name, or the list file's stem
     ids: list[str]
     by_masks: dict[str, list[str]]  # mask folder -> ids (fine VOC labels preferred)
+    path: Path | None = None  # the list file the ids were read from
 
 
 def read_id_list(path: Path) -> list[str]:
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VocsegError(f"Cannot read split list {path}: {exc}.", "Pass a text file with one image id per line.") from None
-    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    """The ids of a list file, read as everywhere else (`vocseg.data.lists`); an empty list is refused."""
+    from vocseg.data.lists import read_id_list as read_ids
+
+    ids = read_ids(path)
     if not ids:
         raise VocsegError(f"Split list {path} is empty.", "Pass a list with image ids.")
     return ids
@@ -48,8 +48,13 @@ def split_source(data_root: Path, split: str) -> SplitSource:
     """The ids of a split name or list file, each with the mask folder its label is read from.
 
     Fine VOC labels are used where an id has them, SBD labels otherwise (trainaug, aug, lists mixing
-    both): exactly the labels mmseg's pascal_voc12_aug training set uses for those ids.
+    both): exactly the labels mmseg's pascal_voc12_aug training set uses for those ids. A list file
+    is taken relative to the current folder; `.JPG`/`.jpeg` images and `.PNG` masks are found as
+    the check and the loader find them.
     """
+    from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex
+
+    data_root = data_root.expanduser().resolve()
     voc = data_root / VOC_SUBDIR
     if split in SPLIT_NAMES:
         path = voc / SPLITS_SUBDIR / f"{split}.txt"
@@ -58,28 +63,30 @@ def split_source(data_root: Path, split: str) -> SplitSource:
             raise VocsegError(f"Split list {path} is missing.", f"Run `{fix} --data-root {data_root}`.")
         name = split
     else:
-        path = Path(split)
+        path = Path(split).expanduser().resolve()
         if not path.is_file():
-            raise VocsegError(f"--split {split!r} is neither one of {'/'.join(SPLIT_NAMES)} nor a list file.", "Pass a split name or a file of image ids.")
+            raise VocsegError(f"--split {split!r} is neither one of {'/'.join(SPLIT_NAMES)} nor a list file ({path} does not exist).", "Pass a split name or a file of image ids.")
         name = path.stem
     ids = read_id_list(path)
+    images = FolderIndex(voc / "JPEGImages")
+    masks = {folder: FolderIndex(voc / folder) for folder in (FINE_MASKS, SBD_MASKS)}
     by_masks: dict[str, list[str]] = {FINE_MASKS: [], SBD_MASKS: []}
     missing: list[str] = []
     for i in ids:
-        if not (voc / "JPEGImages" / f"{i}.jpg").is_file():
+        if images.find(i, IMAGE_SUFFIXES) is None:
             missing.append(str(voc / "JPEGImages" / f"{i}.jpg"))
-        if (voc / FINE_MASKS / f"{i}.png").is_file():
+        if masks[FINE_MASKS].find(i, MASK_SUFFIXES) is not None:
             by_masks[FINE_MASKS].append(i)
-        elif (voc / SBD_MASKS / f"{i}.png").is_file():
+        elif masks[SBD_MASKS].find(i, MASK_SUFFIXES) is not None:
             by_masks[SBD_MASKS].append(i)
         else:
             missing.append(str(voc / FINE_MASKS / f"{i}.png"))
     if missing:
         raise VocsegError(
             f"{len(missing)} files named by {path} are missing (first: {missing[0]}).",
-            "Fix the list or the data root (`vocseg prepare --check` shows what is incomplete).",
+            f"Fix the list or the data root (`vocseg prepare --check --data-root {data_root}` shows what is incomplete).",
         )
-    return SplitSource(name=name, ids=ids, by_masks={k: v for k, v in by_masks.items() if v})
+    return SplitSource(name=name, ids=ids, by_masks={k: v for k, v in by_masks.items() if v}, path=path)
 
 
 def default_out_dir(target: str | Path, checkpoint: Path, run: Path | None) -> Path:
@@ -152,29 +159,60 @@ def register_eval_metric() -> str:
     return _METRIC_NAME
 
 
-def _test_dataset(cfg: Any, root: Path, source: SplitSource, lists_dir: Path, tta: bool) -> dict[str, Any]:
+# Configs written before vocseg registered its loader (and mmseg's own) name mmseg's types: eval
+# reads their data the way the check does too (same pixels; lists and file names read as the check reads them).
+_VOCSEG_TYPES = {"LoadImageFromFile": "VocsegLoadImageFromFile", "LoadAnnotations": "VocsegLoadAnnotations", "PascalVOCDataset": "VocsegVOCDataset"}
+
+
+def with_vocseg_loading(step: Any) -> Any:
+    """A pipeline (nested lists and dicts, as TestTimeAug holds) with mmseg's loading steps
+    replaced by vocseg's (`vocseg.data.loading`); anything else is kept as it is."""
+    if isinstance(step, list):
+        return [with_vocseg_loading(s) for s in step]
+    if isinstance(step, dict):
+        out = {k: with_vocseg_loading(v) for k, v in step.items()}
+        if out.get("type") in _VOCSEG_TYPES and set(out) <= {"type", "reduce_zero_label", "imdecode_backend", "to_float32"}:
+            out["type"] = _VOCSEG_TYPES[out["type"]]
+        return out
+    return step
+
+
+def test_lists(root: Path, source: SplitSource, lists_dir: Path) -> dict[str, Path]:
+    """Mask folder -> the absolute list file of its ids: the split's own list when it is one
+    named split with one label folder, else a list written under `lists_dir` (rewritten only
+    when its content changes, so the pre-check's cache keeps holding)."""
+    from vocseg.files import write_text_atomic
+
+    lists: dict[str, Path] = {}
+    for masks, ids in source.by_masks.items():
+        if len(source.by_masks) == 1 and source.name in SPLIT_NAMES and source.path is not None:
+            lists[masks] = source.path
+            continue
+        ann = (lists_dir / f"{source.name}_{masks}.txt").absolute()
+        text = "\n".join(ids) + "\n"
+        if not ann.is_file() or ann.read_text() != text:
+            write_text_atomic(ann, text)
+        lists[masks] = ann
+    return lists
+
+
+def _test_dataset(cfg: Any, root: Path, lists: dict[str, Path], tta: bool) -> dict[str, Any]:
     """The config's val dataset pointed at the split; a ConcatDataset when labels come from both folders."""
     base = cfg.val_dataloader.dataset
     if base.get("type") == "ConcatDataset":
         base = base.datasets[0]
-    pipeline = cfg.tta_pipeline if tta else base.pipeline
-    parts = []
-    for masks, ids in source.by_masks.items():
-        if len(source.by_masks) == 1 and source.name in SPLIT_NAMES:
-            ann = str(root / VOC_SUBDIR / SPLITS_SUBDIR / f"{source.name}.txt")
-        else:
-            lists_dir.mkdir(parents=True, exist_ok=True)
-            ann = str(lists_dir / f"{source.name}_{masks}.txt")
-            Path(ann).write_text("\n".join(ids) + "\n")
-        parts.append(
-            dict(
-                type=base.get("type", "PascalVOCDataset"),
-                data_root=str(root / VOC_SUBDIR),
-                data_prefix=dict(img_path="JPEGImages", seg_map_path=masks),
-                ann_file=ann,
-                pipeline=pipeline,
-            )
+    pipeline = with_vocseg_loading(cfg.tta_pipeline if tta else base.pipeline)
+    dataset_type = base.get("type", "PascalVOCDataset")
+    parts = [
+        dict(
+            type=_VOCSEG_TYPES.get(dataset_type, dataset_type),
+            data_root=str(root / VOC_SUBDIR),
+            data_prefix=dict(img_path="JPEGImages", seg_map_path=masks),
+            ann_file=str(ann),
+            pipeline=pipeline,
         )
+        for masks, ann in lists.items()
+    ]
     return parts[0] if len(parts) == 1 else dict(type="ConcatDataset", datasets=parts)
 
 
@@ -186,7 +224,7 @@ def config_data_root(cfg: Any) -> Path | None:
     voc = dataset.get("data_root") or ""
     if not voc:
         return None
-    path = Path(voc)
+    path = Path(voc).expanduser().absolute()  # a relative data root is the current folder's, as mmengine reads it
     return path.parent.parent if path.as_posix().endswith(VOC_SUBDIR) else path
 
 
@@ -228,17 +266,26 @@ def evaluate(
 
         root = default_data_root()  # the official config names no data root
     root = root or config_data_root(cfg)
+    if root is not None:
+        root = root.expanduser().resolve()  # resolved before it goes into a config or a list
     if root is None or not (root / VOC_SUBDIR).is_dir():
         raise VocsegError(f"Data root {root or '(none in the config)'} has no {VOC_SUBDIR}.", "Pass --data-root (the folder `vocseg prepare` wrote).")
     source = split_source(root, split)
-    results_dir = out_dir or default_out_dir(target, checkpoint, run)
+    results_dir = (out_dir or default_out_dir(target, checkpoint, run)).expanduser().resolve()
+    if save_predictions is not None:
+        save_predictions = save_predictions.expanduser().resolve()
     if tta and "tta_pipeline" not in cfg:
         from vocseg.recipe.mmconfig import tta_pipeline
 
         cfg.tta_pipeline = tta_pipeline()
 
+    # Broken data never reaches the Runner: the same pair check as `prepare --check`.
+    from vocseg.data.precheck import ListSpec, precheck
+
+    lists = test_lists(root, source, results_dir / "lists")
+    checked = precheck([ListSpec(ann, root / VOC_SUBDIR / "JPEGImages", root / VOC_SUBDIR / masks) for masks, ann in lists.items()])
     loader = cfg.val_dataloader.copy()
-    loader.dataset = _test_dataset(cfg, root, source, results_dir / "lists", tta)
+    loader.dataset = _test_dataset(cfg, root, lists, tta)
     workers = loader.get("num_workers", 0) if num_workers is None else num_workers
     loader.num_workers = workers
     loader.persistent_workers = workers > 0
@@ -306,6 +353,8 @@ def evaluate(
         confusion=confusion,
     )
     result.extra["out_dir"] = str(results_dir)
+    if checked.warnings:
+        result.extra["data_warnings"] = checked.warnings
     result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
     if galleries:
         write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")

@@ -48,6 +48,20 @@ def _init_cpu_process_group(launcher: str, cfg: Any) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def _check_data(cfg: Any) -> None:
+    """The data pre-check (`vocseg.data.precheck`) before the Runner is built, unless the launching
+    `vocseg train` has just run it; under torchrun, once per machine (local rank 0)."""
+    import os
+
+    from vocseg.data.precheck import CHECKED_ENV, check_before_training, specs_from_config
+
+    if os.environ.get(CHECKED_ENV) == "1" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    from vocseg.console import console
+
+    check_before_training(specs_from_config(cfg), console=console)
+
+
 def build_runner(
     config_path: Path,
     *,
@@ -65,6 +79,7 @@ def build_runner(
     cfg = Config.fromfile(str(config_path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    _check_data(cfg)
     # The run folder is where the config lives (a moved or copied run keeps working).
     work_dir = config_path.resolve().parent
     cfg.work_dir = str(work_dir)

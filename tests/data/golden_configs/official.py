@@ -58,9 +58,9 @@ model = {'type': 'EncoderDecoder',
  'test_cfg': {'mode': 'whole'}}
 
 # the official test pipeline: Resize (2048, 512), keep ratio
-test_pipeline = [{'type': 'LoadImageFromFile'},
+test_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
- {'type': 'LoadAnnotations'},
+ {'type': 'VocsegLoadAnnotations'},
  {'type': 'PackSegInputs'}]
 
 # VOC 2012 val; set data_root or pass --data-root to vocseg
@@ -68,26 +68,26 @@ val_dataloader = {'batch_size': 1,
  'num_workers': 2,
  'persistent_workers': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
- 'dataset': {'type': 'PascalVOCDataset',
+ 'dataset': {'type': 'VocsegVOCDataset',
              'data_root': '/data/voc/VOCdevkit/VOC2012',
              'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
              'ann_file': 'ImageSets/Segmentation/val.txt',
-             'pipeline': [{'type': 'LoadImageFromFile'},
+             'pipeline': [{'type': 'VocsegLoadImageFromFile'},
                           {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
-                          {'type': 'LoadAnnotations'},
+                          {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
 test_dataloader = {'batch_size': 1,
  'num_workers': 2,
  'persistent_workers': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
- 'dataset': {'type': 'PascalVOCDataset',
+ 'dataset': {'type': 'VocsegVOCDataset',
              'data_root': '/data/voc/VOCdevkit/VOC2012',
              'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
              'ann_file': 'ImageSets/Segmentation/val.txt',
-             'pipeline': [{'type': 'LoadImageFromFile'},
+             'pipeline': [{'type': 'VocsegLoadImageFromFile'},
                           {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
-                          {'type': 'LoadAnnotations'},
+                          {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
 val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
@@ -120,7 +120,7 @@ resume = False
 tta_model = {'type': 'SegTTAModel'}
 
 # official multi-scale (0.5-1.75) + flip, used by `vocseg eval --tta` and tools/test.py --tta
-tta_pipeline = [{'type': 'LoadImageFromFile'},
+tta_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'TestTimeAug',
   'transforms': [[{'type': 'Resize', 'scale_factor': 0.5, 'keep_ratio': True},
                   {'type': 'Resize', 'scale_factor': 0.75, 'keep_ratio': True},
@@ -130,5 +130,5 @@ tta_pipeline = [{'type': 'LoadImageFromFile'},
                   {'type': 'Resize', 'scale_factor': 1.75, 'keep_ratio': True}],
                  [{'type': 'RandomFlip', 'prob': 0.0, 'direction': 'horizontal'},
                   {'type': 'RandomFlip', 'prob': 1.0, 'direction': 'horizontal'}],
-                 [{'type': 'LoadAnnotations'}],
+                 [{'type': 'VocsegLoadAnnotations'}],
                  [{'type': 'PackSegInputs'}]]}]

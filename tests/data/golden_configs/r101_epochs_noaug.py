@@ -95,8 +95,8 @@ model = {'type': 'EncoderDecoder',
  'test_cfg': {'mode': 'whole'}}
 
 # the official VOC augmentation: resize to (2048, 512) x 0.5-2.0, crop, flip, photometric
-train_pipeline = [{'type': 'LoadImageFromFile'},
- {'type': 'LoadAnnotations'},
+train_pipeline = [{'type': 'VocsegLoadImageFromFile'},
+ {'type': 'VocsegLoadAnnotations'},
  {'type': 'RandomResize', 'scale': (2048, 512), 'ratio_range': (0.5, 2.0), 'keep_ratio': True},
  {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
  {'type': 'RandomFlip', 'prob': 0.5},
@@ -104,9 +104,9 @@ train_pipeline = [{'type': 'LoadImageFromFile'},
  {'type': 'PackSegInputs'}]
 
 # used by `vocseg predict` (mmseg's inference_model)
-test_pipeline = [{'type': 'LoadImageFromFile'},
+test_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
- {'type': 'LoadAnnotations'},
+ {'type': 'VocsegLoadAnnotations'},
  {'type': 'PackSegInputs'}]
 
 # 1464 training images (VOC train only); 2 per process x 4 = batch 8; the sampler reshuffles each epoch and skips trained batches on resume without loading them
@@ -117,12 +117,12 @@ train_dataloader = {'batch_size': 2,
  'sampler': {'type': 'VocsegResumableSampler', 'batch_size': 2, 'shuffle': True, 'seed': 0},
  'dataset': {'type': 'VocsegSeededDataset',
              'seed': 0,
-             'dataset': {'type': 'PascalVOCDataset',
+             'dataset': {'type': 'VocsegVOCDataset',
                          'data_root': '/data/voc/VOCdevkit/VOC2012',
                          'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
                          'ann_file': 'ImageSets/Segmentation/train.txt',
-                         'pipeline': [{'type': 'LoadImageFromFile'},
-                                      {'type': 'LoadAnnotations'},
+                         'pipeline': [{'type': 'VocsegLoadImageFromFile'},
+                                      {'type': 'VocsegLoadAnnotations'},
                                       {'type': 'RandomResize',
                                        'scale': (2048, 512),
                                        'ratio_range': (0.5, 2.0),
@@ -137,13 +137,13 @@ val_dataloader = {'batch_size': 1,
  'persistent_workers': True,
  'pin_memory': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
- 'dataset': {'type': 'PascalVOCDataset',
+ 'dataset': {'type': 'VocsegVOCDataset',
              'data_root': '/data/voc/VOCdevkit/VOC2012',
              'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
              'ann_file': 'ImageSets/Segmentation/val.txt',
-             'pipeline': [{'type': 'LoadImageFromFile'},
+             'pipeline': [{'type': 'VocsegLoadImageFromFile'},
                           {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
-                          {'type': 'LoadAnnotations'},
+                          {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
 test_dataloader = {'batch_size': 1,
@@ -151,13 +151,13 @@ test_dataloader = {'batch_size': 1,
  'persistent_workers': True,
  'pin_memory': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
- 'dataset': {'type': 'PascalVOCDataset',
+ 'dataset': {'type': 'VocsegVOCDataset',
              'data_root': '/data/voc/VOCdevkit/VOC2012',
              'data_prefix': {'img_path': 'JPEGImages', 'seg_map_path': 'SegmentationClass'},
              'ann_file': 'ImageSets/Segmentation/val.txt',
-             'pipeline': [{'type': 'LoadImageFromFile'},
+             'pipeline': [{'type': 'VocsegLoadImageFromFile'},
                           {'type': 'Resize', 'scale': (2048, 512), 'keep_ratio': True},
-                          {'type': 'LoadAnnotations'},
+                          {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
 val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
@@ -222,7 +222,7 @@ resume = False
 tta_model = {'type': 'SegTTAModel'}
 
 # official multi-scale (0.5-1.75) + flip, used by `vocseg eval --tta`
-tta_pipeline = [{'type': 'LoadImageFromFile'},
+tta_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'TestTimeAug',
   'transforms': [[{'type': 'Resize', 'scale_factor': 0.5, 'keep_ratio': True},
                   {'type': 'Resize', 'scale_factor': 0.75, 'keep_ratio': True},
@@ -232,5 +232,5 @@ tta_pipeline = [{'type': 'LoadImageFromFile'},
                   {'type': 'Resize', 'scale_factor': 1.75, 'keep_ratio': True}],
                  [{'type': 'RandomFlip', 'prob': 0.0, 'direction': 'horizontal'},
                   {'type': 'RandomFlip', 'prob': 1.0, 'direction': 'horizontal'}],
-                 [{'type': 'LoadAnnotations'}],
+                 [{'type': 'VocsegLoadAnnotations'}],
                  [{'type': 'PackSegInputs'}]]}]

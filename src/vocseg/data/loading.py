@@ -1,0 +1,152 @@
+"""The training/eval loader reads the data exactly as `prepare --check` does (MMSeg registrations).
+
+Imported by `vocseg.mmseg_plugin` (every config vocseg writes names it), never at `vocseg --help`.
+
+- `VocsegVOCDataset`: mmseg's `PascalVOCDataset`, but its list is read by
+  `vocseg.data.lists.read_id_list` (blank lines, spaces, CRLF, a BOM: the same ids as the check)
+  and `<id>.JPG` / `<id>.jpeg` are found as the check finds them.
+- `VocsegLoadImageFromFile`: the image through `vocseg.data.images.read_image_rgb` (EXIF
+  orientation applied, as `LoadImageFromFile`'s cv2 decoding does too: the same pixels), as BGR.
+- `VocsegLoadAnnotations`: the mask as stored (as mmseg's `LoadAnnotations` reads it), checked with
+  `vocseg.data.images.mask_problem` and against the image's size.
+
+A file that cannot be used (changed after the check) raises `DataFileError`: one line naming the
+file and `vocseg prepare --check`, also when it happens inside a data-loader worker process (where
+torch re-raises it with the worker's traceback as its message: the last line is kept).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmcv.transforms import LoadImageFromFile
+from mmseg.datasets import PascalVOCDataset
+from mmseg.datasets.transforms import LoadAnnotations
+from mmseg.registry import DATASETS, TRANSFORMS
+
+from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_rgb, read_mask
+from vocseg.data.lists import read_id_list
+from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES
+from vocseg.errors import VocsegError
+
+_WORKER_TRACEBACK = "Original Traceback"
+
+
+def _root_of(path: str) -> str:
+    p = Path(path).absolute()
+    for parent in p.parents:
+        if parent.name == "VOCdevkit":
+            return str(parent.parent)
+    return str(p.parent)
+
+
+class DataFileError(VocsegError):
+    """A data file the loader cannot use. Constructed from one message (torch's DataLoader
+    re-raises a worker's exception as `type(exc)(text with the worker's traceback)`)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        if _WORKER_TRACEBACK in message:
+            last = [line for line in message.strip().splitlines() if line.strip()][-1]
+            message = last.split(f"{type(self).__name__}: ", 1)[-1]
+            hint = ""
+        super().__init__(message, hint)
+
+
+def data_file_error(path: str, what: str) -> DataFileError:
+    return DataFileError(
+        f"Data file {path} {what}.",
+        f"It changed after the check: `vocseg prepare --check --data-root {_root_of(path)}` lists every problem.",
+    )
+
+
+@DATASETS.register_module()
+class VocsegVOCDataset(PascalVOCDataset):
+    """PascalVOCDataset reading its list and finding its files the way `prepare --check` does."""
+
+    def load_data_list(self) -> list[dict]:
+        img_dir = self.data_prefix.get("img_path", "")
+        ann_dir = self.data_prefix.get("seg_map_path")
+        images = FolderIndex(img_dir)
+        masks = FolderIndex(ann_dir) if ann_dir is not None else None
+        data_list = []
+        for image_id in read_id_list(Path(self.ann_file)):
+            found = images.find(image_id, IMAGE_SUFFIXES)
+            info: dict[str, Any] = dict(img_path=str(found) if found else str(Path(img_dir) / f"{image_id}{self.img_suffix}"))
+            if masks is not None:
+                mask = masks.find(image_id, MASK_SUFFIXES)
+                info["seg_map_path"] = str(mask) if mask else str(Path(ann_dir) / f"{image_id}{self.seg_map_suffix}")
+            info["label_map"] = self.label_map
+            info["reduce_zero_label"] = self.reduce_zero_label
+            info["seg_fields"] = []
+            data_list.append(info)
+        return data_list
+
+
+@TRANSFORMS.register_module()
+class VocsegLoadImageFromFile(LoadImageFromFile):
+    """LoadImageFromFile through vocseg's one image reader: (H, W, 3) uint8 BGR, as viewers show it.
+
+    Takes no options beyond LoadImageFromFile's (mmseg's `inference_model` swaps the first step
+    of a test pipeline for LoadImageFromNDArray by position)."""
+
+    def transform(self, results: dict) -> dict | None:
+        path = results["img_path"]
+        try:
+            rgb = read_image_rgb(Path(path))
+        except FileNotFoundError:
+            raise data_file_error(path, "is missing") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
+            raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+        img = np.ascontiguousarray(rgb[..., ::-1])
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results["img"] = img
+        results["img_shape"] = img.shape[:2]
+        results["ori_shape"] = img.shape[:2]
+        return results
+
+
+@TRANSFORMS.register_module()
+class VocsegLoadAnnotations(LoadAnnotations):
+    """LoadAnnotations with the mask checked as `prepare --check` checks it (a bad label would
+    otherwise surface as "Target 38 is out of bounds" or a CUDA device-side assert).
+
+    Without a `seg_map_path` (inference on an array) it does nothing."""
+
+    def _load_seg_map(self, results: dict) -> None:
+        path = results["seg_map_path"]
+        try:
+            mask = read_mask(Path(path))
+        except FileNotFoundError:
+            raise data_file_error(path, "is missing") from None
+        except Exception as exc:  # noqa: BLE001
+            raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[..., 0]
+        why = mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
+        if why:
+            raise data_file_error(path, why)
+        shape = results.get("ori_shape")
+        if shape is not None and tuple(shape[:2]) != mask.shape:
+            image = results.get("img_path", "its image")
+            raise data_file_error(path, f"is {mask.shape[1]}x{mask.shape[0]}, but {image} is {shape[1]}x{shape[0]} as a viewer shows it")
+        seg = mask.astype(np.uint8)
+        if self.reduce_zero_label is None:
+            self.reduce_zero_label = results["reduce_zero_label"]
+        if self.reduce_zero_label:
+            seg[seg == 0] = 255
+            seg = seg - 1
+            seg[seg == 254] = 255
+        if results.get("label_map") is not None:
+            original = seg.copy()
+            for old_id, new_id in results["label_map"].items():
+                seg[original == old_id] = new_id
+        results["gt_seg_map"] = seg
+        results["seg_fields"].append("gt_seg_map")
+
+    def transform(self, results: dict) -> dict:
+        if self.with_seg and not results.get("seg_map_path"):
+            return results
+        return super().transform(results)
