@@ -21,6 +21,9 @@ BACKGROUND = 0
 LIGHT_FILL = 0.35  # the fill opacity of the report's pictures: the photo shows through, the outline names the class
 
 
+BLEND_PIXELS = 1 << 22  # pixels blended at a time (a band of rows): bounds the float32 copies to ~50 MB
+
+
 def colourise(label_map: np.ndarray) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 VOC palette colours."""
     lut = np.array(PALETTE, dtype=np.uint8)
@@ -70,13 +73,18 @@ def outlined(rgb: np.ndarray, label_map: np.ndarray, opacity: float = LIGHT_FILL
     alpha = float(np.clip(opacity, 0.0, 1.0))
     if alpha == 0:
         return rgb.copy()
-    colours = colourise(label_map)
-    out = rgb.astype(np.float32)
-    painted = label_map != BACKGROUND
-    out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted].astype(np.float32)
-    out = out.clip(0, 255).astype(np.uint8)
-    edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & painted
-    out[edge] = colours[edge]
+    lut = np.array(PALETTE, dtype=np.uint8)
+    out = rgb.copy()
+    # Blended in bands of rows: float copies of a whole 8000 x 8000 photo would take gigabytes.
+    rows = max(1, BLEND_PIXELS // max(1, label_map.shape[1]))
+    for top in range(0, label_map.shape[0], rows):
+        band, labels = out[top : top + rows], label_map[top : top + rows]
+        painted = labels != BACKGROUND
+        if painted.any():
+            mixed = (1 - alpha) * band[painted].astype(np.float32) + alpha * lut[labels[painted]].astype(np.float32)
+            band[painted] = mixed.clip(0, 255).astype(np.uint8)
+    edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & (label_map != BACKGROUND)
+    out[edge] = lut[label_map[edge]]
     return out
 
 
