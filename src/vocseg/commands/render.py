@@ -122,7 +122,7 @@ def _delta(v: float | None) -> str:
 def compare_table(comparison: Comparison) -> Table:
     """Per-class IoU and Acc of every result, deltas against the first, and flag markers."""
     base = comparison.baseline
-    names = "; ".join(f"{k} = {run.label}" + (f" [{run.split}]" if run.split != "val" else "") for k, run in enumerate(comparison.runs, start=1))
+    names = "; ".join(f"{k} = {run.label}" + (f" [{run.split}]" if run.split != "val" and run.split not in run.label else "") for k, run in enumerate(comparison.runs, start=1))
     table = Table(title=f"Per-class IoU / Acc, percent ({names}); \u0394 against 1", title_justify="left")
     table.add_column("class", no_wrap=True)
     for k, run in enumerate(comparison.runs, start=1):
