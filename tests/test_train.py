@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,3 +125,17 @@ def test_sigterm_saves_and_prints_the_resume_command(cli, demo_root: Path, tmp_p
     assert result.code == 0, result.err
     assert f"at iteration {stopped}/10" in result.out
     assert load_checkpoint_file(latest_checkpoint(work))["meta"]["iter"] == 10
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="needs a machine without NVIDIA GPUs")
+def test_missing_gpus_are_reported_before_the_weights_are_fetched(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocseg.recipe.pretrained as pretrained
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pretrained weights were fetched before the GPUs were checked")
+
+    monkeypatch.setattr(pretrained, "resolve_for_training", no_download)
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "--data-root", demo_root, "--gpus", "6,7", "--batch", "4", "--schedule", "40k")
+    assert r.code != 0 and "GPU" in r.err and "6,7" in r.err
+    assert list(tmp_path.iterdir()) == []  # nothing written
