@@ -3,7 +3,9 @@ processes, `vocseg train CONFIG` against mmseg's own `tools/train.py CONFIG` on 
 
 The config is the demo's (tiny UPerNet, CPU, batch 8, 2 loader workers, demo data), written by
 `vocseg config` with validation and checkpoints only at the end and MMEngine's logger every
-iteration. Each competitor is a `python -c "while True: pass"` process (one busy core each, as
+iteration. A third variant runs tools/train.py on the same config without vocseg's thread sizing
+(`VocsegThreadsHook` removed): what both tools did before it (torch's default of one intra-op
+thread per core in the training process, beside the loader workers). Each competitor is a `python -c "while True: pass"` process (one busy core each, as
 another user's job). Per-iteration time is MMEngine's own `time` scalar (IterTimerHook: data
 loading and every hook included) from each run's `scalars.json`, after `--warmup` iterations.
 
@@ -26,14 +28,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mmseg
 
 MMSEG_TRAIN = Path(mmseg.__file__).parent / ".mim" / "tools" / "train.py"
-TOOLS = ("vocseg train", "tools/train.py")
+PLAIN = "tools/train.py, no thread sizing"
+TOOLS = ("vocseg train", "tools/train.py", PLAIN)
 
 
 def per_iter_time(work_dir: Path, warmup: int) -> float:
@@ -97,31 +100,33 @@ def main() -> None:
          "--num-workers", str(args.workers), "--iters", str(args.iters), "--val-interval", str(args.iters),
          "--ckpt-interval", str(args.iters), "-o", str(config)], env, base)
     config.write_text(config.read_text() + "\ndefault_hooks['logger']['interval'] = 1\n")
+    plain = base / "demo_plain.py"
+    plain.write_text(config.read_text() + "\ncustom_hooks = [h for h in custom_hooks if h['type'] != 'VocsegThreadsHook']\n")
 
     times: dict[tuple[str, int], list[float]] = {(t, n): [] for t in tools for n in loads}
     for n in loads:
         with competitors(n):
             for i in range(args.rounds):
                 for name in tools if i % 2 == 0 else tools[::-1]:
-                    work = base / f"{name.split()[0].replace('/', '-')}-load{n}-{i}"
+                    work = base / f"{TOOLS.index(name)}-load{n}-{i}"
                     shutil.rmtree(work, ignore_errors=True)
                     if name == "vocseg train":
                         run([*vocseg, "train", str(config), "--work-dir", str(work)], env, base)
                     else:
-                        run([sys.executable, str(MMSEG_TRAIN), str(config), "--work-dir", str(work)], env, base)
+                        cfg = plain if name == PLAIN else config
+                        run([sys.executable, str(MMSEG_TRAIN), str(cfg), "--work-dir", str(work)], env, base)
                     times[(name, n)].append(per_iter_time(work, args.warmup))
-                    print(f"  {name:15s} load {n} round {i}: {1 / times[(name, n)][-1]:.2f} it/s", flush=True)
+                    print(f"  {name:34s} load {n} round {i}: {1 / times[(name, n)][-1]:.2f} it/s", flush=True)
 
     omp = f"OMP_NUM_THREADS={args.omp}" if args.omp else "OMP_NUM_THREADS unset"
     print(f"\niterations/s after {args.warmup} warm-up iterations ({args.iters} iterations; demo config: tiny model, CPU, "
           f"batch {args.batch}, {args.workers} loader workers; {omp}; {os.cpu_count()} cores; median of {args.rounds} rounds)")
-    print(f"{'competing processes':>20s} " + " ".join(f"{t:>16s}" for t in tools) + ("   vocseg/tools" if len(tools) == 2 else ""))
+    print("| competing processes | " + " | ".join(tools) + " | ratio to the first |")
+    print("|---" * (len(tools) + 2) + "|")
     for n in loads:
         rates = [1 / statistics.median(times[(t, n)]) for t in tools]
-        row = f"{n:>20d} " + " ".join(f"{r:>10.2f} it/s" for r in rates)
-        if len(tools) == 2:
-            row += f"   {rates[0] / rates[1]:.2f}"
-        print(row)
+        ratios = " / ".join(f"{r / rates[0]:.2f}" for r in rates[1:])
+        print(f"| {n} | " + " | ".join(f"{r:.2f} it/s" for r in rates) + f" | {ratios} |")
     if loads[0] == 0 and len(loads) > 1:
         for t in tools:
             base_rate = 1 / statistics.median(times[(t, 0)])
