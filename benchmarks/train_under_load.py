@@ -35,7 +35,7 @@ from pathlib import Path
 import mmseg
 
 MMSEG_TRAIN = Path(mmseg.__file__).parent / ".mim" / "tools" / "train.py"
-PLAIN = "tools/train.py, no thread sizing"
+PLAIN = "tools/train.py without thread sizing"
 TOOLS = ("vocseg train", "tools/train.py", PLAIN)
 
 

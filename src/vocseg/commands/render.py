@@ -38,7 +38,9 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
         "mixed precision (bf16, fp16 where missing)" if recipe.use_amp else "fp32",
         "channels_last" if recipe.use_channels_last else "",
         "cudnn benchmark" if recipe.use_cudnn_benchmark else "",
-        f"{recipe.workers} loader workers/process" + (", pinned" if recipe.use_pin_memory else ""),
+        (f"{recipe.workers} loader workers/process" if recipe.num_workers is not None
+         else f"loader workers decided where it trains ({recipe.workers}/process on this machine)")
+        + (", pinned" if recipe.use_pin_memory else ""),
     ]
     table.add_row("speed", ", ".join(s for s in speed if s))
     table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
