@@ -92,7 +92,8 @@ def _confused_with(result: EvalResult, index: int) -> str:
         return ""
     others = [(v, j) for j, v in enumerate(row) if j != index]
     value, j = max(others) if others else (0, index)
-    return f"{list(result.per_class)[j]} {100 * value / total:.0f}%" if value else ""
+    share = 100 * value / total
+    return f"{list(result.per_class)[j]} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
 
 
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
