@@ -6,7 +6,7 @@ the newest CUDA build of torch (several GB).
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
 import nox
 
@@ -39,9 +39,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """prepare -> train (tiny model, CPU) -> predict -> eval, in runs/demo/."""
+    """prepare -> train (tiny model, CPU) -> predict -> eval, in runs/demo/.
+
+    An earlier runs/demo/ (with anything the user added to it) is kept: it is renamed to
+    runs/demo-previous, runs/demo-previous2, ... and the log says so. Nothing is deleted.
+    """
     install(session)
-    shutil.rmtree(DEMO, ignore_errors=True)
+    keep_earlier_demo(session, Path(DEMO))
     data = f"{DEMO}/data"
     session.run("vocseg", "prepare", "--demo", "--data-root", data)
     session.run(
@@ -51,6 +55,20 @@ def demo(session: nox.Session) -> None:
     session.run("vocseg", "predict", f"{data}/VOCdevkit/VOC2012/JPEGImages/2026_00008[1-6].jpg", "--checkpoint", f"{DEMO}/train", "--out", f"{DEMO}/predictions")
     session.run("vocseg", "eval", f"{DEMO}/train", "--json", f"{DEMO}/eval.json")
     session.log(f"Overlay pictures: {DEMO}/predictions/*_overlay.png   results: {DEMO}/eval.json")
+
+
+def keep_earlier_demo(session: nox.Session, demo: Path) -> None:
+    """Move an earlier demo folder aside under a new numbered name; never delete it."""
+    if not demo.exists():
+        return
+    n = 1
+    while True:
+        target = demo.with_name(f"{demo.name}-previous{'' if n == 1 else n}")
+        if not target.exists():
+            break
+        n += 1
+    demo.rename(target)
+    session.log(f"Kept the earlier {demo}/ as {target}/ (delete it when you no longer need it: rm -r {target}).")
 
 
 @nox.session

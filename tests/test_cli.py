@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,26 @@ def test_train_refuses_to_overwrite_a_run(cli, demo_root: Path, trained_run: Pat
     r = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "2", "--work-dir", trained_run)
     assert r.code != 0 and "vocseg resume" in r.err
     assert (trained_run / "iter_8.pth").is_file()  # nothing lost
+
+
+def test_top_level_help_does_not_cut_summaries(cli) -> None:
+    r = cli("--help")
+    assert r.code == 0
+    commands = r.out.split("Commands:", 1)[1]
+    assert "..." not in commands and "run, and settings that differ from the official recipe." in " ".join(commands.split())
+
+
+def test_most_confused_with_omits_shares_that_round_to_zero() -> None:
+    from vocseg.commands.render import eval_report_table
+    from vocseg.results.eval_result import EvalResult
+
+    per_class = {"background": {"IoU": 99.0, "Acc": 99.9}, "aeroplane": {"IoU": 50.0, "Acc": 60.0}, "bottle": {"IoU": 40.0, "Acc": 50.0}}
+    confusion = [[9999, 0, 1], [300, 700, 0], [0, 0, 10]]
+    result = EvalResult(mIoU=63.0, mAcc=70.0, aAcc=99.0, per_class=per_class, confusion=confusion)
+    from rich.console import Console
+
+    out = Console(width=200, record=True)
+    out.print(eval_report_table(result))
+    text = out.export_text()
+    assert "background 30%" in text  # aeroplane: 30% of its pixels predicted background
+    assert not re.search(r"\b0%", text)

@@ -76,7 +76,7 @@ def test_run_folder_train_vs_val_gap_is_memorisation(cli, tmp_path: Path) -> Non
     r = cli("compare", run, other, "--json", out, "--chart", tmp_path / "c.png")
     assert r.code == 0, r.err
     result = json.loads(out.read_text())
-    assert [x["label"] for x in result["runs"]] == ["voc-only", "voc-only (train)", "other"]
+    assert [x["label"] for x in result["runs"]] == ["voc-only", "voc-only (train split)", "other"]
     (memo,) = flags_of(result, "memorisation")
     assert memo["run"] == "voc-only" and memo["evidence"]["train_mIoU"] == 90.0
     assert "chair" in memo["classes"] and memo["evidence"]["class_gaps"]["chair"] == 70.0
@@ -140,3 +140,56 @@ def test_cli_stays_light_at_import() -> None:
     code = "import sys, vocseg.cli; heavy = [m for m in ('torch', 'mmengine', 'mmseg', 'matplotlib') if m in sys.modules]; print(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_labels_are_distinct_for_generic_names(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runs/demo/train` (a run folder named like a split) and `eval.json` files get labels that say which model."""
+    run = tmp_path / "runs" / "demo" / "train"
+    (run / "config.py").parent.mkdir(parents=True)
+    (run / "config.py").write_text("# a run\n")
+    write_eval(run / "eval" / "val.json", "val", {})
+    write_eval(run / "eval" / "train.json", "train", {c: 80.0 for c in CLASSES})
+    one = write_eval(tmp_path / "a" / "eval.json", "val", {"cat": 10.0})
+    two = write_eval(tmp_path / "b" / "eval.json", "val", {"cat": 20.0})
+    out = tmp_path / "c.json"
+    r = cli("compare", run, one, two, "--json", out, "--chart", tmp_path / "c.png")
+    assert r.code == 0, r.err
+    labels = [x["label"] for x in json.loads(out.read_text())["runs"]]
+    assert labels[:2] == ["demo/train", "demo/train (train split)"]
+    assert len(set(labels)) == len(labels) and "eval" not in labels
+    assert labels[2:] == ["a/x", "b/x"]  # both measured a checkpoint named x.pth: told apart by their folders
+    text = " ".join(r.out.split())
+    assert "1 = demo/train; 2 = demo/train (train split);" in text
+
+
+def test_eval_json_is_labelled_by_its_checkpoint(tmp_path: Path) -> None:
+    from vocseg.results.compare import load_results
+
+    path = write_eval(tmp_path / "eval.json", "val", {})
+    data = json.loads(path.read_text())
+    data["checkpoint"] = str(tmp_path / "runs" / "demo" / "train" / "iter_3000.pth")
+    path.write_text(json.dumps(data))
+    (result,) = load_results(path)
+    assert result.label == "demo/train iter_3000"
+
+
+def test_chart_title_without_flags(tmp_path: Path) -> None:
+    from vocseg.results.compare import compare_results, load_results
+    from vocseg.results.plots import compare_chart_title
+
+    a, b = write_eval(tmp_path / "a.json", "val", {}), write_eval(tmp_path / "b.json", "val", {})
+    comparison = compare_results(load_results(a) + load_results(b))
+    assert not comparison.flags
+    assert compare_chart_title(comparison) == "Per-class IoU; no class flagged"
+
+
+def test_compare_keeps_the_working_folder_clean(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --chart the chart goes to runs/compare/, then runs/compare2/: never into the current folder."""
+    inputs = tmp_path / "inputs"
+    a, b = write_eval(inputs / "a.json", "val", {}), write_eval(inputs / "b.json", "val", {"cat": 30.0})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for _ in range(2):
+        assert cli("compare", a, b).code == 0
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()) == ["runs/compare/compare.png", "runs/compare2/compare.png"]

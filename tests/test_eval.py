@@ -172,3 +172,16 @@ def test_checkpoint_for_another_number_of_classes(cli, trained_run: Path, demo_r
     assert len(r.err.strip().splitlines()) <= 3  # one message (wrapped), no traceback
     r = cli("eval", tmp_path / "nothing_here", "--data-root", demo_root)
     assert r.code != 0 and "does not exist" in r.err
+
+
+def test_eval_keeps_the_working_folder_clean(cli, trained_run: Path, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default outputs go under the run folder (RUN/eval/), never into the current folder."""
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_run, run)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = cli("eval", run, "--data-root", demo_root, "--no-plots")
+    assert r.code == 0, r.err
+    assert list(work.iterdir()) == []
+    assert (run / "eval" / "val.json").is_file() and (run / "eval" / "val.csv").is_file()

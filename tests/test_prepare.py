@@ -166,10 +166,13 @@ def test_workers_do_not_change_the_output(demo_copy: Path, tmp_path: Path) -> No
 def test_data_already_in_place_is_used_as_is(cli, demo_copy: Path) -> None:
     root = without_conversion(demo_copy)
     mats = len(list((root / SBD_SUBDIR / "cls").glob("*.mat")))
-    result = cli("prepare", "--aug", "--data-root", root, "--workers", "2")
+    result = cli("prepare", "--data-root", root, "--workers", "2")  # SBD by default: what `train` uses by default
     assert result.code == 0, result.out + result.err
     out = " ".join(result.out.split())
     assert "already there (not extracted by vocseg)" in out and f"converted {mats} of {mats}" in out
+    aug = len(sbd.read_ids(root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt"))
+    assert f"aug.txt {aug} ids: the {mats} SBD labels minus {mats - aug} images that are in VOC train" in out
+    assert out.rstrip().endswith(f"Train with: vocseg train --data-root {root}")
     pngs = root / VOC_SUBDIR / "SegmentationClassAug"
     assert len(list(pngs.glob("*.png"))) == mats and not list(pngs.glob(".*"))  # no temporary files left
     for name in ("aug.txt", "trainaug.txt"):

@@ -164,6 +164,26 @@ def test_a_finished_run_is_not_retrained(cli, request: pytest.FixtureRequest, tm
     assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == before
 
 
+def test_resume_without_argument_finds_a_nested_run(cli, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runs/demo/train` (the demo's layout) is found; of several runs, the one that trained last."""
+    trained_run = request.getfixturevalue("trained_run")
+    older, newer = tmp_path / "runs" / "tiny-old", tmp_path / "runs" / "demo" / "train"
+    shutil.copytree(trained_run, older)
+    shutil.copytree(trained_run, newer)
+    (tmp_path / "runs" / "demo" / "data").mkdir()  # a dataset beside the run is not a run
+    past = time.time() - 3600
+    for p in older.rglob("*"):
+        os.utime(p, (past, past))
+    monkeypatch.chdir(tmp_path)
+    r = cli("resume")
+    assert r.code == 0, r.err
+    assert "already finished" in r.out and str(newer) in " ".join(r.out.split())
+    from vocseg.training.runs import find_run_dirs, latest_run_dir
+
+    assert set(find_run_dirs(Path("runs"))) == {Path("runs/tiny-old"), Path("runs/demo/train")}
+    assert latest_run_dir(Path("runs")) == Path("runs/demo/train")
+
+
 def test_bad_run_folders_are_one_line_errors(cli, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trained_run = request.getfixturevalue("trained_run")
     monkeypatch.chdir(tmp_path)

@@ -33,6 +33,72 @@ def test_loader_workers_share_the_cores(cpus: int, procs: int) -> None:
     assert w * procs <= max(cpus, procs)  # never more workers than cores
 
 
+@given(st.integers(1, 256), st.integers(1, 16), st.integers(0, 16))
+def test_intra_op_threads_leave_the_workers_their_cores(cpus: int, procs: int, workers: int) -> None:
+    from vocseg.stack.threads import intra_op_threads
+
+    t = intra_op_threads(cpus, procs, workers)
+    assert t >= 1
+    assert t == 1 or (t + workers) * procs <= cpus  # never more threads than cores, unless at the floor of 1
+
+
+def test_demo_on_two_cores_trains_on_one_thread() -> None:
+    from vocseg.stack.threads import intra_op_threads
+
+    assert intra_op_threads(2, 1, 2) == 1  # the demo: 2 loader workers on a 2-core machine
+    assert intra_op_threads(16, 1, 8) == 8
+    assert intra_op_threads(16, 2, 7) == 1
+
+
+def test_auto_workers_are_decided_where_the_loader_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocseg.stack.threads as threads
+
+    monkeypatch.setattr(threads, "machine_cpu_count", lambda: 16)
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    auto = {"batch_size": 2, "num_workers": "auto", "persistent_workers": "auto"}
+    assert threads.resolve_loader_cfg(auto) == {"batch_size": 2, "num_workers": 8, "persistent_workers": True}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this machine
+    assert threads.resolve_loader_cfg(auto)["num_workers"] == 3
+    monkeypatch.setattr(threads, "machine_cpu_count", lambda: 1)
+    assert threads.resolve_loader_cfg(auto) == {"batch_size": 2, "num_workers": 0, "persistent_workers": False}
+    fixed = {"num_workers": 2, "persistent_workers": True}
+    assert threads.resolve_loader_cfg(fixed) is fixed
+
+
+def test_written_config_leaves_workers_to_the_training_machine(demo_root: Path) -> None:
+    recipe = Recipe(data_root=str(demo_root), model="tiny", device="cpu", iters=4)
+    text = build_config_text(recipe, plan(recipe), "/tmp/x")
+    assert "'num_workers': 'auto'" in text and "'persistent_workers': 'auto'" in text
+    assert "{'type': 'VocsegThreadsHook'}" in text
+    pinned = Recipe(data_root=str(demo_root), model="tiny", device="cpu", iters=4, num_workers=3)
+    assert "'num_workers': 3" in build_config_text(pinned, plan(pinned), "/tmp/x")
+
+
+def test_threads_hook_sizes_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import torch
+
+    import vocseg.stack.speed as speed
+
+    before = torch.get_num_threads()
+    runner = types.SimpleNamespace(train_dataloader=types.SimpleNamespace(num_workers=2))
+    monkeypatch.setattr(speed, "machine_cpu_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stays
+        torch.set_num_threads(3)
+        speed.ThreadsHook().before_train(runner)
+        assert torch.get_num_threads() == 3
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        speed.ThreadsHook().before_train(runner)
+        assert torch.get_num_threads() == 2  # 4 cores - 2 workers
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> None:
     from vocseg.stack.compat import ensure_stack
 
@@ -50,7 +116,7 @@ def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> No
     assert fast.model.data_preprocessor.type == "VocsegSegDataPreProcessor" and fast.model.data_preprocessor.channels_last
     assert fast.model_wrapper_cfg.type == "VocsegDistributedDataParallel"
     assert fast.env_cfg.cudnn_benchmark is True
-    assert fast.train_dataloader.pin_memory is True and fast.train_dataloader.num_workers >= 0
+    assert fast.train_dataloader.pin_memory is True and fast.train_dataloader.num_workers == "auto"
     assert any(h.type == "VocsegChannelsLastHook" for h in fast.custom_hooks)
 
     plain = cfg_for(amp=False, channels_last=False, cudnn_benchmark=False, pin_memory=False, num_workers=3)

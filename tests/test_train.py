@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,3 +125,38 @@ def test_sigterm_saves_and_prints_the_resume_command(cli, demo_root: Path, tmp_p
     assert result.code == 0, result.err
     assert f"at iteration {stopped}/10" in result.out
     assert load_checkpoint_file(latest_checkpoint(work))["meta"]["iter"] == 10
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="needs a machine without NVIDIA GPUs")
+def test_missing_gpus_are_reported_before_the_weights_are_fetched(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocseg.recipe.pretrained as pretrained
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pretrained weights were fetched before the GPUs were checked")
+
+    monkeypatch.setattr(pretrained, "resolve_for_training", no_download)
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "--data-root", demo_root, "--gpus", "6,7", "--batch", "4", "--schedule", "40k")
+    assert r.code != 0 and "GPU" in r.err and "6,7" in r.err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_displayed_loss_is_the_logged_loss(demo_root: Path, tmp_path: Path) -> None:
+    """The progress line's loss at iteration N equals MMEngine's logged loss at N (the same window mean)."""
+    import json
+
+    work = tmp_path / "run"
+    r = subprocess.run([*VOCSEG, "train", "--data-root", str(demo_root), *TINY_TRAIN, "--iters", "14", "--val-interval", "14",
+                        "--work-dir", str(work)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "loss: mean of the last 10 iterations (as MMEngine's log)" in r.stdout
+    shown = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^iter (\d+)/14 .*?loss (\S+)", r.stdout, re.M)}
+    logged = {}
+    for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row and "step" in row:
+            logged[row["step"]] = row["loss"]
+    assert len(shown) == 14 and set(shown) <= set(logged)  # both every iteration for a 14-iteration run
+    losses = [round(logged[i], 4) for i in sorted(shown)]
+    assert [shown[i] for i in sorted(shown)] == losses
+    assert len(set(losses)) > 1

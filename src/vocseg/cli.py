@@ -29,6 +29,19 @@ for module in (prepare, config, train, resume, evaluate, predict, compare, repor
     module.register(app)
 
 
+def _summary(doc: str | None) -> str | None:
+    """A command's whole first paragraph, on one line: click would cut it with "..." to fit the
+    terminal (`vocseg --help` then wraps it instead)."""
+    if not doc:
+        return None
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+for _info in app.registered_commands:
+    if _info.short_help is None and _info.callback is not None:
+        _info.short_help = _summary(_info.callback.__doc__)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"vocseg {__version__}")

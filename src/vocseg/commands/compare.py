@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 def compare(
     inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
-    chart: Annotated[Path, typer.Option("--chart", help="Write the per-class IoU chart PNG here.")] = Path("compare.png"),
+    chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.")] = None,
     min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.")] = 3.0,
     area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = 1.5,
@@ -45,6 +45,10 @@ def compare(
     comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
     console.print(compare_table(comparison))
     print_flags(comparison)
+    if chart is None:
+        from vocseg.training.runs import numbered_output_dir
+
+        chart = numbered_output_dir("compare") / "compare.png"
     saved = [compare_chart(comparison, chart)]
     record_written(chart)
     if json_out:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from vocseg.errors import VocsegError
+from vocseg.recipe.recipe import Recipe  # the one place that decides whether the aug set is used
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +20,7 @@ def prepare(
     data_root: Annotated[
         Optional[Path], typer.Option("--data-root", help="Where VOCdevkit/ goes (default: $VOCSEG_DATA_ROOT, else the user data folder).")
     ] = None,
-    aug: Annotated[bool, typer.Option("--aug/--no-aug", help="Also SBD: convert its .mat labels and write aug.txt / trainaug.txt.")] = False,
+    aug: Annotated[Optional[bool], typer.Option("--aug/--no-aug", help="Also SBD (what `vocseg train` uses by default): convert its .mat labels and write aug.txt / trainaug.txt. --no-aug: VOC only (then train with --no-aug). With --check: checked when given or present.", show_default=False)] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Write the small built-in demo dataset (VOC + SBD layouts) instead of downloading.")] = False,
     check_only: Annotated[bool, typer.Option("--check", help="Only check an existing data root.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo every step, even those already complete.")] = False,
@@ -31,13 +32,17 @@ def prepare(
     convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
                                                     "the originals are moved to SegmentationClass-rgb-originals/ (resp. SegmentationClassAug-...).")] = False,
 ) -> None:
-    """Download, verify, extract and convert PASCAL VOC 2012 (+ SBD with --aug), then check the result."""
+    """Download, verify, extract and convert PASCAL VOC 2012 and SBD (--no-aug: VOC only), then check the result."""
     from vocseg.commands.render import check_table
     from vocseg.console import console
     from vocseg.data.prepare import prepare_lock, run_check
     from vocseg.recipe.recipe import default_data_root
 
     root = (data_root or default_data_root()).expanduser().resolve()
+    if check_only:
+        aug = bool(aug)  # not given: checked when aug.txt is there (run_check looks)
+    elif aug is None:
+        aug = Recipe.aug  # prepare what `vocseg train` uses by default
     with prepare_lock(root) if (root.is_dir() or not check_only) else nullcontext():
         if demo:
             from vocseg.data.prepare import prepare_demo
@@ -71,7 +76,7 @@ def prepare(
             "Re-run `vocseg prepare` (add --force to redo every step).",
             exit_code=1,
         )
-    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}")
+    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}{'' if aug or Recipe.aug is False else ' --no-aug'}")
 
 
 def convert_colour_masks(root: Path) -> None:

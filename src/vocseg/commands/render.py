@@ -38,7 +38,9 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
         "mixed precision (bf16, fp16 where missing)" if recipe.use_amp else "fp32",
         "channels_last" if recipe.use_channels_last else "",
         "cudnn benchmark" if recipe.use_cudnn_benchmark else "",
-        f"{recipe.workers} loader workers/process" + (", pinned" if recipe.use_pin_memory else ""),
+        (f"{recipe.workers} loader workers/process" if recipe.num_workers is not None
+         else f"loader workers decided where it trains ({recipe.workers}/process on this machine)")
+        + (", pinned" if recipe.use_pin_memory else ""),
     ]
     table.add_row("speed", ", ".join(s for s in speed if s))
     table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
@@ -90,7 +92,8 @@ def _confused_with(result: EvalResult, index: int) -> str:
         return ""
     others = [(v, j) for j, v in enumerate(row) if j != index]
     value, j = max(others) if others else (0, index)
-    return f"{list(result.per_class)[j]} {100 * value / total:.0f}%" if value else ""
+    share = 100 * value / total
+    return f"{list(result.per_class)[j]} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
 
 
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
@@ -122,7 +125,7 @@ def _delta(v: float | None) -> str:
 def compare_table(comparison: Comparison) -> Table:
     """Per-class IoU and Acc of every result, deltas against the first, and flag markers."""
     base = comparison.baseline
-    names = "; ".join(f"{k} = {run.label}" + (f" [{run.split}]" if run.split != "val" else "") for k, run in enumerate(comparison.runs, start=1))
+    names = "; ".join(f"{k} = {run.label}" + (f" [{run.split}]" if run.split != "val" and run.split not in run.label else "") for k, run in enumerate(comparison.runs, start=1))
     table = Table(title=f"Per-class IoU / Acc, percent ({names}); \u0394 against 1", title_justify="left")
     table.add_column("class", no_wrap=True)
     for k, run in enumerate(comparison.runs, start=1):

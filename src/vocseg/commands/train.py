@@ -103,6 +103,7 @@ def train(
     from vocseg.commands.render import print_plan
     from vocseg.console import console
     from vocseg.errors import VocsegError
+    from vocseg.recipe.recipe import validate
     from vocseg.training.experiment import check_run_folder, experiment_from_config_file, plan_experiment
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.training.resuming import fault_context
@@ -118,6 +119,10 @@ def train(
     else:
         # --gpus/--nproc count per machine; the total batch (and so the LR) spans every machine.
         recipe = dataclasses.replace(recipe_from_flags(flags), nnodes=nnodes)
+        validate(recipe)
+        # GPUs, port and launcher first: a missing GPU is said before the pretrained weights are
+        # fetched (a download of minutes that the run could not use).
+        plan_launch(recipe, options)
         experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
     # GPUs, port and launcher are checked before anything is written.
     launch_plan = plan_launch(experiment.recipe, options)

@@ -48,7 +48,10 @@ def convert_and_list(root: Path, *, force: bool, workers: int | None, console: C
     else:
         console.print(f"SBD labels: all {total} already converted")
     lists = write_aug_lists(root)
-    console.print(f"lists: aug.txt {len(lists.aug)} ids, trainaug.txt {len(lists.trainaug)} ids (sorted)")
+    held = total - len(lists.aug)
+    why = (f": the {total} SBD labels minus {held} images that are in VOC train (trained on VOC's finer labels) "
+           "or VOC val (never trained on)") if held > 0 else ""
+    console.print(f"lists: aug.txt {len(lists.aug)} ids{why}; trainaug.txt {len(lists.trainaug)} ids (VOC train + aug)", soft_wrap=True)
 
 
 DEMO_PENDING = ".vocseg-demo-pending"  # written before the demo, removed after: its presence means "interrupted"

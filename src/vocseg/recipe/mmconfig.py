@@ -90,11 +90,17 @@ def train_dataset(recipe: Recipe) -> dict[str, Any]:
     return dict(type="ConcatDataset", datasets=[voc_train, sbd_aug])
 
 
+def persistent(recipe: Recipe) -> bool | str:
+    """persistent_workers: with workers, 'auto' when their number is decided where it runs."""
+    workers = recipe.config_workers
+    return workers if isinstance(workers, str) else workers > 0
+
+
 def val_dataloader(recipe: Recipe, ann_file: str = "val.txt", seg_dir: str = "SegmentationClass") -> dict[str, Any]:
     return dict(
         batch_size=1,
-        num_workers=recipe.workers,
-        persistent_workers=recipe.workers > 0,
+        num_workers=recipe.config_workers,
+        persistent_workers=persistent(recipe),
         pin_memory=recipe.use_pin_memory,
         sampler=dict(type="DefaultSampler", shuffle=False),
         dataset=voc_dataset(recipe.data_root, ann_file, seg_dir, test_pipeline(PRESETS[recipe.model].scale)),
@@ -118,7 +124,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
     if recipe.use_amp:
         # bf16 where the training GPU has it, else fp16 with loss scaling: chosen where it runs.
         optim_wrapper = dict(type="VocsegAmpOptimWrapper", dtype="auto", **{k: v for k, v in optim_wrapper.items() if k != "type"})
-    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook")]
+    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook")]
     if recipe.use_channels_last:
         custom_hooks.append(dict(type="VocsegChannelsLastHook"))
     schedule_text = (
@@ -140,14 +146,16 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("test_pipeline", test_pipeline(preset.scale), "used by `vocseg predict` (mmseg's inference_model)"),
         Entry("train_dataloader", dict(
             batch_size=recipe.batch,
-            num_workers=recipe.workers,
-            persistent_workers=recipe.workers > 0,
+            num_workers=recipe.config_workers,
+            persistent_workers=persistent(recipe),
             pin_memory=recipe.use_pin_memory,
             sampler=dict(type="VocsegResumableSampler", batch_size=recipe.batch, shuffle=True, seed=recipe.seed),
             dataset=dict(type="VocsegSeededDataset", seed=recipe.seed, dataset=train_dataset(recipe)),
         ), f"{plan.train_size} training images ({'VOC train + SBD aug' if recipe.aug else 'VOC train only'}); "
            f"{recipe.batch} per process x {plan.world_size} = batch {plan.total_batch}; the sampler "
-           "reshuffles each epoch and skips trained batches on resume without loading them"),
+           "reshuffles each epoch and skips trained batches on resume without loading them"
+           + ("; num_workers 'auto': decided on the machine that trains (its cores shared by its processes, "
+              "one left for training, at most 8)" if recipe.num_workers is None else "")),
         Entry("val_dataloader", val_dataloader(recipe)),
         Entry("test_dataloader", val_dataloader(recipe)),
         Entry("val_evaluator", dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])),
@@ -169,7 +177,8 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             sampler_seed=dict(type="DistSamplerSeedHook"),
             visualization=dict(type="SegVisualizationHook"),
         ), f"checkpoint every {plan.ckpt_interval_iters} iterations, keeping {recipe.keep} and the best by mIoU"),
-        Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream"
+        Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream; "
+              "torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)"
               + ("; weights in channels_last" if recipe.use_channels_last else "")),
         *([Entry("model_wrapper_cfg", dict(type="VocsegDistributedDataParallel", channels_last=True),
                  "channels_last before DDP wraps the model, so its gradient buckets match")] if recipe.use_channels_last and plan.world_size > 1 else []),
@@ -177,7 +186,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             cudnn_benchmark=recipe.use_cudnn_benchmark,
             mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
             dist_cfg=dict(backend="nccl" if recipe.device == "cuda" else "gloo"),
-        )),
+        ), "OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave"),
         Entry("randomness", dict(seed=recipe.seed, deterministic=recipe.deterministic),
               "fixed up front: the sampler's order must not depend on a seed restored later"),
         *runtime_entries(tta_note="used by `vocseg eval --tta`"),

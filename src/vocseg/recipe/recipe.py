@@ -20,6 +20,7 @@ from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
 from vocseg.recipe.models import DEFAULT_MODEL, PRESETS
+from vocseg.stack.threads import AUTO, loader_workers, machine_cpu_count
 
 DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
 DEVICES = ("cuda", "cpu")
@@ -33,21 +34,6 @@ def default_data_root() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("vocseg")) / "data"
-
-
-def machine_cpu_count() -> int:
-    """Cores this process may use (the affinity mask, as a shared server's scheduler sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def loader_workers(cpu_count: int, procs_per_node: int, cap: int = 8) -> int:
-    """Data-loader workers per process: the node's cores shared by its processes, one left for the
-    training process itself, at most `cap` (past ~8, decoding 512x512 crops stops being the limit)."""
-    per_proc = max(1, cpu_count // max(1, procs_per_node))
-    return max(0, min(cap, per_proc - 1))
 
 
 @dataclass(frozen=True)
@@ -167,9 +153,16 @@ class Recipe:
 
     @property
     def workers(self) -> int:
+        """Loader workers per process on this machine (--num-workers, else sized to its cores)."""
         if self.num_workers is not None:
             return self.num_workers
         return loader_workers(machine_cpu_count(), self.procs_per_node)
+
+    @property
+    def config_workers(self) -> int | str:
+        """`num_workers` as written into a config: --num-workers, else 'auto' (decided on the
+        machine that trains, by `vocseg.stack.threads`)."""
+        return self.num_workers if self.num_workers is not None else AUTO
 
     @property
     def base_lr_value(self) -> float:

@@ -196,7 +196,8 @@ def load_results(path: Path) -> list[RunResult]:
             data = _read_json(p)
             if not isinstance(data, dict):
                 raise _bad(p, "not a JSON object")
-            results.append(_eval_result(p, data, f"{path.name} ({split})" if split != "val" else path.name, group=str(path.resolve())))
+            name = run_label(path)
+            results.append(_eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve())))
         return results
     if not path.is_file():
         raise VocsegError(f"{path} does not exist.", "Pass eval JSON files or run folders.")
@@ -228,19 +229,72 @@ def load_results(path: Path) -> list[RunResult]:
         return results
     if "per_class" not in data:
         raise _bad(path, "no per_class table and no runs list")
-    label = path.stem
+    return [_eval_result(path, data, file_label(path, data), group="")]
+
+
+# Names that say what a file or folder is, not which model: `runs/demo/train`, `eval.json`, `val.json`.
+GENERIC_NAMES = frozenset({
+    "train", "val", "test", "trainval", "trainaug", "aug", "eval", "evaluation", "result", "results", "metrics",
+    "output", "outputs", "out", "run", "runs", "latest", "work_dir", "work_dirs", "checkpoints", "model", "predictions",
+})
+
+
+def run_label(run: Path) -> str:
+    """A run folder's name, with its parent's when the name alone says nothing (`runs/demo/train` -> `demo/train`)."""
+    run = run.resolve()
+    if run.name.lower() in GENERIC_NAMES and run.parent.name:
+        return f"{run.parent.name}/{run.name}"
+    return run.name
+
+
+def file_label(path: Path, data: dict[str, Any]) -> str:
+    """An eval JSON's label: its name (`r50-aug.json` -> `r50-aug`), `RUN/val` for `RUN/eval/val.json`,
+    and for a name that says nothing (`eval.json`, `results.json`) the checkpoint it measured
+    (`demo/train iter_3000`), else its folder (`demo/eval`)."""
+    stem = path.stem
     if path.parent.name == "eval" and (path.parent.parent / "config.py").is_file():
-        label = f"{path.parent.parent.name}/{path.stem}"  # RUN/eval/val.json -> RUN/val
-    return [_eval_result(path, data, label, group="")]
+        return f"{run_label(path.parent.parent)}/{stem}"  # RUN/eval/val.json -> RUN/val
+    if stem.lower() not in GENERIC_NAMES:
+        return stem
+    checkpoint = data.get("checkpoint")
+    if isinstance(checkpoint, str) and checkpoint.strip() and not checkpoint.startswith("official:"):
+        ckpt = Path(checkpoint.strip())
+        if ckpt.parent.name:
+            return f"{run_label(ckpt.parent)} {ckpt.stem}"
+        return ckpt.stem
+    if isinstance(checkpoint, str) and checkpoint.startswith("official:"):
+        return checkpoint
+    folder = path.resolve().parent
+    return f"{folder.name}/{stem}" if folder.name else stem
 
 
 def _unique_labels(runs: list[RunResult]) -> None:
+    """Make every label distinct: first by more of each clashing result's source path, then by a number."""
+    for _ in range(4):
+        changed = False
+        for group in _clashing(runs):
+            if len({r.source for r in group}) == 1:
+                continue  # the same file given twice: numbered below
+            for r in group:
+                src = Path(r.source.split("#", 1)[0]).resolve()
+                parts = [p for p in src.parent.parts[1:] if p not in r.label.split("/")]
+                if parts:
+                    r.label, changed = f"{parts[-1]}/{r.label}", True
+        if not changed:
+            break
     seen: dict[str, int] = {}
     for r in runs:
         n = seen.get(r.label, 0)
         seen[r.label] = n + 1
         if n:
             r.label = f"{r.label} #{n + 1}"
+
+
+def _clashing(runs: list[RunResult]) -> list[list[RunResult]]:
+    groups: dict[str, list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault(r.label, []).append(r)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 # ---------------------------------------------------------------- flags

@@ -15,6 +15,7 @@ from typing import Any
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.results.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.stack.threads import workers_value
 from vocseg.training.runs import RUNS_ROOT
 
 FINE_MASKS = "SegmentationClass"  # VOC's own labels (with the 255 void band)
@@ -286,7 +287,7 @@ def evaluate(
     checked = precheck([ListSpec(ann, root / VOC_SUBDIR / "JPEGImages", root / VOC_SUBDIR / masks) for masks, ann in lists.items()])
     loader = cfg.val_dataloader.copy()
     loader.dataset = _test_dataset(cfg, root, lists, tta)
-    workers = loader.get("num_workers", 0) if num_workers is None else num_workers
+    workers = workers_value(loader.get("num_workers", 0)) if num_workers is None else num_workers
     loader.num_workers = workers
     loader.persistent_workers = workers > 0
     loader.batch_size = 1

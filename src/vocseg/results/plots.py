@@ -128,6 +128,14 @@ def png_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def compare_chart_title(comparison: Comparison) -> str:
+    """The chart's title: which markers mean what, or that nothing is flagged."""
+    legend = comparison.flag_legend()
+    if not legend:
+        return "Per-class IoU; no class flagged"
+    return "Per-class IoU; red classes are flagged (" + ", ".join(f"{m}: {d}" for m, d in legend.items()) + ")"
+
+
 def compare_chart(comparison: Comparison, path: Path) -> Path:
     """Grouped per-class IoU bars, one colour per result; flagged classes marked on the axis."""
     import numpy as np
@@ -159,6 +167,6 @@ def compare_chart(comparison: Comparison, path: Path) -> Path:
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("IoU % (bars); Acc % (black ticks)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9, ncol=min(k, 3), frameon=False)
-    fig.suptitle("Per-class IoU; red classes are flagged (" + ", ".join(f"{m}: {d}" for m, d in comparison.flag_legend().items()) + ")", fontsize=11, y=0.98)
+    fig.suptitle(compare_chart_title(comparison), fontsize=11, y=0.98)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -1,4 +1,4 @@
-"""Speed settings for training: mixed precision, channels_last, data-loader sizing.
+"""Speed settings for training: mixed precision, channels_last, data-loader sizing, CPU threads.
 
 On CUDA, vocseg trains with bf16 autocast (fp16 with dynamic loss scaling where the GPU lacks
 bf16), channels_last tensors (convolutions take the NHWC tensor-core path), cudnn benchmark and
@@ -6,7 +6,9 @@ pinned, persistent loader workers. Each is a recipe flag and can be turned off. 
 also runs on the CPU (bf16 autocast included), which is how the tests exercise it.
 
 MMEngine's AmpOptimWrapper refuses to run without a GPU and fixes the dtype when the config is
-written; `VocsegAmpOptimWrapper` chooses on the machine that trains.
+written; `VocsegAmpOptimWrapper` chooses on the machine that trains. Likewise loader workers
+(`num_workers='auto'`, resolved when the Runner builds a loader) and torch's intra-op threads
+(`VocsegThreadsHook`) are sized on the machine that trains (`vocseg.stack.threads`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from vocseg.stack.compat import ensure_stack
+from vocseg.stack.threads import intra_op_threads, local_processes, machine_cpu_count, resolve_loader_cfg
 
 ensure_stack()  # before mmseg is imported, whoever imports this module first
 
@@ -23,6 +26,7 @@ from mmengine.hooks import Hook  # noqa: E402
 from mmengine.model import MMDistributedDataParallel  # noqa: E402
 from mmengine.optim import AmpOptimWrapper, OptimWrapper  # noqa: E402
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 from mmseg.models.data_preprocessor import SegDataPreProcessor  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
@@ -113,3 +117,44 @@ class ChannelsLastDDP(MMDistributedDataParallel):
         if channels_last:
             to_channels_last(module)
         super().__init__(module=module, **kwargs)
+
+
+def _install_auto_workers() -> None:
+    """Let `Runner.build_dataloader` take `num_workers='auto'` / `persistent_workers='auto'`
+    (configs written by `vocseg config`): resolved for the machine that builds the loader."""
+    build = Runner.build_dataloader
+    if getattr(build, "vocseg_auto_workers", False):
+        return
+
+    def build_dataloader(dataloader: Any, *args: Any, **kwargs: Any) -> Any:
+        return build(resolve_loader_cfg(dataloader), *args, **kwargs)
+
+    build_dataloader.vocseg_auto_workers = True  # type: ignore[attr-defined]
+    Runner.build_dataloader = staticmethod(build_dataloader)  # type: ignore[method-assign]
+
+
+_install_auto_workers()
+
+
+@HOOKS.register_module(name="VocsegThreadsHook")
+class ThreadsHook(Hook):
+    """Before training: torch's intra-op threads = this process's share of the cores minus one
+    per loader worker, at least 1 (`vocseg.stack.threads.intra_op_threads`), so that the training
+    process and its workers do not run more threads than there are cores. An OMP_NUM_THREADS set
+    by the user (or by torchrun's launcher) is left as it is."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def before_train(self, runner: Any) -> None:
+        import os
+
+        if self.threads is None and os.environ.get("OMP_NUM_THREADS"):
+            return
+        n = self.threads
+        if n is None:
+            workers = int(getattr(runner.train_dataloader, "num_workers", 0) or 0)
+            n = intra_op_threads(machine_cpu_count(), local_processes(), workers)
+        torch.set_num_threads(max(1, n))

@@ -26,7 +26,13 @@ class ProgressHook(Hook):
     """Progress for the person at the terminal (rank 0): iteration, epoch, loss, LR, images/s,
     ETA and the last validation mIoU, as one rich live display on a terminal, or as plain lines
     every `interval` iterations when the output is a file or pipe (CI logs). Writes
-    `curves.png` (loss, LR, val mIoU) to the run folder at each validation."""
+    `curves.png` (loss, LR, val mIoU) to the run folder at each validation.
+
+    The loss shown is the one MMEngine logs at the same iteration: the mean of the last
+    `window` iterations' losses (`LogProcessor.window_size`, 10 by default), read from the same
+    message-hub history, so the display and the log file never disagree. A header line at the
+    start says so.
+    """
 
     priority = "VERY_LOW"
 
@@ -45,6 +51,7 @@ class ProgressHook(Hook):
         self.iters_per_epoch = 1
         self.images_per_iter = 0
         self.loss = float("nan")
+        self.loss_window = 10  # iterations averaged: MMEngine's LogProcessor.window_size
         self.lr = float("nan")
         self.iter_time: float | None = None  # moving average, seconds, validation excluded
         self.val_time = 0.0
@@ -87,7 +94,7 @@ class ProgressHook(Hook):
             f"{self.iter}/{self.max_iters}  epoch {self.iter / self.iters_per_epoch:.2f}",
         )
         stats = (
-            f"loss [bold]{self.loss:.4f}[/]  lr {self.lr:.2e}  {self._speed()} img/s  "
+            f"loss (mean of {self.loss_window}) [bold]{self.loss:.4f}[/]  lr {self.lr:.2e}  {self._speed()} img/s  "
             f"ETA [bold]{fmt_eta(self.eta())}[/]  {self._val_text()}"
         )
         parts: list[Any] = [bar, stats]
@@ -105,6 +112,12 @@ class ProgressHook(Hook):
             vals = self.max_iters // self.val_interval - self.iter // self.val_interval
             vals += 1 if self.max_iters % self.val_interval else 0
         return remaining * self.iter_time + max(0, vals) * self.val_time
+
+    def header(self) -> str:
+        return (
+            f"[dim]loss: mean of the last {self.loss_window} iterations (as MMEngine's log); "
+            "img/s and ETA: moving average of the iteration time, validation excluded[/]"
+        )
 
     def _print(self, text: str) -> None:
         if self.live is not None:
@@ -131,6 +144,9 @@ class ProgressHook(Hook):
         self.best_miou = float(best) if best is not None else None
         if self.interval is None:
             self.interval = max(1, min(50, runner.max_iters // 20))
+        window = getattr(getattr(runner, "log_processor", None), "window_size", 10)
+        self.loss_window = window if isinstance(window, int) and window > 0 else 10
+        self._print(self.header())
         self._last_t = time.perf_counter()
         live = self.display == "live" or (self.display == "auto" and self.console.is_terminal)
         if live:
@@ -151,7 +167,10 @@ class ProgressHook(Hook):
         if self._seen > 1 and dt > 0:
             self.iter_time = dt if self.iter_time is None else 0.9 * self.iter_time + 0.1 * dt
         self.iter = runner.iter + 1
-        if outputs and "loss" in outputs:
+        history = runner.message_hub.log_scalars.get("train/loss")
+        if history is not None:  # what MMEngine's LogProcessor logs: the window's mean
+            self.loss = float(history.mean(self.loss_window))
+        elif outputs and "loss" in outputs:
             loss = outputs["loss"]
             self.loss = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
         # The LR this iteration used (logged before the scheduler stepped), not the next one.

@@ -32,12 +32,52 @@ def unique_run_dir(root: Path, name: str) -> Path:
     return candidate
 
 
-def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
-    """The run folder under `root` that trained last: newest checkpoint (or config, before the
-    first checkpoint). Not the folder's own time, which `vocseg eval` or `predict` also change."""
+def numbered_output_dir(name: str, root: Path = RUNS_ROOT) -> Path:
+    """A new, empty `root/name`, else `root/name2`, `name3`, ... (as Ultralytics numbers its
+    `runs/predict` folders): each call gets its own folder, so no earlier output is overwritten.
+    Created here (mkdir without exist_ok), so two commands started at once never share one."""
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = root / (name if n == 1 else f"{name}{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+RUN_SEARCH_DEPTH = 4  # runs/NAME/train/... : how deep `latest_run_dir` looks for run folders
+
+
+def find_run_dirs(root: Path = RUNS_ROOT, depth: int = RUN_SEARCH_DEPTH) -> list[Path]:
+    """Every run folder (one holding `config.py`) at most `depth` levels under `root`, nested ones
+    included (`runs/demo/train`). A run folder's own subfolders (logs, eval/) are not searched."""
+    found: list[Path] = []
     if not root.is_dir():
-        return None
-    runs = [p for p in root.iterdir() if (p / CONFIG_NAME).is_file()]
+        return found
+    level = [root]
+    for _ in range(depth):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+            except OSError:  # unreadable: nothing of ours in it
+                continue
+            for child in children:
+                if (child / CONFIG_NAME).is_file():
+                    found.append(child)
+                else:
+                    below.append(child)
+        level = below
+    return found
+
+
+def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
+    """The run folder under `root` (nested ones included, e.g. `runs/demo/train`) that trained
+    last: newest checkpoint (or config, before the first checkpoint). Not the folder's own time,
+    which `vocseg eval` or `predict` also change."""
+    runs = find_run_dirs(root)
     return max(runs, key=_last_trained) if runs else None
 
 

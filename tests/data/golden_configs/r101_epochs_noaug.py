@@ -194,12 +194,13 @@ default_hooks = {'timer': {'type': 'IterTimerHook'},
  'sampler_seed': {'type': 'DistSamplerSeedHook'},
  'visualization': {'type': 'SegVisualizationHook'}}
 
-# RNG states saved with each checkpoint: a resumed run continues the same random stream; weights in channels_last
-custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegChannelsLastHook'}]
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set); weights in channels_last
+custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}, {'type': 'VocsegChannelsLastHook'}]
 
 # channels_last before DDP wraps the model, so its gradient buckets match
 model_wrapper_cfg = {'type': 'VocsegDistributedDataParallel', 'channels_last': True}
 
+# OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave
 env_cfg = {'cudnn_benchmark': True,
  'mp_cfg': {'mp_start_method': 'fork', 'opencv_num_threads': 0},
  'dist_cfg': {'backend': 'nccl'}}

@@ -109,10 +109,10 @@ test_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'VocsegLoadAnnotations'},
  {'type': 'PackSegInputs'}]
 
-# 10582 training images (VOC train + SBD aug); 4 per process x 2 = batch 8; the sampler reshuffles each epoch and skips trained batches on resume without loading them
+# 10582 training images (VOC train + SBD aug); 4 per process x 2 = batch 8; the sampler reshuffles each epoch and skips trained batches on resume without loading them; num_workers 'auto': decided on the machine that trains (its cores shared by its processes, one left for training, at most 8)
 train_dataloader = {'batch_size': 4,
- 'num_workers': 0,
- 'persistent_workers': False,
+ 'num_workers': 'auto',
+ 'persistent_workers': 'auto',
  'pin_memory': True,
  'sampler': {'type': 'VocsegResumableSampler', 'batch_size': 4, 'shuffle': True, 'seed': 0},
  'dataset': {'type': 'VocsegSeededDataset',
@@ -154,8 +154,8 @@ train_dataloader = {'batch_size': 4,
                                                     {'type': 'PackSegInputs'}]}]}}}
 
 val_dataloader = {'batch_size': 1,
- 'num_workers': 0,
- 'persistent_workers': False,
+ 'num_workers': 'auto',
+ 'persistent_workers': 'auto',
  'pin_memory': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
  'dataset': {'type': 'VocsegVOCDataset',
@@ -168,8 +168,8 @@ val_dataloader = {'batch_size': 1,
                           {'type': 'PackSegInputs'}]}}
 
 test_dataloader = {'batch_size': 1,
- 'num_workers': 0,
- 'persistent_workers': False,
+ 'num_workers': 'auto',
+ 'persistent_workers': 'auto',
  'pin_memory': True,
  'sampler': {'type': 'DefaultSampler', 'shuffle': False},
  'dataset': {'type': 'VocsegVOCDataset',
@@ -215,12 +215,13 @@ default_hooks = {'timer': {'type': 'IterTimerHook'},
  'sampler_seed': {'type': 'DistSamplerSeedHook'},
  'visualization': {'type': 'SegVisualizationHook'}}
 
-# RNG states saved with each checkpoint: a resumed run continues the same random stream; weights in channels_last
-custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegChannelsLastHook'}]
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set); weights in channels_last
+custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}, {'type': 'VocsegChannelsLastHook'}]
 
 # channels_last before DDP wraps the model, so its gradient buckets match
 model_wrapper_cfg = {'type': 'VocsegDistributedDataParallel', 'channels_last': True}
 
+# OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave
 env_cfg = {'cudnn_benchmark': True,
  'mp_cfg': {'mp_start_method': 'fork', 'opencv_num_threads': 0},
  'dist_cfg': {'backend': 'nccl'}}

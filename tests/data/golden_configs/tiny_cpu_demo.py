@@ -212,9 +212,10 @@ default_hooks = {'timer': {'type': 'IterTimerHook'},
  'sampler_seed': {'type': 'DistSamplerSeedHook'},
  'visualization': {'type': 'SegVisualizationHook'}}
 
-# RNG states saved with each checkpoint: a resumed run continues the same random stream
-custom_hooks = [{'type': 'VocsegRngStateHook'}]
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)
+custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}]
 
+# OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave
 env_cfg = {'cudnn_benchmark': False,
  'mp_cfg': {'mp_start_method': 'fork', 'opencv_num_threads': 0},
  'dist_cfg': {'backend': 'gloo'}}
