@@ -16,6 +16,8 @@ nox.options.sessions = ["tests"]
 
 TORCH = "torch==2.13.0"
 DEMO = "runs/demo"
+# The optional features are tested too: ONNX export, video, experiment trackers (pyproject.toml extras).
+TEST_EXTRAS = "test,export,video"
 
 
 def install(session: nox.Session, extras: str = "") -> None:
@@ -25,7 +27,7 @@ def install(session: nox.Session, extras: str = "") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    install(session, "test")
+    install(session, TEST_EXTRAS)
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
     session.run("pytest", *(session.posargs or ["-q"]))
 
@@ -39,7 +41,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """prepare -> train (tiny model, CPU) -> predict -> eval, in runs/demo/.
+    """prepare -> train (tiny model, CPU) -> predict -> eval -> report, in runs/demo/.
 
     An earlier runs/demo/ (with anything the user added to it) is kept: it is renamed to
     runs/demo-previous, runs/demo-previous2, ... and the log says so. Nothing is deleted.
@@ -54,7 +56,9 @@ def demo(session: nox.Session) -> None:
     )
     session.run("vocseg", "predict", f"{data}/VOCdevkit/VOC2012/JPEGImages/2026_00008[1-6].jpg", "--checkpoint", f"{DEMO}/train", "--out", f"{DEMO}/predictions")
     session.run("vocseg", "eval", f"{DEMO}/train", "--json", f"{DEMO}/eval.json")
+    session.run("vocseg", "report", f"{DEMO}/train")
     session.log(f"Overlay pictures: {DEMO}/predictions/*_overlay.png   results: {DEMO}/eval.json")
+    session.log(f"Report (open it in a browser): {DEMO}/train/report.html")
 
 
 def keep_earlier_demo(session: nox.Session, demo: Path) -> None:
@@ -73,6 +77,6 @@ def keep_earlier_demo(session: nox.Session, demo: Path) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    install(session, "test")
+    install(session, TEST_EXTRAS)
     for script in sorted(session.posargs or ["benchmarks/startup.py"]):
         session.run("python", script)
