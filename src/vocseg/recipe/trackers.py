@@ -53,8 +53,9 @@ def parse_log_to(text: str | None) -> tuple[str, ...]:
     return tuple(n for n in TRACKERS if n in names)
 
 
-def check_installed(names: tuple[str, ...] | list[str], find_spec: Any = importlib.util.find_spec) -> None:
+def check_installed(names: tuple[str, ...] | list[str]) -> None:
     """Refuse trackers whose package is missing, naming the extra that installs it (before anything is written)."""
+    find_spec = importlib.util.find_spec
     missing = [TRACKERS[n] for n in names if find_spec(TRACKERS[n].module) is None]
     if missing:
         extras = ",".join(t.extra for t in missing)

@@ -46,6 +46,7 @@ TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
 SUMMARY_KEYS = ("aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall")
 VAL_TIMINGS = ("time", "data_time")
+LOOP_POSITION = ("iter", "epoch")  # the step itself
 
 
 def tracker_scalars(scalars: dict[str, Any]) -> dict[str, float]:
@@ -55,7 +56,7 @@ def tracker_scalars(scalars: dict[str, Any]) -> dict[str, float]:
     values = {k: float(v) for k, v in scalars.items() if isinstance(v, (int, float)) or hasattr(v, "item")}
     if any(k in values for k in SUMMARY_KEYS):
         return {(k if "/" in k else f"val/{k}"): v for k, v in values.items() if k not in VAL_TIMINGS}
-    return {(k if "/" in k else f"train/{k}"): v for k, v in values.items()}
+    return {(k if "/" in k else f"train/{k}"): v for k, v in values.items() if k not in LOOP_POSITION}
 
 
 def hyperparameters(cfg: Any) -> dict[str, str | int | float | bool]:
