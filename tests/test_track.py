@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -88,8 +87,11 @@ def _wandb_history(folder: Path) -> tuple[str, list[dict]]:
 
 
 def test_three_trackers_log_and_a_resume_continues_the_same_runs(cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    # Offline, silent, nothing sent or cached outside the test's folder.
+    for var, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_ERROR_REPORTING", "false"),
+                       ("WANDB_CACHE_DIR", tmp_path / "wandb-cache"), ("WANDB_CONFIG_DIR", tmp_path / "wandb-config"),
+                       ("WANDB_DATA_DIR", tmp_path / "wandb-data"), ("MLFLOW_ALLOW_FILE_STORE", "true")):
+        monkeypatch.setenv(var, str(value))
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "WANDB_PROJECT"):
         monkeypatch.delenv(var, raising=False)
     run = tmp_path / "run"
@@ -130,7 +132,6 @@ def test_three_trackers_log_and_a_resume_continues_the_same_runs(cli, demo_root:
     # MLflow (file store in the run folder): one run, its metrics from both starts, the recipe as params.
     import mlflow
 
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri((run / "mlruns").as_uri())
     runs = mlflow.search_runs(experiment_names=["vocseg"], output_format="list")
     assert [r.info.run_id for r in runs] == [ids["mlflow"]["run_id"]]

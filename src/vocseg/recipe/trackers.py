@@ -61,7 +61,7 @@ def check_installed(names: tuple[str, ...] | list[str]) -> None:
         extras = ",".join(t.extra for t in missing)
         raise VocsegError(
             f"--log-to {','.join(t.name for t in missing)} needs the {' and '.join(t.module for t in missing)} package, which is not installed.",
-            f"Install it with: pip install \"vocseg[{extras}]\" (or drop it from --log-to).",
+            f"Install it with: pip install \"vocseg[{extras}]\", or log without it (--log-to with the others, or none).",
         )
 
 

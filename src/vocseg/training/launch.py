@@ -307,8 +307,15 @@ def torchrun_command(config_path: Path, nproc: int, options: LaunchOptions, port
     cmd = [
         sys.executable, "-m", "vocseg.training.torchrun",
         f"--nproc-per-node={nproc}", f"--nnodes={options.nnodes}", f"--node-rank={options.node_rank}",
-        f"--master-addr={options.master_addr}", f"--master-port={port}",
-        *([f"--max-restarts={options.max_restarts}"] if options.max_restarts else []),
+        *(
+            # Restarts need a fresh store per attempt: the static rendezvous keeps one TCPStore for
+            # every attempt, and a restarted process can read a dead process's address from it
+            # (gloo "Connection refused", or a hang). c10d's rendezvous starts a new one each round.
+            ["--rdzv-backend=c10d", f"--rdzv-endpoint={options.master_addr}:{port}", f"--rdzv-id=vocseg-{port}",
+             f"--max-restarts={options.max_restarts}"]
+            if options.max_restarts
+            else [f"--master-addr={options.master_addr}", f"--master-port={port}"]
+        ),
         "-m", "vocseg.training.worker", str(config_path),
     ]
     if resume:
