@@ -41,6 +41,7 @@ def stub_scontrol(folder: Path) -> tuple[dict[str, str], Path]:
 def test_launch_plans_for_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     one = plan_launch(Recipe(device="cpu", nproc=1), LaunchOptions(max_restarts=3))
     assert one.mode == "torchrun" and one.env[LAUNCHER_ENV] == "none"  # restartable, but no process group
+    assert one.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # a new store for each attempt
     restartable = torchrun_command(tmp_path / "config.py", 1, LaunchOptions(max_restarts=3), 29500, resume=False)
     assert "--max-restarts=3" in restartable and "--rdzv-backend=c10d" in restartable  # a new store per attempt
     assert not any("max-restarts" in a for a in torchrun_command(tmp_path / "config.py", 2, LaunchOptions(), 29500, resume=False))

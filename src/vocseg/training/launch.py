@@ -45,6 +45,7 @@ from vocseg.training.protocol import (
 
 BUSY_MIB = 1024  # memory in use that means "someone else is on this GPU" when no process is listed
 LAUNCHERS = ("auto", "slurm", "none")
+UNSHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,11 @@ def _plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | N
         return LaunchPlan("inprocess", nproc=1, env=env, gpu_ids=gpu_ids, warnings=warnings)
     # one process under torchrun (only to be restarted) needs no process group
     env[LAUNCHER_ENV] = "pytorch" if nproc * options.nnodes > 1 else "none"
+    if options.max_restarts:
+        # A new store for each attempt: with the rendezvous store shared (torchrun's default), a
+        # restarted process can read a dead one's gloo/NCCL address from the previous attempt's
+        # keys and hang or fail to connect. Unshared, rank 0 hosts a store on a new port each time.
+        env[UNSHARED_STORE_ENV] = "1"
     port = options.master_port
     if port is None:
         if options.nnodes > 1:
@@ -310,7 +316,8 @@ def torchrun_command(config_path: Path, nproc: int, options: LaunchOptions, port
         *(
             # Restarts need a fresh store per attempt: the static rendezvous keeps one TCPStore for
             # every attempt, and a restarted process can read a dead process's address from it
-            # (gloo "Connection refused", or a hang). c10d's rendezvous starts a new one each round.
+            # (gloo "Connection refused", or a hang). c10d's rendezvous with its store unshared
+            # (UNSHARED_STORE_ENV, see _plan_launch) gives each attempt a new one.
             ["--rdzv-backend=c10d", f"--rdzv-endpoint={options.master_addr}:{port}", f"--rdzv-id=vocseg-{port}",
              f"--max-restarts={options.max_restarts}"]
             if options.max_restarts
