@@ -261,7 +261,7 @@ def _plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | N
         env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's own order is not nvidia-smi's
     if options.launcher == "none" and (nproc > 1 or options.nnodes > 1 or options.max_restarts):
-        raise VocsegError(f"--launcher none runs one process in this one, but this run needs {nproc} x {options.nnodes}"
+        raise VocsegError(f"--launcher none runs one process inside vocseg, but this run needs {nproc} x {options.nnodes}"
                           f"{' and --max-restarts (torchrun)' if options.max_restarts else ''}.", "Drop --launcher (torchrun is used), or use one GPU/process.")
     if options.max_restarts and options.nnodes > 1:
         raise VocsegError("--max-restarts with --nnodes > 1: each machine's torchrun would restart its own processes only.",
