@@ -18,6 +18,7 @@ import typer
 
 from vocseg.recipe.models import PRESETS
 from vocseg.recipe.recipe import Recipe, default_data_root
+from vocseg.recipe.trackers import parse_log_to
 
 _D = Recipe()
 
@@ -55,6 +56,7 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("deterministic", Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic kernels (slower) (default: off).", show_default=False)]),
     ("num_workers", Annotated[Optional[int], _opt("--num-workers", help="Data loader workers per process (default: the machine's cores shared by its processes, at most 8).")]),
     ("name", Annotated[Optional[str], _opt("--name", help="Run name (default: model-data-schedule).")]),
+    ("log_to", Annotated[Optional[str], _opt("--log-to", help="Experiment trackers besides vocseg's own files: any of tensorboard,wandb,mlflow (comma-separated), or none (default: none). Each needs its extra: pip install \"vocseg[wandb]\".")]),
     ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", help="Run folder (default: runs/NAME, never reusing one).")]),
 ]
 RECIPE_PARAM_NAMES = [name for name, _ in RECIPE_PARAMS]
@@ -81,6 +83,8 @@ def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Reci
     """Flags given on the command line override `base` (default: vocseg's defaults)."""
     base = base or Recipe()
     given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root")}
+    if "log_to" in given:
+        given["log_to"] = parse_log_to(given["log_to"])
     # One training-length flag on the command line replaces the one in `base`.
     if any(k in given for k in ("epochs", "iters", "schedule")):
         base = dataclasses.replace(base, epochs=None, iters=None, schedule=None)

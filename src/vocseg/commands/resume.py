@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vocseg.commands.train import LauncherOpt, MasterAddrOpt, MasterPortOpt, NodeRankOpt
+from vocseg.commands.launch_options import LauncherOpt, MasterAddrOpt, MasterPortOpt, MaxRestartsOpt, NodeRankOpt, RequeueOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +26,10 @@ def resume(
     master_addr: MasterAddrOpt = "127.0.0.1",
     master_port: MasterPortOpt = None,
     launcher: LauncherOpt = "auto",
+    log_to: Annotated[Optional[str], typer.Option("--log-to", help="Experiment trackers from this resume on: any of tensorboard,wandb,mlflow, or none "
+                                                  "(default: the run's). The same tracker runs continue; recorded in RUN/trackers.json.")] = None,
+    max_restarts: MaxRestartsOpt = 0,
+    requeue: RequeueOpt = False,
 ) -> None:
     """Resume from the run's newest complete checkpoint: model, optimizer, LR schedule, data order, RNG.
 
@@ -37,6 +41,7 @@ def resume(
     import os
 
     from vocseg.console import console
+    from vocseg.recipe.trackers import check_installed, parse_log_to
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.training.resuming import commit_rescale, fault_context, prepare_resume
     from vocseg.training.runs import run_lock
@@ -52,10 +57,16 @@ def resume(
         return
     nnodes = nnodes or (target.recipe.nnodes if target.recipe is not None else 1)
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-                            launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr)
+                            launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr, max_restarts=max_restarts, requeue=requeue)
+    chosen = parse_log_to(log_to) if log_to is not None else None
+    check_installed(chosen if chosen is not None else run_trackers(target.config_path))
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
     with run_lock(target.run_dir) if primary else contextlib.nullcontext(), fault_context(target.run_dir):
         commit_rescale(target)
+        if chosen is not None and primary:
+            from vocseg.training.tracker_state import update_state
+
+            update_state(target.run_dir, log_to=list(chosen))
         if primary:
             at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
             scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
@@ -63,3 +74,21 @@ def resume(
         code = launch_training(target.config_path, launch_plan, options, resume=True)
     if code:
         raise typer.Exit(code)
+
+
+def run_trackers(config_path: Path) -> tuple[str, ...]:
+    """The trackers a run logs to: a `vocseg resume --log-to` choice, else its config's backends."""
+    from vocseg.recipe.trackers import TRACKERS, trackers_of_backends
+    from vocseg.training.tracker_state import read_state
+
+    chosen = read_state(config_path.parent).get("log_to")
+    if isinstance(chosen, list):
+        return tuple(n for n in chosen if n in TRACKERS)
+    from mmengine.config import Config
+
+    try:
+        cfg = Config.fromfile(str(config_path), import_custom_modules=False)
+    except Exception:  # noqa: BLE001 - prepare_resume has read it already; nothing to check then
+        return ()
+    visualizer = cfg.get("visualizer") or {}
+    return trackers_of_backends(visualizer.get("vis_backends"))

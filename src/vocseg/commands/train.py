@@ -9,25 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from vocseg.commands.launch_options import LauncherOpt, MasterAddrOpt, MasterPortOpt, MaxRestartsOpt, NnodesOpt, NodeRankOpt, RequeueOpt
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
 
 if TYPE_CHECKING:
     from vocseg.training.experiment import Experiment
     from vocseg.training.launch import LaunchOptions, LaunchPlan
 
-LAUNCH = "Launch"
-
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-
-
-# Shared with `vocseg resume`.
-NnodesOpt = Annotated[int, typer.Option("--nnodes", min=1, help="Machines taking part; run the same command on each (torchrun).", rich_help_panel=LAUNCH)]
-NodeRankOpt = Annotated[int, typer.Option("--node-rank", min=0, help="This machine's rank among --nnodes (0 = the one at --master-addr).", rich_help_panel=LAUNCH)]
-MasterAddrOpt = Annotated[str, typer.Option("--master-addr", help="Address of the rank-0 machine.", rich_help_panel=LAUNCH)]
-MasterPortOpt = Annotated[Optional[int], typer.Option("--master-port", help="Port on the rank-0 machine (default: a free port; required with --nnodes > 1).", rich_help_panel=LAUNCH)]
-LauncherOpt = Annotated[str, typer.Option("--launcher", help="auto (torchrun when more than one process), slurm (each srun task runs this command; one task per GPU), none (one process).", rich_help_panel=LAUNCH)]
 
 
 def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, options: LaunchOptions) -> Path:
@@ -83,6 +74,27 @@ def checked_env(name: str) -> Any:
             os.environ[name] = before
 
 
+def is_this_run(experiment: Experiment) -> bool:
+    """Whether the run folder already holds checkpoints of exactly this config (a requeued job's second start)."""
+    from vocseg.training.runs import CONFIG_NAME, latest_checkpoint
+
+    config = experiment.work_dir / CONFIG_NAME
+    return latest_checkpoint(experiment.work_dir) is not None and config.is_file() and config.read_text() == experiment.config_text
+
+
+def check_trackers(experiment: Experiment, config_file: Path | None) -> None:
+    """The trackers a run logs to (its recipe's --log-to, or a config file's backends) must be installed."""
+    from vocseg.recipe.trackers import check_installed, trackers_of_backends
+
+    names = list(experiment.recipe.log_to) if experiment.recipe is not None else []
+    if config_file is not None:
+        from vocseg.training.experiment import load_mmengine_config
+
+        visualizer = load_mmengine_config(config_file).get("visualizer") or {}
+        names += [n for n in trackers_of_backends(visualizer.get("vis_backends")) if n not in names]
+    check_installed(names)
+
+
 @with_recipe_options
 def train(
     flags: dict[str, Any],
@@ -93,6 +105,8 @@ def train(
     master_addr: MasterAddrOpt = "127.0.0.1",
     master_port: MasterPortOpt = None,
     launcher: LauncherOpt = "auto",
+    max_restarts: MaxRestartsOpt = 0,
+    requeue: RequeueOpt = False,
 ) -> None:
     """Train: writes config.py and recipe.json to the run folder, then runs MMEngine's Runner.
 
@@ -109,7 +123,10 @@ def train(
     from vocseg.training.resuming import fault_context
     from vocseg.training.runs import run_lock
 
-    options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose)
+    options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose,
+                            max_restarts=max_restarts, requeue=requeue)
+    if requeue and config_file is None and flags.get("work_dir") is None:
+        raise VocsegError("--requeue: the requeued job must find the same run folder, so --work-dir is required.", "Pass --work-dir RUN (the same in the requeued job).")
     if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:
         raise VocsegError("Several launchers write one run folder: --work-dir is required with --launcher slurm or --nnodes > 1.", "Pass the same --work-dir on every machine/task (a shared folder for resuming).")
     if config_file is not None:
@@ -122,10 +139,18 @@ def train(
         validate(recipe)
         # GPUs, port and launcher first: a missing GPU is said before the pretrained weights are
         # fetched (a download of minutes that the run could not use).
-        plan_launch(recipe, options)
+        launch_plan = plan_launch(recipe, options)
         experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True, new_run=True)
-    # GPUs, port and launcher are checked before anything is written.
-    launch_plan = plan_launch(experiment.recipe, options)
+    if requeue and is_this_run(experiment):
+        # The same command in a requeued Slurm job: its run folder holds this very run; continue it.
+        from vocseg.commands.resume import resume
+
+        resume(experiment.work_dir, verbose=verbose, rescale_lr=False, gpus=None, nproc=None, nnodes=nnodes, node_rank=node_rank,
+               master_addr=master_addr, master_port=master_port, launcher=launcher, log_to=None, max_restarts=max_restarts, requeue=True)
+        return
+    check_trackers(experiment, config_file)
+    if config_file is not None:  # GPUs, port and launcher are checked before anything is written
+        launch_plan = plan_launch(experiment.recipe, options)
     if experiment.recipe is None and "VocsegResumableIterLoop" not in experiment.config_text:
         console.print(
             f"[bold yellow]warning:[/] {config_file} uses MMEngine's own training loop: a resume replays every trained "

@@ -15,6 +15,7 @@ from typing import Any
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.recipe.models import PRESETS, model_config
 from vocseg.recipe.recipe import Plan, Recipe
+from vocseg.recipe.trackers import TRACKER_HOOK, backend_configs
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
     custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook")]
     if recipe.use_channels_last:
         custom_hooks.append(dict(type="VocsegChannelsLastHook"))
+    if recipe.log_to:
+        custom_hooks.append(dict(type=TRACKER_HOOK))
     schedule_text = (
         f"{recipe.epochs} epochs x {plan.iters_per_epoch} iterations/epoch"
         if recipe.epochs is not None
@@ -179,7 +182,8 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         ), f"checkpoint every {plan.ckpt_interval_iters} iterations, keeping {recipe.keep} and the best by mIoU"),
         Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream; "
               "torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)"
-              + ("; weights in channels_last" if recipe.use_channels_last else "")),
+              + ("; weights in channels_last" if recipe.use_channels_last else "")
+              + ("; per-class IoU to the experiment trackers" if recipe.log_to else "")),
         *([Entry("model_wrapper_cfg", dict(type="VocsegDistributedDataParallel", channels_last=True),
                  "channels_last before DDP wraps the model, so its gradient buckets match")] if recipe.use_channels_last and plan.world_size > 1 else []),
         Entry("env_cfg", dict(
@@ -189,15 +193,22 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         ), "OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave"),
         Entry("randomness", dict(seed=recipe.seed, deterministic=recipe.deterministic),
               "fixed up front: the sampler's order must not depend on a seed restored later"),
-        *runtime_entries(tta_note="used by `vocseg eval --tta`"),
+        *runtime_entries(tta_note="used by `vocseg eval --tta`", trackers=recipe.log_to),
     ]
 
 
-def runtime_entries(tta_note: str) -> list[Entry]:
-    """The end every vocseg-written config shares (training and official test configs)."""
+def runtime_entries(tta_note: str, trackers: tuple[str, ...] = ()) -> list[Entry]:
+    """The end every vocseg-written config shares (training and official test configs).
+
+    `trackers` (`--log-to`) adds their MMEngine visualization backends after LocalVisBackend
+    (which writes scalars.json); they write to the run folder and start at the first scalar, so
+    `vocseg eval` on the run never opens a tracker run.
+    """
+    backends = [dict(type="LocalVisBackend"), *backend_configs(trackers)]
+    note = f"experiment trackers: {', '.join(trackers)} (--log-to; see docs/tracking.md)" if trackers else ""
     return [
-        Entry("vis_backends", [dict(type="LocalVisBackend")]),
-        Entry("visualizer", dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")),
+        Entry("vis_backends", backends, note),
+        Entry("visualizer", dict(type="SegLocalVisualizer", vis_backends=backends, name="visualizer")),
         Entry("log_processor", dict(by_epoch=False)),
         Entry("log_level", "INFO"),
         Entry("load_from", None),

@@ -20,6 +20,7 @@ from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
 from vocseg.recipe.models import DEFAULT_MODEL, PRESETS
+from vocseg.recipe.trackers import LOG_TO_HINT, TRACKERS
 from vocseg.stack.threads import AUTO, loader_workers, machine_cpu_count
 
 DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
@@ -115,6 +116,7 @@ class Recipe:
     deterministic: bool = False
     num_workers: int | None = None  # None: sized to this machine's cores (see loader_workers)
     name: str | None = None
+    log_to: tuple[str, ...] = ()  # experiment trackers (vocseg.recipe.trackers); () = vocseg's own files only
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -195,7 +197,10 @@ class Recipe:
         return f"{self.model}-{data}-{length}"
 
     def to_json(self) -> str:
-        return json.dumps({**dataclasses.asdict(self), "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
+        data = dataclasses.asdict(self)
+        if not self.log_to:
+            del data["log_to"]  # recipes (and configs) without trackers stay as before the field existed
+        return json.dumps({**data, "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
@@ -205,6 +210,8 @@ class Recipe:
         gpus = str(values.get("gpus", ""))
         if data.get("gpus_grammar") != GPUS_GRAMMAR and gpus.isdecimal():
             values["gpus"] = f"first:{gpus}"  # written when a bare number was a count
+        if isinstance(values.get("log_to"), list):
+            values["log_to"] = tuple(values["log_to"])
         return cls(**values)
 
 
@@ -231,6 +238,8 @@ def validate(recipe: Recipe) -> None:
     if recipe.device not in DEVICES:
         raise VocsegError(f"Unknown --device {recipe.device!r}.", "Use cuda or cpu.")
     parse_gpus(recipe.gpus)
+    if not isinstance(recipe.log_to, tuple) or any(n not in TRACKERS for n in recipe.log_to):
+        raise VocsegError(f"Unknown tracker in log_to {recipe.log_to!r}.", LOG_TO_HINT)
     chosen = [n for n, v in (("--epochs", recipe.epochs), ("--iters", recipe.iters), ("--schedule", recipe.schedule)) if v is not None]
     if len(chosen) > 1:
         raise VocsegError(f"{' and '.join(chosen)} both set the training length.", "Give only one of --epochs, --iters, --schedule.")

@@ -18,6 +18,7 @@ process prints the command that resumes and exits 130 (Ctrl-C) or 143 (SIGTERM).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,10 +32,20 @@ from pathlib import Path
 
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
-from vocseg.training.protocol import EXIT_SIGNAL, LAUNCHER_ENV, STOP_FILE_ENV, stop_message
+from vocseg.training.protocol import (
+    EXIT_SIGNAL,
+    LAUNCHER_ENV,
+    REQUEUE_ENV,
+    REQUEUE_SIGNAL,
+    STOP_FILE_ENV,
+    check_requeue_possible,
+    requeue_job,
+    stop_message,
+)
 
 BUSY_MIB = 1024  # memory in use that means "someone else is on this GPU" when no process is listed
 LAUNCHERS = ("auto", "slurm", "none")
+UNSHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class LaunchOptions:
     launcher: str = "auto"  # auto | slurm | none
     verbose: bool = False
     rescale_lr: bool = False
+    max_restarts: int = 0  # torchrun's elastic agent restarts the processes this often (each resumes)
+    requeue: bool = False  # Slurm: SIGUSR1 -> checkpoint, `scontrol requeue`, exit 0
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,17 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
         raise VocsegError(f"--node-rank {options.node_rank} must be below --nnodes {options.nnodes}.", "Number the machines 0 .. nnodes-1.")
     if options.master_port is not None and not 0 < options.master_port < 65536:
         raise VocsegError(f"--master-port {options.master_port} is not a port number.", "Use 1-65535.")
+    if options.max_restarts < 0:
+        raise VocsegError(f"--max-restarts {options.max_restarts} cannot be negative.", "Pass 0 (no restarts) or more.")
+    if options.requeue:
+        check_requeue_possible()
+    plan = _plan_launch(recipe, options, visible)
+    if options.requeue:
+        plan = dataclasses.replace(plan, env={**plan.env, REQUEUE_ENV: "1"})
+    return plan
+
+
+def _plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | None) -> LaunchPlan:
     if visible is None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     device = recipe.device if recipe is not None else "cuda"
@@ -205,6 +229,9 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
             raise VocsegError("--launcher slurm runs one task per GPU; it needs --device cuda.", "Use --device cpu --nproc N without Slurm for CPU processes.")
         if options.nnodes > 1:
             raise VocsegError("--nnodes is for torchrun; with --launcher slurm, srun decides the machines.", "Drop --nnodes/--node-rank.")
+        if options.max_restarts:
+            raise VocsegError("--max-restarts restarts torchrun's processes; with --launcher slurm, srun starts them.",
+                              "Use --requeue (the job restarts and resumes), or drop --launcher slurm.")
         tasks = int(os.environ.get("SLURM_NTASKS", "1"))
         if recipe is not None:
             if recipe.gpu_spec.ids is not None:
@@ -233,12 +260,22 @@ def plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | No
         _require_cuda_build()
         env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's own order is not nvidia-smi's
-    if options.launcher == "none" and (nproc > 1 or options.nnodes > 1):
-        raise VocsegError(f"--launcher none runs one process, but this run needs {nproc} x {options.nnodes}.", "Drop --launcher (torchrun is used), or use one GPU/process.")
-    if nproc == 1 and options.nnodes == 1:
+    if options.launcher == "none" and (nproc > 1 or options.nnodes > 1 or options.max_restarts):
+        raise VocsegError(f"--launcher none runs one process inside vocseg, but this run needs {nproc} x {options.nnodes}"
+                          f"{' and --max-restarts (torchrun)' if options.max_restarts else ''}.", "Drop --launcher (torchrun is used), or use one GPU/process.")
+    if options.max_restarts and options.nnodes > 1:
+        raise VocsegError("--max-restarts with --nnodes > 1: each machine's torchrun would restart its own processes only.",
+                          "Use it on one machine, or let the scheduler restart the job (--requeue on Slurm).")
+    if nproc == 1 and options.nnodes == 1 and not options.max_restarts:
         env[LAUNCHER_ENV] = "none"
         return LaunchPlan("inprocess", nproc=1, env=env, gpu_ids=gpu_ids, warnings=warnings)
-    env[LAUNCHER_ENV] = "pytorch"
+    # one process under torchrun (only to be restarted) needs no process group
+    env[LAUNCHER_ENV] = "pytorch" if nproc * options.nnodes > 1 else "none"
+    if options.max_restarts:
+        # A new store for each attempt: with the rendezvous store shared (torchrun's default), a
+        # restarted process can read a dead one's gloo/NCCL address from the previous attempt's
+        # keys and hang or fail to connect. Unshared, rank 0 hosts a store on a new port each time.
+        env[UNSHARED_STORE_ENV] = "1"
     port = options.master_port
     if port is None:
         if options.nnodes > 1:
@@ -276,7 +313,16 @@ def torchrun_command(config_path: Path, nproc: int, options: LaunchOptions, port
     cmd = [
         sys.executable, "-m", "vocseg.training.torchrun",
         f"--nproc-per-node={nproc}", f"--nnodes={options.nnodes}", f"--node-rank={options.node_rank}",
-        f"--master-addr={options.master_addr}", f"--master-port={port}",
+        *(
+            # Restarts need a fresh store per attempt: the static rendezvous keeps one TCPStore for
+            # every attempt, and a restarted process can read a dead process's address from it
+            # (gloo "Connection refused", or a hang). c10d's rendezvous with its store unshared
+            # (UNSHARED_STORE_ENV, see _plan_launch) gives each attempt a new one.
+            ["--rdzv-backend=c10d", f"--rdzv-endpoint={options.master_addr}:{port}", f"--rdzv-id=vocseg-{port}",
+             f"--max-restarts={options.max_restarts}"]
+            if options.max_restarts
+            else [f"--master-addr={options.master_addr}", f"--master-port={port}"]
+        ),
         "-m", "vocseg.training.worker", str(config_path),
     ]
     if resume:
@@ -350,7 +396,8 @@ def _run_torchrun(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
         except ProcessLookupError:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, *((REQUEUE_SIGNAL,) if env.get(REQUEUE_ENV) == "1" else ()))
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
     try:
         code = proc.wait()
     except BaseException:
@@ -393,6 +440,10 @@ def launch_training(config_path: Path, plan: LaunchPlan, options: LaunchOptions,
         code, forwarded = _run_torchrun(cmd, env)
         if stop_file.is_file():
             note = json.loads(stop_file.read_text())
+            if int(note.get("signal", 0)) == REQUEUE_SIGNAL:
+                if options.node_rank == 0:  # one requeue per job
+                    console.print(requeue_job(work_dir, note.get("iteration")), soft_wrap=True)
+                return 0
             console.print(stop_message(work_dir, note.get("iteration")), soft_wrap=True)
             return EXIT_SIGNAL.get(int(note.get("signal", 0)), 130)
     if forwarded:

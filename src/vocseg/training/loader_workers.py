@@ -25,7 +25,7 @@ def _loader_worker_signal(signum: int, frame: Any) -> None:
 
 
 def _guard_loader_worker() -> None:
-    """In a forked DataLoader worker, SIGTERM/SIGINT no longer kill it mid-training.
+    """In a forked DataLoader worker, SIGTERM/SIGINT/SIGUSR1 no longer kill it mid-training.
 
     A worker killed by a signal makes PyTorch abort the training process (or fail its next
     batch), so a stop request sent to the whole process group could not save a checkpoint.
@@ -40,6 +40,7 @@ def _guard_loader_worker() -> None:
     if pid != _MAIN_PID and get_worker_info() is not None:  # forked: it shares _MAIN_EXITING
         signal.signal(signal.SIGTERM, _loader_worker_signal)
         signal.signal(signal.SIGINT, _loader_worker_signal)
+        signal.signal(signal.SIGUSR1, _loader_worker_signal)  # Slurm's time-limit warning (--requeue)
 
 
 class _GuardedWorkerInit:

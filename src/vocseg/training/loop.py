@@ -23,6 +23,7 @@ from vocseg.training.loader_workers import guard_loader_workers, shutdown_loader
 from vocseg.training.rng import preserved_rng
 from vocseg.training.sampler import sampler_of
 from vocseg.training.stop import VAL_STOP_CHECK_EVERY, StopInValidation, StopRequest, TrainingInterrupted
+from vocseg.training.trackers import end_trackers
 
 
 @LOOPS.register_module(name="VocsegResumableIterLoop")
@@ -159,6 +160,7 @@ class ResumableIterLoop(IterBasedTrainLoop):
             self.runner.message_hub.update_info(VAL_PENDING_KEY, self._iter)
         # The periodic checkpoint of this iteration (saved before validation) does not say so.
         self._save_now(force=val_pending)
+        end_trackers(self.runner, interrupted=True)  # MMEngine closes them only at the end of training
         raise TrainingInterrupted(self._iter, signum, self.runner.work_dir) from None
 
     def _save_now(self, *, force: bool = False) -> None:

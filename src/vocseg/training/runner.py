@@ -76,6 +76,8 @@ def build_runner(
     from mmengine.config import Config
     from mmengine.runner import Runner
 
+    from vocseg.training.trackers import apply_log_to_override
+
     cfg = Config.fromfile(str(config_path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -96,6 +98,7 @@ def build_runner(
     hooks.append(dict(type="VocsegProgressHook", display="plain" if verbose else "auto", priority="VERY_LOW"))
     hooks.append(dict(type="VocsegBatchGuardHook", rescale_lr=rescale_lr, priority="VERY_LOW"))
     cfg.custom_hooks = hooks
+    apply_log_to_override(cfg, work_dir)  # `vocseg resume --log-to`; config.py stays as written
     _init_cpu_process_group(cfg.launcher, cfg)
     # Nothing a vocseg user can act on: mmseg's visualization hook is off on purpose.
     warnings.filterwarnings("ignore", message=".*The draw is False.*")

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from mmengine.dist import all_reduce, is_distributed
 
+from vocseg.training.protocol import REQUEUE_SIGNAL, requeue_requested
+
 
 class TrainingInterrupted(Exception):
     """Raised after a stop request was honoured: a checkpoint at `iteration` is on disk."""
@@ -22,7 +24,8 @@ class TrainingInterrupted(Exception):
 
 
 class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag checked between iterations.
+    """Turns SIGTERM/SIGINT into a flag checked between iterations; with `--requeue`
+    (VOCSEG_REQUEUE=1), SIGUSR1 too (Slurm's warning before the time limit).
 
     A second Ctrl-C more than a second after the first aborts without saving; signals that
     arrive together (the terminal and a launcher both forwarding one Ctrl-C) count once.
@@ -41,7 +44,7 @@ class StopRequest:
             self.signum, self._first_at = signum, now
 
     def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in stop_signals():
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
@@ -61,6 +64,11 @@ class StopRequest:
             flag = flag.cuda()
         all_reduce(flag, op="max")
         return int(flag.item())
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that request a stop: SIGTERM, SIGINT, and SIGUSR1 with --requeue."""
+    return (signal.SIGTERM, signal.SIGINT, *((REQUEUE_SIGNAL,) if requeue_requested() else ()))
 
 
 VAL_STOP_CHECK_EVERY = 10  # validation batches between stop checks

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     # vocseg reports itself; `vocseg train --verbose` keeps them
     if "--verbose" not in sys.argv:
         logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # Slurm's time-limit warning (--requeue) may reach every process of the job step: it is the
+    # training processes' stop request (they set their own handler), never the agent's death.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except ChildFailedError as exc:

@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from vocseg.errors import VocsegError
-from vocseg.training.protocol import EXIT_SIGNAL, STOP_FILE_ENV, launcher_from_env, stop_message
+from vocseg.training.protocol import EXIT_SIGNAL, REQUEUE_SIGNAL, STOP_FILE_ENV, launcher_from_env, requeue_job, stop_message
+
+RESTART_COUNT_ENV = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun's elastic agent in every process it starts
 
 
 def _is_rank0() -> bool:
@@ -25,11 +27,31 @@ def _is_rank0() -> bool:
     return os.environ.get("SLURM_PROCID" if launcher == "slurm" else "RANK", "0") == "0"
 
 
+def restart_resumes(config_path: Path, resume: bool) -> bool:
+    """After torchrun's agent restarted the processes (`--max-restarts`), each resumes from the
+    run's last complete checkpoint (none yet: it trains from the start again)."""
+    from vocseg.console import console
+    from vocseg.training.runs import latest_checkpoint, remove_stale_temp_files
+
+    restarts = int(os.environ.get(RESTART_COUNT_ENV, "0") or 0)
+    if restarts < 1:
+        return resume
+    work_dir = config_path.resolve().parent
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        remove_stale_temp_files(work_dir)  # half-written files of the processes that died
+    checkpoint = latest_checkpoint(work_dir)
+    if _is_rank0():
+        source = f"resuming from {checkpoint.name}" if checkpoint is not None else "no checkpoint yet: training from the start"
+        console.print(f"[yellow]restart {restarts}[/] after a failed process: {source}", soft_wrap=True)
+    return resume or checkpoint is not None
+
+
 def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bool = False) -> int:
     from vocseg.console import console
     from vocseg.training.runner import train
     from vocseg.training.stop import TrainingInterrupted
 
+    resume = restart_resumes(config_path, resume)
     try:
         outcome = train(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
     except TrainingInterrupted as stop:
@@ -39,6 +61,10 @@ def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bo
                 from vocseg.files import write_bytes_atomic
 
                 write_bytes_atomic(stop_file, json.dumps({"iteration": stop.iteration, "signal": stop.signum}).encode())
+            return 0
+        if stop.signum == REQUEUE_SIGNAL:  # --requeue: in-process or one Slurm task per GPU
+            if _is_rank0():
+                console.print(requeue_job(Path(stop.work_dir), stop.iteration), soft_wrap=True)
             return 0
         if _is_rank0():
             console.print(stop_message(Path(stop.work_dir), stop.iteration), soft_wrap=True)
