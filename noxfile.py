@@ -17,7 +17,7 @@ nox.options.sessions = ["tests"]
 TORCH = "torch==2.13.0"
 DEMO = "runs/demo"
 # The optional features are tested too: ONNX export, video, experiment trackers (pyproject.toml extras).
-TEST_EXTRAS = "test,export,video"
+TEST_EXTRAS = "test,export,video,trackers"
 
 
 def install(session: nox.Session, extras: str = "") -> None:
