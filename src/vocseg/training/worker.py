@@ -88,6 +88,23 @@ def main(argv: list[str] | None = None) -> None:
         if _is_rank0():
             print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except (OSError, RuntimeError) as exc:
+        # Under torchrun the launcher's CLI never sees this process's exception: the same one line
+        # (full disk, read-only folder, a killed loader worker) as a one-process run prints.
+        from vocseg.errors import KEPT_ATTR, NEXT_ATTR, describe_os_error, describe_worker_death
+        from vocseg.training.runs import latest_checkpoint
+
+        resume = f"vocseg resume {args.config.resolve().parent}"
+        newest = latest_checkpoint(args.config.resolve().parent)
+        for attr, value in ((NEXT_ATTR, resume), (KEPT_ATTR, f"checkpoint {newest.name} (the newest complete one) is intact" if newest else None)):
+            if value and getattr(exc, attr, None) is None:
+                setattr(exc, attr, value)
+        line = describe_os_error(exc, []) if isinstance(exc, OSError) else describe_worker_death(exc, [])
+        if line is None or args.verbose:
+            raise
+        if _is_rank0():
+            print(f"error: {line}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
