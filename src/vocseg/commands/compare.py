@@ -38,7 +38,7 @@ def compare(
     for option, path in (("--chart", chart), ("--json", json_out)):
         if path is not None:
             check_may_write(path, force=force, inputs=protected, option=option)
-    if json_out is not None and chart.expanduser().resolve() == json_out.expanduser().resolve():
+    if json_out is not None and chart is not None and chart.expanduser().resolve() == json_out.expanduser().resolve():
         from vocseg.errors import VocsegError
 
         raise VocsegError(f"--chart and --json name the same file {chart}.", "Give them different names.")

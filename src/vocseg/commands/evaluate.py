@@ -49,6 +49,9 @@ def evaluate(
             check_may_write(path, force=force, inputs=inputs, option=option)
     if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
         check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS)
+    if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
+        check_output_folder(save_predictions, force=force, option="--save-predictions")
+    before = files_in(out) if out is not None else {}
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
     from vocseg.data.precheck import warning_line
@@ -70,8 +73,19 @@ def evaluate(
     if csv_out:
         write_csv(result, csv_out)
         saved.append(csv_out)
-    dumped = out_dir / "config.py"  # MMEngine's copy of the evaluated config, written into its work_dir
-    record_written(*(p for p in [*saved, dumped] if Path(p).is_file()))
+    # Everything this evaluation wrote at the top of the results folder (the results, the per-image
+    # statistics, MMEngine's copy of the config under its own name) is vocseg's: a re-run may replace it.
+    after = files_in(out_dir)
+    record_written(*(p for p in [*saved, *(f for f, stamp in after.items() if before.get(f) != stamp)] if Path(p).is_file()))
     if save_predictions:
+        record_written(*files_in(save_predictions))
         saved.append(save_predictions)
     console.print("results: " + ", ".join(str(p) for p in saved))
+
+
+def files_in(folder: Path) -> dict[Path, tuple[int, int]]:
+    """The files directly in `folder` with (size, mtime_ns): what changed between two calls was written in between."""
+    try:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".vocseg-")}
+    except OSError:
+        return {}

@@ -43,7 +43,8 @@ def prepare(
         aug = bool(aug)  # not given: checked when aug.txt is there (run_check looks)
     elif aug is None:
         aug = Recipe.aug  # prepare what `vocseg train` uses by default
-    with prepare_lock(root) if (root.is_dir() or not check_only) else nullcontext():
+    # --check alone only reads: no lock, so a read-only (shared) data root can be checked.
+    with prepare_lock(root) if not (check_only and not convert_rgb_masks) else nullcontext():
         if demo:
             from vocseg.data.prepare import prepare_demo
 

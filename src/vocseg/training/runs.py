@@ -50,6 +50,14 @@ def numbered_output_dir(name: str, root: Path = RUNS_ROOT) -> Path:
 RUN_SEARCH_DEPTH = 4  # runs/NAME/train/... : how deep `latest_run_dir` looks for run folders
 
 
+def is_run_dir(folder: Path) -> bool:
+    """A training run: `config.py` with `recipe.json` or a checkpoint. (An eval results folder also
+    holds a `config.py`, MMEngine's copy of the evaluated config: it is not a run.)"""
+    if not (folder / CONFIG_NAME).is_file():
+        return False
+    return (folder / RECIPE_NAME).is_file() or (folder / "last_checkpoint").is_file() or bool(iter_checkpoints(folder))
+
+
 def find_run_dirs(root: Path = RUNS_ROOT, depth: int = RUN_SEARCH_DEPTH) -> list[Path]:
     """Every run folder (one holding `config.py`) at most `depth` levels under `root`, nested ones
     included (`runs/demo/train`). A run folder's own subfolders (logs, eval/) are not searched."""
@@ -65,7 +73,7 @@ def find_run_dirs(root: Path = RUNS_ROOT, depth: int = RUN_SEARCH_DEPTH) -> list
             except OSError:  # unreadable: nothing of ours in it
                 continue
             for child in children:
-                if (child / CONFIG_NAME).is_file():
+                if is_run_dir(child):
                     found.append(child)
                 else:
                     below.append(child)
