@@ -23,7 +23,14 @@ def test_full_disk_in_a_training_process_is_one_line_with_the_resume_command(tmp
     err = capsys.readouterr().err
     assert stop.value.code == 1
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "disk full" in err and f"vocseg resume {tmp_path}" in err
+    assert "disk full" in err and f"vocseg train {config}" in err  # no checkpoint yet: start it again
+
+    (tmp_path / "iter_4.pth").write_bytes(b"x")
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_4.pth"))
+    with pytest.raises(SystemExit):
+        worker.main([str(config)])
+    err = capsys.readouterr().err
+    assert "iter_4.pth" in err and f"vocseg resume {tmp_path}" in err
 
 
 def test_an_unknown_runtime_error_still_shows_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,7 +84,7 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args or "-v" in args
+    verbose = "--verbose" in args  # `-v` of eval/report means MMEngine's log, not tracebacks
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
         return result if isinstance(result, int) else 0

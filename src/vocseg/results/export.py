@@ -38,6 +38,7 @@ from vocseg.data.voc import CLASSES, PALETTE
 from vocseg.errors import VocsegError
 from vocseg.results.onnx_graph import OPSET, exportable, trace_to_onnx, with_metadata
 from vocseg.results.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
+from vocseg.training.runs import RUNS_ROOT
 
 MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's (issue 15)
 DEFAULT_CHECK_COUNT = 10  # val images the export is checked on
@@ -86,11 +87,11 @@ class ExportResult:
 
 def default_output(target: str | Path, checkpoint: Path, run: Path | None) -> Path:
     """RUN/<checkpoint stem>.onnx for a run folder or a checkpoint in one; beside a loose checkpoint;
-    ./<name>.onnx for `official:NAME`."""
+    runs/export/<name>.onnx for `official:NAME`."""
     from vocseg.recipe import official
 
     if official.is_official(target):
-        return Path.cwd() / f"{official.lookup(target).key}.onnx"
+        return RUNS_ROOT / "export" / f"{official.lookup(target).key}.onnx"  # never the current folder itself
     return (run or checkpoint.parent) / f"{checkpoint.stem}.onnx"
 
 

@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--rescale-lr", action="store_true")
     args = parser.parse_args(argv)
+    from vocseg.training.resuming import fault_context
+
     try:
-        code = run_worker(args.config, resume=args.resume, verbose=args.verbose, rescale_lr=args.rescale_lr)
+        with fault_context(args.config.resolve().parent):  # what is kept and the command that continues
+            code = run_worker(args.config, resume=args.resume, verbose=args.verbose, rescale_lr=args.rescale_lr)
     except VocsegError as exc:
         if _is_rank0():
             print(f"error: {exc}", file=sys.stderr)
@@ -91,14 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, RuntimeError) as exc:
         # Under torchrun the launcher's CLI never sees this process's exception: the same one line
         # (full disk, read-only folder, a killed loader worker) as a one-process run prints.
-        from vocseg.errors import KEPT_ATTR, NEXT_ATTR, describe_os_error, describe_worker_death
-        from vocseg.training.runs import latest_checkpoint
+        from vocseg.errors import describe_os_error, describe_worker_death
 
-        resume = f"vocseg resume {args.config.resolve().parent}"
-        newest = latest_checkpoint(args.config.resolve().parent)
-        for attr, value in ((NEXT_ATTR, resume), (KEPT_ATTR, f"checkpoint {newest.name} (the newest complete one) is intact" if newest else None)):
-            if value and getattr(exc, attr, None) is None:
-                setattr(exc, attr, value)
         line = describe_os_error(exc, []) if isinstance(exc, OSError) else describe_worker_death(exc, [])
         if line is None or args.verbose:
             raise
