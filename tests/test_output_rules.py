@@ -15,7 +15,7 @@ REFERENCE = Path(__file__).parent / "data" / "seed_runs.json"
 def test_compare_with_json_and_no_chart_flag(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     r = cli("compare", str(REFERENCE), "--json", "cmp.json")
-    code, out, err = r.code, r.out, r.err
+    code, err = r.code, r.err
     assert code == 0, err
     assert "Traceback" not in err
     assert json.loads((tmp_path / "cmp.json").read_text())
@@ -38,7 +38,7 @@ def test_an_eval_results_folder_is_not_a_run_to_resume(tmp_path: Path) -> None:
 def test_prepare_check_alone_writes_nothing_in_the_data_root(cli, demo_copy: Path) -> None:
     before = sorted(str(p.relative_to(demo_copy)) for p in demo_copy.rglob("*"))
     r = cli("prepare", "--check", "--data-root", str(demo_copy))
-    code, out, err = r.code, r.out, r.err
+    code, err = r.code, r.err
     assert code == 0, err
     after = sorted(str(p.relative_to(demo_copy)) for p in demo_copy.rglob("*"))
     assert after == before  # no lock file: a read-only shared data root can be checked
@@ -48,7 +48,7 @@ def test_save_predictions_into_the_data_masks_is_refused_before_evaluating(cli, 
     masks = demo_copy / "VOCdevkit" / "VOC2012" / "SegmentationClass"
     before = {p.name: p.read_bytes() for p in masks.iterdir()}
     r = cli("eval", str(tmp_path / "no-run-needed"), "--save-predictions", str(masks))
-    code, out, err = r.code, r.out, r.err
+    code, err = r.code, r.err
     assert code != 0
     assert "--save-predictions" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in masks.iterdir()} == before
