@@ -274,7 +274,7 @@ def test_a_resumed_download_that_does_not_verify_is_fetched_again_whole(server: 
 def test_wrong_md5_is_refused_then_accepted_only_when_named(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     got = md5(archives["voc"])
-    result = cli("prepare", "--data-root", fresh_root, "--cache-dir", cache)  # strict: expects the official md5
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--cache-dir", cache)  # strict: expects the official md5
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1  # one line
     message = " ".join(result.err.split())
     assert f"{VOC_ARCHIVE} from {server.url}/official/{VOC_ARCHIVE} has md5 {got}" in message
@@ -283,7 +283,7 @@ def test_wrong_md5_is_refused_then_accepted_only_when_named(cli, server: Archive
     assert not (fresh_root / VOC_SUBDIR).exists()
     assert fetch.cached_path(cache, ARCHIVES["voc"], got).is_file()  # kept for an explicit yes
 
-    accepted = cli("prepare", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"{VOC_ARCHIVE}={got}")
+    accepted = cli("prepare", "--no-aug", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"{VOC_ARCHIVE}={got}")
     assert accepted.code == 0, accepted.out + accepted.err
     assert len(server.log) == 1  # no second download
 
@@ -295,7 +295,7 @@ def test_mirror_is_tried_first_then_the_official_source(server: ArchiveServer, a
 
 def test_no_source_gives_a_one_line_error_with_what_to_do(cli, server: ArchiveServer, fresh_root: Path, tmp_path: Path) -> None:
     server.files.clear()
-    result = cli("prepare", "--data-root", fresh_root, "--cache-dir", tmp_path / "cache", "--mirror", f"{server.url}/m")
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--cache-dir", tmp_path / "cache", "--mirror", f"{server.url}/m")
     assert result.code == 2
     message = " ".join(result.err.split())
     assert f"Could not download {VOC_ARCHIVE}" in message and "HTTP 404" in message and "--from-dir" in message
@@ -329,16 +329,16 @@ def test_from_dir_uses_no_network(cli, archives, fresh_root: Path, tmp_path: Pat
 def test_from_dir_refuses_a_truncated_or_missing_archive(cli, archives, fresh_root: Path, tmp_path: Path) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
-    assert cli("prepare", "--data-root", fresh_root, "--from-dir", folder).code == 2
+    assert cli("prepare", "--no-aug", "--data-root", fresh_root, "--from-dir", folder).code == 2
     data = archives["voc"].read_bytes()
     (folder / VOC_ARCHIVE).write_bytes(data[: len(data) // 2])
-    result = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(archives['voc'])}")
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(archives['voc'])}")
     message = " ".join(result.err.split())
     assert result.code == 2 and f"from {folder / VOC_ARCHIVE} has md5 {md5(folder / VOC_ARCHIVE)}" in message and "truncated" in message
     assert f"={md5(folder / VOC_ARCHIVE)}" not in message
 
     # Even when its md5 is named, a truncated archive is caught by extraction and leaves no tree.
-    forced = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
+    forced = cli("prepare", "--no-aug", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
     assert forced.code == 2 and "truncated or damaged" in forced.err
     assert not (fresh_root / VOC_SUBDIR).exists()
     assert not any(p.name.startswith(extract.STAGING_PREFIX) for p in fresh_root.iterdir())
@@ -351,18 +351,18 @@ def test_an_archive_of_something_else_is_refused(cli, fresh_root: Path, tmp_path
         info = tarfile.TarInfo("holiday/photo.jpg")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"abc"))
-    result = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
     assert result.code == 2 and "is not the PASCAL VOC 2012 trainval archive" in " ".join(result.err.split())
 
     (folder / VOC_ARCHIVE).write_bytes(b"<html>Moved</html>" * 40)
-    result = cli("prepare", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--from-dir", folder, "--md5", f"voc={md5(folder / VOC_ARCHIVE)}")
     assert result.code == 2 and "is not a tar archive" in " ".join(result.err.split())
     assert not (fresh_root / VOC_SUBDIR).exists()
 
 
 def test_bad_md5_options_fail_before_anything(cli, fresh_root: Path) -> None:
     for bad in ("nonsense", "other.tar=6cd6e144f989b92b3379bac3b3de84fd", "voc=xyz"):
-        result = cli("prepare", "--data-root", fresh_root, "--md5", bad)
+        result = cli("prepare", "--no-aug", "--data-root", fresh_root, "--md5", bad)
         assert result.code == 2 and "--md5" in result.err
 
 
@@ -435,7 +435,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     cache = tmp_path / "cache"
-    args = ("prepare", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"voc={md5(archives['voc'])}")
+    args = ("prepare", "--no-aug", "--data-root", fresh_root, "--cache-dir", cache, "--md5", f"voc={md5(archives['voc'])}")
     with monkeypatch.context() as patch:
         patch.setattr(extract, "write_member", full)
         result = cli(*args)
@@ -448,7 +448,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
 
 def test_a_partial_tree_is_refused_unless_forced(cli, fresh_root: Path) -> None:
     (fresh_root / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
-    result = cli("prepare", "--data-root", fresh_root)
+    result = cli("prepare", "--no-aug", "--data-root", fresh_root)
     assert result.code == 2 and "an incomplete copy" in result.err and "--force" in result.err
 
 
@@ -469,7 +469,7 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
 
 def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    assert cli("prepare", "--data-root", fresh_root, "--cache-dir", cache, *md5_flags(archives)).code == 0
+    assert cli("prepare", "--no-aug", "--data-root", fresh_root, "--cache-dir", cache, *md5_flags(archives)).code == 0
     assert not (fresh_root / "benchmark_RELEASE").exists()
     result = cli("prepare", "--aug", "--data-root", fresh_root, "--cache-dir", cache, *md5_flags(archives))
     assert result.code == 0, result.out + result.err
@@ -570,7 +570,7 @@ def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tm
     archive = escape_tar(folder / VOC_ARCHIVE, kind, outside)
     root = tmp_path / "data"
     before = tree_snapshot(tmp_path)
-    result = cli("prepare", "--data-root", root, "--from-dir", folder, "--md5", f"voc={md5(archive)}")
+    result = cli("prepare", "--no-aug", "--data-root", root, "--from-dir", folder, "--md5", f"voc={md5(archive)}")
     assert result.code == 2, result.out + result.err
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
     message = " ".join(result.err.split())

@@ -16,7 +16,7 @@ Locks: `exclusive_lock` (fcntl flock naming the holder's pid) for run folders an
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,8 +161,11 @@ the command's flag that allows replacing (None: it has none), for the message.
     )
 
 
-def check_output_folder(folder: str | Path, *, force: bool = False, option: str = "", own_dirs: str = "") -> None:
+def check_output_folder(folder: str | Path, *, force: bool = False, option: str = "", own_dirs: str = "", may_write: Callable[[str], bool] | None = None) -> None:
     """Refuse (one line) an output folder that holds files vocseg did not write there as outputs.
+
+    With `may_write` (a name -> bool), only entries whose names the command could write count:
+    the user's other files in the folder are left alone and do not stop it.
 
     A new or empty folder is fine; so is one where every file is a recorded, unchanged vocseg
     output and every folder matches the regular expression `own_dirs` (folders vocseg or MMEngine
@@ -182,6 +185,8 @@ def check_output_folder(folder: str | Path, *, force: bool = False, option: str 
     foreign = []
     for entry in sorted(target.iterdir()):
         if entry.name == MANIFEST_NAME:
+            continue
+        if may_write is not None and not may_write(entry.name):
             continue
         if entry.is_dir() and not entry.is_symlink() and own_dirs and re.fullmatch(own_dirs, entry.name):
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -48,7 +49,7 @@ def evaluate(
         if path is not None:
             check_may_write(path, force=force, inputs=inputs, option=option)
     if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
-        check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS)
+        check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS, may_write=eval_writes(split))
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
         check_output_folder(save_predictions, force=force, option="--save-predictions")
     before = files_in(out) if out is not None else {}
@@ -89,3 +90,16 @@ def files_in(folder: Path) -> dict[Path, tuple[int, int]]:
         return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".vocseg-")}
     except OSError:
         return {}
+
+
+def eval_writes(split: str) -> Callable[[str], bool]:
+    """Whether eval could write a file of this name into its results folder: the results of the
+    split (`<tag>.json/.csv`, `<tag>_iou.png`, `<tag>_images.json`, ...) and MMEngine's copy of the
+    config (`*.py`). Other files of the user's in that folder are left alone."""
+    stem = Path(split).stem if (Path(split).suffix or "/" in split) else split
+
+    def writes(name: str) -> bool:
+        path = Path(name)
+        return path.suffix == ".py" or (stem in path.stem and path.suffix in (".json", ".csv", ".png"))
+
+    return writes

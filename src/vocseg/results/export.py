@@ -43,7 +43,8 @@ from vocseg.training.runs import RUNS_ROOT
 MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's (issue 15)
 DEFAULT_CHECK_COUNT = 10  # val images the export is checked on
 SIDECAR_SUFFIX = ".json"  # MODEL.onnx -> MODEL.onnx.json
-PIPELINE_STEPS = {"LoadImageFromFile", "LoadImageFromNDArray", "LoadAnnotations", "PackSegInputs", "Resize"}
+# Loading steps (mmcv's and vocseg's own, data/loading.py: the same pixels) and packing leave the pixels as they are.
+PIPELINE_STEPS = {"LoadImageFromFile", "LoadImageFromNDArray", "LoadAnnotations", "VocsegLoadImageFromFile", "VocsegLoadAnnotations", "PackSegInputs", "Resize"}
 
 
 @dataclass
