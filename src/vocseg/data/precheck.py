@@ -95,6 +95,20 @@ def _mtime(path: Path) -> int:
         return -1
 
 
+def files_stamp(pairs: list[tuple[str, str]]) -> str:
+    """A digest of every listed file's size and modification time: a mask rewritten in place (its
+    folder's time unchanged) is checked again. Two `stat` calls per pair, no decoding."""
+    digest = hashlib.sha256()
+    for image, mask in pairs:
+        for path in (image, mask):
+            try:
+                st = os.stat(path)
+                digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
 def _cache_file(spec: ListSpec) -> Path:
     stat = spec.list_path.stat()
     key = json.dumps(
@@ -164,11 +178,11 @@ def precheck(
             )
         cache = _cache_file(spec) if use_cache else None
         cached = _read_cache(cache) if cache else None
-        if cached is not None:
+        pairs = list_pairs(spec, indexes)
+        if cached is not None and cached.get("files") == files_stamp(pairs):
             result.pairs += int(cached.get("pairs", 0))
             result.warnings += [str(w) for w in cached.get("warnings", [])]
             continue
-        pairs = list_pairs(spec, indexes)
         if not pairs:
             raise VocsegError(f"Split list {spec.list_path} holds no image ids.", "Pass a list with image ids (one per line).")
         todo.append((spec, pairs, cache))
@@ -193,7 +207,7 @@ def precheck(
             result.pairs += len(pairs)
             result.warnings += warnings
             if cache is not None:
-                _write_cache(cache, {"ok": True, "list": str(spec.list_path), "pairs": len(pairs), "warnings": warnings})
+                _write_cache(cache, {"ok": True, "list": str(spec.list_path), "pairs": len(pairs), "warnings": warnings, "files": files_stamp(pairs)})
     result.warnings = list(dict.fromkeys(result.warnings))
     return result
 
