@@ -236,3 +236,27 @@ def test_official_config_is_byte_identical_to_the_golden_file() -> None:
 
     name = sorted(official.CATALOGUE)[0]
     assert official.config_text(official.CATALOGUE[name], "/data/voc") == (GOLDEN / "official.py").read_text()
+
+
+def test_a_crop_smaller_than_the_backbone_stride_is_refused() -> None:
+    from vocseg.errors import VocsegError
+    from vocseg.recipe.recipe import validate
+
+    with pytest.raises(VocsegError, match="--crop 1 is smaller than 32"):
+        validate(Recipe(model="tiny", device="cpu", crop=1))
+
+
+def test_warmup_as_long_as_the_schedule_is_refused() -> None:
+    from vocseg.errors import VocsegError
+
+    with pytest.raises(VocsegError, match="--warmup-iters 99 is not shorter than the whole schedule"):
+        plan(Recipe(model="tiny", device="cpu", iters=10, warmup_iters=99), 100)
+    assert plan(Recipe(model="tiny", device="cpu", iters=10, warmup_iters=5), 100).max_iters == 10
+
+
+def test_negative_counts_name_the_flag() -> None:
+    from vocseg.errors import VocsegError
+    from vocseg.recipe.recipe import validate
+
+    with pytest.raises(VocsegError, match="^--warmup-iters -5 cannot be negative"):
+        validate(Recipe(model="tiny", device="cpu", warmup_iters=-5))

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe  # the one place that decides whether the aug set is used
 
@@ -77,7 +78,8 @@ def prepare(
             "Re-run `vocseg prepare` (add --force to redo every step).",
             exit_code=1,
         )
-    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}{'' if aug or Recipe.aug is False else ' --no-aug'}")
+    has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
+    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}{'' if has_aug or Recipe.aug is False else ' --no-aug'}")
 
 
 def convert_colour_masks(root: Path) -> None:

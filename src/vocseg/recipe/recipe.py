@@ -24,6 +24,7 @@ from vocseg.recipe.trackers import LOG_TO_HINT, TRACKERS
 from vocseg.stack.threads import AUTO, loader_workers, machine_cpu_count
 
 DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
+MIN_CROP = 32  # pixels: ResNet backbones downsample by 32 (mmseg ResNetV1c, strides 2-2-2-2-2)
 DEVICES = ("cuda", "cpu")
 
 
@@ -264,8 +265,14 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError(f"--nproc {recipe.nproc} is for --device cpu.", "Pick GPUs with --gpus (e.g. --gpus 0,1 or --gpus first:2).")
     if recipe.name is not None:
         validate_run_name(recipe.name)
-    if recipe.warmup_iters < 0 or (recipe.num_workers is not None and recipe.num_workers < 0):
-        raise VocsegError("--warmup-iters and --num-workers cannot be negative.", "Pass 0 or more.")
+    for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--num-workers", recipe.num_workers)):
+        if count is not None and count < 0:
+            raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")
+    if recipe.crop is not None and recipe.crop < MIN_CROP:
+        raise VocsegError(
+            f"--crop {recipe.crop} is smaller than {MIN_CROP} pixels: the backbone downsamples by 32, so nothing would be left to segment.",
+            f"Use --crop {MIN_CROP} or more (the official recipe: 512).",
+        )
     scale = PRESETS[recipe.model].scale
     if recipe.crop is not None and recipe.crop > min(scale):
         raise VocsegError(
@@ -345,6 +352,11 @@ def plan(recipe: Recipe, train_size: int | None = None) -> Plan:
     else:
         max_iters = sched.official_schedule_iters(recipe.schedule or sched.REFERENCE_SCHEDULE, total)
     unit = ipe if recipe.epochs is not None else 1
+    if recipe.warmup_iters >= max_iters:
+        raise VocsegError(
+            f"--warmup-iters {recipe.warmup_iters} is not shorter than the whole schedule ({max_iters} iterations): the LR would never reach its value.",
+            f"Use fewer warm-up iterations (e.g. --warmup-iters {max(0, max_iters // 20)}).",
+        )
     default_interval = max(1, max_iters // 10)
     val_iters = recipe.val_interval * unit if recipe.val_interval else default_interval
     ckpt_iters = recipe.ckpt_interval * unit if recipe.ckpt_interval else default_interval
