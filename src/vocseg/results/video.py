@@ -25,7 +25,7 @@ import numpy as np
 from vocseg.data.voc import CLASSES
 from vocseg.errors import VocsegError
 from vocseg.results.segmenter import Segmenter
-from vocseg.results.visualize import colourise
+from vocseg.results.visualize import outlined
 
 EXTRA_HINT = "Install the video extra: pip install 'vocseg[video]' (PyAV)."
 MAX_PENDING_FRAMES = 64  # frames held while a batch of sampled frames fills (with --every N)
@@ -48,14 +48,6 @@ def require_av() -> Any:
     except ImportError:
         raise VocsegError("Reading and writing video needs PyAV, which is not installed.", EXTRA_HINT) from None
     return av
-
-
-def blend(rgb: np.ndarray, label_map: np.ndarray, opacity: float) -> np.ndarray:
-    """The frame with non-background classes blended in at `opacity` (as the image overlays, without the legend)."""
-    out = rgb.astype(np.float32)
-    painted = label_map > 0
-    out[painted] = (1 - opacity) * out[painted] + opacity * colourise(label_map)[painted].astype(np.float32)
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def segment_video(
@@ -152,7 +144,7 @@ class _Writer:
                 import cv2
 
                 label = cv2.resize(label, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-            self.encode(blend(rgb, label, self.opacity))
+            self.encode(outlined(rgb, label, self.opacity))  # the same picture as image overlays: outlines in the legend's colours
         self.pending = []
 
     def encode(self, rgb: np.ndarray) -> None:
