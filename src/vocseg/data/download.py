@@ -269,25 +269,32 @@ def download_from(url: str, part: PartState, progress: Progress, task: TaskID, c
 
 
 @contextmanager
-def download_lock(target: Path, console: Console) -> Iterator[None]:
-    """One process at a time downloads `target` (they would append to one part file): several
-    nodes or Slurm tasks may fetch the same weights into a shared cache at once. The lock is an
-    flock on `.STEM.download-lock` beside it and goes with the process; no lock on Windows."""
+def waiting_lock(lock_path: Path, waiting: str, console: Console) -> Iterator[None]:
+    """An flock on `lock_path` that waits for its holder (printing `waiting` once) and goes with the
+    process: one writer of a part file at a time. No lock on Windows."""
     try:
         import fcntl
-    except ImportError:
+    except ImportError:  # Windows: no advisory locks, go on unlocked
         yield
         return
-    with open(target.with_name(f".{target.stem}.download-lock"), "w") as handle:
+    with open(lock_path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            console.print(f"{target.name}: another vocseg is downloading it into {target.parent}; waiting for it")
+            console.print(waiting)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def download_lock(target: Path, console: Console) -> Iterator[None]:
+    """One process at a time downloads `target`: several nodes or Slurm tasks may fetch the same
+    weights into a shared cache at once. The lock is `.STEM.download-lock` beside it."""
+    with waiting_lock(target.with_name(f".{target.stem}.download-lock"), f"{target.name}: another vocseg is downloading it into {target.parent}; waiting for it", console):
+        yield
 
 
 def fetch_verified(

@@ -26,6 +26,7 @@ from vocseg.data.download import (
     download_from,
     stamp_path,
     verify_file,
+    waiting_lock,
     write_stamp,
 )
 from vocseg.data.extract import extract_archive
@@ -181,22 +182,8 @@ def locate_archive(archive: Archive, md5: str, *, cache: Path, from_dir: Path | 
 @contextmanager
 def _cache_lock(cache: Path, archive: Archive, console: Console) -> Iterator[None]:
     """One process at a time downloads an archive into a cache (they would append to one part)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks, go on unlocked
+    with waiting_lock(cache / f".{archive.name}.lock", f"{archive.name}: another vocseg is fetching it into {cache}; waiting for it", console):
         yield
-        return
-    with open(cache / f".{archive.name}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.print(f"{archive.name}: another vocseg is fetching it into {cache}; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
 
 
 def fetch_and_extract(
