@@ -222,7 +222,10 @@ def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder
             raise
         item.error = exc.message
         return item
-    except OSError:
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).resolve().parent != folder.folder.resolve():
+            item.error = f"{path} could not be read: {exc.strerror or exc}"  # the input's fault: this video only
+            return item
         raise  # the output folder's fault: one line for the whole command
     except Exception as exc:  # noqa: BLE001 - one video the model cannot take must not stop the batch
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
