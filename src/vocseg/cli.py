@@ -16,7 +16,7 @@ from vocseg.errors import VocsegError, describe_os_error, describe_worker_death
 
 app = typer.Typer(
     name="vocseg",
-    help="PASCAL VOC 2012 semantic segmentation on MMSegmentation: prepare, config, train, resume, eval, predict, compare.",
+    help="PASCAL VOC 2012 semantic segmentation on MMSegmentation: prepare, config, train, resume, eval, predict, compare, report, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
