@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 @with_recipe_options
 def config(
     flags: dict[str, Any],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file that vocseg did not write (or that was edited since).")] = False,
 ) -> None:
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
