@@ -68,9 +68,10 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
     from vocseg.console import console, err_console
     from vocseg.results.inference import predict as predict_files
     from vocseg.results.inference import write_report
-    from vocseg.results.outputs import default_out_dir
+    from vocseg.training.runs import RUNS_ROOT, numbered_output_dir
 
-    out_dir = (out.expanduser() if out is not None else default_out_dir(getattr(model, "run", None))).absolute()
+    # Without -o: a new RUN/predict, RUN/predict2, ... (runs/predict* for a model from no run folder).
+    out_dir = (out.expanduser() if out is not None else numbered_output_dir("predict", getattr(model, "run", None) or RUNS_ROOT)).absolute()
     with _video_progress(err_console) as progress:
         results = predict_files(inputs, model, out_dir, opacity=opacity, every=every, batch=batch, progress=progress)
     try:

@@ -20,22 +20,10 @@ import numpy as np
 from vocseg.errors import VocsegError
 from vocseg.results.inputs import real_path
 from vocseg.results.visualize import save_label_png
-from vocseg.training.runs import RUNS_ROOT
 
 REPORT_NAME = "predictions.json"
 WRITTEN_BY = "vocseg predict"
 MAX_STEM_BYTES = 180  # + "_overlay.png" + the atomic write's ".NAME.PID.tmp" stays below 255 bytes
-
-
-def default_out_dir(run: Path | None) -> Path:
-    """Where outputs go without `-o`: RUN/predict, RUN/predict2, ... for a model from a run folder,
-    else runs/predict, runs/predict2, ... (as Ultralytics names them): never the current folder."""
-    root = run if run is not None else RUNS_ROOT
-    candidate, n = root / "predict", 2
-    while os.path.lexists(candidate):
-        candidate = root / f"predict{n}"
-        n += 1
-    return candidate
 
 
 def short_stem(stem: str) -> str:
