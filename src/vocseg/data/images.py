@@ -379,15 +379,19 @@ def draft_decode(path: Path) -> tuple[tuple[int, int], int]:
     """Decode an image enough to find a truncated or corrupt file (JPEGs at 1/8 scale: every
     scan is still read) and return ((width, height) as a viewer shows it, EXIF orientation).
 
-    Raises what Pillow raises for files it cannot decode (OSError, SyntaxError, ValueError, ...).
+    Raises what Pillow raises for files it cannot decode (OSError, SyntaxError, ValueError, ...),
+    and DecompressionBombError above the same limit as `read_image` (the loader), with its message.
     """
     from PIL import Image
 
-    with Image.open(path) as im:
-        orientation = exif_orientation(im)
-        w, h = im.size
-        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-        im.load()
+    try:
+        with max_pixels_limit() as limit, Image.open(path) as im:
+            orientation = exif_orientation(im)
+            w, h = im.size
+            im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+            im.load()
+    except Image.DecompressionBombError as exc:
+        raise Image.DecompressionBombError(too_large_message(path, str(exc), limit)) from None
     return ((h, w) if orientation in SWAPS_AXES else (w, h)), orientation
 
 
