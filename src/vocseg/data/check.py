@@ -198,11 +198,6 @@ def expected_sizes(root: Path) -> dict[str, int]:
     return demo_split_sizes(root) or dict(SPLIT_SIZES)
 
 
-def read_list(path: Path) -> list[str]:
-    """The ids of a split list (`vocseg.data.lists.read_id_list`)."""
-    return read_id_list(path)
-
-
 def check_data_root(
     root: Path,
     *,

@@ -201,6 +201,8 @@ def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -
 def check_images_of(cfg: Any, explicit: list[str], count: int) -> list[Path]:
     """The images the export is checked on: `explicit` (files, folders, globs), else the first
     `count` of the config's test (val) list that exist."""
+    from vocseg.data.images import FolderIndex
+    from vocseg.data.lists import read_id_list
     from vocseg.results.inputs import expand_inputs
 
     if explicit:
@@ -215,12 +217,12 @@ def check_images_of(cfg: Any, explicit: list[str], count: int) -> list[Path]:
     images = root / str((dataset.get("data_prefix") or {}).get("img_path", "JPEGImages"))
     suffix = dataset.get("img_suffix", ".jpg")
     hint = "Pass a few photos with --check-images DIR (or files, or a glob)."
-    try:
-        lines = (root / str(dataset.get("ann_file", ""))).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
-        raise VocsegError(f"No images to check the export on: the config's val list {root / str(dataset.get('ann_file', ''))} is not here.", hint) from None
-    found = [images / f"{line.strip()}{suffix}" for line in lines if line.strip()]
-    found = [p for p in found if p.is_file()][: count or None]
+    ann = root / str(dataset.get("ann_file", ""))
+    if not ann.is_file():
+        raise VocsegError(f"No images to check the export on: the config's val list {ann} is not here.", hint)
+    # The val list and its images as the loader finds them (blank lines, BOM, CRLF, `.JPG`).
+    index = FolderIndex(images)
+    found = [p for i in read_id_list(ann) if (p := index.find(i, (str(suffix).lower(),))) is not None][: count or None]
     if not found:
         raise VocsegError(f"No images to check the export on: none of the val images named in the config are in {images}.", hint)
     return found
