@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -81,3 +82,21 @@ def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     code = run(["train", "--data-root", str(demo_root), *TINY_TRAIN, "--iters", "8", "--work-dir", str(work_dir)])
     assert code == 0
     return work_dir
+
+
+def file_tree(folder: Path) -> dict[str, str]:
+    """Every path under `folder` -> sha256 of its bytes ('dir' for folders, 'link:' for links)."""
+    out: dict[str, str] = {}
+    if not folder.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                out[rel] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

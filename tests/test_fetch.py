@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.conftest import file_tree
 from vocseg.data import download, extract, fetch
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import ARCHIVES, SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
@@ -480,22 +481,6 @@ def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archi
 # ---------------------------------------------------------------- links: nothing escapes, whatever the Python
 
 
-def tree_snapshot(folder: Path) -> dict[str, bytes | str]:
-    """Every path under `folder` (links not followed) -> its bytes, link target or 'dir'."""
-    out: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                out[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = path.read_bytes()
-    return out
-
-
 def add_dir(tar: tarfile.TarFile, name: str) -> None:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
@@ -569,13 +554,13 @@ def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tm
     folder.mkdir()
     archive = escape_tar(folder / VOC_ARCHIVE, kind, outside)
     root = tmp_path / "data"
-    before = tree_snapshot(tmp_path)
+    before = file_tree(tmp_path)
     result = cli("prepare", "--no-aug", "--data-root", root, "--from-dir", folder, "--md5", f"voc={md5(archive)}")
     assert result.code == 2, result.out + result.err
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
     message = " ".join(result.err.split())
     assert "unsafe member" in message and "nothing was extracted" in message
-    after = tree_snapshot(tmp_path)
+    after = file_tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before  # nothing outside the data root
     assert sorted(p.name for p in root.iterdir()) == [".vocseg-prepare.lock"]  # no tree, no staging folder
 

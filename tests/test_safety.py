@@ -19,28 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAIN
+from tests.conftest import file_tree as tree
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import VOC_SUBDIR
 from vocseg.files import MANIFEST_NAME, check_may_write, record_written, written_by_vocseg
 from vocseg.training.runs import latest_checkpoint
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """Every path under `folder` -> sha256 of its bytes ('dir' for folders, 'link:' for links)."""
-    out: dict[str, str] = {}
-    if not folder.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                out[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def one_line_error(result) -> str:  # noqa: ANN001 - conftest's CliResult
