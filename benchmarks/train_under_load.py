@@ -21,7 +21,6 @@ Run: python benchmarks/train_under_load.py [--iters 120] [--warmup 20] [--rounds
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,28 +33,11 @@ from pathlib import Path
 
 import mmseg
 
+from train_speed import per_iter_time, run  # benchmarks/ is on sys.path when run as a script
+
 MMSEG_TRAIN = Path(mmseg.__file__).parent / ".mim" / "tools" / "train.py"
 PLAIN = "tools/train.py without thread sizing"
 TOOLS = ("vocseg train", "tools/train.py", PLAIN)
-
-
-def per_iter_time(work_dir: Path, warmup: int) -> float:
-    """Mean of the logged per-iteration `time` (seconds) after `warmup` iterations (training rows only)."""
-    rows = []
-    for path in work_dir.glob("*/vis_data/scalars.json"):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if "loss" in row and "time" in row and row["step"] > warmup:
-                rows.append(row["time"])
-    if not rows:
-        raise SystemExit(f"no per-iteration times logged in {work_dir}")
-    return statistics.mean(rows)
-
-
-def run(cmd: list[str], env: dict[str, str], cwd: Path) -> None:
-    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
 
 
 @contextmanager
