@@ -54,10 +54,9 @@ print("RESULT", code, hwm, time.perf_counter() - start)
 """
 
 
-def prepare(work: Path, size: int) -> tuple[Path, Path, Path]:
-    import numpy as np
-    from PIL import Image
-
+def tiny_demo_run(work: Path) -> tuple[Path, Path]:
+    """(data root, run folder) of a demo dataset and the tiny model trained 2 iterations in `work`
+    (kept: a later call reuses them). The weights do not matter for speed or memory."""
     from vocseg.cli import run as vocseg
     from vocseg.data.demo import write_demo_dataset
 
@@ -68,6 +67,14 @@ def prepare(work: Path, size: int) -> tuple[Path, Path, Path]:
                 "--num-workers", "0", "--iters", "2", "--work-dir", str(run_dir)]  # fmt: skip
         if vocseg(args) != 0:
             sys.exit("training the benchmark model failed")
+    return data, run_dir
+
+
+def prepare(work: Path, size: int) -> tuple[Path, Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    data, run_dir = tiny_demo_run(work)
     photos = sorted((data / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
     small = work / "small.jpg"
     small.write_bytes(photos[0].read_bytes())

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from predict_memory import tiny_demo_run  # benchmarks/ is on sys.path when run as a script
 
 
 class Blank:
@@ -39,16 +40,7 @@ def prepare(work: Path, frames: int, width: int, height: int, fps: int) -> tuple
     import av
     from PIL import Image
 
-    from vocseg.cli import run as vocseg
-    from vocseg.data.demo import write_demo_dataset
-
-    data, run_dir = work / "data", work / "run"
-    if not (run_dir / "config.py").is_file():
-        write_demo_dataset(data, n_train=8, n_val=4, n_sbd_only=0)
-        args = ["train", "--data-root", str(data), "--model", "tiny", "--no-aug", "--device", "cpu", "--batch", "2",
-                "--num-workers", "0", "--iters", "2", "--work-dir", str(run_dir)]  # fmt: skip
-        if vocseg(args) != 0:
-            sys.exit("training the benchmark model failed")
+    data, run_dir = tiny_demo_run(work)
     photos = [Image.open(p).convert("RGB").resize((width, height)) for p in sorted((data / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))[:6]]
     clip = work / f"clip_{width}x{height}_{frames}.mp4"
     with av.open(str(clip), "w") as out:
