@@ -64,7 +64,7 @@ def prepare(work: Path, model: str, images: int) -> tuple[Path, Path, Path]:
     from vocseg.cli import run as vocseg
     from vocseg.data.demo import write_demo_dataset
     from vocseg.recipe.models import PRESETS
-    from vocseg.training.runs import latest_checkpoint
+    from vocseg.runs.folders import latest_checkpoint
 
     data = work / "data"
     run_dir = work / "run"

@@ -11,7 +11,7 @@ process (peak resident set size: `VmHWM` of /proc/self/status, Linux):
 - segment only, whole / slide: load the model, decode BIG, `predict_array` (the class map), no
   pictures written: what vocseg's inference costs;
 - command, whole / slide: `vocseg predict BIG --mode whole|slide` (the label PNG and the overlay
-  with its legend, drawn by `vocseg.results.visualize.overlay_image`, included);
+  with its legend, drawn by `vocseg.visualization.overlays.overlay_image`, included);
 - reference (--reference): mmseg's `inference_model` on the same image in whole mode, as vocseg
   0.1 predicted: it resizes the logits (21 x SIZE x SIZE float32) to full size at once.
 """
@@ -31,14 +31,14 @@ start = time.perf_counter()
 if sys.argv[1].startswith("segment-"):
     from pathlib import Path
     from vocseg.data.images import read_image_rgb
-    from vocseg.results.segmenter import load_model, predict_array
+    from vocseg.inference.segmenter import load_model, predict_array
     model = load_model(sys.argv[3], device="cpu", mode=sys.argv[1].split("-")[1])
     predict_array(model, read_image_rgb(Path(sys.argv[2])))
     code = 0
 elif sys.argv[1] == "reference":
     import numpy as np
     from vocseg.data.images import read_image_rgb
-    from vocseg.results.segmenter import load_model
+    from vocseg.inference.segmenter import load_model
     model = load_model(sys.argv[3], device="cpu").model  # applies vocseg's stack fixes before mmseg.apis
     from mmseg.apis import inference_model
     model.cfg.test_pipeline = [dict(t) for t in model.cfg.test_pipeline]

@@ -35,7 +35,7 @@ def prepare(work: Path, iters: int) -> Path:
 
 
 def time_reports(run_dir: Path, reps: int) -> None:
-    from vocseg.results.report import build_report
+    from vocseg.reports.report import build_report
 
     walls, cpus, sections = [], [], []
     for k in range(reps):
@@ -53,7 +53,7 @@ def time_reports(run_dir: Path, reps: int) -> None:
 
 def time_eval_overhead(run_dir: Path, reps: int) -> None:
     """The val eval with and without VocsegImageStats (the only difference), alternating."""
-    from vocseg.results.evaluation import evaluate
+    from vocseg.evaluation.evaluate import evaluate
 
     with_stats, without = [], []
     for k in range(2 * reps):

@@ -66,8 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from vocseg.results.segmenter import load_model
-    from vocseg.results.video import segment_video
+    from vocseg.inference.segmenter import load_model
+    from vocseg.inference.video import segment_video
 
     work = args.work or Path(tempfile.mkdtemp(prefix="vocseg_video_speed_"))
     work.mkdir(parents=True, exist_ok=True)

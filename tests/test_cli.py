@@ -133,7 +133,7 @@ def test_top_level_help_does_not_cut_summaries(cli) -> None:
 
 def test_most_confused_with_omits_shares_that_round_to_zero() -> None:
     from vocseg.commands.render import eval_report_table
-    from vocseg.results.eval_result import EvalResult
+    from vocseg.evaluation.eval_result import EvalResult
 
     per_class = {"background": {"IoU": 99.0, "Acc": 99.9}, "aeroplane": {"IoU": 50.0, "Acc": 60.0}, "bottle": {"IoU": 40.0, "Acc": 50.0}}
     confusion = [[9999, 0, 1], [300, 700, 0], [0, 0, 10]]

@@ -100,7 +100,7 @@ def test_real_eval_results(cli, trained_run: Path, demo_root: Path, tmp_path: Pa
     ratio = result["runs"][0]["per_class"]["background"]["pred_to_true_area"]
     assert ratio == round(background["pred_pixels"] / background["gt_pixels"], 2)
     # the IoU/Acc formula gives the same ratio as the pixel counts
-    from vocseg.results.compare import RunResult, area_ratio
+    from vocseg.reports.compare import RunResult, area_ratio
 
     numbers_only = RunResult("x", "", "val", 0, 0, {"background": {"IoU": background["IoU"], "Acc": background["Acc"]}})
     assert area_ratio(numbers_only, "background") == pytest.approx(ratio, abs=0.02)
@@ -163,7 +163,7 @@ def test_labels_are_distinct_for_generic_names(cli, tmp_path: Path, monkeypatch:
 
 
 def test_eval_json_is_labelled_by_its_checkpoint(tmp_path: Path) -> None:
-    from vocseg.results.compare import load_results
+    from vocseg.reports.compare import load_results
 
     path = write_eval(tmp_path / "eval.json", "val", {})
     data = json.loads(path.read_text())
@@ -174,8 +174,8 @@ def test_eval_json_is_labelled_by_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_chart_title_without_flags(tmp_path: Path) -> None:
-    from vocseg.results.compare import compare_results, load_results
-    from vocseg.results.plots import compare_chart_title
+    from vocseg.reports.compare import compare_results, load_results
+    from vocseg.reports.compare_chart import compare_chart_title
 
     a, b = write_eval(tmp_path / "a.json", "val", {}), write_eval(tmp_path / "b.json", "val", {})
     comparison = compare_results(load_results(a) + load_results(b))

@@ -21,10 +21,10 @@ from vocseg.stack.compat import ensure_stack
 
 ensure_stack()
 
-from vocseg.results.curves import read_curves, write_curves  # noqa: E402
+from vocseg.runs.curves import read_curves, write_curves  # noqa: E402
+from vocseg.runs.folders import latest_checkpoint, remove_stale_temp_files  # noqa: E402
 from vocseg.training.batch_guard import scale_lr_state  # noqa: E402
 from vocseg.training.rng import preserved_rng, training_rng_state  # noqa: E402
-from vocseg.training.runs import latest_checkpoint, remove_stale_temp_files  # noqa: E402
 from vocseg.training.sampler import ResumableSampler, SeededDataset  # noqa: E402
 from vocseg.training.stop import StopRequest  # noqa: E402
 

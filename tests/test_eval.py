@@ -19,8 +19,8 @@ def make_varied_run(trained_run: Path, target: Path, *, num_classes: int | None 
     classes (the 8-iteration model predicts background everywhere, which would test nothing)."""
     import torch
 
+    from vocseg.runs.folders import latest_checkpoint
     from vocseg.stack.compat import ensure_stack, load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint
 
     ensure_stack()
     target.mkdir(parents=True)

@@ -62,9 +62,9 @@ def test_onnxruntime_agrees_with_pytorch_on_the_val_images_and_other_sizes(expor
     on every demo val image and on sizes the export never saw (portrait, very wide, smaller than the test scale)."""
     from PIL import Image
 
-    from vocseg.results.inference import read_rgb
-    from vocseg.results.onnx_model import load_onnx_model
-    from vocseg.results.segmenter import load_model, predict_array
+    from vocseg.inference.onnx_model import load_onnx_model
+    from vocseg.inference.predict import read_rgb
+    from vocseg.inference.segmenter import load_model, predict_array
 
     torch_model = load_model(trained_run, device="cpu")
     onnx_model = load_onnx_model(exported, device="cpu")
@@ -178,7 +178,7 @@ def test_export_help_imports_nothing_heavy() -> None:
 def test_rescale_size_is_mmcvs(size: tuple[int, int], scale: tuple[int, int]) -> None:
     import mmcv
 
-    from vocseg.results.onnx_model import rescale_size
+    from vocseg.inference.onnx_model import rescale_size
 
     image = np.zeros((size[1], size[0], 3), np.uint8)
     expected = mmcv.imrescale(image, scale).shape
@@ -191,7 +191,7 @@ def test_resize_matches_mmcv_for_images_and_torch_for_logits() -> None:
     import torch
     import torch.nn.functional as F
 
-    from vocseg.results.onnx_model import resize_bilinear
+    from vocseg.inference.onnx_model import resize_bilinear
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
@@ -207,7 +207,7 @@ def test_exportable_pooling_equals_adaptive_average_pooling() -> None:
     import torch
     from torch import nn
 
-    from vocseg.results.onnx_graph import exportable
+    from vocseg.export.onnx_graph import exportable
 
     class Net(nn.Module):
         def __init__(self) -> None:

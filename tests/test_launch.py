@@ -219,7 +219,7 @@ def test_a_failed_process_under_torchrun_gives_no_torchrun_traceback() -> None:
 
 
 def test_one_training_per_run_folder(tmp_path: Path) -> None:
-    from vocseg.training.runs import run_lock
+    from vocseg.runs.folders import run_lock
 
     with run_lock(tmp_path):
         with pytest.raises(VocsegError, match=f"being trained by another process \\(pid {os.getpid()}\\)"):
@@ -234,8 +234,8 @@ def test_killing_the_launcher_stops_torchrun_which_saves(demo_root: Path, tmp_pa
     gets SIGTERM, so its processes stop at a checkpoint instead of training on unguarded."""
     import time
 
+    from vocseg.runs.folders import latest_checkpoint, run_lock
     from vocseg.stack.compat import load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint, run_lock
 
     work = tmp_path / "run"
     cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",
@@ -276,12 +276,12 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
     """The launcher passes the lock to torchrun: a resume cannot start while torchrun's processes still save."""
     import time
 
-    from vocseg.training.runs import run_lock
+    from vocseg.runs.folders import run_lock
 
     script = (
         "import os, subprocess, sys\n"
         "from pathlib import Path\n"
-        "from vocseg.training.runs import held_lock_fds, run_lock\n"
+        "from vocseg.runs.folders import held_lock_fds, run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n"
         "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)'], pass_fds=held_lock_fds())\n"
         "    os._exit(0)  # as if SIGKILLed: no unlock\n"
@@ -301,7 +301,7 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
 
 
 def test_train_takes_the_lock_before_writing(cli, demo_root: Path, tmp_path: Path) -> None:
-    from vocseg.training.runs import run_lock
+    from vocseg.runs.folders import run_lock
 
     work = tmp_path / "busy"
     work.mkdir()
@@ -338,8 +338,8 @@ def test_sigterm_to_vocseg_under_torchrun_stops_every_process_at_a_checkpoint(de
     import signal
     import time
 
+    from vocseg.runs.folders import latest_checkpoint
     from vocseg.stack.compat import load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint
 
     work = tmp_path / "run"
     cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(demo_root), *TINY_TRAIN, "--nproc", "2",

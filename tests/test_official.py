@@ -95,7 +95,7 @@ def test_a_file_that_does_not_match_the_published_hash_is_refused(cli, server: P
 @pytest.fixture
 def tiny_official(trained_run: Path, server: Path, monkeypatch: pytest.MonkeyPatch) -> official.OfficialModel:
     """The tiny trained model published like an official one (same path layout, hash prefix in the name)."""
-    from vocseg.training.runs import latest_checkpoint
+    from vocseg.runs.folders import latest_checkpoint
 
     data = latest_checkpoint(trained_run).read_bytes()
     prefix = hashlib.sha256(data).hexdigest()[:8]
@@ -128,7 +128,7 @@ def test_a_cut_download_resumes_on_the_next_run(cli, trained_run: Path, demo_roo
     part, the next command asks for the rest only (HTTP Range)."""
     from tests.test_fetch import ArchiveServer
     from vocseg.data import download
-    from vocseg.training.runs import latest_checkpoint
+    from vocseg.runs.folders import latest_checkpoint
 
     data = latest_checkpoint(trained_run).read_bytes()
     model = official.OfficialModel("cut-test", "tiny", "tiny_voc12aug", f"tiny_voc12aug_20240101-{hashlib.sha256(data).hexdigest()[:8]}.pth", 0.0, 0.0)
@@ -163,8 +163,8 @@ class Payload:
 def test_a_checkpoint_with_other_pickled_objects_is_refused(cli, trained_run: Path, server: Path, monkeypatch: pytest.MonkeyPatch, demo_root: Path, tmp_path: Path) -> None:
     import torch
 
+    from vocseg.runs.folders import latest_checkpoint
     from vocseg.stack.compat import load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint
 
     checkpoint = load_checkpoint_file(latest_checkpoint(trained_run))
     checkpoint["meta"]["extra"] = Payload()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vocseg.training.runs import find_run_dirs, latest_run_dir
+from vocseg.runs.folders import find_run_dirs, latest_run_dir
 
 REFERENCE = Path(__file__).parent / "data" / "seed_runs.json"
 

@@ -18,8 +18,8 @@ def varied_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The trained run with a random classifier, so predictions hold several classes (see test_eval)."""
     import torch
 
+    from vocseg.runs.folders import latest_checkpoint
     from vocseg.stack.compat import ensure_stack, load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint
 
     ensure_stack()
     target = tmp_path_factory.mktemp("varied_predict") / "run"

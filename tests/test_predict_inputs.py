@@ -18,7 +18,7 @@ CASES = Path(__file__).parent / "data" / "cases" / "predict-inputs"
 @pytest.fixture(scope="module")
 def run_copy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private run folder (predict writes RUN/predict*/ into it), with the trained weights."""
-    from vocseg.training.runs import latest_checkpoint
+    from vocseg.runs.folders import latest_checkpoint
 
     target = tmp_path_factory.mktemp("predict_inputs") / "run"
     target.mkdir()
@@ -139,7 +139,7 @@ def test_whole_mode_equals_mmseg_and_slide_bounds_memory(run_copy: Path, monkeyp
     from mmengine.config import ConfigDict
     from mmseg.apis import inference_model
 
-    from vocseg.results import segmenter as seg
+    from vocseg.inference import segmenter as seg
 
     model = seg.load_model(run_copy, device="cpu")
     head = model.model.decode_head.conv_seg
@@ -165,7 +165,7 @@ def test_whole_mode_equals_mmseg_and_slide_bounds_memory(run_copy: Path, monkeyp
 def test_disk_full_and_bad_output_folder_are_one_line(cli, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from vocseg.results import inference
+    from vocseg.inference import predict as inference
 
     (tmp_path / "file").write_text("not a folder\n")
     r = cli("predict", CASES / "good.jpg", "-c", run_copy, "-o", tmp_path / "file" / "sub")

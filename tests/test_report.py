@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vocseg.data.voc import CLASSES, PALETTE
-from vocseg.results.galleries import FALSE_ALARM, MISSED, Entry, WorstImages, gallery_for_class, image_counts, image_iou, select_worst
+from vocseg.evaluation.galleries import FALSE_ALARM, MISSED, Entry, WorstImages, gallery_for_class, image_counts, image_iou, select_worst
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -105,7 +105,7 @@ def _scene() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_overlay_outline_has_the_legend_colour_of_its_class() -> None:
-    from vocseg.results.visualize import class_shares, outline_mask, outlined, overlay_image
+    from vocseg.visualization.overlays import class_shares, outline_mask, outlined, overlay_image
 
     rgb, label = _scene()
     picture = np.asarray(overlay_image(rgb, label, 0.5, class_shares(label)))
@@ -128,7 +128,7 @@ def test_overlay_outline_has_the_legend_colour_of_its_class() -> None:
 
 
 def test_legend_lists_only_classes_present_and_never_zero_percent() -> None:
-    from vocseg.results.visualize import class_shares, legend_lines
+    from vocseg.visualization.overlays import class_shares, legend_lines
 
     _, label = _scene()
     lines = legend_lines(class_shares(label))
@@ -140,8 +140,8 @@ def test_legend_lists_only_classes_present_and_never_zero_percent() -> None:
 
 
 def test_iou_chart_numbers_stand_clear_of_bars_dots_and_the_miou_line() -> None:
-    from vocseg.results.eval_result import EvalResult
-    from vocseg.results.plots import iou_bar_figure
+    from vocseg.evaluation.charts import iou_bar_figure
+    from vocseg.evaluation.eval_result import EvalResult
 
     per_class = {c: {"IoU": 40.0 + k, "Acc": 41.0 + k} for k, c in enumerate(CLASSES)}  # dots right next to each bar's end
     result = EvalResult(mIoU=50.0, mAcc=51.0, aAcc=90.0, per_class=per_class)

@@ -17,10 +17,10 @@ import pytest
 from tests.test_resume import assert_bitwise_equal
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
+from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
 from vocseg.training.launch import LAUNCHER_ENV, LaunchOptions, plan_launch, torchrun_command, worker_pids
 from vocseg.training.protocol import REQUEUE_ENV
-from vocseg.training.runs import latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process runs as the subprocesses: one thread
 VOCSEG = [sys.executable, "-m", "vocseg.cli"]

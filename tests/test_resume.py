@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
-from vocseg.training.runs import latest_checkpoint
 
 EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--keep", "20")
 
@@ -178,7 +178,7 @@ def test_resume_without_argument_finds_a_nested_run(cli, request: pytest.Fixture
     r = cli("resume")
     assert r.code == 0, r.err
     assert "already finished" in r.out and str(newer) in " ".join(r.out.split())
-    from vocseg.training.runs import find_run_dirs, latest_run_dir
+    from vocseg.runs.folders import find_run_dirs, latest_run_dir
 
     assert set(find_run_dirs(Path("runs"))) == {Path("runs/tiny-old"), Path("runs/demo/train")}
     assert latest_run_dir(Path("runs")) == Path("runs/demo/train")

@@ -23,7 +23,7 @@ from tests.conftest import file_tree as tree
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import VOC_SUBDIR
 from vocseg.files import MANIFEST_NAME, check_may_write, record_written, written_by_vocseg
-from vocseg.training.runs import latest_checkpoint
+from vocseg.runs.folders import latest_checkpoint
 
 
 def one_line_error(result) -> str:  # noqa: ANN001 - conftest's CliResult

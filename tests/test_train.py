@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAIN
+from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
-from vocseg.training.runs import latest_checkpoint
 
 VOCSEG = [sys.executable, "-m", "vocseg.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}

@@ -73,7 +73,7 @@ def test_overlay_video_same_frames_and_rate(cli, trained_run: Path, clip: Path, 
 
 
 def test_every_nth_frame(cli, trained_run: Path, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vocseg.results import segmenter
+    from vocseg.inference import segmenter
 
     seen: list[int] = []
     real = segmenter.MMSegSegmenter.predict_batch

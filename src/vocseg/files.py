@@ -2,7 +2,7 @@
 
 Atomic: write a temporary file beside the target, fsync, rename over it. The temporary name
 `.NAME.PID.tmp` lets a later run remove what a killed process left
-(`vocseg.training.runs.remove_stale_temp_files`).
+(`vocseg.runs.folders.remove_stale_temp_files`).
 
 Ownership: `check_may_write` is the one rule every command applies before writing an output a
 user named (eval --json/--csv/-o, compare --chart/--json, config -o, train --work-dir, predict

@@ -30,8 +30,8 @@ def compare(
     from vocseg.commands.render import compare_table, print_flags
     from vocseg.console import console
     from vocseg.files import check_may_write, record_written, write_owned_text
-    from vocseg.results.compare import compare_paths
-    from vocseg.results.plots import compare_chart
+    from vocseg.reports.compare import compare_paths
+    from vocseg.reports.compare_chart import compare_chart
 
     # Inputs are never replaced (a run folder's eval JSONs included); other files only when vocseg wrote them.
     protected = [*inputs, *(p for i in inputs if i.is_dir() for p in i.glob("eval/*.json"))]
@@ -46,7 +46,7 @@ def compare(
     console.print(compare_table(comparison))
     print_flags(comparison)
     if chart is None:
-        from vocseg.training.runs import numbered_output_dir
+        from vocseg.runs.folders import numbered_output_dir
 
         chart = numbered_output_dir("compare") / "compare.png"
     saved = [compare_chart(comparison, chart)]

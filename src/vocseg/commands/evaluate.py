@@ -37,10 +37,10 @@ def evaluate(
     """
     from vocseg.commands.render import eval_report_table
     from vocseg.console import console
+    from vocseg.evaluation.eval_result import write_csv, write_json
+    from vocseg.evaluation.evaluate import evaluate as run_eval
+    from vocseg.evaluation.evaluate import save_outputs
     from vocseg.files import check_may_write, check_output_folder, record_written
-    from vocseg.results.eval_result import write_csv, write_json
-    from vocseg.results.evaluation import evaluate as run_eval
-    from vocseg.results.evaluation import save_outputs
 
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.

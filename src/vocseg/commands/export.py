@@ -35,8 +35,8 @@ def export(
     from rich.markup import escape
 
     from vocseg.console import console
+    from vocseg.export.onnx_export import MIN_AGREEMENT, export_model
     from vocseg.recipe import official
-    from vocseg.results.export import MIN_AGREEMENT, export_model
 
     if fmt.lower() != "onnx":
         raise VocsegError(f"--format {fmt}: vocseg exports onnx only.", "Drop --format (or pass --format onnx); TorchScript is not offered (deprecated in PyTorch).")

@@ -29,8 +29,8 @@ def predict(
     OUT/NAME_label.png (VOC palette); per video: OUT/NAME_overlay.mp4 (same frames and frame
     rate; needs vocseg[video]). OUT/predictions.json lists every input. Inputs that cannot be
     read are reported and skipped; files in OUT that vocseg did not write are never replaced."""
+    from vocseg.inference.inputs import expand_inputs
     from vocseg.recipe import official
-    from vocseg.results.inputs import expand_inputs
 
     if mode not in ("whole", "slide"):
         raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
@@ -48,14 +48,14 @@ def predict(
 
 def load_segmenter(checkpoint: str, *, config: Path | None, device: str, mode: str) -> Any:
     """The model behind `--checkpoint`, as an object with `predict_batch`, `mode` and `run`
-    (`vocseg.results.segmenter.Segmenter`): the place for other back ends (e.g. an ONNX file)."""
-    from vocseg.results import onnx_model
+    (`vocseg.inference.segmenter.Segmenter`): the place for other back ends (e.g. an ONNX file)."""
+    from vocseg.inference import onnx_model
 
     if onnx_model.is_onnx_path(checkpoint):  # `vocseg export`'s model, in onnxruntime: no torch, no mmseg
         if config is not None:
             raise VocsegError("--config does not apply to an exported .onnx model (its preprocessing is in its metadata).", "Drop --config.")
         return onnx_model.load_onnx_model(checkpoint, device=device, mode=mode)
-    from vocseg.results.segmenter import load_model
+    from vocseg.inference.segmenter import load_model
 
     return load_model(checkpoint, config=config, device=device, mode=mode)
 
@@ -66,9 +66,9 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
 
     from vocseg.commands.render import predict_table
     from vocseg.console import console, err_console
-    from vocseg.results.inference import predict as predict_files
-    from vocseg.results.inference import write_report
-    from vocseg.training.runs import RUNS_ROOT, numbered_output_dir
+    from vocseg.inference.predict import predict as predict_files
+    from vocseg.inference.predict import write_report
+    from vocseg.runs.folders import RUNS_ROOT, numbered_output_dir
 
     # Without -o: a new RUN/predict, RUN/predict2, ... (runs/predict* for a model from no run folder).
     out_dir = (out.expanduser() if out is not None else numbered_output_dir("predict", getattr(model, "run", None) or RUNS_ROOT)).absolute()
@@ -100,10 +100,10 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
 
 
 def _require_video_reader(inputs: list[Any]) -> None:
-    from vocseg.results.inference import VIDEO_SUFFIXES
+    from vocseg.inference.predict import VIDEO_SUFFIXES
 
     if any(i.path.suffix.lower() in VIDEO_SUFFIXES and i.path.is_file() for i in inputs):
-        from vocseg.results.video import require_av
+        from vocseg.inference.video import require_av
 
         require_av()  # before the model is loaded: one line naming the extra
 

@@ -12,10 +12,10 @@ from vocseg.console import console
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
+    from vocseg.evaluation.eval_result import EvalResult
+    from vocseg.inference.predict import Prediction
     from vocseg.recipe.recipe import Plan, Recipe
-    from vocseg.results.compare import Comparison
-    from vocseg.results.eval_result import EvalResult
-    from vocseg.results.inference import Prediction
+    from vocseg.reports.compare import Comparison
 
 
 

@@ -24,7 +24,7 @@ def report(
     optionally predictions on your photos and a comparison. Runs `vocseg eval RUN` first when the
     run has no val result."""
     from vocseg.console import console
-    from vocseg.results.report import build_report, latest_evals
+    from vocseg.reports.report import build_report, latest_evals
 
     if run.is_dir() and "val" not in latest_evals(run):
         console.print(f"no val result in {run / 'eval'}: evaluating first (as `vocseg eval {run}`)")

@@ -42,9 +42,9 @@ def resume(
 
     from vocseg.console import console
     from vocseg.recipe.trackers import check_installed, parse_log_to
+    from vocseg.runs.folders import run_lock
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.training.resuming import commit_rescale, fault_context, prepare_resume
-    from vocseg.training.runs import run_lock
 
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
     target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, nnodes=nnodes, rescale_lr=rescale_lr, cleanup=primary)

@@ -27,8 +27,8 @@ def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, opti
     machines), each through its own temporary file."""
     from vocseg.errors import VocsegError
     from vocseg.files import write_bytes_atomic
+    from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
     from vocseg.training.experiment import start_run
-    from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
 
     if launch_plan.primary and options.node_rank == 0:
         return start_run(experiment)
@@ -76,7 +76,7 @@ def checked_env(name: str) -> Any:
 
 def is_this_run(experiment: Experiment) -> bool:
     """Whether the run folder already holds checkpoints of exactly this config (a requeued job's second start)."""
-    from vocseg.training.runs import CONFIG_NAME, latest_checkpoint
+    from vocseg.runs.folders import CONFIG_NAME, latest_checkpoint
 
     config = experiment.work_dir / CONFIG_NAME
     return latest_checkpoint(experiment.work_dir) is not None and config.is_file() and config.read_text() == experiment.config_text
@@ -118,10 +118,10 @@ def train(
     from vocseg.console import console
     from vocseg.errors import VocsegError
     from vocseg.recipe.recipe import validate
+    from vocseg.runs.folders import run_lock
     from vocseg.training.experiment import check_run_folder, experiment_from_config_file, plan_experiment
     from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
     from vocseg.training.resuming import fault_context
-    from vocseg.training.runs import run_lock
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose,
                             max_restarts=max_restarts, requeue=requeue)

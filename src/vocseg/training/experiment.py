@@ -16,7 +16,7 @@ from vocseg.errors import VocsegError
 from vocseg.files import MANIFEST_NAME, record_written, write_text_atomic, written_by_vocseg
 from vocseg.recipe.mmconfig import build_config_text
 from vocseg.recipe.recipe import Plan, Recipe, plan
-from vocseg.training.runs import CONFIG_NAME, LOCK_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, unique_run_dir
+from vocseg.runs.folders import CONFIG_NAME, LOCK_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, unique_run_dir
 
 
 @dataclass(frozen=True)

@@ -377,7 +377,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 def _run_torchrun(cmd: list[str], env: dict[str, str]) -> tuple[int, int]:
     """Run torchrun in its own session; forward Ctrl-C/SIGTERM to its workers. (exit code, signal forwarded)."""
-    from vocseg.training.runs import held_lock_fds
+    from vocseg.runs.folders import held_lock_fds
 
     # torchrun keeps the run folder's lock open too: it stays locked until its processes are gone
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_parent_death_signal(), pass_fds=held_lock_fds())

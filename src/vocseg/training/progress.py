@@ -216,7 +216,7 @@ class ProgressHook(Hook):
     def _write_curves(self, runner: Any) -> None:
         if not self.curves:
             return
-        from vocseg.results.curves import write_curves
+        from vocseg.runs.curves import write_curves
 
         t0 = time.perf_counter()
         try:

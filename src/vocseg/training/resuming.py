@@ -21,8 +21,8 @@ from pathlib import Path
 
 from vocseg.errors import FaultContext, VocsegError
 from vocseg.recipe.recipe import Recipe, parse_gpus, validate
+from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
 from vocseg.stack.checkpoints import VAL_PENDING_KEY
-from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any
 
 from vocseg.console import quiet_stdout
 from vocseg.errors import VocsegError
+from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.instance_names import unique_instance_names
 from vocseg.training.protocol import launcher_from_env
-from vocseg.training.runs import latest_checkpoint
 
 
 @dataclass(frozen=True)

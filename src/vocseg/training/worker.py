@@ -31,7 +31,7 @@ def restart_resumes(config_path: Path, resume: bool) -> bool:
     """After torchrun's agent restarted the processes (`--max-restarts`), each resumes from the
     run's last complete checkpoint (none yet: it trains from the start again)."""
     from vocseg.console import console
-    from vocseg.training.runs import latest_checkpoint, remove_stale_temp_files
+    from vocseg.runs.folders import latest_checkpoint, remove_stale_temp_files
 
     restarts = int(os.environ.get(RESTART_COUNT_ENV, "0") or 0)
     if restarts < 1:

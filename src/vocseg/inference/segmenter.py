@@ -67,7 +67,7 @@ def pick_device(device: str) -> str:
 
 def load_model(target: str | Path, *, config: Path | None = None, device: str = "auto", mode: str = "whole") -> MMSegSegmenter:
     """mmseg's model from a run folder, a checkpoint or `official:NAME`, weights checked and loaded safely."""
-    from vocseg.results.run_config import load_run_config
+    from vocseg.runs.run_config import load_run_config
     from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
     if mode not in ("whole", "slide"):

@@ -1,4 +1,4 @@
-"""PNG charts of evaluation results: confusion heatmap, per-class IoU bars, run comparison.
+"""PNG charts of one evaluation result: confusion heatmap, per-class IoU bars (the comparison chart is `reports.compare_chart`).
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global backend
 switch), imported inside the functions so the CLI stays light.
@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vocseg.results.compare import Comparison
-    from vocseg.results.eval_result import EvalResult
+    from vocseg.evaluation.eval_result import EvalResult
 
 
-def _figure(width: float, height: float) -> Any:
+def figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -25,7 +24,7 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -33,13 +32,13 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _nan(v: Any) -> float:
+def nan_value(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
 def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "") -> Path:
     """Rows: the true class, normalised to 100% (where its pixels went); columns: the predicted class."""
-    return _save(confusion_figure(confusion, classes, title=title), path)
+    return save_figure(confusion_figure(confusion, classes, title=title), path)
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "") -> Any:
@@ -51,7 +50,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
     n = len(classes)
-    fig = _figure(11.5, 10)
+    fig = figure(11.5, 10)
     ax = fig.add_axes((0.15, 0.14, 0.72, 0.78))
     cmap = _cmap("Blues").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(share * 100), cmap=cmap, vmin=0, vmax=100)
@@ -78,7 +77,7 @@ def _cmap(name: str) -> Any:
 
 def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
     """Per-class IoU bars, best first, with Acc as a dot: a dot far right of its bar means over-filled masks."""
-    return _save(iou_bar_figure(result, title=title), path)
+    return save_figure(iou_bar_figure(result, title=title), path)
 
 
 def iou_bar_figure(result: EvalResult, *, title: str = "") -> Any:
@@ -88,10 +87,10 @@ def iou_bar_figure(result: EvalResult, *, title: str = "") -> Any:
     from matplotlib.patches import Patch
     from matplotlib.transforms import blended_transform_factory
 
-    rows = [(name, _nan(v.get("IoU")), _nan(v.get("Acc"))) for name, v in result.per_class.items()]
+    rows = [(name, nan_value(v.get("IoU")), nan_value(v.get("Acc"))) for name, v in result.per_class.items()]
     rows.sort(key=lambda r: math.inf if math.isnan(r[1]) else -r[1])  # best first, undefined last
     height = 0.32 * len(rows) + 1.9
-    fig = _figure(9, height)
+    fig = figure(9, height)
     ax = fig.add_axes((0.17, 0.75 / height, 0.66, 1 - 1.75 / height))
     y = list(range(len(rows)))
     ious = [0.0 if math.isnan(r[1]) else r[1] for r in rows]
@@ -126,47 +125,3 @@ def png_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
-
-
-def compare_chart_title(comparison: Comparison) -> str:
-    """The chart's title: which markers mean what, or that nothing is flagged."""
-    legend = comparison.flag_legend()
-    if not legend:
-        return "Per-class IoU; no class flagged"
-    return "Per-class IoU; red classes are flagged (" + ", ".join(f"{m}: {d}" for m, d in legend.items()) + ")"
-
-
-def compare_chart(comparison: Comparison, path: Path) -> Path:
-    """Grouped per-class IoU bars, one colour per result; flagged classes marked on the axis."""
-    import numpy as np
-
-    runs = comparison.runs
-    classes = comparison.classes
-    flagged = comparison.flagged_classes()
-    n, k = len(classes), len(runs)
-    fig = _figure(max(12, 0.62 * n + 2), 6.4)
-    ax = fig.add_axes((0.06, 0.22, 0.92, 0.64))
-    width = 0.8 / k
-    x = np.arange(n)
-    palette = ["#2e86c1", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#7f8c8d"]
-    for r, run in enumerate(runs):
-        vals = [_nan(run.per_class.get(c, {}).get("IoU")) for c in classes]
-        ax.bar(x - 0.4 + width * (r + 0.5), [0 if math.isnan(v) else v for v in vals], width, color=palette[r % len(palette)], label=f"{run.label}: mIoU {run.mIoU:.2f}")
-        accs = [_nan(run.per_class.get(c, {}).get("Acc")) for c in classes]
-        ax.scatter(x - 0.4 + width * (r + 0.5), accs, marker="_", s=60, color="black", zorder=3)
-    labels = []
-    for c in classes:
-        marks = flagged.get(c, [])
-        labels.append(c + (f" [{','.join(marks)}]" if marks else ""))
-    ax.set_xticks(x, labels, rotation=55, ha="right", fontsize=9)
-    for tick, c in zip(ax.get_xticklabels(), classes):
-        if c in flagged:
-            tick.set_color("#c0392b")
-            tick.set_fontweight("bold")
-    ax.set_ylim(0, 105)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylabel("IoU % (bars); Acc % (black ticks)")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9, ncol=min(k, 3), frameon=False)
-    fig.suptitle(compare_chart_title(comparison), fontsize=11, y=0.98)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)

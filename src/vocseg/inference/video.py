@@ -24,8 +24,8 @@ import numpy as np
 
 from vocseg.data.voc import CLASSES
 from vocseg.errors import VocsegError
-from vocseg.results.segmenter import Segmenter
-from vocseg.results.visualize import outlined
+from vocseg.inference.segmenter import Segmenter
+from vocseg.visualization.overlays import outlined
 
 EXTRA_HINT = "Install the video extra: pip install 'vocseg[video]' (PyAV)."
 MAX_PENDING_FRAMES = 64  # frames held while a batch of sampled frames fills (with --every N)

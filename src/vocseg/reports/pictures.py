@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vocseg.data.voc import CLASSES, IGNORE_INDEX, PALETTE
-from vocseg.results.visualize import FN_COLOUR, FP_COLOUR, IGNORED, LIGHT_FILL, OTHER_ERROR, error_map, outlined
+from vocseg.visualization.overlays import FN_COLOUR, FP_COLOUR, IGNORED, LIGHT_FILL, OTHER_ERROR, error_map, outlined
 
 THUMB = 320  # the longest side of a gallery thumbnail, pixels
 PHOTO_THUMB = 480  # the longest side of a --photos picture

@@ -3,10 +3,10 @@
 Per image, in the output folder: `<stem>_overlay.png` (the photo with the classes painted over it
 and a legend of the classes present with their share of the image) and `<stem>_label.png` (the
 class map in the VOC palette, readable by any VOC tool); per video `<stem>_overlay.mp4`
-(`vocseg.results.video`). Two inputs with the same stem get their parent folder's name in front
+(`vocseg.inference.video`). Two inputs with the same stem get their parent folder's name in front
 (`<parent>_<stem>_...`); stems longer than MAX_STEM_BYTES are shortened with a hash.
-Inputs come from `vocseg.results.inputs`, output names and the never-overwrite rule from
-`vocseg.results.outputs`. `predictions.json` lists every input: what was written, the class shares, notes on how it was
+Inputs come from `vocseg.inference.inputs`, output names and the never-overwrite rule from
+`vocseg.inference.outputs`. `predictions.json` lists every input: what was written, the class shares, notes on how it was
 read, or why it was skipped; and every file vocseg has written to that folder (`files`).
 
 Never over the user's files: an output name that is taken by a file vocseg did not write (not in
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from vocseg.errors import VocsegError
-from vocseg.results.inputs import InputFile, real_path
-from vocseg.results.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
-from vocseg.results.segmenter import Segmenter, predict_array
-from vocseg.results.visualize import class_shares, overlay_image
+from vocseg.inference.inputs import InputFile, real_path
+from vocseg.inference.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
+from vocseg.inference.segmenter import Segmenter, predict_array
+from vocseg.visualization.overlays import class_shares, overlay_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".ico", ".pcx", ".sgi", ".exr", ".hdr"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
@@ -207,7 +207,7 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
 
 
 def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float, every: int, batch: int, progress: Any) -> Prediction:
-    from vocseg.results.video import segment_video
+    from vocseg.inference.video import segment_video
 
     item = Prediction(image=path)
     if not path.is_file():

@@ -10,7 +10,7 @@ from mmengine.evaluator import BaseMetric
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
-from vocseg.results.galleries import WorstImages, image_counts
+from vocseg.evaluation.galleries import WorstImages, image_counts
 
 
 @METRICS.register_module(name="VocsegPerClassIoUMetric")
@@ -47,7 +47,7 @@ class ImageStatsMetric(BaseMetric):
     Adds no metric value (compute_metrics returns {}). After the loop: `per_image` (image id ->
     paths and per-class [intersection, predicted, true] pixels of the classes in it) and
     `predictions` (image id -> predicted class map, only for the images in some gallery).
-    See vocseg.results.galleries for the selection rule.
+    See vocseg.evaluation.galleries for the selection rule.
     """
 
     def __init__(self, limit: int = 4, ignore_index: int = 255, **kwargs: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.training.runs import CONFIG_NAME, resolve_checkpoint
+from vocseg.runs.folders import CONFIG_NAME, resolve_checkpoint
 
 
 def load_run_config(target: str | Path, config: Path | None, *, quiet: bool = False) -> tuple[Path, Path | None, Any]:

@@ -14,9 +14,9 @@ from typing import Any
 
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
-from vocseg.results.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.runs.folders import RUNS_ROOT
 from vocseg.stack.threads import workers_value
-from vocseg.training.runs import RUNS_ROOT
 
 FINE_MASKS = "SegmentationClass"  # VOC's own labels (with the 255 void band)
 SBD_MASKS = "SegmentationClassAug"  # SBD labels converted by `vocseg prepare --aug`
@@ -117,7 +117,7 @@ def register_eval_metric() -> str:
     import torch
     from mmseg.registry import METRICS
 
-    from vocseg.results.metric import PerClassIoUMetric
+    from vocseg.evaluation.metric import PerClassIoUMetric
 
     if _METRIC_NAME in METRICS.module_dict:
         return _METRIC_NAME
@@ -142,7 +142,7 @@ def register_eval_metric() -> str:
                 index = label[keep].long() * n + pred[keep].long()
                 self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
                 if self.save_dir is not None:
-                    from vocseg.results.visualize import save_label_png
+                    from vocseg.visualization.overlays import save_label_png
 
                     self.save_dir.mkdir(parents=True, exist_ok=True)
                     stem = Path(sample["img_path"]).stem
@@ -257,7 +257,7 @@ def evaluate(
 
     from vocseg.console import quiet_stdout
     from vocseg.recipe import official
-    from vocseg.results.run_config import load_run_config
+    from vocseg.runs.run_config import load_run_config
     from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
     checkpoint, run, cfg = load_run_config(target, config)
@@ -366,11 +366,11 @@ IMAGES_SUFFIX = "_images.json"  # per-image counts and the error galleries, besi
 
 
 def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
-    """`<tag>_images.json`: per-image counts and each class's worst images (vocseg.results.galleries)."""
+    """`<tag>_images.json`: per-image counts and each class's worst images (vocseg.evaluation.galleries)."""
     import json
 
+    from vocseg.evaluation.galleries import gallery_document
     from vocseg.files import write_text_atomic
-    from vocseg.results.galleries import gallery_document
 
     classes = list(result.per_class)
     galleries = stats.tracker.galleries(classes) if stats.tracker is not None else {}
@@ -387,7 +387,7 @@ def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = T
     write_json(result, written[0])
     write_csv(result, written[1])
     if plots:
-        from vocseg.results.plots import confusion_heatmap, iou_bar_chart
+        from vocseg.evaluation.charts import confusion_heatmap, iou_bar_chart
 
         title = f"{Path(result.checkpoint).name} on {result.split} ({result.num_images} images){' + TTA' if result.extra.get('tta') else ''}"
         if result.confusion is not None:

@@ -20,7 +20,7 @@ import warnings
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.results.onnx_model import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from vocseg.inference.onnx_model import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 
 OPSET = 17  # ONNX opset: onnxruntime >= 1.12, TensorRT >= 8.6, OpenVINO 2022+ read it
 

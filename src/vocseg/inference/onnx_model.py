@@ -1,6 +1,6 @@
 """Run a model written by `vocseg export` with onnxruntime: no torch, no mmseg on this path.
 
-The ONNX graph (see `vocseg.results.export`) takes `image`, float32 (N, 3, H, W), RGB pixel values
+The ONNX graph (see `vocseg.export.onnx_export`) takes `image`, float32 (N, 3, H, W), RGB pixel values
 0-255 (not normalised: mean and std are inside the graph), at any H and W, and returns `logits`,
 float32 (N, C, H, W): class scores before softmax at the size of its input. What happens around it
 is mmseg's whole-image inference, step for step, as `vocseg predict` runs it in PyTorch:
@@ -89,7 +89,7 @@ class OnnxSegmenter:
     path: Path
     session: Any  # onnxruntime.InferenceSession
     metadata: dict[str, Any]
-    mode: str = "whole"  # the graph is whole-image inference (vocseg.results.segmenter.Segmenter)
+    mode: str = "whole"  # the graph is whole-image inference (vocseg.inference.segmenter.Segmenter)
     run: Path | None = None  # no run folder: predict writes to runs/predict*/ by default
 
     @property

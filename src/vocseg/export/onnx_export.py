@@ -10,10 +10,10 @@ the batch, height and width left dynamic.
 - Output `logits`: float32 (N, 21, H, W), class scores before softmax at the input's size. Logits
   rather than the argmax map: mmseg resizes the *logits* to the image's own size and takes the
   argmax there (an argmax map resized afterwards moves class borders), and logits keep the
-  confidence (softmax) that the argmax throws away. `vocseg.results.onnx_model` does the resize
+  confidence (softmax) that the argmax throws away. `vocseg.inference.onnx_model` does the resize
   and the argmax.
 - The graph itself (and why UPerHead's pyramid pooling is rewritten for it):
-  `vocseg.results.onnx_graph`.
+  `vocseg.export.onnx_graph`.
 
 After the export: `onnx.checker.check_model(full_check=True)`, then onnxruntime runs the graph on
 the run's val images (or `--check-images`), through the same resize-in / resize-back path as
@@ -36,9 +36,9 @@ import numpy as np
 
 from vocseg.data.voc import CLASSES, PALETTE
 from vocseg.errors import VocsegError
-from vocseg.results.onnx_graph import OPSET, exportable, trace_to_onnx, with_metadata
-from vocseg.results.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
-from vocseg.training.runs import RUNS_ROOT
+from vocseg.export.onnx_graph import OPSET, exportable, trace_to_onnx, with_metadata
+from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
+from vocseg.runs.folders import RUNS_ROOT
 
 MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's (issue 15)
 DEFAULT_CHECK_COUNT = 10  # val images the export is checked on
@@ -203,7 +203,7 @@ def check_images_of(cfg: Any, explicit: list[str], count: int) -> list[Path]:
     `count` of the config's test (val) list that exist."""
     from vocseg.data.images import FolderIndex
     from vocseg.data.lists import read_id_list
-    from vocseg.results.inputs import expand_inputs
+    from vocseg.inference.inputs import expand_inputs
 
     if explicit:
         paths = [i.path for i in expand_inputs(explicit) if i.path.is_file()]
@@ -233,7 +233,7 @@ def compare(model: Any, segmenter: OnnxSegmenter, images: list[Path]) -> tuple[P
     import torch
     from mmseg.apis import inference_model
 
-    from vocseg.results.inference import read_rgb
+    from vocseg.inference.predict import read_rgb
 
     pixels = agreeing = used = 0
     max_diff = max_abs = 0.0
@@ -284,8 +284,8 @@ def export_model(
         raise missing_extra("onnxruntime", "vocseg export (its check)") from None
     from vocseg.data.download import hash_of
     from vocseg.files import write_bytes_atomic, write_text_atomic
-    from vocseg.results.run_config import load_run_config
-    from vocseg.results.segmenter import load_model
+    from vocseg.inference.segmenter import load_model
+    from vocseg.runs.run_config import load_run_config
 
     checkpoint, run, cfg = load_run_config(target, config)
     path = (output or default_output(target, checkpoint, run)).expanduser()

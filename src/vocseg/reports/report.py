@@ -6,11 +6,11 @@ worst-first without it). It loads nothing from the network. Sections:
 
 1. recipe and plan (recipe.json through `vocseg.recipe.recipe.plan`, with the warnings
    `vocseg config` prints);
-2. training curves (MMEngine's scalars.json via `vocseg.results.curves`);
+2. training curves (MMEngine's scalars.json via `vocseg.runs.curves`);
 3. per split, the latest eval in RUN/eval/: the per-class table with the `compare` flags
    (over-filled, weak, memorisation) beside their classes, one sentence per flag, the
    confusion matrix and the IoU chart;
-4. error galleries from the val eval's `<tag>_images.json` (`vocseg.results.galleries`);
+4. error galleries from the val eval's `<tag>_images.json` (`vocseg.evaluation.galleries`);
 5. predictions on the user's photos (`--photos DIR`);
 6. another run or eval JSON side by side (`--compare`), as `vocseg compare` computes it.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.results import report_pictures as pics
-from vocseg.results.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
-from vocseg.results.eval_result import EvalResult, load_result
-from vocseg.training.runs import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
+from vocseg.evaluation.eval_result import EvalResult, load_result
+from vocseg.reports import pictures as pics
+from vocseg.reports.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
+from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
 
 REPORT_NAME = "report.html"
 GENERATOR = "vocseg report"  # the page's <meta name="generator">: marks a file vocseg may replace
@@ -107,7 +107,7 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
     """Run `vocseg eval RUN` (val) when RUN/eval/ has no val result; return the JSON written, or None if one exists."""
     if "val" in latest_evals(run):
         return None
-    from vocseg.results.evaluation import evaluate, save_outputs
+    from vocseg.evaluation.evaluate import evaluate, save_outputs
 
     result, _ = evaluate(run, split="val", verbose=verbose)
     out = Path(result.extra["out_dir"])
@@ -141,7 +141,7 @@ def confused_with(result: EvalResult, index: int) -> str:
 
 def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
     """(class -> markers, one entry per kind of flag: its meaning-and-what-to-try sentence once, then each flag's numbers and fix)."""
-    from vocseg.results.compare import MARKERS
+    from vocseg.reports.compare import MARKERS
 
     marks: dict[str, list[str]] = {}
     kinds: dict[str, dict[str, Any]] = {}
@@ -158,7 +158,7 @@ def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, 
 
 def split_evals(run: Path) -> list[SplitEval]:
     """The latest eval of each split, with per-class rows (worst IoU first), flags and charts."""
-    from vocseg.results.plots import confusion_figure, iou_bar_figure, png_bytes
+    from vocseg.evaluation.charts import confusion_figure, iou_bar_figure, png_bytes
 
     paths = latest_evals(run)
     evals: list[SplitEval] = []
@@ -245,7 +245,7 @@ def plan_section(run: Path) -> dict[str, Any]:
 
 def curves_section(run: Path) -> dict[str, Any]:
     """The curves picture (`RUN/curves.png`, redrawn from the log) and the val mIoU per validation."""
-    from vocseg.results.curves import CURVES_NAME, read_curves, write_curves
+    from vocseg.runs.curves import CURVES_NAME, read_curves, write_curves
 
     curves = read_curves(run)
     if not curves:
@@ -256,8 +256,8 @@ def curves_section(run: Path) -> dict[str, Any]:
 
 def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) -> dict[str, Any]:
     """Per class, worst IoU first: its gallery entries with their pictures and numbers."""
-    from vocseg.results.galleries import decode_label_png
-    from vocseg.results.inference import read_rgb
+    from vocseg.evaluation.galleries import decode_label_png
+    from vocseg.inference.predict import read_rgb
 
     val = next((e for e in evals if e.split == "val"), None)
     if val is None:
@@ -338,10 +338,10 @@ def _entry_detail(entry: dict[str, Any], label: Any, pred: Any, cls: int, classe
 
 def photos_section(run: Path, photos: Path) -> dict[str, Any]:
     """The model's predictions on the user's own photos: photo | outlined prediction | legend with shares."""
-    from vocseg.results.inference import read_rgb
-    from vocseg.results.inputs import expand_inputs
-    from vocseg.results.segmenter import load_model, predict_array
-    from vocseg.results.visualize import class_shares, share_text
+    from vocseg.inference.inputs import expand_inputs
+    from vocseg.inference.predict import read_rgb
+    from vocseg.inference.segmenter import load_model, predict_array
+    from vocseg.visualization.overlays import class_shares, share_text
 
     if not photos.exists():
         raise VocsegError(f"--photos {photos} does not exist.", "Pass a folder of your photos (JPEG/PNG).")
@@ -370,8 +370,8 @@ def compare_section(run: Path, other: Path) -> dict[str, Any]:
     """This run and another (run folder, eval JSON or file of runs) as `vocseg compare` computes it."""
     import tempfile
 
-    from vocseg.results.compare import compare_paths
-    from vocseg.results.plots import compare_chart
+    from vocseg.reports.compare import compare_paths
+    from vocseg.reports.compare_chart import compare_chart
 
     comparison: Comparison = compare_paths([run, other], **THRESHOLDS)
     marks, items = flag_items(comparison.flags)
@@ -408,7 +408,7 @@ def output_path(run: Path, out: Path | None) -> Path:
 def render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("vocseg.results", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _fmt
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"

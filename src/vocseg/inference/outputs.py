@@ -1,6 +1,6 @@
 """Where `vocseg predict` writes, under which names, and never over a file vocseg did not write.
 
-The output folder's `predictions.json` (written by `vocseg.results.inference.write_report`) lists
+The output folder's `predictions.json` (written by `vocseg.inference.predict.write_report`) lists
 every file vocseg wrote there (`files`); only those may be replaced. An output name taken by
 anything else, or by one of the batch's inputs, is not used: the next free stem is.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from vocseg.errors import VocsegError
-from vocseg.results.inputs import real_path
-from vocseg.results.visualize import save_label_png
+from vocseg.inference.inputs import real_path
+from vocseg.visualization.overlays import save_label_png
 
 REPORT_NAME = "predictions.json"
 WRITTEN_BY = "vocseg predict"

@@ -1,1 +1,0 @@
-"""Results: evaluation, inference, comparison, and the pictures and files they produce."""

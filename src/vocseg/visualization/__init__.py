@@ -1,0 +1,1 @@
+"""Pictures of segmentations: palette colours, outlined overlays with legends, label PNGs."""
