@@ -5,9 +5,9 @@ Both are built from configs, not from hand-picked functions:
 - vocseg: the r50 config `vocseg config` writes (`vocseg.recipe.mmconfig.build_config_text`, the
   golden `r50_2gpu_40k` recipe), its VOC-train dataset with its `train_pipeline`, and its
   `model.data_preprocessor`;
-- MMSeg: the stock `configs/upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py` shipped in the
-  mmseg wheel (its `_base_/datasets/pascal_voc12.py` train pipeline and its data preprocessor),
-  as `PascalVOCDataset` over the same images.
+- MMSeg: the stock `configs/_base_/datasets/pascal_voc12.py` shipped in the mmseg wheel (its
+  train and test pipelines, as `PascalVOCDataset` over the same images), with the data
+  preprocessor of the stock `configs/upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py`.
 
 What is timed, per sample: the dataset's `__getitem__` (list lookup, decode, augmentation,
 packing), and the data preprocessor on batches of 4 (`SegDataPreProcessor` on the CPU: stack,
@@ -44,7 +44,8 @@ import numpy as np  # noqa: E402
 
 GPU_IMAGES_PER_S = 250.0  # UPerNet-R50 512x512 bf16 on one H100: 200-280 img/s (issue 22)
 BATCH = 4
-STOCK_CONFIG = "configs/upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py"
+STOCK_DATA = "_base_/datasets/pascal_voc12.py"
+STOCK_CONFIG = "upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py"
 
 
 # ---------------------------------------------------------------- VOC-like data
@@ -118,10 +119,15 @@ def vocseg_config(data_root: Path) -> Any:
 
 
 def stock_config() -> Any:
+    """MMSeg's stock VOC data settings (`_base_/datasets/pascal_voc12.py`: its train and test
+    pipelines) with the data preprocessor of its UPerNet-R50 VOC config (`STOCK_CONFIG`)."""
     import mmseg
     from mmengine.config import Config
 
-    return Config.fromfile(str(Path(mmseg.__file__).parent / ".mim" / STOCK_CONFIG))
+    configs = Path(mmseg.__file__).parent / ".mim" / "configs"
+    cfg = Config.fromfile(str(configs / STOCK_DATA))
+    cfg["model"] = dict(data_preprocessor=Config.fromfile(str(configs / STOCK_CONFIG))["model"]["data_preprocessor"])
+    return cfg
 
 
 def build_path(cfg: Any, data_root: Path, split: str, stock: bool) -> tuple[Any, Any]:

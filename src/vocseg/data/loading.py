@@ -5,8 +5,9 @@ Imported by `vocseg.mmseg_plugin` (every config vocseg writes names it), never a
 - `VocsegVOCDataset`: mmseg's `PascalVOCDataset`, but its list is read by
   `vocseg.data.lists.read_id_list` (blank lines, spaces, CRLF, a BOM: the same ids as the check)
   and `<id>.JPG` / `<id>.jpeg` are found as the check finds them.
-- `VocsegLoadImageFromFile`: the image through `vocseg.data.images.read_image_rgb` (EXIF
-  orientation applied, as `LoadImageFromFile`'s cv2 decoding does too: the same pixels), as BGR.
+- `VocsegLoadImageFromFile`: the image through `vocseg.data.images.read_image_bgr` (EXIF
+  orientation applied, as `LoadImageFromFile`'s cv2 decoding does too: the same pixels; decoded
+  straight into BGR by simplejpeg where installed).
 - `VocsegLoadAnnotations`: the mask as stored (as mmseg's `LoadAnnotations` reads it), checked with
   `vocseg.data.images.mask_problem` and against the image's size.
 
@@ -26,7 +27,7 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
-from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_rgb, read_mask
+from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_bgr, read_mask
 from vocseg.data.lists import read_id_list
 from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES
 from vocseg.errors import VocsegError
@@ -94,12 +95,11 @@ class VocsegLoadImageFromFile(LoadImageFromFile):
     def transform(self, results: dict) -> dict | None:
         path = results["img_path"]
         try:
-            rgb = read_image_rgb(Path(path))
+            img = read_image_bgr(Path(path))
         except FileNotFoundError:
             raise data_file_error(path, "is missing") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
             raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
-        img = np.ascontiguousarray(rgb[..., ::-1])
         if self.to_float32:
             img = img.astype(np.float32)
         results["img"] = img

@@ -98,10 +98,10 @@ model = {'type': 'EncoderDecoder',
 train_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'VocsegLoadAnnotations'},
  {'type': 'RandomResize', 'scale': (2048, 512), 'ratio_range': (0.5, 2.0), 'keep_ratio': True},
- {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
- {'type': 'RandomFlip', 'prob': 0.5},
- {'type': 'PhotoMetricDistortion'},
- {'type': 'PackSegInputs'}]
+ {'type': 'VocsegRandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
+ {'type': 'VocsegRandomFlip', 'prob': 0.5},
+ {'type': 'VocsegPhotoMetricDistortion'},
+ {'type': 'VocsegPackSegInputs'}]
 
 # used by `vocseg predict` (mmseg's inference_model)
 test_pipeline = [{'type': 'VocsegLoadImageFromFile'},
@@ -127,10 +127,12 @@ train_dataloader = {'batch_size': 2,
                                        'scale': (2048, 512),
                                        'ratio_range': (0.5, 2.0),
                                        'keep_ratio': True},
-                                      {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
-                                      {'type': 'RandomFlip', 'prob': 0.5},
-                                      {'type': 'PhotoMetricDistortion'},
-                                      {'type': 'PackSegInputs'}]}}}
+                                      {'type': 'VocsegRandomCrop',
+                                       'crop_size': (512, 512),
+                                       'cat_max_ratio': 0.75},
+                                      {'type': 'VocsegRandomFlip', 'prob': 0.5},
+                                      {'type': 'VocsegPhotoMetricDistortion'},
+                                      {'type': 'VocsegPackSegInputs'}]}}}
 
 val_dataloader = {'batch_size': 1,
  'num_workers': 4,
