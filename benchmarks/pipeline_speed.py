@@ -130,7 +130,7 @@ def stock_config() -> Any:
     return cfg
 
 
-def build_path(cfg: Any, data_root: Path, split: str, stock: bool) -> tuple[Any, Any]:
+def build_path(cfg: Any, data_root: Path, split: str, stock: bool, preprocessor: str | None = None) -> tuple[Any, Any]:
     """(dataset, data preprocessor) of a config's `split` ("train" or "val") dataloader, over data_root."""
     import copy
 
@@ -154,6 +154,8 @@ def build_path(cfg: Any, data_root: Path, split: str, stock: bool) -> tuple[Any,
         ds_cfg["type"] = "PascalVOCDataset"
     dataset = DATASETS.build(ds_cfg)
     pre_cfg = copy.deepcopy(cfg["model"]["data_preprocessor"])
+    if preprocessor:
+        pre_cfg["type"] = preprocessor
     preprocessor = MODELS.build(pre_cfg)
     return dataset, preprocessor
 
@@ -248,24 +250,28 @@ def compare(paths: dict[str, tuple[Any, Any]], indices: list[int], rounds: int, 
     return ms
 
 
-def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> float:
-    vocseg, stock = ms["vocseg"], ms["mmseg"]
-    ratios = [s / v for s, v in zip(stock, vocseg)]
-    ratio = statistics.median(ratios)
+def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Print one path's figures; returns the median ratio (mmseg / X) of each other path."""
     print(f"\n== {title} ==")
-    print("per-round ratio (mmseg / vocseg): " + ", ".join(f"{r:.2f}" for r in ratios))
-    for name in ("mmseg", "vocseg"):
+    for name in ms:
         med = statistics.median(ms[name])
         print(
-            f"{name:7s} {med:6.2f} ms/image (median of rounds)  {1e3 / med:6.1f} images/s per core  "
+            f"{name:14s} {med:6.2f} ms/image (median of rounds)  {1e3 / med:6.1f} images/s per core  "
             f"{GPU_IMAGES_PER_S * med / 1e3:4.1f} cores per GPU at {GPU_IMAGES_PER_S:.0f} images/s"
         )
-    print(f"RATIO {ratio:.2f} (median over rounds of mmseg time / vocseg time)")
-    for name in ("mmseg", "vocseg"):
+    ratios = {}
+    for name in ms:
+        if name == "mmseg":
+            continue
+        per_round = [s / v for s, v in zip(ms["mmseg"], ms[name])]
+        ratios[name] = statistics.median(per_round)
+        print(f"RATIO mmseg / {name}: {ratios[name]:.2f} (median over rounds; per round " + ", ".join(f"{r:.2f}" for r in per_round) + ")")
+    for name in ms:
         print(f"  {name} per stage, ms/image:")
         for stage, value in stages[name].items():
             print(f"    {stage:42s} {value:6.2f}")
-    return ratio
+        print(f"    {'sum':42s} {sum(stages[name].values()):6.2f}")
+    return ratios
 
 
 def main() -> None:
@@ -292,6 +298,8 @@ def main() -> None:
         results = {}
         for split, training in (("train", True), ("val", False)):
             paths = {"vocseg": build_path(ours, root, split, stock=False), "mmseg": build_path(theirs, root, split, stock=True)}
+            if training:  # the written config with its data preprocessor swapped for vocseg's table-lookup one
+                paths["vocseg+fastpre"] = build_path(ours, root, split, stock=False, preprocessor="VocsegFastSegDataPreProcessor")
             for dataset, preprocessor in paths.values():  # warm-up: imports, first-call caches
                 time_path(dataset, preprocessor, indices[:8], batch_of(training), training)
             ms = compare(paths, indices, args.rounds, training)

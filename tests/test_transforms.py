@@ -179,3 +179,87 @@ def test_preprocessed_batches_are_the_same_as_from_mmsegs_packing() -> None:
     assert torch.equal(batches[0]["inputs"], batches[1]["inputs"])
     for x, y in zip(batches[0]["data_samples"], batches[1]["data_samples"]):
         assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
+
+
+def packed_batch(seeds: range, sizes: list[tuple[int, int]]) -> dict:
+    from vocseg.data.transforms import VocsegPackSegInputs
+
+    items = [VocsegPackSegInputs().transform(sample(seed, *size)) for seed, size in zip(seeds, sizes)]
+    return dict(inputs=[i["inputs"] for i in items], data_samples=[i["data_samples"] for i in items])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sizes", [[(320, 320)] * 4, [(320, 320), (200, 320), (320, 250), (100, 90)]])
+def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[tuple[int, int]]) -> None:
+    """VocsegFastSegDataPreProcessor against SegDataPreProcessor (+ channels-last, as VocsegSegDataPreProcessor): same floats, labels, metainfo."""
+    import torch
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+
+    from vocseg.data.batches import VocsegFastSegDataPreProcessor
+
+    kwargs = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(320, 320))
+    a = SegDataPreProcessor(**kwargs)(packed_batch(range(4), sizes), training=True)
+    b = VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(packed_batch(range(4), sizes), training=True)
+    assert b["inputs"].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert a["inputs"].dtype == b["inputs"].dtype and torch.equal(a["inputs"], b["inputs"])
+    for x, y in zip(a["data_samples"], b["data_samples"]):
+        assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
+        assert x.metainfo == y.metainfo
+    # evaluation batches go through MMSeg's own code
+    c = VocsegFastSegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
+    d = SegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
+    assert torch.equal(c["inputs"], d["inputs"])
+
+
+def stock_resize_crop(crop: tuple[int, int]):
+    from mmcv.transforms import Compose, RandomResize
+    from mmseg.datasets.transforms import RandomCrop
+
+    return Compose([RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True), RandomCrop(crop, cat_max_ratio=0.75)])
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_resize_crop_draws_and_labels_are_mmsegs_and_pixels_within_one_level(exact: bool) -> None:
+    """VocsegRandomResizeCrop against RandomResize + RandomCrop over many seeds: the same draws,
+    windows and label maps bit for bit; the image bit for bit with exact_resize, else within 1 level."""
+    from vocseg.data.transforms import VocsegRandomResizeCrop
+
+    crop = (512, 512)
+    ours = VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=crop, cat_max_ratio=0.75, exact_resize=exact)
+    stock = stock_resize_crop(crop)
+    worst, means, differing = 0, [], []
+    for seed in range(40 if exact else 80):
+        size = (375, 500) if seed % 3 else (500, 375)
+        a, b = run_both(stock, ours, sample(seed, *size), seed)
+        assert_same(a, b, ("gt_seg_map",))
+        for key in ("img_shape", "scale", "scale_factor", "keep_ratio"):
+            assert tuple(np.atleast_1d(a[key])) == tuple(np.atleast_1d(b[key])), key
+        assert a["img"].shape == b["img"].shape and a["img"].dtype == b["img"].dtype
+        diff = np.abs(a["img"].astype(np.int16) - b["img"])
+        worst = max(worst, int(diff.max()))
+        means.append(float(diff.mean()))
+        differing.append(float((diff > 0).mean()))
+    if exact:
+        assert worst == 0
+    else:  # docs/performance.md states these figures
+        assert worst <= 1 and np.mean(means) < 0.2 and np.mean(differing) < 0.2
+
+
+def test_resize_crop_keeps_the_crop_distribution() -> None:
+    """Over 300 draws: crop sizes, cat_max_ratio acceptances (tries per image) and class shares of
+    the cropped labels are MMSeg's, since windows and labels are identical draw for draw."""
+    from vocseg.data.transforms import VocsegRandomResizeCrop, crop_accepted
+
+    ours = VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=(512, 512), cat_max_ratio=0.75)
+    stock = stock_resize_crop((512, 512))
+    base = [sample(seed, 375, 500) for seed in range(6)]
+    shares = {"mmseg": np.zeros(256), "vocseg": np.zeros(256)}
+    accepted = {"mmseg": 0, "vocseg": 0}
+    for i in range(300):
+        for name, transform in (("mmseg", stock), ("vocseg", ours)):
+            np.random.seed(10_000 + i)
+            out = transform.transform(copy.deepcopy(base[i % len(base)]))
+            shares[name] += np.bincount(out["gt_seg_map"].ravel(), minlength=256)
+            accepted[name] += crop_accepted(out["gt_seg_map"], 0.75, 255)
+    assert accepted["mmseg"] == accepted["vocseg"] and 0 < accepted["vocseg"] < 300
+    assert np.array_equal(shares["mmseg"], shares["vocseg"])

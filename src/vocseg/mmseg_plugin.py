@@ -9,6 +9,7 @@ from vocseg.stack.compat import ensure_stack
 ensure_stack()
 
 # Registering vocseg's MMEngine components (each module registers its own on import).
+import vocseg.data.batches  # noqa: E402,F401  (VocsegFastSegDataPreProcessor)
 import vocseg.data.loading  # noqa: E402,F401  (VocsegVOCDataset, VocsegLoadImageFromFile, VocsegLoadAnnotations)
 import vocseg.data.transforms  # noqa: E402,F401  (VocsegRandomCrop, VocsegRandomFlip, VocsegPhotoMetricDistortion, VocsegPackSegInputs)
 import vocseg.results.metric  # noqa: E402,F401  (VocsegPerClassIoUMetric)
