@@ -263,3 +263,16 @@ def test_resize_crop_keeps_the_crop_distribution() -> None:
             accepted[name] += crop_accepted(out["gt_seg_map"], 0.75, 255)
     assert accepted["mmseg"] == accepted["vocseg"] and 0 < accepted["vocseg"] < 300
     assert np.array_equal(shares["mmseg"], shares["vocseg"])
+
+
+def test_fast_label_check_agrees_with_mask_problem() -> None:
+    from vocseg.data.images import mask_problem
+    from vocseg.data.loading import labels_are_valid
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        mask = rng.choice([0, 5, 20, 255, int(rng.integers(21, 255))], size=(30, 40), p=[0.4, 0.3, 0.1, 0.19, 0.01]).astype(np.uint8)
+        if trial % 2:
+            mask[mask > 20] = 255
+        assert labels_are_valid(mask) == (mask_problem(mask, 21, 255) is None), trial
+    assert not labels_are_valid(np.zeros((4, 4, 3), np.uint8))

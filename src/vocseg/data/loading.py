@@ -62,6 +62,19 @@ def data_file_error(path: str, what: str) -> DataFileError:
     )
 
 
+def labels_are_valid(mask: np.ndarray) -> bool:
+    """True when a 2-D uint8 mask holds only 0..NUM_CLASSES-1 and IGNORE_INDEX: one count of its
+    values (`cv2.calcHist`, ~0.1 ms for a VOC mask), against `mask_problem`'s boolean masks (~0.5 ms
+    when the mask holds 255 borders, as VOC's do). False: ask `mask_problem` what is wrong."""
+    if mask.ndim != 2 or mask.dtype != np.uint8 or not mask.size:
+        return False
+    import cv2
+
+    counts = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256]).ravel()
+    counts[IGNORE_INDEX] = 0
+    return not counts[NUM_CLASSES:].any()
+
+
 @DATASETS.register_module()
 class VocsegVOCDataset(PascalVOCDataset):
     """PascalVOCDataset reading its list and finding its files the way `prepare --check` does."""
@@ -125,7 +138,7 @@ class VocsegLoadAnnotations(LoadAnnotations):
             raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
         if mask.ndim == 3 and mask.shape[2] == 1:
             mask = mask[..., 0]
-        why = mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
+        why = None if labels_are_valid(mask) else mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
         if why:
             raise data_file_error(path, why)
         shape = results.get("ori_shape")
