@@ -276,3 +276,88 @@ def test_fast_label_check_agrees_with_mask_problem() -> None:
             mask[mask > 20] = 255
         assert labels_are_valid(mask) == (mask_problem(mask, 21, 255) is None), trial
     assert not labels_are_valid(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def voc_like_files(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Six VOC-sized JPEG/palette-PNG pairs, two dominated by one class."""
+    from PIL import Image
+
+    from vocseg.data.voc import PALETTE
+
+    folder = tmp_path_factory.mktemp("voc_like")
+    palette = [c for rgb in PALETTE for c in rgb]
+    items = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        h, w = (375, 500) if seed % 2 else (500, 375)
+        img, mask = photo(rng, h, w), voc_mask(rng, h, w, dominant=seed % 3 == 0)
+        Image.fromarray(img[..., ::-1]).save(folder / f"{seed}.jpg", quality=80)
+        label = Image.fromarray(mask, "P")
+        label.putpalette(palette + [0] * (768 - len(palette)))
+        label.save(folder / f"{seed}.png")
+        items.append(dict(img_path=str(folder / f"{seed}.jpg"), seg_map_path=str(folder / f"{seed}.png"), reduce_zero_label=False, seg_fields=[]))
+    return items
+
+
+def run_pipeline(pipeline: list[dict], item: dict, seed: int) -> dict:
+    from mmcv.transforms import Compose
+    from mmseg.registry import TRANSFORMS
+
+    transforms = Compose([TRANSFORMS.build(step) for step in pipeline])
+    np.random.seed(seed)
+    return transforms(copy.deepcopy(item))
+
+
+def stock_voc_pipeline() -> list[dict]:
+    """MMSeg's own `_base_/datasets/pascal_voc12.py` train pipeline, read from the mmseg wheel."""
+    from pathlib import Path
+
+    import mmseg
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(Path(mmseg.__file__).parent / ".mim" / "configs" / "_base_" / "datasets" / "pascal_voc12.py"))
+    return [dict(step) for step in cfg.train_pipeline]
+
+
+def test_written_pipeline_with_exact_resize_is_mmsegs_stock_pipeline_bit_for_bit(voc_like_files: list[dict]) -> None:
+    """From the files to the packed tensors: vocseg's written train pipeline, with exact_resize,
+    against MMSeg's stock pascal_voc12 pipeline, for the same seeds."""
+    import torch
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    ours = train_pipeline(512, (2048, 512))
+    ours[2]["exact_resize"] = True
+    stock = stock_voc_pipeline()
+    for i in range(24):
+        item = voc_like_files[i % len(voc_like_files)]
+        a, b = run_pipeline(stock, item, i), run_pipeline(ours, item, i)
+        assert torch.equal(a["inputs"], b["inputs"]), i
+        assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
+        assert a["data_samples"].flip == b["data_samples"].flip
+
+
+def test_written_pipeline_keeps_the_stock_distribution(voc_like_files: list[dict]) -> None:
+    """vocseg's written train pipeline as it runs (image resized only inside the crop) against the
+    stock pipeline over 48 draws: the same labels, crop sizes and flips draw for draw, and pixel
+    statistics (per-channel mean and spread, photometric range) within a fraction of a level."""
+    import torch
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    ours, stock = train_pipeline(512, (2048, 512)), stock_voc_pipeline()
+    stats: dict[str, list[torch.Tensor]] = {"mmseg": [], "vocseg": []}
+    diffs = []
+    for i in range(48):
+        item = voc_like_files[i % len(voc_like_files)]
+        a, b = run_pipeline(stock, item, 500 + i), run_pipeline(ours, item, 500 + i)
+        assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
+        assert a["inputs"].shape == b["inputs"].shape and a["data_samples"].flip == b["data_samples"].flip
+        for name, out in (("mmseg", a), ("vocseg", b)):
+            stats[name].append(out["inputs"].float().flatten(1))
+        diffs.append((a["inputs"].int() - b["inputs"].int()).abs().float().mean().item())
+    x, y = torch.cat(stats["mmseg"], 1), torch.cat(stats["vocseg"], 1)
+    assert torch.allclose(x.mean(1), y.mean(1), atol=0.5) and torch.allclose(x.std(1), y.std(1), atol=0.5)
+    assert x.min() == y.min() == 0 and x.max() == y.max() == 255
+    assert np.mean(diffs) < 1.0
