@@ -89,5 +89,5 @@ def test_cmyk_jpeg_is_left_to_pillow(tmp_path: Path) -> None:
     path = tmp_path / "c.jpg"
     Image.fromarray(photo(4, 40, 60)).convert("CMYK").save(path, "JPEG")
     with Image.open(path) as im:
-        assert images._decode_jpeg(path, im, "RGB") is None
+        assert images._decode_jpeg(path.read_bytes(), im, "RGB") is None
     assert read_image_rgb(path).shape == (40, 60, 3)

@@ -27,6 +27,7 @@ above half of it are decoded with a note.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -125,11 +126,13 @@ def read_image(path: Path, order: str = "RGB") -> DecodedImage:
     try:
         with max_pixels_limit() as limit, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            # a JPEG for the fast decoder is read once, for Pillow's header parsing and simplejpeg
+            data = Path(path).read_bytes() if Path(path).suffix.lower() in (".jpg", ".jpeg") and fast_jpeg_decoder() else None
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
                 frames = _frame_count(im)
                 orientation = exif_orientation(im)
                 label_map = is_voc_palette(im)
-                pixels = _decode_jpeg(path, im, order)
+                pixels = _decode_jpeg(data, im, order) if data is not None else None
                 if pixels is None:
                     rgb, notes = _pil_to_rgb8(im)
                     pixels = _in_order(rgb, order)
@@ -169,15 +172,15 @@ def fast_jpeg_decoder() -> Any:
 _SIMPLEJPEG: Any = False  # not looked up yet
 
 
-def _decode_jpeg(path: Path, im: Any, order: str) -> np.ndarray | None:
-    """(H, W, 3) uint8 in `order` as stored (orientation not applied) by simplejpeg, or None where
-    Pillow decodes it: not a plain single-frame JPEG (MPO, CMYK, Adobe transform, 12-bit), or no simplejpeg."""
+def _decode_jpeg(data: bytes, im: Any, order: str) -> np.ndarray | None:
+    """The JPEG file `data` (opened by Pillow as `im`) as (H, W, 3) uint8 in `order`, as stored
+    (orientation not applied), by simplejpeg; None where Pillow decodes it: not a plain
+    single-frame JPEG (MPO, CMYK, Adobe transform, 12-bit), or no simplejpeg."""
     if im.format != "JPEG" or im.mode not in ("RGB", "L") or "adobe" in im.info:
         return None
     decoder = fast_jpeg_decoder()
     if decoder is None:
         return None
-    data = Path(path).read_bytes()
     try:
         if im.mode == "L":
             return _gray(decoder.decode_jpeg(data, colorspace="GRAY")[..., 0])
