@@ -48,7 +48,7 @@ def test_official_40k_recipe(tmp_path: Path) -> None:
     assert [d.ann_file for d in datasets] == ["ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/aug.txt"]
     assert [d.data_prefix.seg_map_path for d in datasets] == ["SegmentationClass", "SegmentationClassAug"]
     resize = cfg.train_pipeline[2]
-    assert resize.type == "RandomResize" and tuple(resize.scale) == (2048, 512) and tuple(resize.ratio_range) == (0.5, 2.0)
+    assert resize.type == "VocsegRandomResizeCrop" and resize.keep_ratio and tuple(resize.crop_size) == (512, 512) and resize.cat_max_ratio == 0.75 and tuple(resize.scale) == (2048, 512) and tuple(resize.ratio_range) == (0.5, 2.0)
 
 
 def test_voc_only_equivalent_epochs(tmp_path: Path) -> None:

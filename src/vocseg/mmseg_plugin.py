@@ -9,7 +9,9 @@ from vocseg.stack.compat import ensure_stack
 ensure_stack()
 
 # Registering vocseg's MMEngine components (each module registers its own on import).
+import vocseg.data.batches  # noqa: E402,F401  (VocsegFastSegDataPreProcessor)
 import vocseg.data.loading  # noqa: E402,F401  (VocsegVOCDataset, VocsegLoadImageFromFile, VocsegLoadAnnotations)
+import vocseg.data.transforms  # noqa: E402,F401  (VocsegRandomResizeCrop, VocsegRandomCrop, VocsegRandomFlip, VocsegPhotoMetricDistortion, VocsegPackSegInputs)
 import vocseg.evaluation.metric  # noqa: E402,F401  (VocsegPerClassIoUMetric)
 import vocseg.stack.speed  # noqa: E402,F401  (mixed precision, channels_last)
 import vocseg.training.batch_guard  # noqa: E402,F401  (VocsegBatchGuardHook)

@@ -27,6 +27,7 @@ above half of it are decoded with a note.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -99,9 +100,24 @@ def read_image_rgb(path: Path) -> np.ndarray:
     return read_image(path).rgb
 
 
-def read_image(path: Path) -> DecodedImage:
+def read_image_bgr(path: Path) -> np.ndarray:
+    """`read_image_rgb`'s pixels with the channels in OpenCV's order: (H, W, 3) uint8 BGR, contiguous.
+
+    Baseline and progressive JPEGs are decoded straight into BGR by simplejpeg when it is
+    installed (the same libjpeg-turbo decoding as Pillow's: the same pixels, `tests/test_images.py`);
+    everything else is `read_image_rgb` with its channels reversed. Raises as `read_image_rgb`.
+    """
+    decoded = read_image(path, order="BGR")
+    return decoded.rgb
+
+
+def read_image(path: Path, order: str = "RGB") -> DecodedImage:
     """Decode any image Pillow (or, failing that, OpenCV) opens, as a viewer shows it (module docstring).
 
+    `order="BGR"` returns the channels reversed (the field is still called `rgb`), contiguous.
+    Single-frame JPEGs that Pillow reads as 8-bit RGB or grey, without an Adobe colour transform,
+    are decoded by simplejpeg when it is installed (`fast_jpeg_decoder`): libjpeg-turbo with the
+    accurate integer DCT and fancy upsampling, as Pillow's own JPEG decoder, i.e. the same pixels.
     Raises PIL.UnidentifiedImageError when neither opens it, OSError for damaged files, and
     PIL.Image.DecompressionBombError (message from `too_large_message`) above the decoding limit.
     """
@@ -110,23 +126,68 @@ def read_image(path: Path) -> DecodedImage:
     try:
         with max_pixels_limit() as limit, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            # a JPEG for the fast decoder is read once, for Pillow's header parsing and simplejpeg
+            data = Path(path).read_bytes() if Path(path).suffix.lower() in (".jpg", ".jpeg") and fast_jpeg_decoder() else None
+            with Image.open(io.BytesIO(data) if data is not None else path) as im:
                 frames = _frame_count(im)
                 orientation = exif_orientation(im)
                 label_map = is_voc_palette(im)
-                rgb, notes = _pil_to_rgb8(im)
+                pixels = _decode_jpeg(data, im, order) if data is not None else None
+                if pixels is None:
+                    rgb, notes = _pil_to_rgb8(im)
+                    pixels = _in_order(rgb, order)
+                else:
+                    notes = []
     except Image.DecompressionBombError as exc:
         raise Image.DecompressionBombError(too_large_message(path, str(exc), limit)) from None
     except UnidentifiedImageError:
         rgb = _read_with_opencv(path)
         if rgb is None:
             raise
-        return DecodedImage(rgb, ["decoded by OpenCV (Pillow cannot open it); EXIF orientation not read"])
+        return DecodedImage(_in_order(rgb, order), ["decoded by OpenCV (Pillow cannot open it); EXIF orientation not read"])
     if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
-        notes.append(f"{rgb.shape[1]}x{rgb.shape[0]} = {rgb.shape[0] * rgb.shape[1] / 1e6:.0f} megapixels, above Pillow's warning limit")
+        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} = {pixels.shape[0] * pixels.shape[1] / 1e6:.0f} megapixels, above Pillow's warning limit")
     if frames > 1:
         notes.append(f"{frames} frames: the first was used")
-    return DecodedImage(apply_orientation(rgb, orientation), notes, frames, orientation, label_map)
+    return DecodedImage(apply_orientation(pixels, orientation), notes, frames, orientation, label_map)
+
+
+def _in_order(rgb: np.ndarray, order: str) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., ::-1]) if order == "BGR" else rgb
+
+
+def fast_jpeg_decoder() -> Any:
+    """The simplejpeg module when installed (`pip install simplejpeg`, a wheel bundling
+    libjpeg-turbo), else None: JPEGs are then decoded by Pillow, to the same pixels, ~1 ms slower."""
+    global _SIMPLEJPEG
+    if _SIMPLEJPEG is False:
+        try:
+            import simplejpeg
+        except ImportError:
+            simplejpeg = None
+        _SIMPLEJPEG = simplejpeg
+    return _SIMPLEJPEG
+
+
+_SIMPLEJPEG: Any = False  # not looked up yet
+
+
+def _decode_jpeg(data: bytes, im: Any, order: str) -> np.ndarray | None:
+    """The JPEG file `data` (opened by Pillow as `im`) as (H, W, 3) uint8 in `order`, as stored
+    (orientation not applied), by simplejpeg; None where Pillow decodes it: not a plain
+    single-frame JPEG (MPO, CMYK, Adobe transform, 12-bit), or no simplejpeg."""
+    if im.format != "JPEG" or im.mode not in ("RGB", "L") or "adobe" in im.info:
+        return None
+    decoder = fast_jpeg_decoder()
+    if decoder is None:
+        return None
+    try:
+        if im.mode == "L":
+            return _gray(decoder.decode_jpeg(data, colorspace="GRAY")[..., 0])
+        pixels = decoder.decode_jpeg(data, colorspace=order)
+    except ValueError:  # what simplejpeg does not decode (e.g. arithmetic coding): Pillow's error or pixels
+        return None
+    return pixels if pixels.shape[:2] == (im.size[1], im.size[0]) else None
 
 
 class max_pixels_limit:  # noqa: N801 - used as a context manager, like contextlib's

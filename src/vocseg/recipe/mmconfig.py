@@ -33,14 +33,17 @@ VOC_DATASET = "VocsegVOCDataset"  # PascalVOCDataset reading its list as the che
 
 
 def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
+    """The official VOC augmentation (mmseg's pascal_voc12.py) with vocseg's faster transforms
+    (vocseg.data.transforms): the same options and draws; MMSeg's labels and pixels bit for bit,
+    except the resized image, which is interpolated only where the crop keeps it (within 1 level)."""
     return [
         dict(type=LOAD_IMAGE),
         dict(type=LOAD_MASK),
-        dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-        dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
-        dict(type="RandomFlip", prob=0.5),
-        dict(type="PhotoMetricDistortion"),
-        dict(type="PackSegInputs"),
+        # RandomResize(scale, ratio_range=(0.5, 2.0), keep_ratio=True) + RandomCrop(crop, cat_max_ratio=0.75)
+        dict(type="VocsegRandomResizeCrop", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True, crop_size=(crop, crop), cat_max_ratio=0.75),
+        dict(type="VocsegRandomFlip", prob=0.5),
+        dict(type="VocsegPhotoMetricDistortion"),
+        dict(type="VocsegPackSegInputs"),
     ]
 
 

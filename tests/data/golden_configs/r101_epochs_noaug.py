@@ -97,11 +97,15 @@ model = {'type': 'EncoderDecoder',
 # the official VOC augmentation: resize to (2048, 512) x 0.5-2.0, crop, flip, photometric
 train_pipeline = [{'type': 'VocsegLoadImageFromFile'},
  {'type': 'VocsegLoadAnnotations'},
- {'type': 'RandomResize', 'scale': (2048, 512), 'ratio_range': (0.5, 2.0), 'keep_ratio': True},
- {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
- {'type': 'RandomFlip', 'prob': 0.5},
- {'type': 'PhotoMetricDistortion'},
- {'type': 'PackSegInputs'}]
+ {'type': 'VocsegRandomResizeCrop',
+  'scale': (2048, 512),
+  'ratio_range': (0.5, 2.0),
+  'keep_ratio': True,
+  'crop_size': (512, 512),
+  'cat_max_ratio': 0.75},
+ {'type': 'VocsegRandomFlip', 'prob': 0.5},
+ {'type': 'VocsegPhotoMetricDistortion'},
+ {'type': 'VocsegPackSegInputs'}]
 
 # used by `vocseg predict` (mmseg's inference_model)
 test_pipeline = [{'type': 'VocsegLoadImageFromFile'},
@@ -123,14 +127,15 @@ train_dataloader = {'batch_size': 2,
                          'ann_file': 'ImageSets/Segmentation/train.txt',
                          'pipeline': [{'type': 'VocsegLoadImageFromFile'},
                                       {'type': 'VocsegLoadAnnotations'},
-                                      {'type': 'RandomResize',
+                                      {'type': 'VocsegRandomResizeCrop',
                                        'scale': (2048, 512),
                                        'ratio_range': (0.5, 2.0),
-                                       'keep_ratio': True},
-                                      {'type': 'RandomCrop', 'crop_size': (512, 512), 'cat_max_ratio': 0.75},
-                                      {'type': 'RandomFlip', 'prob': 0.5},
-                                      {'type': 'PhotoMetricDistortion'},
-                                      {'type': 'PackSegInputs'}]}}}
+                                       'keep_ratio': True,
+                                       'crop_size': (512, 512),
+                                       'cat_max_ratio': 0.75},
+                                      {'type': 'VocsegRandomFlip', 'prob': 0.5},
+                                      {'type': 'VocsegPhotoMetricDistortion'},
+                                      {'type': 'VocsegPackSegInputs'}]}}}
 
 val_dataloader = {'batch_size': 1,
  'num_workers': 4,

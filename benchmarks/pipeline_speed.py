@@ -1,0 +1,312 @@
+"""The training data path per CPU core: vocseg's written config against MMSeg's stock VOC pipeline.
+
+Both are built from configs, not from hand-picked functions:
+
+- vocseg: the r50 config `vocseg config` writes (`vocseg.recipe.mmconfig.build_config_text`, the
+  golden `r50_2gpu_40k` recipe), its VOC-train dataset with its `train_pipeline`, and its
+  `model.data_preprocessor`;
+- MMSeg: the stock `configs/_base_/datasets/pascal_voc12.py` shipped in the mmseg wheel (its
+  train and test pipelines, as `PascalVOCDataset` over the same images), with the data
+  preprocessor of the stock `configs/upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py`.
+
+What is timed, per sample: the dataset's `__getitem__` (list lookup, decode, augmentation,
+packing), and the data preprocessor on batches of 4 (`SegDataPreProcessor` on the CPU: stack,
+BGR->RGB, normalise, pad), one thread (torch, OpenCV, OpenMP, BLAS), in interleaved rounds
+(vocseg, stock, stock, vocseg, ...) with the same NumPy seed per round, so both draw the same
+scales, crops and photometric choices. The figure is the median over rounds of stock time /
+vocseg time. The per-stage breakdown times each pipeline transform separately (a wrapper
+around each `transform` call, in a separate pass after the timed rounds).
+
+Images: no real VOC here, so VOC-like pairs are written deterministically to a temporary folder
+(`make_voc_like`): 500x375 and 375x500 JPEGs (quality 75-90) of smooth gradients, textured
+regions and noise (~75 KB each, VOC's JPEGs average ~110 KB), palette PNG masks with 1-3
+large class regions and 255 borders, 30% dominated by one class (so `cat_max_ratio` retries).
+
+Run: python benchmarks/pipeline_speed.py [--samples 320] [--rounds 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+GPU_IMAGES_PER_S = 250.0  # UPerNet-R50 512x512 bf16 on one H100: 200-280 img/s (issue 22)
+BATCH = 4
+STOCK_DATA = "_base_/datasets/pascal_voc12.py"
+STOCK_CONFIG = "upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py"
+
+
+# ---------------------------------------------------------------- VOC-like data
+
+
+def make_voc_like(root: Path, n: int, seed: int = 0) -> list[str]:
+    """Write `n` VOC-like image/mask pairs under root/VOCdevkit/VOC2012 (JPEGImages,
+    SegmentationClass, ImageSets/Segmentation/train.txt and val.txt); returns the ids.
+
+    Deterministic for a seed. 70% landscape 500x375, 30% portrait 375x500; JPEG quality 75-90;
+    masks: palette PNGs (VOC palette), 1-3 elliptic class regions with 5-pixel 255 borders, 30%
+    of them one large region (a single class over most of any 512 crop: cat_max_ratio retries).
+    """
+    import cv2
+    from PIL import Image
+
+    from vocseg.data.voc import PALETTE
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    img_dir, seg_dir, lists = voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation"
+    for d in (img_dir, seg_dir, lists):
+        d.mkdir(parents=True, exist_ok=True)
+    palette = [c for rgb in PALETTE for c in rgb]
+    palette += [0] * (768 - len(palette))
+    palette[765:768] = [224, 224, 192]
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(n):
+        w, h = (500, 375) if rng.random() < 0.7 else (375, 500)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack(
+            [rng.uniform(40, 200) + rng.uniform(-60, 60) * (xx / w) + rng.uniform(-60, 60) * (yy / h) for _ in range(3)], -1
+        )
+        texture = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), rng.uniform(0.8, 2.5))
+        mask = np.zeros((h, w), np.uint8)
+        dominant = rng.random() < 0.3
+        for _ in range(1 if dominant else int(rng.integers(1, 4))):
+            cls = int(rng.integers(1, 21))
+            cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+            lo, hi = (0.35, 0.6) if dominant else (0.1, 0.35)
+            ax, ay = rng.uniform(lo, hi) * w, rng.uniform(lo, hi) * h
+            region = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+            mask[region] = cls
+            base[region] = 0.4 * base[region] + 0.6 * rng.uniform(0, 255, 3).astype(np.float32)
+        mask[cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0] = 255
+        img = np.clip(base + texture + rng.normal(0, 22, (h, w, 3)), 0, 255).astype(np.uint8)
+        image_id = f"2012_{i:06d}"
+        Image.fromarray(img).save(img_dir / f"{image_id}.jpg", quality=int(rng.integers(75, 91)))
+        label = Image.fromarray(mask, "P")
+        label.putpalette(palette)
+        label.save(seg_dir / f"{image_id}.png")
+        ids.append(image_id)
+    for split in ("train", "val"):
+        (lists / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+# ---------------------------------------------------------------- both pipelines, from configs
+
+
+def vocseg_config(data_root: Path) -> Any:
+    """The r50 config `vocseg config --data-root DATA --gpus 6,7 --batch 4 --schedule 40k` writes."""
+    from mmengine.config import Config
+
+    from vocseg.recipe.mmconfig import build_config_text
+    from vocseg.recipe.recipe import Recipe, plan
+
+    recipe = Recipe(data_root=str(data_root), gpus="6,7", batch=4, schedule="40k", aug=False)
+    text = build_config_text(recipe, plan(recipe, 1464), str(data_root / "work"))
+    return Config.fromstring(text, ".py")
+
+
+def stock_config() -> Any:
+    """MMSeg's stock VOC data settings (`_base_/datasets/pascal_voc12.py`: its train and test
+    pipelines) with the data preprocessor of its UPerNet-R50 VOC config (`STOCK_CONFIG`)."""
+    import mmseg
+    from mmengine.config import Config
+
+    configs = Path(mmseg.__file__).parent / ".mim" / "configs"
+    cfg = Config.fromfile(str(configs / STOCK_DATA))
+    cfg["model"] = dict(data_preprocessor=Config.fromfile(str(configs / STOCK_CONFIG))["model"]["data_preprocessor"])
+    return cfg
+
+
+def build_path(cfg: Any, data_root: Path, split: str, stock: bool, preprocessor: str | None = None) -> tuple[Any, Any]:
+    """(dataset, data preprocessor) of a config's `split` ("train" or "val") dataloader, over data_root."""
+    import copy
+
+    from mmseg.registry import DATASETS, MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+    import vocseg.mmseg_plugin  # noqa: F401  (vocseg's transforms)
+
+    loader = cfg[f"{split}_dataloader"]
+    ds_cfg = copy.deepcopy(loader["dataset"])
+    while ds_cfg.get("type") in ("VocsegSeededDataset", "ConcatDataset", "RepeatDataset"):
+        ds_cfg = ds_cfg["dataset"] if "dataset" in ds_cfg else ds_cfg["datasets"][0]
+    voc = data_root / "VOCdevkit" / "VOC2012"
+    ds_cfg.update(
+        data_root=str(voc),
+        data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+        ann_file=f"ImageSets/Segmentation/{split}.txt",
+    )
+    if stock:
+        ds_cfg["type"] = "PascalVOCDataset"
+    dataset = DATASETS.build(ds_cfg)
+    pre_cfg = copy.deepcopy(cfg["model"]["data_preprocessor"])
+    if preprocessor:
+        pre_cfg["type"] = preprocessor
+    preprocessor = MODELS.build(pre_cfg)
+    return dataset, preprocessor
+
+
+# ---------------------------------------------------------------- timing
+
+
+def batch_of(training: bool) -> int:
+    """Batches of 4 for training (the recipe's per-GPU batch); 1 for eval (val_dataloader's, as
+    images keep their own sizes there)."""
+    return BATCH if training else 1
+
+
+def one_thread() -> None:
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def time_path(dataset: Any, preprocessor: Any, indices: list[int], batch: int, training: bool) -> float:
+    """Seconds for every sample of `indices`: __getitem__, then the preprocessor per batch."""
+    from mmengine.dataset import pseudo_collate
+
+    start = time.perf_counter()
+    for first in range(0, len(indices), batch):
+        items = [dataset[i] for i in indices[first : first + batch]]
+        preprocessor(pseudo_collate(items), training=training)
+    return time.perf_counter() - start
+
+
+class StageTimer:
+    """Wraps each transform of a dataset's pipeline to add its seconds to `self.seconds[name]`."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.dataset = dataset
+        self.originals = list(dataset.pipeline.transforms)
+        wrapped = []
+        for position, transform in enumerate(self.originals):
+            wrapped.append(self._wrap(f"{position}. {type(transform).__name__}", transform))
+        dataset.pipeline.transforms = wrapped
+
+    def _wrap(self, name: str, transform: Any) -> Any:
+        def call(results: dict) -> Any:
+            start = time.perf_counter()
+            out = transform(results)
+            self.seconds[name] += time.perf_counter() - start
+            return out
+
+        return call
+
+    def restore(self) -> None:
+        self.dataset.pipeline.transforms = self.originals
+
+
+def breakdown(dataset: Any, preprocessor: Any, indices: list[int], training: bool, seed: int) -> dict[str, float]:
+    """Milliseconds per image by stage: each transform, the preprocessor, and the rest of __getitem__."""
+    from mmengine.dataset import pseudo_collate
+
+    timer = StageTimer(dataset)
+    np.random.seed(seed)
+    pre = getitem = 0.0
+    try:
+        for first in range(0, len(indices), batch_of(training)):
+            start = time.perf_counter()
+            items = [dataset[i] for i in indices[first : first + batch_of(training)]]
+            middle = time.perf_counter()
+            preprocessor(pseudo_collate(items), training=training)
+            getitem += middle - start
+            pre += time.perf_counter() - middle
+    finally:
+        timer.restore()
+    n = len(indices)
+    stages = {name: 1e3 * s / n for name, s in timer.seconds.items()}
+    stages["dataset overhead (list, copy)"] = 1e3 * (getitem - sum(timer.seconds.values())) / n
+    stages[f"data preprocessor (batch of {batch_of(training)})"] = 1e3 * pre / n
+    return stages
+
+
+def compare(paths: dict[str, tuple[Any, Any]], indices: list[int], rounds: int, training: bool) -> dict[str, list[float]]:
+    """Per-image milliseconds of each path per round, interleaved (ABBA...), same seed per round."""
+    names = list(paths)
+    ms: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            np.random.seed(1000 + r)
+            dataset, preprocessor = paths[name]
+            ms[name].append(1e3 * time_path(dataset, preprocessor, indices, batch_of(training), training) / len(indices))
+    return ms
+
+
+def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Print one path's figures; returns the median ratio (mmseg / X) of each other path."""
+    print(f"\n== {title} ==")
+    for name in ms:
+        med = statistics.median(ms[name])
+        print(
+            f"{name:14s} {med:6.2f} ms/image (median of rounds)  {1e3 / med:6.1f} images/s per core  "
+            f"{GPU_IMAGES_PER_S * med / 1e3:4.1f} cores per GPU at {GPU_IMAGES_PER_S:.0f} images/s"
+        )
+    ratios = {}
+    for name in ms:
+        if name == "mmseg":
+            continue
+        per_round = [s / v for s, v in zip(ms["mmseg"], ms[name])]
+        ratios[name] = statistics.median(per_round)
+        print(f"RATIO mmseg / {name}: {ratios[name]:.2f} (median over rounds; per round " + ", ".join(f"{r:.2f}" for r in per_round) + ")")
+    for name in ms:
+        print(f"  {name} per stage, ms/image:")
+        for stage, value in stages[name].items():
+            print(f"    {stage:42s} {value:6.2f}")
+        print(f"    {'sum':42s} {sum(stages[name].values()):6.2f}")
+    return ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", type=int, default=320)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--keep", type=Path, help="write the images there and keep them (default: a temporary folder)")
+    args = ap.parse_args()
+    one_thread()
+    with tempfile.TemporaryDirectory(prefix="vocseg-pipeline-") as tmp:
+        root = args.keep or Path(tmp)
+        if not (root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt").exists():
+            make_voc_like(root, args.samples)
+        try:
+            import simplejpeg
+
+            decoder = f"simplejpeg {simplejpeg.__version__}"
+        except ImportError:
+            decoder = "Pillow (simplejpeg not installed)"
+        print(f"{args.samples} VOC-like pairs in {root}; one thread; {args.rounds} interleaved rounds; vocseg decodes JPEG with {decoder}")
+        print(f"load before: {Path('/proc/loadavg').read_text().strip() if Path('/proc/loadavg').exists() else '?'}")
+        ours, theirs = vocseg_config(root), stock_config()
+        indices = list(range(args.samples))
+        results = {}
+        for split, training in (("train", True), ("val", False)):
+            paths = {"vocseg": build_path(ours, root, split, stock=False), "mmseg": build_path(theirs, root, split, stock=True)}
+            if training:  # the written config with its data preprocessor swapped for vocseg's table-lookup one
+                paths["vocseg+fastpre"] = build_path(ours, root, split, stock=False, preprocessor="VocsegFastSegDataPreProcessor")
+            for dataset, preprocessor in paths.values():  # warm-up: imports, first-call caches
+                time_path(dataset, preprocessor, indices[:8], batch_of(training), training)
+            ms = compare(paths, indices, args.rounds, training)
+            stages = {name: breakdown(*paths[name], indices, training, seed=1000) for name in paths}
+            results[split] = report(f"{'training' if training else 'eval/test'} path ({split}_dataloader)", ms, stages)
+        print(f"load after: {Path('/proc/loadavg').read_text().strip() if Path('/proc/loadavg').exists() else '?'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""vocseg's training transforms: MMSeg's augmentation, bit for bit, at a fraction of its CPU cost.
+
+Imported by `vocseg.mmseg_plugin` (every config vocseg writes names it), never at `vocseg --help`.
+Each class subclasses the MMSeg/MMCV transform it replaces, takes the same options, draws the same
+random numbers from the same generator (NumPy's global one) in the same order, and returns the
+same arrays for the same draws (tests/test_transforms.py checks every one against MMSeg's over
+many seeds). What changes is how the work is done (issue 22; figures in docs/performance.md):
+
+| vocseg | replaces | how |
+|---|---|---|
+| `VocsegRandomResizeCrop` | `RandomResize` + `RandomCrop` | the label map as MMSeg (same windows, same labels), the image only where the crop keeps it: not bit for bit (max 1 level, mean 0.12); `exact_resize=True` is |
+| `VocsegRandomCrop` | `RandomCrop` | `cat_max_ratio` by counting the crop's labels (`cv2.calcHist`, ~0.1 ms) instead of `np.unique` (sorts 262,144 labels, ~7 ms per try, ~2-3 tries per image) |
+| `VocsegRandomFlip` | `RandomFlip` | flips with `cv2.flip` into a contiguous array (the next steps would otherwise copy NumPy's negative-stride view, ~1 ms) |
+| `VocsegPhotoMetricDistortion` | `PhotoMetricDistortion` | brightness/contrast/saturation/hue as 256-entry lookup tables on uint8 (`cv2.LUT`), built with MMSeg's own float32 arithmetic, clip and cast, so each entry is MMSeg's value; consecutive tables are composed into one; the HSV round trips are MMSeg's (`cv2.cvtColor` on uint8, one per op, as `mmcv.bgr2hsv`/`hsv2bgr`) |
+| `VocsegPackSegInputs` | `PackSegInputs` | the image tensor is a (3, H, W) view of the (H, W, 3) array (no transposing copy); same values, channels-last strides, which `SegDataPreProcessor` reads as fast or faster |
+
+Anything these do not handle (a float image, a 2-D image, options MMSeg's transform supports that
+are not the VOC recipe's) goes to MMSeg's own code path unchanged.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform, RandomFlip
+from mmcv.transforms.utils import cache_randomness
+from mmseg.datasets.transforms import PackSegInputs, PhotoMetricDistortion, RandomCrop
+from mmseg.registry import TRANSFORMS
+
+_FLIP_CODES = {"horizontal": 1, "vertical": 0, "diagonal": -1}
+
+
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """How many pixels of each value 0..255 a uint8 label array holds: (256,) int64.
+
+    `cv2.calcHist` counts in float32, exact up to 2**24 pixels per value (a 4096x4096 crop);
+    larger or non-uint8 arrays are counted with `np.bincount`."""
+    if labels.dtype == np.uint8 and labels.size < 1 << 24:
+        hist = cv2.calcHist([np.ascontiguousarray(labels)], [0], None, [256], [0, 256])
+        return hist.ravel().astype(np.int64)
+    return np.bincount(labels.ravel().astype(np.int64), minlength=256)
+
+
+def crop_accepted(labels: np.ndarray, cat_max_ratio: float, ignore_index: int) -> bool:
+    """MMSeg's RandomCrop test: more than one class (ignore_index left out) and no class above
+    `cat_max_ratio` of the counted pixels. `np.unique`'s counts without sorting: the same ints."""
+    counts = label_counts(labels)
+    if 0 <= ignore_index < counts.size:
+        counts[ignore_index] = 0
+    cnt = counts[counts > 0]
+    return len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < cat_max_ratio
+
+
+@TRANSFORMS.register_module()
+class VocsegRandomCrop(RandomCrop):
+    """RandomCrop with `cat_max_ratio` by counting: the same windows for the same draws."""
+
+    @cache_randomness
+    def crop_bbox(self, results: dict) -> tuple:
+        seg = results.get("gt_seg_map")
+        if self.cat_max_ratio >= 1.0 or seg is None or seg.dtype.kind not in "iu":
+            return RandomCrop.__dict__["crop_bbox"].func(self, results)
+        h, w = results["img"].shape[:2]
+        ch, cw = self.crop_size
+
+        def generate() -> tuple[int, int, int, int]:
+            offset_h = np.random.randint(0, max(h - ch, 0) + 1)
+            offset_w = np.random.randint(0, max(w - cw, 0) + 1)
+            return offset_h, offset_h + ch, offset_w, offset_w + cw
+
+        bbox = generate()
+        for _ in range(10):  # MMSeg's 10 tries, then its 11th window unchecked
+            y1, y2, x1, x2 = bbox
+            if crop_accepted(seg[y1:y2, x1:x2], self.cat_max_ratio, self.ignore_index):
+                break
+            bbox = generate()
+        return bbox
+
+
+@TRANSFORMS.register_module()
+class VocsegRandomResizeCrop(BaseTransform):
+    """MMCV's `RandomResize` (keep_ratio) then MMSeg's `RandomCrop`, resizing only the image region
+    that the crop keeps.
+
+    The same draws in the same order (the resize ratio, then each crop try's offsets), the same
+    resized label map (`cv2.resize`, nearest, the whole map: the crop tries count it), hence the
+    same crop windows, `cat_max_ratio` decisions and cropped labels, bit for bit. The image
+    window is interpolated straight from the source (`cv2.warpAffine`, bilinear, with the exact
+    source coordinates `cv2.resize` uses, `(x + 0.5) * src / dst - 0.5`): OpenCV quantises those
+    positions to 1/32 pixel there, against 1/2048 in `cv2.resize`, so pixels may differ from
+    MMSeg's by 1 level (measured on VOC-like photos: max 1, mean 0.12, 12% of pixels; see
+    tests/test_transforms.py), for ~2x less work (a 512x512 window against the whole resized
+    image, 0.34-3.7 megapixels). `exact_resize=True` resizes the whole image, as MMSeg does.
+
+    Sets what both replaced transforms set: `scale`, `scale_factor`, `keep_ratio`, `img_shape`
+    (the crop's), `img`, `gt_seg_map`.
+    """
+
+    def __init__(
+        self,
+        scale: tuple[int, int],
+        ratio_range: tuple[float, float],
+        crop_size: int | tuple[int, int],
+        cat_max_ratio: float = 1.0,
+        ignore_index: int = 255,
+        keep_ratio: bool = True,
+        exact_resize: bool = False,
+    ) -> None:
+        super().__init__()
+        if not keep_ratio:
+            raise ValueError("VocsegRandomResizeCrop keeps the aspect ratio (keep_ratio=True), as the VOC recipe; use RandomResize + RandomCrop otherwise")
+        self.scale = tuple(scale)
+        self.ratio_range = tuple(ratio_range)
+        self.crop = VocsegRandomCrop(crop_size if isinstance(crop_size, int) else tuple(crop_size), cat_max_ratio, ignore_index)
+        self.keep_ratio = keep_ratio
+        self.exact_resize = exact_resize
+
+    def transform(self, results: dict) -> dict:
+        import mmcv
+        from mmcv.transforms import RandomResize
+
+        scale = RandomResize._random_sample_ratio(self.scale, self.ratio_range)  # noqa: SLF001 - MMCV's own draw
+        img = results["img"]
+        h, w = img.shape[:2]
+        new_w, new_h = mmcv.rescale_size((w, h), scale)
+        results["scale"] = scale
+        results["scale_factor"] = (new_w / w, new_h / h)
+        results["keep_ratio"] = True
+        for key in results.get("seg_fields", []):
+            results[key] = cv2.resize(results[key], (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+        if self.exact_resize or img.dtype != np.uint8:
+            results["img"] = mmcv.imresize(img, (new_w, new_h), interpolation="bilinear")
+            results["img_shape"] = (new_h, new_w)
+            return self.crop.transform(results)
+        results["img"] = _ShapeOnly((new_h, new_w, *img.shape[2:]))
+        y1, y2, x1, x2 = self.crop.crop_bbox(results)
+        y2, x2 = min(y2, new_h), min(x2, new_w)
+        sx, sy = w / new_w, h / new_h  # cv2.resize's inverse scales
+        matrix = np.array([[sx, 0.0, (x1 + 0.5) * sx - 0.5], [0.0, sy, (y1 + 0.5) * sy - 0.5]])
+        window = cv2.warpAffine(img, matrix, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        results["img"] = window.reshape(y2 - y1, x2 - x1, *img.shape[2:])
+        results["img_shape"] = results["img"].shape[:2]
+        for key in results.get("seg_fields", []):
+            results[key] = results[key][y1:y2, x1:x2]
+        return results
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale}, ratio_range={self.ratio_range}, crop_size={self.crop.crop_size}, cat_max_ratio={self.crop.cat_max_ratio})"
+
+
+class _ShapeOnly:
+    """Stands for the resized image while the crop window is drawn: only its shape is read."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+@TRANSFORMS.register_module()
+class VocsegRandomFlip(RandomFlip):
+    """RandomFlip whose flipped image and mask are contiguous copies (`cv2.flip`), not NumPy views
+    with negative strides: the same values, without the slow copy later steps would make."""
+
+    def _flip(self, results: dict) -> None:
+        img, seg = results.get("img"), results.get("gt_seg_map")
+        super()._flip(results)
+        code = _FLIP_CODES.get(results["flip_direction"])
+        if code is None:
+            return
+        if isinstance(img, np.ndarray) and img.dtype == np.uint8:
+            flipped = cv2.flip(img, code)
+            results["img"] = flipped.reshape(img.shape)  # cv2 drops a trailing 1-channel axis
+        if isinstance(seg, np.ndarray) and self.swap_seg_labels is None and seg.dtype == np.uint8:
+            results["gt_seg_map"] = cv2.flip(seg, code).reshape(seg.shape)
+
+
+def convert_lut(alpha: float, beta: float) -> np.ndarray:
+    """MMSeg's `PhotoMetricDistortion.convert` (float32 `x * alpha + beta`, clip to 0-255, cast
+    to uint8) for every uint8 value: (256,) uint8. The same NumPy operations on the same
+    float32 values, so `lut[img]` equals `convert(img)` bit for bit."""
+    values = np.arange(256, dtype=np.uint8).astype(np.float32) * alpha + beta
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def hue_lut(delta: int) -> np.ndarray:
+    """MMSeg's hue shift `(h + delta) % 180` for every uint8 value (OpenCV's H is 0..179): (256,) uint8."""
+    return ((np.arange(256, dtype=np.int64) + delta) % 180).astype(np.uint8)
+
+
+def compose(first: np.ndarray | None, then: np.ndarray | None) -> np.ndarray | None:
+    """One table doing `first`, then `then` (None: nothing to do)."""
+    if first is None:
+        return then
+    if then is None:
+        return first
+    return then[first]
+
+
+def channel_lut(lut: np.ndarray, channel: int) -> np.ndarray:
+    """A (1, 256, 3) table for `cv2.LUT` that maps one channel by `lut` and keeps the others."""
+    table = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    table[0, :, channel] = lut
+    return table
+
+
+@TRANSFORMS.register_module()
+class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
+    """PhotoMetricDistortion as lookup tables on uint8: the same draws, the same pixels.
+
+    Draw order (MMSeg's): brightness? (beta), mode, [contrast? (alpha) if mode 1], saturation?
+    (alpha), hue? (delta), [contrast? (alpha) if mode 0]. Brightness and a contrast applied
+    before the HSV steps are one table; so are all of them when neither HSV step applies.
+    """
+
+    def transform(self, results: dict) -> dict:
+        img = results["img"]
+        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+            return super().transform(results)
+        random = np.random
+        before: np.ndarray | None = None
+        if random.randint(2):
+            before = convert_lut(1, random.uniform(-self.brightness_delta, self.brightness_delta))
+        mode = random.randint(2)
+        if mode == 1 and random.randint(2):
+            before = compose(before, convert_lut(random.uniform(self.contrast_lower, self.contrast_upper), 0))
+        saturation = hue = None
+        if random.randint(2):
+            saturation = convert_lut(random.uniform(self.saturation_lower, self.saturation_upper), 0)
+        if random.randint(2):
+            hue = hue_lut(random.randint(-self.hue_delta, self.hue_delta))
+        after: np.ndarray | None = None
+        if mode == 0 and random.randint(2):
+            after = convert_lut(random.uniform(self.contrast_lower, self.contrast_upper), 0)
+
+        if saturation is None and hue is None:
+            before, after = compose(before, after), None
+        if before is not None:
+            img = cv2.LUT(img, before)
+        for lut, channel in ((saturation, 1), (hue, 0)):
+            if lut is not None:  # one round trip per op, as MMSeg (the uint8 HSV round trip is lossy)
+                hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), channel_lut(lut, channel))
+                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if after is not None:
+            img = cv2.LUT(img, after)
+        results["img"] = img
+        return results
+
+
+@TRANSFORMS.register_module()
+class VocsegPackSegInputs(PackSegInputs):
+    """PackSegInputs whose `inputs` is a (C, H, W) view of the (H, W, C) image: no transposing copy.
+
+    The values are PackSegInputs' (uint8, C x H x W); the strides are channels-last. Everything
+    else (the label map as (1, H, W) int64, the meta keys) is MMSeg's code."""
+
+    def transform(self, results: dict) -> dict:
+        img = results.pop("img", None)
+        try:
+            packed = super().transform(results)
+        finally:
+            if img is not None:
+                results["img"] = img
+        if img is not None:
+            if img.ndim < 3:
+                img = img[..., None]
+            packed["inputs"] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        return packed
+

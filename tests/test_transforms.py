@@ -1,0 +1,363 @@
+"""vocseg's training transforms (vocseg.data.transforms) against MMSeg's, for the same random draws.
+
+Each vocseg transform claims MMSeg's output bit for bit: every test seeds NumPy's global generator,
+runs MMSeg's transform and vocseg's on copies of the same input, and compares the arrays and the
+generator's state afterwards (the same numbers were drawn). Inputs are photo-like (gradients,
+texture, noise) with VOC-like masks, including masks dominated by one class (cat_max_ratio retries).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+SEEDS = range(60)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def stack() -> None:
+    """mmseg imports need vocseg's stack fixes first (as every config's custom_imports applies them)."""
+    import vocseg.mmseg_plugin  # noqa: F401
+
+
+def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) uint8 BGR: a gradient, blurred texture, noise, a few saturated regions and clipped highlights."""
+    import cv2
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([rng.uniform(0, 255) + rng.uniform(-90, 90) * xx / w + rng.uniform(-90, 90) * yy / h for _ in range(3)], -1)
+    texture = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 1.5)
+    return np.clip(base + texture + rng.normal(0, 15, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def voc_mask(rng: np.random.Generator, h: int, w: int, dominant: bool) -> np.ndarray:
+    """(h, w) uint8 labels: background 0, 1-3 elliptic regions of classes 1-20, 255 borders."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(1 if dominant else int(rng.integers(1, 4))):
+        lo, hi = (0.4, 0.7) if dominant else (0.1, 0.35)
+        cx, cy, ax, ay = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(lo, hi) * w, rng.uniform(lo, hi) * h
+        region = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+        mask[region] = rng.integers(1, 21)
+    edge = (np.abs(np.diff(mask.astype(int), axis=0, prepend=0)) > 0) | (np.abs(np.diff(mask.astype(int), axis=1, prepend=0)) > 0)
+    mask[edge] = 255
+    return mask
+
+
+def sample(seed: int, h: int = 300, w: int = 400) -> dict:
+    rng = np.random.default_rng(seed)
+    return dict(
+        img=photo(rng, h, w),
+        gt_seg_map=voc_mask(rng, h, w, dominant=seed % 3 == 0),
+        seg_fields=["gt_seg_map"],
+        img_shape=(h, w),
+        ori_shape=(h, w),
+    )
+
+
+def run_both(stock, ours, results: dict, seed: int) -> tuple[dict, dict]:
+    """Both transforms on copies of `results` from the same seed; asserts they drew the same numbers."""
+    np.random.seed(seed)
+    a = stock.transform(copy.deepcopy(results))
+    state_a = np.random.get_state()
+    np.random.seed(seed)
+    b = ours.transform(copy.deepcopy(results))
+    state_b = np.random.get_state()
+    assert np.array_equal(state_a[1], state_b[1]) and state_a[2] == state_b[2], "a different number of random draws"
+    return a, b
+
+
+def assert_same(a: dict, b: dict, keys: tuple[str, ...] = ("img", "gt_seg_map")) -> None:
+    for key in keys:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_crop_is_mmsegs_for_the_same_draws(seed: int) -> None:
+    from mmseg.datasets.transforms import RandomCrop
+
+    from vocseg.data.transforms import VocsegRandomCrop
+
+    results = sample(seed, *((600, 700) if seed % 2 else (300, 400)))
+    crop = (256, 256) if seed % 4 < 2 else (512, 512)
+    a, b = run_both(RandomCrop(crop, cat_max_ratio=0.75), VocsegRandomCrop(crop, cat_max_ratio=0.75), results, seed)
+    assert_same(a, b)
+    assert a["img_shape"] == b["img_shape"]
+
+
+def test_crop_test_counts_as_np_unique_does() -> None:
+    from vocseg.data.transforms import crop_accepted
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        labels = rng.choice([0, 3, 7, 255], size=(40, 50), p=rng.dirichlet(np.ones(4) * 0.3)).astype(np.uint8)
+        uniq, cnt = np.unique(labels, return_counts=True)
+        cnt = cnt[uniq != 255]
+        expected = len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < 0.75
+        assert crop_accepted(labels, 0.75, 255) == expected, trial
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_photometric_distortion_is_mmsegs_for_the_same_draws(seed: int) -> None:
+    from mmseg.datasets.transforms import PhotoMetricDistortion
+
+    from vocseg.data.transforms import VocsegPhotoMetricDistortion
+
+    results = sample(seed)
+    if seed % 5 == 0:  # a flipped view, as RandomFlip hands it on
+        results["img"] = results["img"][:, ::-1]
+    a, b = run_both(PhotoMetricDistortion(), VocsegPhotoMetricDistortion(), results, seed)
+    assert_same(a, b, ("img",))
+
+
+def test_photometric_lookup_tables_reproduce_convert_on_every_value() -> None:
+    from mmseg.datasets.transforms import PhotoMetricDistortion
+
+    from vocseg.data.transforms import convert_lut, hue_lut
+
+    values = np.arange(256, dtype=np.uint8)
+    stock = PhotoMetricDistortion()
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        alpha, beta = float(rng.uniform(0.5, 1.5)), float(rng.uniform(-32, 32))
+        assert np.array_equal(convert_lut(1, beta), stock.convert(values, beta=beta))
+        assert np.array_equal(convert_lut(alpha, 0), stock.convert(values, alpha=alpha))
+    for delta in range(-18, 18):
+        assert np.array_equal(hue_lut(delta)[:180], (values[:180].astype(int) + delta) % 180)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_flip_is_mmcvs_for_the_same_draws(seed: int) -> None:
+    from mmcv.transforms import RandomFlip
+
+    from vocseg.data.transforms import VocsegRandomFlip
+
+    results = sample(seed)
+    direction = ["horizontal", "vertical", "diagonal"][seed % 3]
+    a, b = run_both(RandomFlip(prob=0.5, direction=direction), VocsegRandomFlip(prob=0.5, direction=direction), results, seed)
+    assert_same(a, b)
+    assert a["flip"] == b["flip"] and a["flip_direction"] == b["flip_direction"]
+    assert b["img"].flags.c_contiguous
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pack_gives_mmsegs_values_without_the_transposing_copy(seed: int) -> None:
+    import torch
+    from mmseg.datasets.transforms import PackSegInputs
+
+    from vocseg.data.transforms import VocsegPackSegInputs
+
+    results = sample(seed)
+    results.update(img_path="x.jpg", seg_map_path="x.png", scale_factor=(1.0, 1.0), flip=False, flip_direction=None, reduce_zero_label=False)
+    if seed % 2:
+        results["img"] = results["img"][10:200, 20:300]  # a crop: a view with row strides
+        results["gt_seg_map"] = results["gt_seg_map"][10:200, 20:300]
+    a = PackSegInputs().transform(copy.deepcopy(results))
+    b = VocsegPackSegInputs().transform(copy.deepcopy(results))
+    assert a["inputs"].dtype == b["inputs"].dtype == torch.uint8
+    assert torch.equal(a["inputs"], b["inputs"])
+    assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data)
+    assert a["data_samples"].metainfo.keys() == b["data_samples"].metainfo.keys()
+
+
+def test_preprocessed_batches_are_the_same_as_from_mmsegs_packing() -> None:
+    """SegDataPreProcessor (as the model gets it) turns both packings into the same float batch."""
+    import torch
+    from mmseg.datasets.transforms import PackSegInputs
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+
+    from vocseg.data.transforms import VocsegPackSegInputs
+
+    pre = SegDataPreProcessor(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True, size=(320, 320), seg_pad_val=255)
+    batches = []
+    for pack in (PackSegInputs(), VocsegPackSegInputs()):
+        items = [pack.transform(sample(seed)) for seed in range(4)]
+        batches.append(pre(dict(inputs=[i["inputs"] for i in items], data_samples=[i["data_samples"] for i in items]), training=True))
+    assert torch.equal(batches[0]["inputs"], batches[1]["inputs"])
+    for x, y in zip(batches[0]["data_samples"], batches[1]["data_samples"]):
+        assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
+
+
+def packed_batch(seeds: range, sizes: list[tuple[int, int]]) -> dict:
+    from vocseg.data.transforms import VocsegPackSegInputs
+
+    items = [VocsegPackSegInputs().transform(sample(seed, *size)) for seed, size in zip(seeds, sizes)]
+    return dict(inputs=[i["inputs"] for i in items], data_samples=[i["data_samples"] for i in items])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sizes", [[(320, 320)] * 4, [(320, 320), (200, 320), (320, 250), (100, 90)]])
+def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[tuple[int, int]]) -> None:
+    """VocsegFastSegDataPreProcessor against SegDataPreProcessor (+ channels-last, as VocsegSegDataPreProcessor): same floats, labels, metainfo."""
+    import torch
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
+
+    from vocseg.data.batches import VocsegFastSegDataPreProcessor
+
+    kwargs = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(320, 320))
+    a = SegDataPreProcessor(**kwargs)(packed_batch(range(4), sizes), training=True)
+    b = VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(packed_batch(range(4), sizes), training=True)
+    assert b["inputs"].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert a["inputs"].dtype == b["inputs"].dtype and torch.equal(a["inputs"], b["inputs"])
+    for x, y in zip(a["data_samples"], b["data_samples"]):
+        assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
+        assert x.metainfo == y.metainfo
+    # evaluation batches go through MMSeg's own code
+    c = VocsegFastSegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
+    d = SegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
+    assert torch.equal(c["inputs"], d["inputs"])
+
+
+def stock_resize_crop(crop: tuple[int, int]):
+    from mmcv.transforms import Compose, RandomResize
+    from mmseg.datasets.transforms import RandomCrop
+
+    return Compose([RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True), RandomCrop(crop, cat_max_ratio=0.75)])
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_resize_crop_draws_and_labels_are_mmsegs_and_pixels_within_one_level(exact: bool) -> None:
+    """VocsegRandomResizeCrop against RandomResize + RandomCrop over many seeds: the same draws,
+    windows and label maps bit for bit; the image bit for bit with exact_resize, else within 1 level."""
+    from vocseg.data.transforms import VocsegRandomResizeCrop
+
+    crop = (512, 512)
+    ours = VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=crop, cat_max_ratio=0.75, exact_resize=exact)
+    stock = stock_resize_crop(crop)
+    worst, means, differing = 0, [], []
+    for seed in range(40 if exact else 80):
+        size = (375, 500) if seed % 3 else (500, 375)
+        a, b = run_both(stock, ours, sample(seed, *size), seed)
+        assert_same(a, b, ("gt_seg_map",))
+        for key in ("img_shape", "scale", "scale_factor", "keep_ratio"):
+            assert tuple(np.atleast_1d(a[key])) == tuple(np.atleast_1d(b[key])), key
+        assert a["img"].shape == b["img"].shape and a["img"].dtype == b["img"].dtype
+        diff = np.abs(a["img"].astype(np.int16) - b["img"])
+        worst = max(worst, int(diff.max()))
+        means.append(float(diff.mean()))
+        differing.append(float((diff > 0).mean()))
+    if exact:
+        assert worst == 0
+    else:  # docs/performance.md states these figures
+        assert worst <= 1 and np.mean(means) < 0.2 and np.mean(differing) < 0.2
+
+
+def test_resize_crop_keeps_the_crop_distribution() -> None:
+    """Over 300 draws: crop sizes, cat_max_ratio acceptances (tries per image) and class shares of
+    the cropped labels are MMSeg's, since windows and labels are identical draw for draw."""
+    from vocseg.data.transforms import VocsegRandomResizeCrop, crop_accepted
+
+    ours = VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=(512, 512), cat_max_ratio=0.75)
+    stock = stock_resize_crop((512, 512))
+    base = [sample(seed, 375, 500) for seed in range(6)]
+    shares = {"mmseg": np.zeros(256), "vocseg": np.zeros(256)}
+    accepted = {"mmseg": 0, "vocseg": 0}
+    for i in range(300):
+        for name, transform in (("mmseg", stock), ("vocseg", ours)):
+            np.random.seed(10_000 + i)
+            out = transform.transform(copy.deepcopy(base[i % len(base)]))
+            shares[name] += np.bincount(out["gt_seg_map"].ravel(), minlength=256)
+            accepted[name] += crop_accepted(out["gt_seg_map"], 0.75, 255)
+    assert accepted["mmseg"] == accepted["vocseg"] and 0 < accepted["vocseg"] < 300
+    assert np.array_equal(shares["mmseg"], shares["vocseg"])
+
+
+def test_fast_label_check_agrees_with_mask_problem() -> None:
+    from vocseg.data.images import mask_problem
+    from vocseg.data.loading import labels_are_valid
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        mask = rng.choice([0, 5, 20, 255, int(rng.integers(21, 255))], size=(30, 40), p=[0.4, 0.3, 0.1, 0.19, 0.01]).astype(np.uint8)
+        if trial % 2:
+            mask[mask > 20] = 255
+        assert labels_are_valid(mask) == (mask_problem(mask, 21, 255) is None), trial
+    assert not labels_are_valid(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def voc_like_files(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Six VOC-sized JPEG/palette-PNG pairs, two dominated by one class."""
+    from PIL import Image
+
+    from vocseg.data.voc import PALETTE
+
+    folder = tmp_path_factory.mktemp("voc_like")
+    palette = [c for rgb in PALETTE for c in rgb]
+    items = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        h, w = (375, 500) if seed % 2 else (500, 375)
+        img, mask = photo(rng, h, w), voc_mask(rng, h, w, dominant=seed % 3 == 0)
+        Image.fromarray(img[..., ::-1]).save(folder / f"{seed}.jpg", quality=80)
+        label = Image.fromarray(mask, "P")
+        label.putpalette(palette + [0] * (768 - len(palette)))
+        label.save(folder / f"{seed}.png")
+        items.append(dict(img_path=str(folder / f"{seed}.jpg"), seg_map_path=str(folder / f"{seed}.png"), reduce_zero_label=False, seg_fields=[]))
+    return items
+
+
+def run_pipeline(pipeline: list[dict], item: dict, seed: int) -> dict:
+    from mmcv.transforms import Compose
+    from mmseg.registry import TRANSFORMS
+
+    transforms = Compose([TRANSFORMS.build(step) for step in pipeline])
+    np.random.seed(seed)
+    return transforms(copy.deepcopy(item))
+
+
+def stock_voc_pipeline() -> list[dict]:
+    """MMSeg's own `_base_/datasets/pascal_voc12.py` train pipeline, read from the mmseg wheel."""
+    from pathlib import Path
+
+    import mmseg
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(Path(mmseg.__file__).parent / ".mim" / "configs" / "_base_" / "datasets" / "pascal_voc12.py"))
+    return [dict(step) for step in cfg.train_pipeline]
+
+
+def test_written_pipeline_with_exact_resize_is_mmsegs_stock_pipeline_bit_for_bit(voc_like_files: list[dict]) -> None:
+    """From the files to the packed tensors: vocseg's written train pipeline, with exact_resize,
+    against MMSeg's stock pascal_voc12 pipeline, for the same seeds."""
+    import torch
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    ours = train_pipeline(512, (2048, 512))
+    ours[2]["exact_resize"] = True
+    stock = stock_voc_pipeline()
+    for i in range(24):
+        item = voc_like_files[i % len(voc_like_files)]
+        a, b = run_pipeline(stock, item, i), run_pipeline(ours, item, i)
+        assert torch.equal(a["inputs"], b["inputs"]), i
+        assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
+        assert a["data_samples"].flip == b["data_samples"].flip
+
+
+def test_written_pipeline_keeps_the_stock_distribution(voc_like_files: list[dict]) -> None:
+    """vocseg's written train pipeline as it runs (image resized only inside the crop) against the
+    stock pipeline over 48 draws: the same labels, crop sizes and flips draw for draw, and pixel
+    statistics (per-channel mean and spread, photometric range) within a fraction of a level."""
+    import torch
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    ours, stock = train_pipeline(512, (2048, 512)), stock_voc_pipeline()
+    stats: dict[str, list[torch.Tensor]] = {"mmseg": [], "vocseg": []}
+    diffs = []
+    for i in range(48):
+        item = voc_like_files[i % len(voc_like_files)]
+        a, b = run_pipeline(stock, item, 500 + i), run_pipeline(ours, item, 500 + i)
+        assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
+        assert a["inputs"].shape == b["inputs"].shape and a["data_samples"].flip == b["data_samples"].flip
+        for name, out in (("mmseg", a), ("vocseg", b)):
+            stats[name].append(out["inputs"].float().flatten(1))
+        diffs.append((a["inputs"].int() - b["inputs"].int()).abs().float().mean().item())
+    x, y = torch.cat(stats["mmseg"], 1), torch.cat(stats["vocseg"], 1)
+    assert torch.allclose(x.mean(1), y.mean(1), atol=0.5) and torch.allclose(x.std(1), y.std(1), atol=0.5)
+    assert x.min() == y.min() == 0 and x.max() == y.max() == 255
+    assert np.mean(diffs) < 1.0
