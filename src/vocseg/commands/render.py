@@ -43,8 +43,22 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
         + (", pinned" if recipe.use_pin_memory else ""),
     ]
     table.add_row("speed", ", ".join(s for s in speed if s))
-    table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
+    table.add_row("validate", interval_text(plan.val_interval_iters, plan.max_iters))
+    table.add_row("checkpoint", f"{interval_text(plan.ckpt_interval_iters, plan.max_iters)}; keep the last {recipe.keep} and the best by mIoU")
     return table
+
+
+def interval_text(every: int, max_iters: int) -> str:
+    """When something happens every `every` iterations of `max_iters`, in words:
+    "every iteration", "every 500 iterations (80 times)", "once, at the end (iteration 2)"."""
+    if max_iters <= 0 or every <= 0:
+        return "never"
+    if every >= max_iters:
+        return f"once, at the end (iteration {max_iters})"
+    if every == 1:
+        return f"every iteration ({max_iters} times)"
+    times = max_iters // every + (1 if max_iters % every else 0)
+    return f"every {every} iterations ({times} times, and at the end)" if max_iters % every else f"every {every} iterations ({times} times)"
 
 
 def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
