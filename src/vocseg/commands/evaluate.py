@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    target: Annotated[str, typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k).", show_default=False)],
+    target: Annotated[Optional[str], typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k). Default: the newest trained run under runs/.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="val, train, trainval, aug, trainaug, or a file of image ids (one per line).")] = "val",
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root holding VOCdevkit/ (default: the config's).")] = None,
@@ -42,6 +42,10 @@ def evaluate(
     from vocseg.evaluation.evaluate import save_outputs
     from vocseg.files import check_may_write, check_output_folder, record_written
 
+    if target is None:
+        from vocseg.commands.default_model import default_run
+
+        target = str(default_run("eval", option=None))
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.
     inputs = [p for p in (Path(target), config) if p is not None and not str(p).startswith("official:")]

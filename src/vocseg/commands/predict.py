@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export.")],
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export (default: the newest trained run under runs/).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
     opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
@@ -34,6 +34,10 @@ def predict(
 
     if mode not in ("whole", "slide"):
         raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
+    if checkpoint is None:
+        from vocseg.commands.default_model import default_run
+
+        checkpoint = str(default_run("predict", option="-c"))
     if official.is_official(checkpoint):
         official.lookup(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)
@@ -92,7 +96,9 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
     if left_out:
         console.print(f"note: {left_out} file(s) that vocseg wrote to {escape(str(out_dir))} earlier were not segmented again.")
     if not ok:
-        raise VocsegError(f"None of the {len(results)} inputs could be segmented (see {report}).", "Pass readable image or video files.")
+        first = results[0].error or ""
+        more = f" ({len(results) - 1} more in {report})" if len(results) > 1 else ""
+        raise VocsegError(f"None of the {len(results)} inputs could be segmented{more}. The first: {first}")
     console.print(
         f"[green]{len(ok)} input(s) segmented[/]{f', [yellow]{skipped} skipped[/]' if skipped else ''}; "
         f"written to {escape(str(out_dir))} (report {escape(report.name)})"

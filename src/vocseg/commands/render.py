@@ -188,7 +188,7 @@ def print_flags(comparison: Comparison, out: Console | None = None) -> None:
 
 def predict_table(results: list[Prediction], title: str = "Predictions") -> Table:
     """One row per input: the main classes and their share, or why it was skipped."""
-    from rich.markup import escape
+    from vocseg.console import shown
 
     table = Table(title=title, title_justify="left")
     table.add_column("image", overflow="fold")
@@ -197,9 +197,9 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
     for r in results:
         if r.error:
             reason = r.error[len(str(r.image)) :].strip() if r.error.startswith(str(r.image)) else r.error
-            table.add_row(escape(str(r.image)), f"[yellow]skipped:[/] {escape(reason)}", "")
+            table.add_row(shown(r.image), f"[yellow]skipped:[/] {shown(reason)}", "")
         else:
             top = ", ".join(f"{c} {s:.1f}%" for c, s in list(r.shares.items())[:4])
             written = f"{r.label.name.removesuffix('_label.png')}_*.png" if r.label else (r.overlay.name if r.overlay else "")
-            table.add_row(escape(str(r.image)), escape(top), escape(written))
+            table.add_row(shown(r.image), shown(top), shown(written))
     return table

@@ -125,6 +125,10 @@ def train(
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose,
                             max_restarts=max_restarts, requeue=requeue)
+    if config_file is not None:  # its device is fixed: the way to the CPU is another config
+        from vocseg.training.launch import cpu_way_for
+
+        options = dataclasses.replace(options, cpu_way=cpu_way_for(config_file=config_file))
     if requeue and config_file is None and flags.get("work_dir") is None:
         raise VocsegError("--requeue: the requeued job must find the same run folder, so --work-dir is required.", "Pass --work-dir RUN (the same in the requeued job).")
     if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:

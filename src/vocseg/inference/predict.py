@@ -88,7 +88,7 @@ def read_input(path: Path) -> Any:
     try:
         return read_image(path)
     except Image.DecompressionBombError as exc:
-        raise VocsegError(str(exc), "Downscale or split it (vips, ImageMagick), or raise the limit with VOCSEG_MAX_MEGAPIXELS=N if you trust the file.") from None
+        raise VocsegError(str(exc), "") from None  # the message names VOCSEG_MAX_MEGAPIXELS and downscaling
     except MemoryError:
         raise VocsegError(f"{path} is too large to decode in the memory available.", "Downscale or split it.") from None
     except UnidentifiedImageError:
@@ -169,7 +169,7 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     try:
         decoded = read_input(path)
     except VocsegError as exc:
-        item.error = exc.message
+        item.error = str(exc)  # with its way out (e.g. VOCSEG_MAX_MEGAPIXELS for a large image)
         return item
     item.notes = list(decoded.notes)
     if decoded.voc_label_map:
@@ -220,7 +220,7 @@ def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     except VocsegError as exc:
         if "vocseg[video]" in exc.hint:
             raise
-        item.error = exc.message
+        item.error = str(exc)
         return item
     except OSError as exc:
         if exc.filename is not None and Path(exc.filename).resolve().parent != folder.folder.resolve():
