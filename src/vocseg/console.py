@@ -112,7 +112,7 @@ def format_rate(items: float, seconds: float, unit: str = "img") -> str:
 # ---------------------------------------------------------------- progress
 
 
-RATE_UNITS = {"images": "img", "frames": "frame"}
+RATE_UNITS = {"images": "img", "frames": "frame", "inputs": "input"}
 PLAIN_LINE_SECONDS = 30.0  # in a pipe, a line at least this often while items finish (slow models)
 
 
@@ -133,21 +133,40 @@ class ProgressDisplay:
         self._t0 = time.perf_counter()
         self._printed = -1
         self._last_line = self._t0
+        self.parent: ProgressDisplay | None = None  # `nested`: shares the parent's bar
 
     @property
     def live(self) -> bool:
         return self.out.is_terminal
 
+    def nested(self, label: str, total: int | None, *, unit: str = "frames") -> ProgressDisplay:
+        """A display for the parts of one item (a video's frames): a second row of the same bar
+        on a terminal, its own plain lines otherwise."""
+        child = ProgressDisplay(label, total, unit=unit, out=self.out)
+        child.parent = self
+        return child
+
     def __enter__(self) -> ProgressDisplay:
-        self._t0 = time.perf_counter()
-        if self.live:
+        self._t0 = self._last_line = time.perf_counter()
+        shared = self.parent.bar if self.parent is not None else None
+        if shared is not None:
+            self.bar = shared
+        elif self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn(f"{shown(self.label)}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit),
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.out, transient=True)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total)
+        if self.bar is not None:
+            self.task = self.bar.add_task(shown(self.label), total=self.total, unit=self.unit)
         return self
+
+    def start(self, total: int | None) -> None:
+        """The items begin now (after a model was loaded): the clock for rate and ETA starts here."""
+        self._t0 = self._last_line = time.perf_counter()
+        self.update(0, total)
+        if self.bar is not None:
+            self.bar.reset(self.task, total=total)
 
     def advance(self, n: int = 1) -> None:
         self.update(self.done + n, self.total)
@@ -159,7 +178,9 @@ class ProgressDisplay:
         if self.bar is not None:
             self.bar.update(self.task, completed=done, total=self.total)
             return
-        step = self.every or max(1, -(-(self.total or 100) // 10))
+        if self.total == 1:  # one item: its result is the news, a progress line would be noise
+            return
+        step = self.every or (max(1, -(-self.total // 10)) if self.total else 250)
         first = self._printed < 0 and done >= 1  # the first item: it started, it is not hanging
         stale = time.perf_counter() - self._last_line > PLAIN_LINE_SECONDS
         if first or done == self.total or done // step > max(self._printed, 0) // step or (stale and done != self._printed):
@@ -180,7 +201,10 @@ class ProgressDisplay:
         self.out.print(shown(self.line()), soft_wrap=True)
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.parent is not None and self.parent.bar is self.bar:
+            self.bar.remove_task(self.task)
+            self.bar = None
+        elif self.bar is not None:
             self.bar.stop()
             self.bar = None
         elif self.done and self._printed != self.done and exc[0] is None:
