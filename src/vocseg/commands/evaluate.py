@@ -36,7 +36,7 @@ def evaluate(
     Results go to RUN/eval/ (or --out): SPLIT.json, SPLIT.csv, SPLIT_confusion.png, SPLIT_iou.png.
     """
     from vocseg.commands.render import eval_report_table
-    from vocseg.console import console
+    from vocseg.console import console, shown
     from vocseg.evaluation.eval_result import write_csv, write_json
     from vocseg.evaluation.evaluate import evaluate as run_eval
     from vocseg.evaluation.evaluate import save_outputs
@@ -85,7 +85,7 @@ def evaluate(
     if save_predictions:
         record_written(*files_in(save_predictions))
         saved.append(save_predictions)
-    console.print("results: " + ", ".join(str(p) for p in saved))
+    console.print("results: " + ", ".join(shown(p) for p in saved), soft_wrap=True)
 
 
 def files_in(folder: Path) -> dict[Path, tuple[int, int]]:

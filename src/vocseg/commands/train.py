@@ -176,7 +176,9 @@ def train(
     with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), checked_env(CHECKED_ENV):
         config_path = start_run_on_this_node(experiment, launch_plan, options)
         if primary:
-            console.print(f"run folder: {config_path.parent}", soft_wrap=True)
+            from vocseg.console import shown
+
+            console.print(f"run folder: {shown(config_path.parent)}", soft_wrap=True)
         with fault_context(config_path.parent):  # a full disk or a killed loader worker: one line, what is kept, how to go on
             code = launch_training(config_path, launch_plan, options, resume=False)
     if code:

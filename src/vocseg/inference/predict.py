@@ -265,5 +265,6 @@ def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, m
         "images": [r.to_json() for r in results],
         "files": sorted((previous | written | {REPORT_NAME}) - {REPORT_NAME}),
     }
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    # ASCII with \u escapes: a file name that is not UTF-8 (surrogate escapes) is kept exactly, and json.load gives it back
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=True) + "\n")
     return path

@@ -265,10 +265,12 @@ def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) ->
     images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
     if not images_path.is_file():
         return {"note": f"{val.path.name} was written without per-image statistics: run `vocseg eval {val.path.parent.parent}` again to compute the galleries.", "classes": []}
+    from vocseg.evaluation.galleries import load_gallery_document
+
     try:
-        doc = json.loads(images_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return {"note": f"{images_path} cannot be read ({exc}): run `vocseg eval` again.", "classes": []}
+        doc = load_gallery_document(images_path)  # shape checked: a damaged file is a note naming it, not a traceback
+    except VocsegError as exc:
+        return {"note": str(exc), "classes": []}
     classes = doc.get("classes", [])
     by_iou = {r["name"]: r["IoU"] for r in val.rows}
     order = sorted(doc.get("galleries", {}), key=lambda c: (by_iou.get(c) is None, by_iou.get(c) or 0.0))
