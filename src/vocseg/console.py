@@ -82,6 +82,18 @@ def plain(text: object) -> str:
     return _UNSHOWABLE.sub(lambda m: "".join(f"\\x{b:02x}" for b in os.fsencode(m.group())), raw)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """`text` with the bytes of a non-UTF-8 file name (surrogate escapes, which UTF-8 cannot
+    encode) written as `\\xNN`: for pages and files that must be UTF-8 (the report's HTML).
+    Other text, newlines included, is unchanged."""
+    if not _SURROGATES.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 # ---------------------------------------------------------------- numbers people read
 
 

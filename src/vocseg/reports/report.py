@@ -410,7 +410,11 @@ def output_path(run: Path, out: Path | None) -> Path:
 def render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    from vocseg.console import encodable
+
+    # finalize: a non-UTF-8 file name shows its bytes as \xNN instead of failing the UTF-8 page.
+    env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, finalize=lambda v: encodable(v) if isinstance(v, str) else v)
     env.filters["num"] = _fmt
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"
