@@ -11,6 +11,7 @@ import typer
 
 from vocseg.commands.launch_options import LauncherOpt, MasterAddrOpt, MasterPortOpt, MaxRestartsOpt, NnodesOpt, NodeRankOpt, RequeueOpt
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
+from vocseg.console import command
 
 if TYPE_CHECKING:
     from vocseg.training.experiment import Experiment
@@ -34,7 +35,7 @@ def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, opti
         return start_run(experiment)
     work_dir = experiment.work_dir
     if latest_checkpoint(work_dir) is not None:
-        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `{command('resume', work_dir)}`, or pass another --work-dir.")
     files = {CONFIG_NAME: experiment.config_text}
     if experiment.recipe is not None:
         files[RECIPE_NAME] = experiment.recipe.to_json() + "\n"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
@@ -85,7 +86,7 @@ def split_source(data_root: Path, split: str) -> SplitSource:
     if missing:
         raise VocsegError(
             f"{len(missing)} files named by {path} are missing (first: {missing[0]}).",
-            f"Fix the list or the data root (`vocseg prepare --check --data-root {data_root}` shows what is incomplete).",
+            f"Fix the list or the data root (`{command('prepare', '--check', '--data-root', data_root)}` shows what is incomplete).",
         )
     return SplitSource(name=name, ids=ids, by_masks={k: v for k, v in by_masks.items() if v}, path=path)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import EvalResult, load_result
 from vocseg.reports import pictures as pics
@@ -264,7 +265,7 @@ def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) ->
         return {"note": "No val eval in the run's eval/ folder.", "classes": []}
     images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
     if not images_path.is_file():
-        return {"note": f"{val.path.name} was written without per-image statistics: run `vocseg eval {val.path.parent.parent}` again to compute the galleries.", "classes": []}
+        return {"note": f"{val.path.name} was written without per-image statistics: run `{command('eval', val.path.parent.parent)}` again to compute the galleries.", "classes": []}
     from vocseg.evaluation.galleries import load_gallery_document
 
     try:
