@@ -65,7 +65,7 @@ def evaluate(
         from rich.markup import escape
 
         console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
-    console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
+    console.print(eval_report_table(result, title=f"{shown(name)} on {shown(result.split)} ({result.num_images} images){' + TTA' if tta else ''}"))
     out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
     if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)
         names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
