@@ -219,7 +219,7 @@ class ProgressDisplay:
         elif self.bar is not None:
             self.bar.stop()
             self.bar = None
-        elif self.done and self._printed != self.done and exc[0] is None:
+        elif self.done and self._printed != self.done and exc[0] is None and self.total != 1:
             self._print_line()
 
 
