@@ -26,7 +26,6 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
-from vocseg.console import command
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_rgb, read_mask
 from vocseg.data.lists import read_id_list
 from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES
@@ -56,6 +55,8 @@ class DataFileError(VocsegError):
 
 
 def data_file_error(path: str, what: str) -> DataFileError:
+    from vocseg.console import command
+
     return DataFileError(
         f"Data file {path} {what}.",
         f"It changed after the check: `{command('prepare', '--check', '--data-root', _root_of(path))}` lists every problem.",
