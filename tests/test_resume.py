@@ -158,9 +158,11 @@ def test_a_finished_run_is_not_retrained(cli, request: pytest.FixtureRequest, tm
     shutil.copytree(trained_run, tmp_path / "runs" / "tiny")
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir())
-    r = cli("resume")  # the newest run under runs/
+    r = cli("resume", Path("runs") / "tiny")
     assert r.code == 0, r.err
     assert "already finished: 8/8 iterations" in r.out and str(tmp_path / "runs" / "tiny") in r.out
+    r = cli("resume")  # without RUN: only unfinished runs are candidates
+    assert r.code == 2 and "No unfinished run under runs/" in r.err and "runs/tiny (finished: 8/8)" in r.err
     assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == before
 
 
@@ -175,9 +177,9 @@ def test_resume_without_argument_finds_a_nested_run(cli, request: pytest.Fixture
     for p in older.rglob("*"):
         os.utime(p, (past, past))
     monkeypatch.chdir(tmp_path)
-    r = cli("resume")
-    assert r.code == 0, r.err
-    assert "already finished" in r.out and str(newer) in " ".join(r.out.split())
+    r = cli("resume")  # both finished: named, the one that trained last first
+    assert r.code == 2
+    assert "runs/demo/train (finished: 8/8); runs/tiny-old (finished: 8/8)" in " ".join(r.err.split())
     from vocseg.runs.folders import find_run_dirs, latest_run_dir
 
     assert set(find_run_dirs(Path("runs"))) == {Path("runs/tiny-old"), Path("runs/demo/train")}

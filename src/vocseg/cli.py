@@ -85,6 +85,10 @@ def run(argv: list[str] | None = None) -> int:
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args  # `-v` of eval/report means MMEngine's log, not tracebacks
+    if not args:  # bare `vocseg`: the help is what was asked for, not an error
+        with click_context(command) as ctx:
+            typer.echo(command.get_help(ctx))
+        return 0
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -122,6 +126,11 @@ def run(argv: list[str] | None = None) -> int:
         return fail(escape(exc.format_message()) + hint, int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         return fail("interrupted.", 130)
+
+
+def click_context(command: object) -> object:
+    """The root command's context (for its help text)."""
+    return command.make_context("vocseg", [], resilient_parsing=True)  # type: ignore[attr-defined]
 
 
 def _print_traceback(exc: BaseException) -> None:

@@ -54,4 +54,6 @@ def compare(
     if json_out:
         write_owned_text(json_out, json.dumps(comparison.to_json(), indent=1) + "\n", force=force, inputs=protected, option="--json")
         saved.append(json_out)
-    console.print("written: " + ", ".join(str(p) for p in saved))
+    from vocseg.console import shown
+
+    console.print("written: " + ", ".join(shown(p) for p in saved), soft_wrap=True)

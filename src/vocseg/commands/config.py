@@ -36,4 +36,6 @@ def config(
         sys.stdout.write(experiment.config_text)
         return
     write_owned_text(output, experiment.config_text, force=force, option="-o")
-    console.print(f"wrote {output}  (train it: vocseg train {output})")
+    from vocseg.console import command, shown
+
+    console.print(f"wrote {shown(output)}  (train it: {shown(command('train', output))})", soft_wrap=True)

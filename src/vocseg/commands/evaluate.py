@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    target: Annotated[str, typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k).", show_default=False)],
+    target: Annotated[Optional[str], typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k). Default: the newest trained run under runs/.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="val, train, trainval, aug, trainaug, or a file of image ids (one per line).")] = "val",
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root holding VOCdevkit/ (default: the config's).")] = None,
@@ -36,12 +36,16 @@ def evaluate(
     Results go to RUN/eval/ (or --out): SPLIT.json, SPLIT.csv, SPLIT_confusion.png, SPLIT_iou.png.
     """
     from vocseg.commands.render import eval_report_table
-    from vocseg.console import console
+    from vocseg.console import console, shown
     from vocseg.evaluation.eval_result import write_csv, write_json
     from vocseg.evaluation.evaluate import evaluate as run_eval
     from vocseg.evaluation.evaluate import save_outputs
     from vocseg.files import check_may_write, check_output_folder, record_written
 
+    if target is None:
+        from vocseg.commands.default_model import default_run
+
+        target = str(default_run("eval", option=None))
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.
     inputs = [p for p in (Path(target), config) if p is not None and not str(p).startswith("official:")]
@@ -61,7 +65,7 @@ def evaluate(
         from rich.markup import escape
 
         console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
-    console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
+    console.print(eval_report_table(result, title=f"{shown(name)} on {shown(result.split)} ({result.num_images} images){' + TTA' if tta else ''}"))
     out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
     if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)
         names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
@@ -81,7 +85,7 @@ def evaluate(
     if save_predictions:
         record_written(*files_in(save_predictions))
         saved.append(save_predictions)
-    console.print("results: " + ", ".join(str(p) for p in saved))
+    console.print("results: " + ", ".join(shown(p) for p in saved), soft_wrap=True)
 
 
 def files_in(folder: Path) -> dict[Path, tuple[int, int]]:

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    target: Annotated[str, typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k.", show_default=False)],
+    target: Annotated[Optional[str], typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k. Default: the newest trained run under runs/.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .onnx file to write (default: RUN/<checkpoint>.onnx). A file vocseg did not write is not replaced without --force.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
@@ -34,12 +34,16 @@ def export(
     """
     from rich.markup import escape
 
-    from vocseg.console import console
+    from vocseg.console import command, console, shown
     from vocseg.export.onnx_export import MIN_AGREEMENT, export_model
     from vocseg.recipe import official
 
     if fmt.lower() != "onnx":
         raise VocsegError(f"--format {fmt}: vocseg exports onnx only.", "Drop --format (or pass --format onnx); TorchScript is not offered (deprecated in PyTorch).")
+    if target is None:
+        from vocseg.commands.default_model import default_run
+
+        target = str(default_run("export", option=None))
     if official.is_official(target):
         official.lookup(target)  # a typo fails before anything is read or downloaded
     result, notes = export_model(target, output=out, config=config, force=force, check_images=check_images, check_count=check_count)
@@ -53,4 +57,4 @@ def export(
     )
     action = "replaced" if result.replaced else "wrote"
     console.print(f"[green]{action}[/] {escape(str(result.path))} ({result.size_bytes / 1e6:.1f} MB) and {escape(str(result.sidecar))}")
-    console.print(f"next: vocseg predict IMAGE --checkpoint {escape(str(result.path))}")
+    console.print(f"next: {shown(command('predict', 'IMAGE', '-c', result.path))}", soft_wrap=True)

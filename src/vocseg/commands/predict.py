@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export.")],
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export (default: the newest trained run under runs/).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
     opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
@@ -34,6 +34,10 @@ def predict(
 
     if mode not in ("whole", "slide"):
         raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
+    if checkpoint is None:
+        from vocseg.commands.default_model import default_run
+
+        checkpoint = str(default_run("predict", option="-c", args=images))
     if official.is_official(checkpoint):
         official.lookup(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)
@@ -62,18 +66,16 @@ def load_segmenter(checkpoint: str, *, config: Path | None, device: str, mode: s
 
 def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: str, mode: str, opacity: float, every: int, batch: int) -> None:
     """Segment, write the report, print the table and where everything went."""
-    from rich.markup import escape
-
     from vocseg.commands.render import predict_table
-    from vocseg.console import console, err_console
+    from vocseg.console import console, progress, shown
     from vocseg.inference.predict import predict as predict_files
     from vocseg.inference.predict import write_report
     from vocseg.runs.folders import RUNS_ROOT, numbered_output_dir
 
     # Without -o: a new RUN/predict, RUN/predict2, ... (runs/predict* for a model from no run folder).
     out_dir = (out.expanduser() if out is not None else numbered_output_dir("predict", getattr(model, "run", None) or RUNS_ROOT)).absolute()
-    with _video_progress(err_console) as progress:
-        results = predict_files(inputs, model, out_dir, opacity=opacity, every=every, batch=batch, progress=progress)
+    with progress("predict", len(inputs), unit="inputs") as shown_progress:  # a bar on a terminal, plain lines in a pipe
+        results = predict_files(inputs, model, out_dir, opacity=opacity, every=every, batch=batch, progress=shown_progress)
     try:
         report = write_report(results, out_dir, checkpoint=checkpoint, mode=mode)
     except OSError as exc:
@@ -87,15 +89,17 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
         console.print(predict_table([r for r in results if r.error], title="Skipped inputs"))
     for r in results[:25]:
         for note in r.notes:
-            console.print(f"note: {escape(r.image.name)}: {escape(note)}")
+            console.print(f"note: {shown(r.image.name)}: {shown(note)}")
     left_out = len(inputs) - len(results)
     if left_out:
-        console.print(f"note: {left_out} file(s) that vocseg wrote to {escape(str(out_dir))} earlier were not segmented again.")
+        console.print(f"note: {left_out} file(s) that vocseg wrote to {shown(out_dir)} earlier were not segmented again.")
     if not ok:
-        raise VocsegError(f"None of the {len(results)} inputs could be segmented (see {report}).", "Pass readable image or video files.")
+        first = results[0].error or ""
+        more = f" ({len(results) - 1} more in {report})" if len(results) > 1 else ""
+        raise VocsegError(f"None of the {len(results)} inputs could be segmented{more}. The first: {first}")
     console.print(
         f"[green]{len(ok)} input(s) segmented[/]{f', [yellow]{skipped} skipped[/]' if skipped else ''}; "
-        f"written to {escape(str(out_dir))} (report {escape(report.name)})"
+        f"written to {shown(out_dir)} (report {shown(report.name)})", soft_wrap=True,
     )
 
 
@@ -106,28 +110,3 @@ def _require_video_reader(inputs: list[Any]) -> None:
         from vocseg.inference.video import require_av
 
         require_av()  # before the model is loaded: one line naming the extra
-
-
-class _video_progress:  # noqa: N801 - a context manager
-    """A progress bar on stderr for video frames; `__enter__` returns the callback (done, total)."""
-
-    def __init__(self, console: Any) -> None:
-        self.console = console
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> Any:
-        return self.update
-
-    def update(self, done: int, total: int | None) -> None:
-        if self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("frames", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()

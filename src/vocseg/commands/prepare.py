@@ -79,7 +79,13 @@ def prepare(
             exit_code=1,
         )
     has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
-    console.print(f"[green]ok:[/] {root} is ready. Train with: vocseg train --data-root {root}{'' if has_aug or Recipe.aug is False else ' --no-aug'}")
+    from vocseg.console import command, shown
+    from vocseg.training.launch import query_gpus
+
+    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"])]
+    if Recipe.device == "cuda" and not query_gpus():  # no GPU here: the default device would be refused
+        train += ["--device", "cpu"]
+    console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
 
 
 def convert_colour_masks(root: Path) -> None:

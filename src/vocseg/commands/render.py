@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from vocseg.console import console
+from vocseg.console import console, shown
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
@@ -26,7 +26,7 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     table = Table(title="Training plan", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("model", f"{recipe.model}, crop {recipe.crop_size}, pretrained: {recipe.pretrained_checkpoint or 'none'}")
+    table.add_row("model", f"{recipe.model}, crop {recipe.crop_size}, pretrained: {shown(recipe.pretrained_checkpoint or 'none')}")
     table.add_row("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}: {plan.train_size} images")
     procs = f"{plan.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{plan.world_size} CPU process(es)"
     table.add_row("total batch", f"{procs} x {recipe.batch} = {plan.total_batch}")
@@ -43,15 +43,29 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
         + (", pinned" if recipe.use_pin_memory else ""),
     ]
     table.add_row("speed", ", ".join(s for s in speed if s))
-    table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
+    table.add_row("validate", interval_text(plan.val_interval_iters, plan.max_iters))
+    table.add_row("checkpoint", f"{interval_text(plan.ckpt_interval_iters, plan.max_iters)}; keep the last {recipe.keep} and the best by mIoU")
     return table
+
+
+def interval_text(every: int, max_iters: int) -> str:
+    """When something happens every `every` iterations of `max_iters`, in words:
+    "every iteration", "every 500 iterations (80 times)", "once, at the end (iteration 2)"."""
+    if max_iters <= 0 or every <= 0:
+        return "never"
+    if every >= max_iters:
+        return f"once, at the end (iteration {max_iters})"
+    if every == 1:
+        return f"every iteration ({max_iters} times)"
+    times = max_iters // every + (1 if max_iters % every else 0)
+    return f"every {every} iterations ({times} times, and at the end)" if max_iters % every else f"every {every} iterations ({times} times)"
 
 
 def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
     out = out or console
     out.print(plan_table(recipe, plan))
     for warning in plan.warnings:
-        out.print(f"[bold yellow]warning:[/] {warning}")
+        out.print(f"[bold yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 
 
 def _fmt(v: float | None) -> str:
@@ -59,14 +73,14 @@ def _fmt(v: float | None) -> str:
 
 
 def eval_table(result: EvalResult, title: str | None = None) -> Table:
-    table = Table(title=title or f"{result.split}: {result.num_images} images", title_justify="left")
+    table = Table(title=title or f"{shown(result.split)}: {result.num_images} images", title_justify="left")
     table.add_column("class")
     for key in ("IoU", "Acc", "Dice", "Precision"):
         table.add_column(key, justify="right")
     for name, vals in result.per_class.items():
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), style=style)
+        table.add_row(shown(name), *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), style=style)
     table.add_section()
     table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", "", "")
     table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent; red: IoU below 50)"
@@ -74,11 +88,11 @@ def eval_table(result: EvalResult, title: str | None = None) -> Table:
 
 
 def check_table(report: CheckReport) -> Table:
-    table = Table(title=f"Dataset check: {report.root}", title_justify="left")
+    table = Table(title=f"Dataset check: {shown(report.root)}", title_justify="left")
     for col in ("list", "ids", "expected", "pairs checked", "problems"):
         table.add_column(col, justify="right" if col != "list" else "left")
     for s in report.splits:
-        table.add_row(s.name, str(s.count), "-" if s.expected is None else str(s.expected), str(s.checked), str(len(s.problems)), style="red" if s.problems else None)
+        table.add_row(shown(s.name), str(s.count), "-" if s.expected is None else str(s.expected), str(s.checked), str(len(s.problems)), style="red" if s.problems else None)
     return table
 
 
@@ -93,13 +107,13 @@ def _confused_with(result: EvalResult, index: int) -> str:
     others = [(v, j) for j, v in enumerate(row) if j != index]
     value, j = max(others) if others else (0, index)
     share = 100 * value / total
-    return f"{list(result.per_class)[j]} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
+    return f"{shown(list(result.per_class)[j])} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
 
 
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     """eval_table plus what each class is most often mistaken for (from the confusion matrix)."""
     tta = " + TTA" if result.extra.get("tta") else ""
-    table = Table(title=title or f"{result.split}: {result.num_images} images{tta}", title_justify="left")
+    table = Table(title=title or f"{shown(result.split)}: {result.num_images} images{tta}", title_justify="left")
     table.add_column("class")
     for key in ("IoU", "Acc", "Dice", "Precision"):
         table.add_column(key, justify="right")
@@ -107,7 +121,7 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     for i, (name, vals) in enumerate(result.per_class.items()):
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
+        table.add_row(shown(name), *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
     table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
@@ -125,7 +139,7 @@ def _delta(v: float | None) -> str:
 def compare_table(comparison: Comparison) -> Table:
     """Per-class IoU and Acc of every result, deltas against the first, and flag markers."""
     base = comparison.baseline
-    names = "; ".join(f"{k} = {run.label}" + (f" [{run.split}]" if run.split != "val" and run.split not in run.label else "") for k, run in enumerate(comparison.runs, start=1))
+    names = "; ".join(f"{k} = {shown(run.label)}" + (f" \\[{shown(run.split)}]" if run.split != "val" and run.split not in run.label else "") for k, run in enumerate(comparison.runs, start=1))
     table = Table(title=f"Per-class IoU / Acc, percent ({names}); \u0394 against 1", title_justify="left")
     table.add_column("class", no_wrap=True)
     for k, run in enumerate(comparison.runs, start=1):
@@ -145,7 +159,7 @@ def compare_table(comparison: Comparison) -> Table:
                 cells += [_fmt(iou), _fmt(acc)]
             else:
                 cells += [_fmt(iou), _delta(comparison.delta(run, cls, "IoU")), _fmt(acc), _delta(comparison.delta(run, cls, "Acc"))]
-        table.add_row(cls, *cells, " ".join(marks.get(cls, [])), style="bold" if cls in marks else None)
+        table.add_row(shown(cls), *cells, " ".join(marks.get(cls, [])), style="bold" if cls in marks else None)
     table.add_section()
     cells = []
     for run in comparison.runs:
@@ -174,8 +188,6 @@ def print_flags(comparison: Comparison, out: Console | None = None) -> None:
 
 def predict_table(results: list[Prediction], title: str = "Predictions") -> Table:
     """One row per input: the main classes and their share, or why it was skipped."""
-    from rich.markup import escape
-
     table = Table(title=title, title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("classes (share of the image) / problem")
@@ -183,9 +195,9 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
     for r in results:
         if r.error:
             reason = r.error[len(str(r.image)) :].strip() if r.error.startswith(str(r.image)) else r.error
-            table.add_row(escape(str(r.image)), f"[yellow]skipped:[/] {escape(reason)}", "")
+            table.add_row(shown(r.image), f"[yellow]skipped:[/] {shown(reason)}", "")
         else:
             top = ", ".join(f"{c} {s:.1f}%" for c, s in list(r.shares.items())[:4])
             written = f"{r.label.name.removesuffix('_label.png')}_*.png" if r.label else (r.overlay.name if r.overlay else "")
-            table.add_row(escape(str(r.image)), escape(top), escape(written))
+            table.add_row(shown(r.image), shown(top), shown(written))
     return table

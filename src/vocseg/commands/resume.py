@@ -40,24 +40,31 @@ def resume(
     import contextlib
     import os
 
-    from vocseg.console import console
+    from vocseg.console import command, console, shown
     from vocseg.recipe.trackers import check_installed, parse_log_to
     from vocseg.runs.folders import run_lock
-    from vocseg.training.launch import LaunchOptions, launch_training, plan_launch
+    from vocseg.training.launch import LaunchOptions, cpu_way_for, launch_training, plan_launch
     from vocseg.training.resuming import commit_rescale, fault_context, prepare_resume
 
+    if run_dir is None:  # the newest run that is not finished and not being trained; said so
+        from vocseg.training.resuming import pick_unfinished_run
+
+        pick = pick_unfinished_run()
+        console.print(pick.line(), soft_wrap=True)
+        run_dir = pick.run
     primary = node_rank == 0 and (launcher != "slurm" or os.environ.get("SLURM_PROCID", "0") == "0")
     target = prepare_resume(run_dir, gpus=gpus, nproc=nproc, nnodes=nnodes, rescale_lr=rescale_lr, cleanup=primary)
     if target.finished:
         console.print(
-            f"{target.run_dir} already finished: {target.iteration}/{target.max_iters} iterations "
+            f"{shown(target.run_dir)} already finished: {target.iteration}/{target.max_iters} iterations "
             f"({target.checkpoint.name}); nothing to resume.", soft_wrap=True,
         )
-        console.print(f"next: vocseg eval {target.run_dir}   (to train longer, start a new run with more --iters/--epochs)", soft_wrap=True)
+        console.print(f"next: {shown(command('eval', target.run_dir))}   (to train longer, start a new run with more --iters/--epochs)", soft_wrap=True)
         return
     nnodes = nnodes or (target.recipe.nnodes if target.recipe is not None else 1)
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-                            launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr, max_restarts=max_restarts, requeue=requeue)
+                            launcher=launcher, verbose=verbose, rescale_lr=target.rescale_lr, max_restarts=max_restarts, requeue=requeue,
+                            cpu_way=cpu_way_for(run_dir=target.run_dir))
     chosen = parse_log_to(log_to) if log_to is not None else None
     check_installed(chosen if chosen is not None else run_trackers(target.config_path))
     launch_plan = plan_launch(target.recipe, options)  # checked before anything is rewritten
@@ -70,7 +77,7 @@ def resume(
         if primary:
             at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
             scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
-            console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
+            console.print(f"resuming {shown(target.run_dir)}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
         code = launch_training(target.config_path, launch_plan, options, resume=True)
     if code:
         raise typer.Exit(code)

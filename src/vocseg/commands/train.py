@@ -11,6 +11,7 @@ import typer
 
 from vocseg.commands.launch_options import LauncherOpt, MasterAddrOpt, MasterPortOpt, MaxRestartsOpt, NnodesOpt, NodeRankOpt, RequeueOpt
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
+from vocseg.console import command
 
 if TYPE_CHECKING:
     from vocseg.training.experiment import Experiment
@@ -34,7 +35,7 @@ def start_run_on_this_node(experiment: Experiment, launch_plan: LaunchPlan, opti
         return start_run(experiment)
     work_dir = experiment.work_dir
     if latest_checkpoint(work_dir) is not None:
-        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `{command('resume', work_dir)}`, or pass another --work-dir.")
     files = {CONFIG_NAME: experiment.config_text}
     if experiment.recipe is not None:
         files[RECIPE_NAME] = experiment.recipe.to_json() + "\n"
@@ -125,6 +126,10 @@ def train(
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=verbose,
                             max_restarts=max_restarts, requeue=requeue)
+    if config_file is not None:  # its device is fixed: the way to the CPU is another config
+        from vocseg.training.launch import cpu_way_for
+
+        options = dataclasses.replace(options, cpu_way=cpu_way_for(config_file=config_file))
     if requeue and config_file is None and flags.get("work_dir") is None:
         raise VocsegError("--requeue: the requeued job must find the same run folder, so --work-dir is required.", "Pass --work-dir RUN (the same in the requeued job).")
     if (launcher == "slurm" or nnodes > 1) and config_file is None and flags.get("work_dir") is None:
@@ -172,7 +177,9 @@ def train(
     with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), checked_env(CHECKED_ENV):
         config_path = start_run_on_this_node(experiment, launch_plan, options)
         if primary:
-            console.print(f"run folder: {config_path.parent}", soft_wrap=True)
+            from vocseg.console import shown
+
+            console.print(f"run folder: {shown(config_path.parent)}", soft_wrap=True)
         with fault_context(config_path.parent):  # a full disk or a killed loader worker: one line, what is kept, how to go on
             code = launch_training(config_path, launch_plan, options, resume=False)
     if code:

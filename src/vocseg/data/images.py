@@ -224,7 +224,8 @@ def too_large_message(path: Path, pillow_message: str, limit: int) -> str:
     size = f" ({int(m.group(1)) / 1e6:.3g} megapixels)" if m else ""
     return (
         f"{path} is too large to decode{size}: above the {limit / 1e6:.3g}-megapixel limit (Pillow's guard against "
-        f"decompression bombs, files that expand into gigabytes of memory). It is not damaged."
+        f"decompression bombs, files that expand into gigabytes of memory). It is not damaged: "
+        f"raise the limit with {MAX_MEGAPIXELS_ENV}=N (megapixels) if you trust the file, or downscale it."
     )
 
 

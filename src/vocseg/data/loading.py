@@ -56,9 +56,11 @@ class DataFileError(VocsegError):
 
 
 def data_file_error(path: str, what: str) -> DataFileError:
+    from vocseg.console import command
+
     return DataFileError(
         f"Data file {path} {what}.",
-        f"It changed after the check: `vocseg prepare --check --data-root {_root_of(path)}` lists every problem.",
+        f"It changed after the check: `{command('prepare', '--check', '--data-root', _root_of(path))}` lists every problem.",
     )
 
 

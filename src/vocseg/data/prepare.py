@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from vocseg.console import command
 from vocseg.data.check import CheckReport, check_data_root
 from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import FaultContext, VocsegError
@@ -72,7 +73,7 @@ def prepare_lock(root: Path) -> Iterator[None]:
             holder = f" (pid {busy.holder})" if busy.holder.isdigit() else ""
             raise VocsegError(
                 f"{root} is being prepared by another vocseg process{holder}.",
-                f"Wait for it to finish, then run `vocseg prepare --check --data-root {root}`; if you stop it, "
+                f"Wait for it to finish, then run `{command('prepare', '--check', '--data-root', root)}`; if you stop it, "
                 "the next `vocseg prepare` resumes or redoes what it left.",
             ) from None
         yield
@@ -107,7 +108,7 @@ def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Conso
             if (root / top).is_dir():  # vocseg's own demo trees, finished or not
                 shutil.rmtree(root / top)
         with FaultContext(where=root, kept=f"{root} is marked unfinished ({DEMO_PENDING}): the next run writes the demo again",
-                          next_command=f"vocseg prepare --demo --data-root {root}"):
+                          next_command=command("prepare", "--demo", "--data-root", root)):
             splits = write_demo_dataset(root)
         pending.unlink()
         console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
@@ -169,7 +170,7 @@ def prepare_voc(
 
 def run_check(root: Path, *, aug: bool, workers: int | None, console: Console) -> CheckReport:
     if not (root / VOC_SUBDIR).is_dir():
-        raise VocsegError(f"{root} has no {VOC_SUBDIR}.", f"Run `vocseg prepare{' --aug' if aug else ''} --data-root {root}` first.")
+        raise VocsegError(f"{root} has no {VOC_SUBDIR}.", f"Run `{command('prepare', *(['--aug'] if aug else []), '--data-root', root)}` first.")
     aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()
     with _progress(console) as progress:
         task = progress.add_task("check image/mask pairs", total=None)

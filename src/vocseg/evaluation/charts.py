@@ -24,10 +24,29 @@ def figure(width: float, height: float) -> Any:
     return fig
 
 
+# Names are data: a `$` in a run, file or class name never starts mathtext (two of them crash
+# the drawing: "ParseFatalException"), and no TeX runs on them.
+TEXT_AS_DATA = {"text.parse_math": False, "text.usetex": False}
+
+
+def names_as_text(fig: Any) -> None:
+    """Every text already on `fig` drawn as written (no mathtext); texts made later (tick labels at
+    drawing time) take `TEXT_AS_DATA` from the rc_context the drawing runs in."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        text.set_usetex(False)
+
+
 def save_figure(fig: Any, path: Path) -> Path:
+    import matplotlib
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with matplotlib.rc_context(TEXT_AS_DATA):
+        names_as_text(fig)
+        fig.savefig(tmp, dpi=100)
     tmp.replace(path)
     return path
 

@@ -77,20 +77,75 @@ def write_csv(result: EvalResult, path: Path) -> None:
     write_text_atomic(path, csv_text(result))
 
 
+REWRITE_HINT = "Run `vocseg eval` on the run again to rewrite it, or move the file away."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def eval_json_problem(data: Any) -> str | None:
+    """What makes `data` (a parsed eval JSON) unusable, in a few words, or None when it fits what
+    `write_json` writes: numbers (or null/NaN) for mIoU, mAcc, aAcc; `per_class` mapping class
+    names to {metric: number or null}; `gt_pixels`/`pred_pixels` whole and >= 0; a confusion
+    matrix, if any, of whole pixel counts with one row and one column per class."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    for key in ("mIoU", "mAcc"):
+        if key not in data:
+            return f"no {key}"
+    for key in ("mIoU", "mAcc", "aAcc"):
+        v = data.get(key)
+        if v is not None and not _is_number(v):
+            return f"{key} is {v!r:.40}, not a number"
+    table = data.get("per_class")
+    if not isinstance(table, dict) or not table:
+        return "no per_class table"
+    for name, row in table.items():
+        if not isinstance(row, dict):
+            return f"per_class[{name!r:.40}] is not a table of metrics"
+        for key, v in row.items():
+            if v is not None and not _is_number(v):
+                return f"per_class[{name!r:.40}].{key} is {v!r:.40}, not a number"
+            if key in ("gt_pixels", "pred_pixels") and v is not None and (not isinstance(v, int) or v < 0):
+                return f"per_class[{name!r:.40}].{key} is {v!r:.40}, not a pixel count"
+    for key, kind in (("checkpoint", str), ("split", str)):
+        if key in data and not isinstance(data[key], kind):
+            return f"{key} is {data[key]!r:.40}, not text"
+    if "num_images" in data and not (isinstance(data["num_images"], int) and not isinstance(data["num_images"], bool) and data["num_images"] >= 0):
+        return f"num_images is {data['num_images']!r:.40}, not a count"
+    confusion = data.get("confusion")
+    if confusion is not None:
+        pixels = confusion.get("pixels") if isinstance(confusion, dict) else None
+        n = len(table)
+        if not isinstance(pixels, list) or len(pixels) != n:
+            return f"confusion.pixels is not a {n} x {n} matrix (one row per class)"
+        for row in pixels:
+            if not isinstance(row, list) or len(row) != n or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in row):
+                return f"confusion.pixels is not a {n} x {n} matrix of pixel counts"
+    return None
+
+
 def load_result(path: Path) -> EvalResult:
-    """An eval JSON back into an EvalResult (a one-line error if it is not one)."""
+    """An eval JSON back into an EvalResult; a one-line VocsegError naming the file when it is not
+    readable JSON or not shaped as `write_json` writes it (`eval_json_problem`)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VocsegError(f"{path} is not readable JSON ({exc}).", "Pass a file written by `vocseg eval --json`.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("per_class"), dict) or not all(k in data for k in ("mIoU", "mAcc")):
-        raise VocsegError(f"{path} is not an eval result (no mIoU/mAcc/per_class).", "Pass a file written by `vocseg eval --json`.")
+        raise VocsegError(f"{path} is not readable JSON ({exc}).", REWRITE_HINT) from None
+    problem = eval_json_problem(data)
+    if problem is not None:
+        raise VocsegError(f"{path} is not an eval result as `vocseg eval` writes it: {problem}.", REWRITE_HINT)
     known = {"mIoU", "mAcc", "aAcc", "per_class", "checkpoint", "split", "num_images", "confusion"}
     confusion = data.get("confusion", {}).get("pixels") if isinstance(data.get("confusion"), dict) else None
+
+    def number(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
     return EvalResult(
-        mIoU=float(data["mIoU"]),
-        mAcc=float(data["mAcc"]),
-        aAcc=float(data.get("aAcc") or float("nan")),
+        mIoU=number(data["mIoU"]),
+        mAcc=number(data["mAcc"]),
+        aAcc=number(data.get("aAcc")),
         per_class=data["per_class"],
         checkpoint=str(data.get("checkpoint", "")),
         split=str(data.get("split", "val")),

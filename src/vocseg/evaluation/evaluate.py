@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
@@ -85,7 +86,7 @@ def split_source(data_root: Path, split: str) -> SplitSource:
     if missing:
         raise VocsegError(
             f"{len(missing)} files named by {path} are missing (first: {missing[0]}).",
-            f"Fix the list or the data root (`vocseg prepare --check --data-root {data_root}` shows what is incomplete).",
+            f"Fix the list or the data root (`{command('prepare', '--check', '--data-root', data_root)}` shows what is incomplete).",
         )
     return SplitSource(name=name, ids=ids, by_masks={k: v for k, v in by_masks.items() if v}, path=path)
 
@@ -255,7 +256,7 @@ def evaluate(
     """
     import warnings
 
-    from vocseg.console import quiet_stdout
+    from vocseg.console import progress, quiet_stdout
     from vocseg.recipe import official
     from vocseg.runs.run_config import load_run_config
     from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
@@ -319,13 +320,15 @@ def evaluate(
 
     register_eval_metric()
     quiet = quiet_stdout(verbose)
-    with quiet, warnings.catch_warnings():
+    label = f"eval {source.name}{' + TTA' if tta else ''}"
+    with quiet, warnings.catch_warnings(), progress(label, None, unit="images") as shown_progress:
         warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
         runner = Runner.from_cfg(cfg)
         model = runner.model.module if tta else runner.model
         ckpt = load_state_dict_checked(checkpoint, model)
         model.load_state_dict(state_dict_of(ckpt), strict=False)  # fit was checked: only BN counters may differ
         runner._has_loaded = True
+        runner.register_hook(progress_hook(shown_progress), priority="VERY_LOW")
         metrics = runner.test()
     metric = runner.test_evaluator.metrics[0]
     per_class: dict[str, dict[str, Any]] = {}
@@ -360,6 +363,21 @@ def evaluate(
     if galleries:
         write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
     return result, metric
+
+
+def progress_hook(display: Any) -> Any:
+    """An MMEngine hook that advances `display` (`vocseg.console.ProgressDisplay`) after each test
+    image (the loader's batch is 1; with TTA, after all of an image's scales and flips)."""
+    from mmengine.hooks import Hook
+
+    class EvalProgressHook(Hook):
+        def before_test_epoch(self, runner: Any) -> None:
+            display.start(len(runner.test_dataloader))
+
+        def after_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            display.advance(len(outputs) if outputs is not None else 1)
+
+    return EvalProgressHook()
 
 
 IMAGES_SUFFIX = "_images.json"  # per-image counts and the error galleries, beside <tag>.json

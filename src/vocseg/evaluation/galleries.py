@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,4 +214,52 @@ def gallery_document(per_image: dict[str, dict[str, Any]], predictions: dict[str
     }
 
 
-__all__ = ["DEFAULT_LIMIT", "FALSE_ALARM", "MISSED", "Entry", "WorstImages", "candidates", "decode_label_png", "encode_label_png", "gallery_document", "gallery_for_class", "image_counts", "image_iou", "select_worst"]
+def gallery_problem(doc: Any) -> str | None:
+    """What makes `doc` (a parsed `<tag>_images.json`) unusable for the report, or None when it has
+    the shape `gallery_document` writes: class names, images with their file paths, galleries of
+    entries (id, kind, numbers) that name listed images and classes, predictions as text."""
+    if not isinstance(doc, dict):
+        return f"it holds a JSON {type(doc).__name__}, not an object"
+    classes, images, galleries, predictions = (doc.get(k) for k in ("classes", "images", "galleries", "predictions"))
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "classes is not a list of class names"
+    if not isinstance(images, dict) or not all(isinstance(v, dict) for v in images.values()):
+        return "images is not a table of images"
+    for image_id, info in images.items():
+        if not isinstance(info.get("image"), str) or not isinstance(info.get("label"), str):
+            return f"images[{image_id!r:.40}] has no image/label paths"
+    if not isinstance(galleries, dict) or not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
+        return "no galleries/predictions tables"
+    for name, entries in galleries.items():
+        if name not in classes:
+            return f"gallery {name!r:.40} is not one of its classes"
+        if not isinstance(entries, list):
+            return f"gallery {name!r:.40} is not a list"
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or entry.get("kind") not in (MISSED, FALSE_ALARM):
+                return f"gallery {name!r:.40} has an entry without id/kind"
+            for key in ("IoU", "intersection", "pred_pixels", "gt_pixels"):
+                v = entry.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    return f"gallery {name!r:.40}: {key} is {v!r:.40}, not a number"
+    return None
+
+
+def load_gallery_document(path: Path) -> dict[str, Any]:
+    """`<tag>_images.json` as written by `gallery_document`; a one-line VocsegError naming the file
+    when it cannot be read or has another shape (`gallery_problem`)."""
+    import json
+
+    from vocseg.errors import VocsegError
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VocsegError(f"{path} cannot be read ({exc}).", "Run `vocseg eval` on the run again to rewrite it.") from None
+    problem = gallery_problem(doc)
+    if problem is not None:
+        raise VocsegError(f"{path} is not per-image statistics as `vocseg eval` writes them: {problem}.", "Run `vocseg eval` on the run again to rewrite it.")
+    return doc
+
+
+__all__ = ["gallery_problem", "load_gallery_document", "DEFAULT_LIMIT", "FALSE_ALARM", "MISSED", "Entry", "WorstImages", "candidates", "decode_label_png", "encode_label_png", "gallery_document", "gallery_for_class", "image_counts", "image_iou", "select_worst"]

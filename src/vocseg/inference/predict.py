@@ -23,13 +23,13 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vocseg.console import ProgressDisplay
 from vocseg.errors import VocsegError
 from vocseg.inference.inputs import InputFile, real_path
 from vocseg.inference.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
@@ -88,7 +88,7 @@ def read_input(path: Path) -> Any:
     try:
         return read_image(path)
     except Image.DecompressionBombError as exc:
-        raise VocsegError(str(exc), "Downscale or split it (vips, ImageMagick), or raise the limit with VOCSEG_MAX_MEGAPIXELS=N if you trust the file.") from None
+        raise VocsegError(str(exc), "") from None  # the message names VOCSEG_MAX_MEGAPIXELS and downscaling
     except MemoryError:
         raise VocsegError(f"{path} is too large to decode in the memory available.", "Downscale or split it.") from None
     except UnidentifiedImageError:
@@ -119,11 +119,12 @@ def predict(
     opacity: float = 0.5,
     every: int = 1,
     batch: int = 8,
-    progress: Callable[[str], Any] | None = None,
+    progress: ProgressDisplay | None = None,
 ) -> list[Prediction]:
     """Segment each input; an input that cannot be read or segmented is reported in its
     Prediction and skipped. Files found in folders or by globs that vocseg itself wrote to
-    `out_dir` earlier get no Prediction (len(inputs) - len(result) of them). Raises VocsegError only for faults of the output folder (full disk,
+    `out_dir` earlier get no Prediction (len(inputs) - len(result) of them). `progress` (entered by
+    the caller, total = len(inputs)) advances after each input; a video shows its frames nested. Raises VocsegError only for faults of the output folder (full disk,
     no permission), after writing what was done to predictions.json."""
     items = [i if isinstance(i, InputFile) else InputFile(Path(i), explicit=True) for i in inputs]
     folder = OutputFolder(out_dir, [])
@@ -145,6 +146,8 @@ def predict(
                 results.append(_predict_video(path, stem, model, folder, opacity=opacity, every=every, batch=batch, progress=progress))
             else:
                 results.append(_predict_image(path, stem, model, folder, opacity=opacity))
+            if progress is not None:
+                progress.advance()
     except OSError as exc:
         report = _write_partial_report(results, out_dir, folder)
         where = exc.filename or out_dir
@@ -169,7 +172,7 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     try:
         decoded = read_input(path)
     except VocsegError as exc:
-        item.error = exc.message
+        item.error = str(exc)  # with its way out (e.g. VOCSEG_MAX_MEGAPIXELS for a large image)
         return item
     item.notes = list(decoded.notes)
     if decoded.voc_label_map:
@@ -206,7 +209,8 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     return item
 
 
-def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float, every: int, batch: int, progress: Any) -> Prediction:
+def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float, every: int, batch: int,
+                   progress: ProgressDisplay | None) -> Prediction:
     from vocseg.inference.video import segment_video
 
     item = Prediction(image=path)
@@ -215,12 +219,15 @@ def _predict_video(path: Path, stem: str, model: Segmenter, folder: OutputFolder
         return item
     stem, note = folder.claim(stem, VIDEO_OUTPUTS)
     out = folder.folder / f"{stem}{VIDEO_OUTPUTS[0]}"
+    frames = progress.nested(f"{path.name} frames", None, unit="frames") if progress is not None else contextlib.nullcontext()
     try:
-        video = segment_video(path, model, out, opacity=opacity, every=every, batch=batch, progress=progress)
+        with frames as shown_frames:
+            video = segment_video(path, model, out, opacity=opacity, every=every, batch=batch,
+                                  progress=shown_frames.update if shown_frames is not None else None)
     except VocsegError as exc:
         if "vocseg[video]" in exc.hint:
             raise
-        item.error = exc.message
+        item.error = str(exc)
         return item
     except OSError as exc:
         if exc.filename is not None and Path(exc.filename).resolve().parent != folder.folder.resolve():
@@ -258,5 +265,6 @@ def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, m
         "images": [r.to_json() for r in results],
         "files": sorted((previous | written | {REPORT_NAME}) - {REPORT_NAME}),
     }
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    # ASCII with \u escapes: a file name that is not UTF-8 (surrogate escapes) is kept exactly, and json.load gives it back
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=True) + "\n")
     return path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
@@ -299,12 +300,12 @@ def check_data_root(recipe: Recipe) -> None:
     if not (root / VOC_SUBDIR).is_dir():
         raise VocsegError(
             f"Data root {root} has no {VOC_SUBDIR}.",
-            f"Run `vocseg prepare{' --aug' if recipe.aug else ''} --data-root {root}` "
-            f"(or `vocseg prepare --demo --data-root {root}`), or pass --data-root / set ${DATA_ROOT_ENV}.",
+            f"Run `{command('prepare', *(['--aug'] if recipe.aug else []), '--data-root', root)}` "
+            f"(or `{command('prepare', '--demo', '--data-root', root)}`), or pass --data-root / set ${DATA_ROOT_ENV}.",
         )
     for lst in train_lists(recipe) + [root / VOC_SUBDIR / SPLITS_SUBDIR / "val.txt"]:
         if not lst.is_file():
-            fix = f"vocseg prepare --aug --data-root {root}" if lst.name == "aug.txt" else f"vocseg prepare --data-root {root}"
+            fix = command("prepare", "--aug", "--data-root", root) if lst.name == "aug.txt" else command("prepare", "--data-root", root)
             raise VocsegError(f"Split list {lst} is missing.", f"Run `{fix}`{' or pass --no-aug' if lst.name == 'aug.txt' else ''}.")
 
 

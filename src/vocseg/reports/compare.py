@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.errors import VocsegError
 
 OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
@@ -190,7 +191,7 @@ def load_results(path: Path) -> list[RunResult]:
         found = [(split, path / "eval" / f"{split}.json") for split in ("val", "train")]
         found = [(s, p) for s, p in found if p.is_file()]
         if not found:
-            raise VocsegError(f"{path} has no eval results ({path / 'eval' / 'val.json'} is missing).", f"Run `vocseg eval {path}` (and `--split train` for the train/val gap) first.")
+            raise VocsegError(f"{path} has no eval results ({path / 'eval' / 'val.json'} is missing).", f"Run `{command('eval', path)}` (and `--split train` for the train/val gap) first.")
         results = []
         for split, p in found:
             data = _read_json(p)

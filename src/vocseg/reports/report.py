@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import EvalResult, load_result
 from vocseg.reports import pictures as pics
@@ -264,11 +265,13 @@ def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) ->
         return {"note": "No val eval in the run's eval/ folder.", "classes": []}
     images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
     if not images_path.is_file():
-        return {"note": f"{val.path.name} was written without per-image statistics: run `vocseg eval {val.path.parent.parent}` again to compute the galleries.", "classes": []}
+        return {"note": f"{val.path.name} was written without per-image statistics: run `{command('eval', val.path.parent.parent)}` again to compute the galleries.", "classes": []}
+    from vocseg.evaluation.galleries import load_gallery_document
+
     try:
-        doc = json.loads(images_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return {"note": f"{images_path} cannot be read ({exc}): run `vocseg eval` again.", "classes": []}
+        doc = load_gallery_document(images_path)  # shape checked: a damaged file is a note naming it, not a traceback
+    except VocsegError as exc:
+        return {"note": str(exc), "classes": []}
     classes = doc.get("classes", [])
     by_iou = {r["name"]: r["IoU"] for r in val.rows}
     order = sorted(doc.get("galleries", {}), key=lambda c: (by_iou.get(c) is None, by_iou.get(c) or 0.0))
@@ -408,7 +411,11 @@ def output_path(run: Path, out: Path | None) -> Path:
 def render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    from vocseg.console import encodable
+
+    # finalize: a non-UTF-8 file name shows its bytes as \xNN instead of failing the UTF-8 page.
+    env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, finalize=lambda v: encodable(v) if isinstance(v, str) else v)
     env.filters["num"] = _fmt
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"

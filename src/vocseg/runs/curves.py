@@ -69,6 +69,7 @@ def write_curves(work_dir: str | Path) -> Path | None:
     """Plot loss, LR and val mIoU to `work_dir/curves.png` (replaced atomically); None if nothing is logged yet."""
     import io
 
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -91,7 +92,8 @@ def write_curves(work_dir: str | Path) -> Path | None:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):  # texts are data, never mathtext
+        fig.savefig(buf, format="png")
     target = Path(work_dir) / CURVES_NAME
     write_bytes_atomic(target, buf.getvalue())
     return target

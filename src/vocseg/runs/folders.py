@@ -187,3 +187,38 @@ def held_lock_fds() -> tuple[int, ...]:
     """File descriptors of the run locks this process holds, for child processes to keep open:
     an flock is released only when every process holding the file has closed it."""
     return tuple(sorted(_HELD_LOCKS))
+
+
+def runs_newest_first(root: Path = RUNS_ROOT) -> list[Path]:
+    """Every run folder under `root` (`find_run_dirs`), the one that trained last first."""
+    return sorted(find_run_dirs(root), key=_last_trained, reverse=True)
+
+
+def latest_trained_run(root: Path = RUNS_ROOT) -> Path | None:
+    """The run folder under `root` that trained last and has a checkpoint to use (the default
+    model of `predict`, `eval`, `report` and `export` when none is named), or None."""
+    return next((run for run in runs_newest_first(root) if latest_checkpoint(run) is not None), None)
+
+
+def run_holder(work_dir: Path) -> str | None:
+    """Whether another process trains in `work_dir` now: the holder's pid as it wrote it ('' when
+    unknown), or None when nobody holds the run lock (`run_lock`). Reads only: the lock file is
+    opened read-only and never created."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no run locks
+        return None
+    path = work_dir / LOCK_NAME
+    try:
+        f = open(path)  # noqa: SIM115 - closed below, after the probe
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip()
+        except OSError:  # a file system without locks: nothing to tell
+            return None
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocseg.console import command
 from vocseg.errors import VocsegError
 from vocseg.files import MANIFEST_NAME, record_written, write_text_atomic, written_by_vocseg
 from vocseg.recipe.mmconfig import build_config_text
@@ -108,7 +109,7 @@ def check_run_folder(experiment: Experiment) -> None:
     if not work_dir.is_dir():
         raise VocsegError(f"--work-dir {work_dir} is a file, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
     if latest_checkpoint(work_dir) is not None:
-        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `vocseg resume {work_dir}`, or pass another --work-dir.")
+        raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `{command('resume', work_dir)}`, or pass another --work-dir.")
     planned = {CONFIG_NAME: experiment.config_text}
     if experiment.recipe is not None:
         planned[RECIPE_NAME] = experiment.recipe.to_json() + "\n"

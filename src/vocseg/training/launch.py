@@ -59,6 +59,9 @@ class LaunchOptions:
     rescale_lr: bool = False
     max_restarts: int = 0  # torchrun's elastic agent restarts the processes this often (each resumes)
     requeue: bool = False  # Slurm: SIGUSR1 -> checkpoint, `scontrol requeue`, exit 0
+    # How to train on the CPU instead, as this command can: `--device cpu` for flags; a config
+    # file and a run folder fix the device, so their way is another config (`cpu_way_for`).
+    cpu_way: str = "use --device cpu (with --nproc N for several processes)"
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,21 @@ def _busy_warning(g: GpuInfo) -> str | None:
     return None
 
 
-def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | None = None) -> tuple[list[str], list[str]]:
+def cpu_way_for(config_file: Path | None = None, run_dir: Path | None = None) -> str:
+    """The hint for training on the CPU that this command accepts: a config file and a resumed run
+    refuse --device, so they get a CPU config to write instead."""
+    from vocseg.console import command
+
+    if run_dir is not None:
+        return (f"resume it on a machine with a GPU; on this one, start a CPU run instead: "
+                f"`{command('train', '--device', 'cpu', '--work-dir', Path(str(run_dir) + '-cpu'))}` (with the run's other flags)")
+    if config_file is not None:
+        cpu = Path(config_file).with_name(Path(config_file).stem + "-cpu.py")
+        return f"this config is planned for GPUs: write a CPU one, `{command('config', '--device', 'cpu', '-o', cpu)}` (with the flags it was made with), and train that"
+    return LaunchOptions.cpu_way
+
+
+def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | None = None, cpu_way: str = LaunchOptions.cpu_way) -> tuple[list[str], list[str]]:
     """CUDA_VISIBLE_DEVICES entries to use, and warnings (GPUs already busy). Raises when they do not exist.
 
     `--gpus 6,7` names nvidia-smi indices; `--gpus first:2` takes the first two. A CUDA_VISIBLE_DEVICES
@@ -153,7 +170,7 @@ def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | 
     if not available:
         raise VocsegError(
             f"No NVIDIA GPU on this machine (nvidia-smi found none) for --device cuda --gpus {recipe.gpus}.",
-            "Use --device cpu (with --nproc N for several processes).",
+            cpu_way[:1].upper() + cpu_way[1:] + ".",
         )
     present = {g.index: g for g in available}
     listing = ", ".join(f"{g.index} ({g.name})" for g in available)
@@ -161,7 +178,7 @@ def select_gpus(recipe: Recipe, available: list[GpuInfo] | None, visible: str | 
     if visible is not None:
         allowed = [t.strip() for t in visible.split(",") if t.strip()]
         if not allowed or allowed == ["-1"]:
-            raise VocsegError("CUDA_VISIBLE_DEVICES is set and hides every GPU.", "Unset it, or use --device cpu.")
+            raise VocsegError("CUDA_VISIBLE_DEVICES is set and hides every GPU.", f"Unset it, or {cpu_way}.")
     if spec.ids is None:
         if len(allowed) < spec.count:
             where = f"CUDA_VISIBLE_DEVICES={visible} allows {len(allowed)}" if visible is not None else f"this machine has {len(allowed)}: {listing}"
@@ -255,7 +272,7 @@ def _plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | N
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif recipe is not None:
-        chosen, found = select_gpus(recipe, query_gpus(), visible)
+        chosen, found = select_gpus(recipe, query_gpus(), visible, options.cpu_way)
         gpu_ids, warnings = tuple(chosen), tuple(found)
         _require_cuda_build()
         env["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)

@@ -41,7 +41,9 @@ def launcher_from_env() -> str:
 
 def stop_message(work_dir: Path, iteration: int | None) -> str:
     at = f" at iteration {iteration}" if iteration is not None else ""
-    return f"[yellow]stopped{at}; checkpoint saved.[/] Continue with: vocseg resume {work_dir}"
+    from vocseg.console import command, shown
+
+    return f"[yellow]stopped{at}; checkpoint saved.[/] Continue with: {shown(command('resume', work_dir))}"
 
 
 def requeue_requested() -> bool:

@@ -16,12 +16,14 @@ continues from the same iteration, not bitwise as it would have been.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocseg.console import command
 from vocseg.errors import FaultContext, VocsegError
 from vocseg.recipe.recipe import Recipe, parse_gpus, validate
-from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, latest_run_dir, remove_stale_temp_files
+from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, RUNS_ROOT, iter_checkpoints, latest_checkpoint, remove_stale_temp_files, run_holder, runs_newest_first
 from vocseg.stack.checkpoints import VAL_PENDING_KEY
 
 
@@ -109,7 +111,7 @@ def _previous_hint(checkpoint: Path, run_dir: Path) -> str:
     older = [p.name for _, p in iter_checkpoints(run_dir) if p != checkpoint]
     if older:
         return f"Move {checkpoint.name} out of the folder to resume from the previous one ({older[-1]})."
-    return "No other checkpoint is in the folder: start again with `vocseg train`."
+    return f"No other checkpoint is in the folder: start again with `{command('train', run_dir / CONFIG_NAME)}`."
 
 
 def _load_checked(checkpoint: Path, run_dir: Path) -> dict:
@@ -152,6 +154,64 @@ def _read_recipe(path: Path) -> Recipe | None:
         ) from None
 
 
+_ITER_NAME = re.compile(r"iter_(\d+)\.pth$")
+
+
+@dataclass(frozen=True)
+class RunPick:
+    """The run `vocseg resume` without RUN continues, and why the newer ones were passed over."""
+
+    run: Path
+    passed: tuple[str, ...]  # "runs/b (finished: 40/40)", "runs/c (being trained by pid 123)"
+
+    def line(self) -> str:
+        from vocseg.console import shown
+
+        skipped = f"; passed over: {shown(', '.join(self.passed))}" if self.passed else ""
+        return f"no RUN given: resuming the newest unfinished run, {shown(self.run)}{skipped}"
+
+
+def checkpoint_iteration(checkpoint: Path) -> int | None:
+    """The iteration in an `iter_N.pth` name (None for other names: read the file to know)."""
+    m = _ITER_NAME.search(checkpoint.name)
+    return int(m.group(1)) if m else None
+
+
+def pick_unfinished_run(root: Path = RUNS_ROOT) -> RunPick:
+    """The run folder under `root` that trained last among those with a checkpoint, fewer
+    iterations than their config's `max_iters`, and no other process training them (the run
+    lock). Reads only: names of checkpoints, configs, the lock. Raises VocsegError naming the
+    runs it passed over when none is left."""
+    runs = runs_newest_first(root)
+    if not runs:
+        raise VocsegError(f"No run folder under {root}/.", f"Pass the run folder (`{command('resume', 'RUN')}`), or start one with `{command('train')}`.")
+    passed: list[str] = []
+    for run in runs:
+        checkpoint = latest_checkpoint(run)
+        if checkpoint is None:
+            passed.append(f"{run} (no checkpoint yet)")
+            continue
+        holder = run_holder(run)
+        if holder is not None:
+            passed.append(f"{run} (being trained by {'pid ' + holder if holder.isdigit() else 'another process'})")
+            continue
+        iteration = checkpoint_iteration(checkpoint)
+        try:
+            max_iters = _max_iters(run / CONFIG_NAME)
+        except VocsegError:
+            passed.append(f"{run} ({CONFIG_NAME} unreadable)")
+            continue
+        if iteration is not None and max_iters is not None and iteration >= max_iters:
+            passed.append(f"{run} (finished: {iteration}/{max_iters})")
+            continue
+        return RunPick(run, tuple(passed))
+    shown_runs = "; ".join(passed[:5]) + (f"; and {len(passed) - 5} more" if len(passed) > 5 else "")
+    raise VocsegError(
+        f"No unfinished run under {root}/ to resume: {shown_runs}.",
+        f"Name one (`{command('resume', runs[0])}`), or train longer in a new run (`{command('train', '--iters', 'N')}`).",
+    )
+
+
 def prepare_resume(
     run_dir: Path | None, *, gpus: str | None, nproc: int | None, rescale_lr: bool, nnodes: int | None = None, cleanup: bool = True
 ) -> ResumeTarget:
@@ -160,16 +220,14 @@ def prepare_resume(
     Writes nothing (see `commit_rescale`); `cleanup` deletes `.tmp` files of killed processes.
     """
     if run_dir is None:
-        run_dir = latest_run_dir()
-        if run_dir is None:
-            raise VocsegError(f"No run folder under {RUNS_ROOT}/.", "Pass the run folder: vocseg resume RUN_DIR.")
+        run_dir = pick_unfinished_run().run
     run_dir = run_dir.expanduser().resolve()
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise VocsegError(f"{run_dir} is not a vocseg run folder (no {CONFIG_NAME}).", "Pass the folder `vocseg train` printed.")
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
-        raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `vocseg train {config_path}`.")
+        raise VocsegError(f"{run_dir} has no checkpoint to resume from.", f"Start it again with `{command('train', config_path)}`.")
     # Refuses a truncated or foreign file before any process starts and before anything is written.
     state = _load_checked(checkpoint, run_dir)
     iteration = int(state["meta"]["iter"])
@@ -219,8 +277,8 @@ def fault_context(run_dir: Path) -> FaultContext:
 
     def next_command() -> str:
         if latest_checkpoint(run_dir) is None:
-            return f"vocseg train {run_dir / CONFIG_NAME}"
-        return f"vocseg resume {run_dir}"
+            return command("train", run_dir / CONFIG_NAME)
+        return command("resume", run_dir)
 
     return FaultContext(kept=kept, next_command=next_command, where=run_dir)
 

@@ -70,8 +70,11 @@ def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bo
             console.print(stop_message(Path(stop.work_dir), stop.iteration), soft_wrap=True)
         return EXIT_SIGNAL.get(stop.signum, 130)
     if _is_rank0():
-        console.print(f"[green]done:[/] {outcome.iterations} iterations; checkpoint {outcome.checkpoint}", soft_wrap=True)
-        console.print(f"next: vocseg eval {outcome.work_dir}   |   vocseg predict IMAGE --checkpoint {outcome.work_dir}", soft_wrap=True)
+        from vocseg.console import command, shown
+
+        console.print(f"[green]done:[/] {outcome.iterations} iterations; checkpoint {shown(outcome.checkpoint)}", soft_wrap=True)
+        next_commands = f"{command('eval', outcome.work_dir)}   |   {command('predict', 'IMAGE', '-c', outcome.work_dir)}"
+        console.print(f"next: {shown(next_commands)}", soft_wrap=True)
     return 0
 
 
