@@ -14,7 +14,8 @@
 # (default 540: steps that no longer fit are skipped and say so; the device tool kills at 600;
 # a dry run: 3600, and 4 times each step's limit, for a busy CPU),
 # VOCSEG_GPU_ITERS (default 400: the tiny model's training iterations), VOCSEG_GPU_KEEP=1 (keep the
-# temporary folder). Exit status: 0 when every step is ok or skipped with a reason, 1 otherwise.
+# temporary folder), VOCSEG_WHEEL_DIR (default REPO/.whl: the wheels to install when vocseg's
+# dependencies do not import). Exit status: 0 when every step is ok or skipped with a reason, 1 otherwise.
 set -u
 set -o pipefail
 
@@ -127,7 +128,8 @@ step() {
 #    machine's own packages (torch above all) stay as they are. Nothing to do where the stack imports.
 site=$work/site
 probe='import mmengine, mmseg, mmcv, ftfy, platformdirs, typer, rich, jinja2, vocseg.cli'
-wheels=( "$root"/.whl/*.whl )
+wheel_dir=${VOCSEG_WHEEL_DIR:-$root/.whl}
+wheels=( "$wheel_dir"/*.whl )
 if "$PY" -c "$probe" >/dev/null 2>&1; then
   step install 60 5 "echo '{\"wheels_installed\": 0, \"note\": \"the stack already imports here: nothing installed\"}' >\"$work/install.json\"" -- \
     "$PY" -c "$probe"
@@ -136,7 +138,7 @@ elif [ -f "${wheels[0]}" ]; then
   step install 180 30 "\"$PY\" -c '$probe' && echo '{\"wheels_installed\": ${#wheels[@]}, \"target\": \"$site\"}' >\"$work/install.json\"" -- \
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}"
 else
-  record step "$json" install --status failed --reason "vocseg's dependencies do not import and $root/.whl/ holds no wheels: run bash benchmarks/gpu/wheels.sh where pip reaches PyPI, and carry .whl"
+  record step "$json" install --status failed --reason "vocseg's dependencies do not import and $wheel_dir holds no wheels: run bash benchmarks/gpu/wheels.sh where pip reaches PyPI, and carry .whl"
   status[install]=failed; failures=$((failures + 1))
   say "--- install: failed (no wheels in .whl/)"
 fi
