@@ -35,7 +35,7 @@ from typing import Any
 
 PACKAGES = ("torch", "numpy", "mmengine", "mmsegmentation", "mmcv-lite", "mmcv", "opencv-python-headless", "opencv-python",
             "typer", "rich", "jinja2", "platformdirs", "ftfy", "regex", "yapf", "addict", "termcolor", "prettytable",
-            "matplotlib", "scipy", "pillow")
+            "matplotlib", "scipy", "pillow", "pydantic", "typing-extensions")
 PROGRESS = re.compile(r"^iter (\d+)/(\d+)\b")
 
 
