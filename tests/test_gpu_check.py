@@ -61,6 +61,19 @@ def test_dry_run_goes_through_every_step(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("vocseg-gpu-check.*"))  # its temporary folder is removed
 
 
+def test_without_a_gpu_the_cuda_steps_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """Not a dry run, on a machine without CUDA: nothing trains, and gpu.json says why."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    r = run_script(str(GPU / "check.sh"), env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    doc = json.loads((out / "gpu.json").read_text())
+    assert doc["dry_run"] is False and doc["steps"]["environment"]["result"]["cuda_available"] is False
+    assert list(doc["steps"]) == list(STEPS)
+    for name in STEPS[2:]:
+        assert doc["steps"][name]["status"] == "skipped" and "no CUDA GPU" in doc["steps"][name]["reason"]
+
+
 def test_check_needs_out(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     r = run_script(str(GPU / "check.sh"), "--dry-run", env=env, timeout=60)

@@ -163,7 +163,7 @@ elif [ "$cuda" = 1 ]; then
   bench=(); predict_device=cuda
 fi
 if [ "$dry" != 1 ] && [ "$cuda" != 1 ]; then
-  for s in prepare train interrupt resume eval predict restart gpu_train; do
+  for s in prepare train interrupt resume eval predict gpu_train restart; do
     skip "$s" "no CUDA GPU visible here (torch.cuda.is_available() is False); bash benchmarks/gpu/check.sh --dry-run runs these steps on the CPU"
   done
 else
