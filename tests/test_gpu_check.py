@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -31,14 +32,23 @@ def load(name: str) -> ModuleType:
 
 
 def run_script(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    """`bash ARGS` in its own process group; past `timeout` (a hang guard, not a speed limit) the
+    whole group is killed, so no training process outlives the test."""
+    proc = subprocess.Popen(["bash", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"bash {' '.join(args)} still ran after {timeout} s: {out[-2000:]}{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.slow
 def test_dry_run_goes_through_every_step(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    r = run_script(str(GPU / "check.sh"), "--dry-run", env=env, timeout=900)
+    r = run_script(str(GPU / "check.sh"), "--dry-run", env=env, timeout=2400)  # ~3 min on 2 quiet cores; 15 min seen at load 17
     log = (out / "check.log").read_text() if (out / "check.log").is_file() else ""
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:] + log[-4000:]
     doc = json.loads((out / "gpu.json").read_text())
