@@ -12,8 +12,12 @@ Measures, in one process, for UPerNet-R50 at 512x512 and the official per-GPU ba
 
 Target: (b) >= 1.8x (a) in training images/s. Figures go to docs/performance.md.
 
-    python benchmarks/gpu_train.py                 # on a CUDA machine (~5 min on an H100)
+    python benchmarks/gpu_train.py                 # on a CUDA machine (estimated 2-4 min on an H100; never measured)
     python benchmarks/gpu_train.py --smoke         # every code path at toy size on the CPU
+
+With --json FILE the figures are written after every phase (a run cut short still reports); a
+phase that fails is recorded under "errors", the others still run, and the exit status is 1.
+benchmarks/gpu/check.sh runs this as one of its steps.
 """
 
 from __future__ import annotations
@@ -199,6 +203,39 @@ def mean_abs_diff(a: list[float], b: list[float]) -> float:
     return statistics.fmean(abs(x - y) for x, y in zip(smooth(a), smooth(b), strict=True))
 
 
+class Phases:
+    """Runs the benchmark's phases one after another; a phase that raises is recorded in
+    `results["errors"]` and the next one still runs (where it does not need the failed one).
+    With --json the file is rewritten after every phase, so a run cut short still reports."""
+
+    def __init__(self, results: dict[str, Any], json_path: Path | None) -> None:
+        self.results = results
+        self.json_path = json_path
+        self.results.setdefault("errors", {})
+        self.results.setdefault("phase_seconds", {})
+
+    def save(self) -> None:
+        if self.json_path is not None:
+            tmp = self.json_path.with_name(self.json_path.name + ".tmp")
+            tmp.write_text(json.dumps(self.results, indent=1))
+            tmp.replace(self.json_path)
+
+    def run(self, name: str, fn: Any) -> bool:
+        t0 = time.perf_counter()
+        try:
+            fn()
+            ok = True
+        except Exception as exc:  # noqa: BLE001  recorded; the process still exits non-zero at the end
+            import traceback
+
+            traceback.print_exc()
+            self.results["errors"][name] = f"{type(exc).__name__}: {exc}"[:2000]
+            ok = False
+        self.results["phase_seconds"][name] = round(time.perf_counter() - t0, 2)
+        self.save()
+        return ok
+
+
 def main() -> None:
     args = parse_args()
     import torch
@@ -229,44 +266,76 @@ def main() -> None:
         plain_cfg, fast_cfg, recipe = model_configs(args.smoke, str(root))
 
         batch = synthetic_batch(args.batch, args.size, seed=0)
-        results: dict[str, Any] = {"device": gpu, "batch": args.batch, "size": args.size, "model": recipe.model}
-        for name, cfg, fast in (("plain_mmseg", plain_cfg, False), ("vocseg", fast_cfg, True)):
+        results: dict[str, Any] = {
+            "device": gpu, "batch": args.batch, "size": args.size, "model": recipe.model, "torch": torch.__version__,
+            # "plain fp32" on an Ampere or newer GPU: cuDNN convolutions run in TF32 unless this is False (PyTorch's default is True)
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        }
+        phases = Phases(results, args.json)
+        phases.save()
+
+        def speed(name: str, cfg: dict, fast: bool) -> None:
             model, optim = build(cfg, fast=fast, device=device)
             ips, peak = time_training(model, optim, batch, args.steps, args.warmup, device)
+            results[name] = {"train_images_per_s": ips, "peak_mem_gib": peak}
             inf = time_inference(model, batch, args.steps, args.warmup, device, autocast=fast)
-            results[name] = {"train_images_per_s": ips, "peak_mem_gib": peak, "infer_images_per_s": inf}
+            results[name]["infer_images_per_s"] = inf
             del model, optim
             if device == "cuda":
                 torch.cuda.empty_cache()
-        results["train_ratio"] = results["vocseg"]["train_images_per_s"] / results["plain_mmseg"]["train_images_per_s"]
-        results["infer_ratio"] = results["vocseg"]["infer_images_per_s"] / results["plain_mmseg"]["infer_images_per_s"]
 
-        pipe_ips, workers, loader_batches = pipeline_rate(recipe, args.workers, batches=max(4, args.steps))
-        results["pipeline"] = {"images_per_s": pipe_ips, "workers": workers, "gpu_step_images_per_s": results["vocseg"]["train_images_per_s"]}
-        results["pipeline"]["keeps_up"] = pipe_ips >= results["vocseg"]["train_images_per_s"]
+        for name, cfg, fast in (("plain_mmseg", plain_cfg, False), ("vocseg", fast_cfg, True)):
+            phases.run(name, lambda name=name, cfg=cfg, fast=fast: speed(name, cfg, fast))
+        p, v = results.get("plain_mmseg", {}), results.get("vocseg", {})
+        for key, ratio in (("train_images_per_s", "train_ratio"), ("infer_images_per_s", "infer_ratio")):
+            if key in p and key in v:
+                results[ratio] = v[key] / p[key]
+        phases.save()
 
-        # Equal accuracy: same init, same batches (from the real loader, cycled), plain x2 seeds vs vocseg.
-        batches = [loader_batches[i % len(loader_batches)] for i in range(args.loss_iters)]
-        init_model, _ = build(fast_cfg, fast=False, device=device)
-        init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
-        del init_model
-        plain_a = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=1)
-        plain_b = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=2)
-        ours = loss_curve(fast_cfg, init_state, batches, fast=True, device=device, seed=1)
-        noise, deviation = mean_abs_diff(plain_a, plain_b), mean_abs_diff(plain_a, ours)
-        results["loss_curves"] = {"iters": args.loss_iters, "run_to_run_noise": noise, "vocseg_vs_plain": deviation, "within_noise": deviation <= 1.5 * noise + 1e-3}
+        loader_batches: list[dict] = []
 
-    p, v = results["plain_mmseg"], results["vocseg"]
+        def pipeline() -> None:
+            pipe_ips, workers, seen = pipeline_rate(recipe, args.workers, batches=max(4, args.steps))
+            loader_batches.extend(seen)
+            step_rate = v.get("train_images_per_s")
+            results["pipeline"] = {"images_per_s": pipe_ips, "workers": workers, "gpu_step_images_per_s": step_rate,
+                                   "keeps_up": None if step_rate is None else pipe_ips >= step_rate}
+
+        phases.run("pipeline", pipeline)
+
+        def loss_curves() -> None:
+            # Equal accuracy: same init, same batches (from the real loader, cycled), plain x2 seeds vs vocseg.
+            source = loader_batches or [synthetic_batch(args.batch, args.size, seed=i) for i in range(4)]
+            batches = [source[i % len(source)] for i in range(args.loss_iters)]
+            init_model, _ = build(fast_cfg, fast=False, device=device)
+            init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
+            del init_model
+            plain_a = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=1)
+            plain_b = loss_curve(fast_cfg, init_state, batches, fast=False, device=device, seed=2)
+            ours = loss_curve(fast_cfg, init_state, batches, fast=True, device=device, seed=1)
+            noise, deviation = mean_abs_diff(plain_a, plain_b), mean_abs_diff(plain_a, ours)
+            results["loss_curves"] = {"iters": args.loss_iters, "batches_from": "loader" if loader_batches else "synthetic",
+                                      "run_to_run_noise": noise, "vocseg_vs_plain": deviation, "within_noise": deviation <= 1.5 * noise + 1e-3,
+                                      "final_loss": {"plain_a": plain_a[-1], "plain_b": plain_b[-1], "vocseg": ours[-1]}}
+
+        phases.run("loss_curves", loss_curves)
+
     print(f"device: {gpu}; UPerNet-{results['model']} at {args.size}x{args.size}, batch {args.batch}")
-    print(f"train images/s: plain mmseg {p['train_images_per_s']:.1f}, vocseg {v['train_images_per_s']:.1f}, ratio {results['train_ratio']:.2f} (target >= 1.8)")
-    print(f"peak memory GiB: plain {p['peak_mem_gib']:.2f}, vocseg {v['peak_mem_gib']:.2f}")
-    print(f"inference images/s: plain {p['infer_images_per_s']:.1f}, vocseg {v['infer_images_per_s']:.1f}, ratio {results['infer_ratio']:.2f}")
-    pl = results["pipeline"]
-    print(f"data pipeline: {pl['images_per_s']:.1f} images/s with {pl['workers']} workers vs GPU step {pl['gpu_step_images_per_s']:.1f} images/s: {'keeps up' if pl['keeps_up'] else 'STARVES the GPU'}")
-    lc = results["loss_curves"]
-    print(f"loss over {lc['iters']} iterations: plain-vs-plain noise {lc['run_to_run_noise']:.4f}, vocseg-vs-plain {lc['vocseg_vs_plain']:.4f}: {'within noise' if lc['within_noise'] else 'OUTSIDE noise'}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    if "train_ratio" in results:
+        print(f"train images/s: plain mmseg {p['train_images_per_s']:.1f}, vocseg {v['train_images_per_s']:.1f}, ratio {results['train_ratio']:.2f} (target >= 1.8)")
+        print(f"peak memory GiB: plain {p['peak_mem_gib']:.2f}, vocseg {v['peak_mem_gib']:.2f}")
+        print(f"inference images/s: plain {p['infer_images_per_s']:.1f}, vocseg {v['infer_images_per_s']:.1f}, ratio {results['infer_ratio']:.2f}")
+    if "pipeline" in results:
+        pl = results["pipeline"]
+        verdict = {True: "keeps up", False: "STARVES the GPU", None: "no GPU step rate to compare"}[pl["keeps_up"]]
+        print(f"data pipeline: {pl['images_per_s']:.1f} images/s with {pl['workers']} workers vs GPU step {pl['gpu_step_images_per_s'] or 0:.1f} images/s: {verdict}")
+    if "loss_curves" in results:
+        lc = results["loss_curves"]
+        print(f"loss over {lc['iters']} iterations: plain-vs-plain noise {lc['run_to_run_noise']:.4f}, vocseg-vs-plain {lc['vocseg_vs_plain']:.4f}: {'within noise' if lc['within_noise'] else 'OUTSIDE noise'}")
+    for phase, error in results["errors"].items():
+        print(f"phase {phase} failed: {error}", file=sys.stderr)
+    if results["errors"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
