@@ -183,7 +183,7 @@ def run_settings(run: Path) -> dict[str, Any]:
 def run_info(run: Path) -> dict[str, Any]:
     """Settings, MMEngine's per-iteration figures (training rows: median of the second half), last val, final checkpoint."""
     from vocseg.stack.compat import load_checkpoint_file
-    from vocseg.training.runs import latest_checkpoint
+    from vocseg.runs.folders import latest_checkpoint
 
     info: dict[str, Any] = {"run": str(run)}
     try:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "kill-worker":
         result, ok = kill_worker(command, args.after, args.timeout)
     elif args.cmd == "run-info":
-        from vocseg.training.runs import latest_checkpoint
+        from vocseg.runs.folders import latest_checkpoint
 
         result = run_info(args.run)
         if args.stop_info:
