@@ -12,6 +12,7 @@ from vocseg.console import console
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
+    from vocseg.data.dataset import DatasetSpec
     from vocseg.evaluation.eval_result import EvalResult
     from vocseg.inference.predict import Prediction
     from vocseg.recipe.recipe import Plan, Recipe
@@ -27,13 +28,25 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("model", f"{recipe.model}, crop {recipe.crop_size}, pretrained: {recipe.pretrained_checkpoint or 'none'}")
-    table.add_row("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}: {plan.train_size} images")
+    spec = None
+    if recipe.is_voc:
+        table.add_row("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}: {plan.train_size} images")
+    else:
+        from vocseg.recipe.recipe import dataset_spec
+
+        spec = dataset_spec(recipe)
+        table.add_row("data", f"{recipe.dataset} ({spec.kind}): {plan.train_size} train images; SBD aug is PASCAL VOC's, so off; split: {spec.split_note}")
+        table.add_row("classes", class_shares_text(spec))
     procs = f"{plan.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{plan.world_size} CPU process(es)"
     table.add_row("total batch", f"{procs} x {recipe.batch} = {plan.total_batch}")
     table.add_row("learning rate", f"{plan.lr:g} = {plan.lr_rule}; poly decay per iteration")
     table.add_row("iterations", f"{plan.max_iters} ({plan.iters_per_epoch} per epoch = {plan.epochs:.1f} epochs)")
-    table.add_row("samples seen", f"{plan.samples:,} = {plan.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})")
-    table.add_row("official 40k equals", f"{plan.official_equivalent_epochs:.1f} epochs on these {plan.train_size} images = {plan.official_equivalent_iters} iterations at batch {plan.total_batch}")
+    if spec is None:
+        table.add_row("samples seen", f"{plan.samples:,} = {plan.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})")
+        table.add_row("official 40k equals", f"{plan.official_equivalent_epochs:.1f} epochs on these {plan.train_size} images = {plan.official_equivalent_iters} iterations at batch {plan.total_batch}")
+    else:
+        table.add_row("samples seen", f"{plan.samples:,} = {plan.max_iters} iterations x batch {plan.total_batch} = {plan.epochs:.1f} passes over the {plan.train_size} train images "
+                      "(VOC's official 40k x 16 schedule is no reference for this dataset)")
     speed = [
         "mixed precision (bf16, fp16 where missing)" if recipe.use_amp else "fp32",
         "channels_last" if recipe.use_channels_last else "",
@@ -45,6 +58,19 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     table.add_row("speed", ", ".join(s for s in speed if s))
     table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
     return table
+
+
+def class_shares_text(spec: DatasetSpec) -> str:
+    """The dataset's classes with their share of the labelled train pixels, and an imbalance note."""
+    from vocseg.data.dataset import class_pixels
+
+    counts = class_pixels(spec, "train")
+    total = sum(counts) or 1
+    text = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(spec.classes, counts))
+    rare = [name for name, n in zip(spec.classes, counts) if n / total < 0.01]
+    if rare:
+        text += f"; under 1% of the pixels: {', '.join(rare)} (class imbalance: such classes are learnt last; class weights help)"
+    return f"{spec.num_classes}: {text} (share of labelled train pixels)"
 
 
 def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:

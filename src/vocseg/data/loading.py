@@ -63,7 +63,18 @@ def data_file_error(path: str, what: str) -> DataFileError:
 
 @DATASETS.register_module()
 class VocsegVOCDataset(PascalVOCDataset):
-    """PascalVOCDataset reading its list and finding its files the way `prepare --check` does."""
+    """PascalVOCDataset reading its list and finding its files the way `prepare --check` does.
+
+    With `metainfo=dict(classes=..., palette=...)` naming classes that are not VOC's (an own
+    dataset, `vocseg.data.dataset`), the masks' ids are taken as they are: class i is classes[i].
+    mmseg's PascalVOCDataset would refuse them ("not a subset of classes in METAINFO").
+    """
+
+    @classmethod
+    def get_label_map(cls, new_classes: Any = None) -> dict | None:
+        if new_classes is not None and not set(new_classes).issubset(cls.METAINFO["classes"]):
+            return None  # an own dataset's classes: ids as stored
+        return super().get_label_map(new_classes)
 
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get("img_path", "")
@@ -79,6 +90,7 @@ class VocsegVOCDataset(PascalVOCDataset):
                 info["seg_map_path"] = str(mask) if mask else str(Path(ann_dir) / f"{image_id}{self.seg_map_suffix}")
             info["label_map"] = self.label_map
             info["reduce_zero_label"] = self.reduce_zero_label
+            info["num_classes"] = len(self.metainfo["classes"])
             info["seg_fields"] = []
             data_list.append(info)
         return data_list
@@ -125,7 +137,7 @@ class VocsegLoadAnnotations(LoadAnnotations):
             raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
         if mask.ndim == 3 and mask.shape[2] == 1:
             mask = mask[..., 0]
-        why = mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
+        why = mask_problem(mask, results.get("num_classes", NUM_CLASSES), IGNORE_INDEX)
         if why:
             raise data_file_error(path, why)
         shape = results.get("ori_shape")
