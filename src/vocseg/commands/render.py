@@ -80,8 +80,9 @@ def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
         out.print(f"[bold yellow]warning:[/] {warning}")
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+def _fmt(v: float | None, bold: bool = False) -> str:
+    text = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+    return f"[bold]{text}[/]" if bold else text
 
 
 def eval_table(result: EvalResult, title: str | None = None) -> Table:
@@ -130,15 +131,35 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     for key in ("IoU", "Acc", "Dice", "Precision"):
         table.add_column(key, justify="right")
     table.add_column("most confused with")
+    excluded = absent_classes(result)
     for i, (name, vals) in enumerate(result.per_class.items()):
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
+        if name in excluded:
+            predicted = vals.get("pred_pixels") or 0
+            why = f"not in this split; predicted on {predicted} pixels (IoU 0, counted)" if predicted else "not in this split: excluded from the means"
+            table.add_row(name, *(_fmt(vals.get(k)) if predicted else "" for k in ("IoU", "Acc", "Dice", "Precision")), why, style="dim")
+            continue
         table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
-    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
-    table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
+    table.add_row("[bold]mean[/]", _fmt(result.mIoU, bold=True), _fmt(result.mAcc, bold=True), _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
+    caption = f"mIoU {_fmt(result.mIoU)}   mAcc {_fmt(result.mAcc)}   aAcc {_fmt(result.aAcc)}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
+    if excluded:
+        caption += f"; {len(excluded)} of {len(result.per_class)} classes have no pixel in this split ({', '.join(excluded[:6])}{', ...' if len(excluded) > 6 else ''}): " \
+                   "their IoU is undefined and the means leave them out unless they were predicted"
+    if math.isnan(result.mIoU):
+        caption += "; no labelled pixel at all: every mask is ignore (255), nothing could be scored"
+    table.caption = caption
     return table
+
+
+def absent_classes(result: EvalResult) -> list[str]:
+    """Classes with no ground-truth pixel in the evaluated split (eval JSON `excluded`, else gt_pixels == 0)."""
+    listed = result.extra.get("excluded")
+    if isinstance(listed, list):
+        return [str(c) for c in listed]
+    return [name for name, vals in result.per_class.items() if isinstance(vals, dict) and vals.get("gt_pixels") == 0]
 
 
 def _delta(v: float | None) -> str:

@@ -172,6 +172,24 @@ def dataset_of_config(cfg: object) -> DatasetSpec:
     return VOC
 
 
+def dataset_of_run(run: Path) -> DatasetSpec:
+    """The dataset of a run folder, read from its config.py's `vocseg_dataset` entry without
+    executing the file (ast); VOC when it has none (VOC runs) or the file cannot be read."""
+    import ast
+
+    try:
+        tree = ast.parse((Path(run) / "config.py").read_text())
+    except (OSError, SyntaxError, ValueError):
+        return VOC
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "vocseg_dataset" for t in node.targets):
+            try:
+                return dataset_of_config({"vocseg_dataset": ast.literal_eval(node.value)})
+            except (ValueError, TypeError, json.JSONDecodeError):
+                return VOC
+    return VOC
+
+
 # ---------------------------------------------------------------------------------------------
 # Class files
 _LABELMAP_LINE = re.compile(r"^([^:#][^:]*):\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*(?::.*)?$")
