@@ -269,7 +269,7 @@ def test_a_cvat_export_goes_from_check_to_report_with_its_own_classes(cli, cvat_
     assert config.count("'num_classes': 4") == 2
     train_text = " ".join(" ".join(transcript).split())
     assert "cvat export (cvat)" in train_text and "background" in train_text and "rust" in train_text
-    result = cli("eval", work, "--json")
+    result = cli("eval", work)
     assert result.code == 0, result.err
     evaluated = json.loads((work / "eval" / "val.json").read_text())
     assert list(evaluated["per_class"]) == list(OWN)

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vocseg.data.dataset import DatasetSpec, colour_lookup
 from vocseg.data.demo import demo_split_sizes
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, draft_decode, mask_problem, read_mask
 from vocseg.data.lists import read_id_list
 from vocseg.data.voc import CLASSES, IGNORE_INDEX, NUM_CLASSES, SPLIT_SIZES, SPLITS_SUBDIR, VOC_SUBDIR
-from vocseg.data.dataset import DatasetSpec, colour_lookup
 from vocseg.errors import VocsegError
 
 FINE_MASKS = "SegmentationClass"

@@ -27,9 +27,9 @@ from typing import Any
 
 from vocseg.data.check import MaskRule, PairResult, SplitReport, check_pairs, fill_split
 from vocseg.data.dataset import OWN_DIR
-from vocseg.data.voc import CLASSES, NUM_CLASSES
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex
 from vocseg.data.lists import read_id_list
+from vocseg.data.voc import CLASSES, NUM_CLASSES
 from vocseg.errors import VocsegError
 
 CACHE_DIR = ".vocseg-cache"

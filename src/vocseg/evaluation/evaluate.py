@@ -253,12 +253,9 @@ def evaluate(
     With `galleries`, the same pass also records per-image counts and each class's worst images
     into `<tag>_images.json` beside the results (for `vocseg report`).
     """
-    import warnings
 
-    from vocseg.console import quiet_stdout
     from vocseg.recipe import official
     from vocseg.runs.run_config import load_run_config
-    from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
     checkpoint, run, cfg = load_run_config(target, config)
     from vocseg.data.dataset import dataset_of_config, use_dataset
