@@ -133,6 +133,14 @@ def test_each_export_is_recognised(tmp_path: Path) -> None:
     assert (labelme.kind, labelme.classes, labelme.colour_masks, labelme.lists) == ("labelme", OWN, False, {})
     assert (cvat.kind, cvat.classes, cvat.colour_masks, cvat.background) == ("cvat", OWN, True, 0)
     assert (datumaro.classes, datumaro.background, datumaro.palette[1]) == (DATUMARO_ORDER, 1, (20, 60, 20))
+    # VOC's own layout without VOCdevkit/VOC2012 above it: VOC's classes, the tree's lists
+    bare = tmp_path / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (bare / folder).mkdir(parents=True)
+    for split in ("train", "val"):
+        (bare / "ImageSets/Segmentation" / f"{split}.txt").write_text("a\n")
+    layout = detect(bare)
+    assert (layout.kind, layout.num_classes, layout.is_voc) == ("voc-layout", 21, False)
     # a labelme export moved into VOCdevkit/VOC2012 with hand-made lists is still the labelme export
     inside = tmp_path / "moved"
     shutil.copytree(tmp_path / "lm", inside / "VOCdevkit/VOC2012")

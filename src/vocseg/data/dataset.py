@@ -56,7 +56,7 @@ class DatasetSpec:
     """
 
     name: str
-    kind: str  # "voc" (PASCAL VOC 2012), "labelme", "cvat" (CVAT / Datumaro), "classes" (--classes FILE)
+    kind: str  # "voc" (PASCAL VOC 2012), "labelme", "cvat" (CVAT / Datumaro), "classes" (--classes FILE), "voc-layout" (VOC2012/ without VOCdevkit/)
     classes: tuple[str, ...]
     palette: tuple[Colour, ...]
     base: Path | None = None
@@ -101,7 +101,8 @@ class DatasetSpec:
 
     def describe(self) -> str:
         """One line: what was found, how many classes and where the class names come from."""
-        what = {"labelme": "a labelme export", "cvat": "a CVAT / Datumaro export", "classes": "a VOC-layout dataset", "voc": "PASCAL VOC 2012"}[self.kind]
+        what = {"labelme": "a labelme export", "cvat": "a CVAT / Datumaro export", "classes": "a VOC-layout dataset", "voc": "PASCAL VOC 2012",
+                "voc-layout": "PASCAL VOC's layout without VOCdevkit/VOC2012 above it"}[self.kind]
         source = f" (classes from {self.class_file.name})" if self.class_file else ""
         return f"{what} with {self.num_classes} classes{source}: {', '.join(self.classes)}"
 
@@ -156,11 +157,13 @@ def dataset_of_config(cfg: object) -> DatasetSpec:
     embedded = get("vocseg_dataset")
     if embedded:
         data = json.loads(embedded) if isinstance(embedded, str) else dict(embedded)
-        spec = spec_from_meta(data.get("classes", CLASSES), data.get("palette"), str(data.get("name", "dataset")))
-        if spec.is_voc:
+        kind = str(data.get("kind", "classes"))
+        if kind == "voc":
             return VOC
+        spec = spec_from_meta(data.get("classes", CLASSES), data.get("palette"), str(data.get("name", "dataset")))
         bg = data.get("background")
-        return replace(spec, kind=str(data.get("kind", "classes")), background=bg if isinstance(bg, int) else None)
+        palette = spec.palette if not spec.is_voc else VOC.palette
+        return DatasetSpec(name=str(data.get("name", "dataset")), kind=kind, classes=spec.classes, palette=palette, background=bg if isinstance(bg, int) else None)
     for key in ("val_dataloader", "test_dataloader", "train_dataloader"):
         loader = get(key) or {}
         dataset = loader.get("dataset") or {}
@@ -283,6 +286,11 @@ def detect(root: Path, classes_file: Path | None = None) -> DatasetSpec:
             if found is not None:
                 break
     if found is None:
+        lists = {s: root / SPLITS_SUBDIR / f"{s}.txt" for s in ("train", "val")}
+        if base == root and (root / IMAGES).is_dir() and (root / MASKS).is_dir() and all(p.is_file() for p in lists.values()):
+            # VOC2012's own layout without VOCdevkit/VOC2012 above it: VOC's classes, its lists, here
+            return DatasetSpec(name=root.name or "voc", kind="voc-layout", classes=CLASSES, palette=VOC.palette, base=root, lists=lists,
+                               split_note=f"the tree's own lists ({lists['train'].name}, {lists['val'].name})")
         return VOC
     names, colours = read_class_file(found)
     if kind == "cvat" and colours is None:
