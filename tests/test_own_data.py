@@ -188,6 +188,20 @@ def test_ids_beyond_the_classes_and_void_masks_are_reported(cli, tmp_path: Path)
     assert f"mask {void} holds no labelled pixel" in text
 
 
+def test_the_precheck_refuses_a_split_whose_masks_are_all_void(tmp_path: Path) -> None:
+    from vocseg.data.dataset import materialize
+    from vocseg.data.precheck import ListSpec, precheck
+
+    spec = materialize(detect(write_labelme(tmp_path / "lm", n=10)))
+    val = spec.lists["val"]
+    specs = [ListSpec(val, spec.image_dir, spec.mask_dir, 4, OWN)]
+    assert precheck(specs, use_cache=False).pairs == 2
+    for image_id in val.read_text().split():
+        save_ids(np.full((120, 160), 255, dtype=np.uint8), spec.mask_dir / f"{image_id}.png")
+    with pytest.raises(VocsegError, match="every mask of val .2. holds no labelled pixel"):
+        precheck(specs, use_cache=False)
+
+
 def test_a_folder_of_images_without_class_names_is_never_offered_voc(cli, tmp_path: Path) -> None:
     root = write_labelme(tmp_path / "lm", n=2)
     (root / "class_names.txt").unlink()
@@ -281,6 +295,14 @@ def test_a_cvat_export_goes_from_check_to_report_with_its_own_classes(cli, cvat_
     assert result.code == 0, result.err
     evaluated = json.loads((work / "eval" / "val.json").read_text())
     assert list(evaluated["per_class"]) == list(OWN)
+    # a split without some classes: eval says which are excluded (issue 20: no dashes, no numpy warning)
+    one = tmp_path / "one.txt"
+    one.write_text("frame_000\n")
+    result = cli("eval", work, "--split", one)
+    assert result.code == 0, result.err
+    single = json.loads((work / "eval" / "one.json").read_text())
+    assert single["excluded"] and set(single["excluded"]) < set(OWN[1:])
+    assert "not in this split" in text_of(result) and "Mean of empty slice" not in result.err
     photo = root / "JPEGImages" / "frame_003.jpg"
     result = cli("predict", photo, "-c", work)
     assert result.code == 0, result.err

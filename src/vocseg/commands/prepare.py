@@ -146,9 +146,6 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
         if check_only:
             raise VocsegError(f"{root} holds no dataset ({VOC_SUBDIR}/, or JPEGImages/ with class_names.txt or labelmap.txt).",
                               f"Get VOC with `vocseg prepare --data-root {root}` (2 GB), or point --data-root at your dataset.")
-        if root.is_dir() and any(root.iterdir()) and not demo:
-            raise VocsegError(f"{root} holds files but no dataset vocseg recognises; VOC is not downloaded into it.",
-                              "Pass an empty folder to download VOC, or your dataset's folder (with class_names.txt or labelmap.txt).")
         return False
     if not check_only:
         spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))

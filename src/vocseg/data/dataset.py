@@ -449,6 +449,21 @@ def planned_split(spec: DatasetSpec, seed: int = SPLIT_SEED) -> tuple[dict[str, 
     return {"train": train, "val": val}, note
 
 
+def kept_split(spec: DatasetSpec) -> tuple[dict[str, list[str]], str] | None:
+    """The split vocseg wrote earlier into `.vocseg/splits/`, when it still covers exactly the
+    export's ids (a split never changes under a project because a mask was redrawn); else None."""
+    folder = spec.own_dir / "splits"
+    try:
+        meta = json.loads((folder / "split.json").read_text())
+        split = {name: _ids(folder / f"{name}.txt") for name in ("train", "val")}
+    except (OSError, ValueError, VocsegError):
+        return None
+    ids, _ = export_ids(spec)
+    if sorted(split["train"] + split["val"]) != sorted(set(ids)) or not isinstance(meta, dict):
+        return None
+    return split, str(meta.get("note", "vocseg's seeded split"))
+
+
 def materialize(spec: DatasetSpec, *, console_print: Callable[[str], None] | None = None) -> DatasetSpec:
     """Write what vocseg derives for an own dataset into `<base>/.vocseg/` and return the spec with
     the lists to train on: the user's train/val lists when both exist, else vocseg's seeded split
@@ -464,7 +479,7 @@ def materialize(spec: DatasetSpec, *, console_print: Callable[[str], None] | Non
     if "train" in spec.lists and "val" in spec.lists:
         lists, note = dict(spec.lists), f"the export's own lists {spec.lists['train']} and {spec.lists['val']}"
     else:
-        split, note = planned_split(spec)
+        split, note = kept_split(spec) or planned_split(spec)
         lists = {}
         for name, ids in split.items():
             path = own / "splits" / f"{name}.txt"
@@ -520,7 +535,14 @@ def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
     return done
 
 
+_RESOLVED: dict[tuple[str, str], DatasetSpec] = {}  # one command resolves a data root once (plan, config, table)
+
+
 def resolve(root: Path, classes_file: Path | None = None, *, write: bool = True, console_print: Callable[[str], None] | None = None) -> DatasetSpec:
-    """The dataset of a data root, ready to train on (`materialize`d when `write`)."""
-    spec = detect(root, classes_file)
-    return materialize(spec, console_print=console_print) if write else spec
+    """The dataset of a data root, ready to train on (`materialize`d when `write`, once per process)."""
+    if not write:
+        return detect(root, classes_file)
+    key = (str(root), str(classes_file or ""))
+    if key not in _RESOLVED:
+        _RESOLVED[key] = materialize(detect(root, classes_file), console_print=console_print)
+    return _RESOLVED[key]
