@@ -33,6 +33,16 @@ DATUMARO_COLOURS = {"crack": (250, 50, 83), "background": (20, 60, 20), "hole": 
 VOC_ONLY_NAMES = [c for c in VOC_CLASSES if c not in ("background", "train")]  # "train" is also the split
 
 
+@pytest.fixture(autouse=True)
+def voc_afterwards():
+    """Loading an own run makes its classes this process's active dataset (pictures, legends):
+    later tests in the same process start from VOC again."""
+    from vocseg.data.dataset import VOC, use_dataset
+
+    yield
+    use_dataset(VOC)
+
+
 def samples(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(id, RGB image, class-id map 0..3) as the demo draws them (learnable shapes)."""
     from vocseg.data.demo import render_sample
