@@ -324,6 +324,13 @@ def test_a_cvat_export_goes_from_check_to_report_with_its_own_classes(cli, cvat_
     html = (work / "report.html").read_text()
     for name in OWN[1:]:
         assert name in html
+    onnx_file = tmp_path / "own.onnx"
+    result = cli("export", work, "-o", onnx_file, "--check-count", "1")
+    assert result.code == 0, result.err
+    from vocseg.inference.onnx_model import load_onnx_model
+
+    exported = load_onnx_model(onnx_file, device="cpu")
+    assert exported.classes == OWN and exported.metadata["palette"][1] == list(CVAT_COLOURS["crack"])
     everything = " ".join([train_text, text_of(result), json.dumps(evaluated), json.dumps(predictions), config])
     assert_no_voc_names(everything)
     assert user_tree(root) == before  # the user's export is unchanged: vocseg wrote only into .vocseg/

@@ -33,7 +33,7 @@ from vocseg.data.voc import CLASSES, NUM_CLASSES
 from vocseg.errors import VocsegError
 
 CACHE_DIR = ".vocseg-cache"
-CACHE_VERSION = 1  # bump when check_pair learns something new: old passes are then re-checked
+CACHE_VERSION = 2  # bump when check_pair learns something new: old passes are then re-checked (2: void masks, absent classes)
 SHOWN = 3  # further bad files named (by file name) after the first problem in the one-line refusal
 
 
