@@ -187,3 +187,15 @@ def test_a_mask_without_labelled_pixels_is_a_warning_and_a_void_split_an_error(d
         Image.new("L", size, 255).save(fine(demo_copy, i))
     report = check_data_root(demo_copy, aug=False, workers=1)
     assert any("every mask of val" in p and "holds no labelled pixel" in p for p in report.problems), report.problems
+
+
+def test_an_incomplete_extraction_vocseg_made_is_an_error_with_the_command_that_completes_it(cli, demo_copy: Path) -> None:
+    from vocseg.data.extract import EXTRACTED_MARKER
+
+    (demo_copy / VOC_SUBDIR / EXTRACTED_MARKER).write_text('{"archive": "VOCtrainval_11-May-2012.tar", "md5": "x"}')
+    lst = demo_copy / VOC_SUBDIR / SPLITS_SUBDIR / "val.txt"
+    lst.unlink()
+    result = cli("prepare", "--check", "--data-root", demo_copy, "--workers", "1")
+    text = " ".join(result.out.split())
+    assert result.code == 1
+    assert f"missing list {lst}: the extraction vocseg made is incomplete (run `vocseg prepare --force --data-root {demo_copy}`" in text

@@ -465,6 +465,17 @@ def kept_split(spec: DatasetSpec) -> tuple[dict[str, list[str]], str] | None:
 
 
 def materialize(spec: DatasetSpec, *, console_print: Callable[[str], None] | None = None) -> DatasetSpec:
+    """`write_own_files`, with a folder vocseg cannot write into said in one line."""
+    try:
+        return write_own_files(spec, console_print=console_print)
+    except PermissionError as exc:
+        raise VocsegError(
+            f"vocseg cannot write its folder {spec.own_dir if spec.base else OWN_DIR} in the dataset ({exc.strerror}): the split and converted masks go there.",
+            "Make the dataset folder writable, or work on a writable copy of it.",
+        ) from None
+
+
+def write_own_files(spec: DatasetSpec, *, console_print: Callable[[str], None] | None = None) -> DatasetSpec:
     """Write what vocseg derives for an own dataset into `<base>/.vocseg/` and return the spec with
     the lists to train on: the user's train/val lists when both exist, else vocseg's seeded split
     (`.vocseg/splits/{train,val}.txt`, with `split.json`); RGB masks converted once to class-id PNGs
@@ -495,6 +506,8 @@ def materialize(spec: DatasetSpec, *, console_print: Callable[[str], None] | Non
         converted = convert_colour_export(spec, [i for p in lists.values() for i in _ids(p)])
         if converted:
             say(f"RGB masks: {converted} mapped through {spec.class_file} to class-id PNGs in {spec.mask_dir} (originals untouched)")
+    if lists.get("train", Path()).parent == own / "splits":
+        note = f"{note}; lists in {own / 'splits'} (vocseg's folder: nothing else in {spec.base} is written)"
     spec = replace(spec, lists=lists, split_note=note)
     info = json.dumps(spec.to_json(), indent=1) + "\n"
     if not (own / "dataset.json").is_file() or (own / "dataset.json").read_text() != info:
