@@ -339,7 +339,7 @@ def fill_split(report: SplitReport, pairs: list[tuple[str, str]], results: dict[
     if pairs and not report.problems:
         absent = [classes[c] for c in range(len(classes)) if c not in seen]
         if absent:
-            role = "eval excludes them from mIoU (their IoU is undefined)" if scored else "the model never sees them"
+            role = "eval excludes them from mIoU (their IoU is undefined)" if scored else "training on it never shows them, and an eval on it excludes them"
             report.warnings.append(f"{report.name} holds no pixel of {len(absent)} classes ({', '.join(absent[:8])}{', ...' if len(absent) > 8 else ''}): {role}")
 
 
