@@ -300,7 +300,7 @@ def detect(root: Path, classes_file: Path | None = None) -> DatasetSpec:
     colour_masks = colours is not None
     palette = colours if colours is not None else tuple(PALETTE[: len(names)])
     lists = {s: base / SPLITS_SUBDIR / f"{s}.txt" for s in ("train", "val") if (base / SPLITS_SUBDIR / f"{s}.txt").is_file()}
-    name = (root.name if base == root else root.name) or "dataset"
+    name = root.name or "dataset"  # the folder given as --data-root names the dataset (and its runs)
     return DatasetSpec(
         name=name, kind=kind, classes=names, palette=palette, base=base, colour_masks=colour_masks,
         background=_background_of(names), class_file=found, lists=lists,
