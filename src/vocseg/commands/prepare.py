@@ -109,12 +109,19 @@ def print_report(report: CheckReport, *, fix: str) -> None:
     console.print(check_table(report))
     for note in report.notes:
         console.print(f"  {escape(note)}", soft_wrap=True)
-    if report.warnings:
-        console.print(f"[bold yellow]warning:[/] {len(report.warnings)} things train and eval accept but you may not expect:", soft_wrap=True)
-        for warning in report.warnings[:8]:
+    exif = [w for w in report.warnings if "EXIF orientation" in w]
+    others = [w for w in report.warnings if w not in exif]
+    for header, warnings in (
+        (f"{len(exif)} images carry an EXIF orientation tag that turns or mirrors them:", exif),
+        (f"{len(others)} things `train` and `eval` accept but you may not expect:", others),
+    ):
+        if not warnings:
+            continue
+        console.print(f"[bold yellow]warning:[/] {header}", soft_wrap=True)
+        for warning in warnings[:8]:
             console.print(f"  [yellow]-[/] {escape(warning)}", soft_wrap=True)
-        if len(report.warnings) > 8:
-            console.print(f"  ({len(report.warnings) - 8} more)", soft_wrap=True)
+        if len(warnings) > 8:
+            console.print(f"  ({len(warnings) - 8} more)", soft_wrap=True)
     if not report.ok:
         for problem in report.problems[:20]:
             console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
