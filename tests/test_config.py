@@ -143,7 +143,11 @@ def test_bad_flags(cli, demo_root: Path, tmp_path: Path, flags: list[str], needl
 
 
 def test_missing_data_root(cli, tmp_path: Path) -> None:
-    r = cli("config", "--data-root", tmp_path / "nothing", "--model", "tiny", "-o", tmp_path / "c.py")
+    """`config` plans before the data exist (VOC's official sizes, said so); `train` refuses."""
+    r = cli("config", "--data-root", tmp_path / "nothing", "--model", "tiny", "--no-aug", "-o", tmp_path / "c.py")
+    text = " ".join(r.out.split())
+    assert r.code == 0 and "official train size (1464 images)" in text and "vocseg prepare --no-aug --data-root" in text
+    r = cli("train", "--data-root", tmp_path / "nothing", "--model", "tiny", "--device", "cpu", "--no-aug")
     assert r.code != 0 and "vocseg prepare" in r.err
 
 

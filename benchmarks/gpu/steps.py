@@ -182,8 +182,8 @@ def run_settings(run: Path) -> dict[str, Any]:
 
 def run_info(run: Path) -> dict[str, Any]:
     """Settings, MMEngine's per-iteration figures (training rows: median of the second half), last val, final checkpoint."""
-    from vocseg.stack.compat import load_checkpoint_file
     from vocseg.runs.folders import latest_checkpoint
+    from vocseg.stack.compat import load_checkpoint_file
 
     info: dict[str, Any] = {"run": str(run)}
     try:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe  # the one place that decides whether the aug set is used
+
+if TYPE_CHECKING:
+    from vocseg.data.check import CheckReport
 
 
 def register(app: typer.Typer) -> None:
@@ -30,16 +33,27 @@ def prepare(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.")] = None,
     md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
+    own: Annotated[bool, typer.Option("--own", help="With --demo: a small own-classes dataset in labelme's layout (class_names.txt, palette PNG ids, no lists) instead of VOC's.")] = False,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class names of an own dataset: one per line (background first) or a CVAT/Datumaro labelmap.txt (default: class_names.txt / labelmap.txt in the data root).")] = None,
     convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
                                                     "the originals are moved to SegmentationClass-rgb-originals/ (resp. SegmentationClassAug-...).")] = False,
 ) -> None:
     """Download, verify, extract and convert PASCAL VOC 2012 and SBD (--no-aug: VOC only), then check the result."""
-    from vocseg.commands.render import check_table
     from vocseg.console import console
     from vocseg.data.prepare import prepare_lock, run_check
     from vocseg.recipe.recipe import default_data_root
 
     root = (data_root or default_data_root()).expanduser().resolve()
+    if own and not demo:
+        raise VocsegError("--own goes with --demo (the own-classes demo dataset).", f"Run `vocseg prepare --demo --own --data-root {root}`.")
+    if demo and own:
+        from vocseg.data.demo import write_own_demo
+
+        count = write_own_demo(root)
+        console.print(f"own-classes demo: wrote {count} images in labelme's layout to {root}", soft_wrap=True)
+    if own or not demo:
+        if prepare_own(root, classes, check_only=check_only, workers=workers, demo=demo):
+            return
     if check_only:
         aug = bool(aug)  # not given: checked when aug.txt is there (run_check looks)
     elif aug is None:
@@ -58,26 +72,7 @@ def prepare(
         if convert_rgb_masks:
             convert_colour_masks(root)
         report = run_check(root, aug=aug, workers=workers, console=console)
-    console.print(check_table(report))
-    if report.warnings:
-        from rich.markup import escape
-
-        console.print(f"[bold yellow]warning:[/] {len(report.warnings)} images carry an EXIF orientation tag that turns or mirrors them:", soft_wrap=True)
-        for warning in report.warnings[:5]:
-            console.print(f"  [yellow]-[/] {escape(warning)}", soft_wrap=True)
-        if len(report.warnings) > 5:
-            console.print(f"  ({len(report.warnings) - 5} more)", soft_wrap=True)
-    if not report.ok:
-        from rich.markup import escape
-
-        for problem in report.problems[:20]:
-            console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
-        more = len(report.problems) - 20
-        raise VocsegError(
-            f"{len(report.problems)} problems in {root}" + (f" ({more} more not shown)" if more > 0 else "") + ".",
-            "Re-run `vocseg prepare` (add --force to redo every step).",
-            exit_code=1,
-        )
+    print_report(report, fix=f"Fix them, then run `vocseg prepare --check --data-root {root}` again.")
     has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
     from vocseg.console import command, shown
     from vocseg.training.launch import query_gpus
@@ -105,3 +100,70 @@ def convert_colour_masks(root: Path) -> None:
         console.print("RGB masks: none in VOC palette colours to convert", soft_wrap=True)
     for path, why in report.unconvertible[:5]:
         console.print(f"  [yellow]-[/] not converted: {path}: {why}", soft_wrap=True)
+
+
+def print_report(report: CheckReport, *, fix: str) -> None:
+    """The check's table, its notes and warnings, then its problems (a non-zero exit): the exit
+    status answers "can `vocseg train` and `eval` use this tree?"."""
+    from rich.markup import escape
+
+    from vocseg.commands.render import check_table
+    from vocseg.console import console
+
+    if report.dataset:
+        console.print(f"found {escape(report.dataset)}", soft_wrap=True)
+    console.print(check_table(report))
+    for note in report.notes:
+        console.print(f"  {escape(note)}", soft_wrap=True)
+    exif = [w for w in report.warnings if "EXIF orientation" in w]
+    others = [w for w in report.warnings if w not in exif]
+    for header, warnings in (
+        (f"{len(exif)} images carry an EXIF orientation tag that turns or mirrors them:", exif),
+        (f"{len(others)} things `train` and `eval` accept but you may not expect:", others),
+    ):
+        if not warnings:
+            continue
+        console.print(f"[bold yellow]warning:[/] {header}", soft_wrap=True)
+        for warning in warnings[:8]:
+            console.print(f"  [yellow]-[/] {escape(warning)}", soft_wrap=True)
+        if len(warnings) > 8:
+            console.print(f"  ({len(warnings) - 8} more)", soft_wrap=True)
+    if not report.ok:
+        for problem in report.problems[:20]:
+            console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
+        more = len(report.problems) - 20
+        raise VocsegError(f"{len(report.problems)} problems in {report.root}" + (f" ({more} more not shown)" if more > 0 else "") + ".", fix, exit_code=1)
+
+
+def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: int | None, demo: bool) -> bool:
+    """An own dataset under `root` (a class file found or given): check it (and without --check,
+    write vocseg's split and converted masks into its .vocseg/ folder). Never downloads VOC into it.
+    Returns False when `root` holds no dataset at all (then VOC is what `vocseg prepare` fetches)."""
+    import os
+
+    from vocseg.console import console
+    from vocseg.data.check import check_own_dataset
+    from vocseg.data.dataset import CLASS_NAMES_FILE, IMAGES, LABELMAP_FILE, MASKS, dataset_base, detect, materialize
+
+    spec = detect(root, classes.expanduser().resolve() if classes else None)
+    if spec.is_voc:
+        if (root / VOC_SUBDIR).is_dir():
+            return False  # PASCAL VOC (or vocseg's VOC demo): the VOC steps and check
+        base = dataset_base(root)
+        if (base / IMAGES).is_dir() or (base / MASKS).is_dir():
+            raise VocsegError(
+                f"{base} holds {IMAGES}/ and {MASKS}/ without {VOC_SUBDIR}/ above them and without a class file ({CLASS_NAMES_FILE} or {LABELMAP_FILE}): "
+                "vocseg cannot tell which classes the mask ids mean; nothing was downloaded.",
+                f"Pass the class names: `vocseg prepare --check --data-root {root} --classes FILE` (one name per line, background first).",
+            )
+        if check_only:
+            raise VocsegError(f"{root} holds no dataset ({VOC_SUBDIR}/, or JPEGImages/ with class_names.txt or labelmap.txt).",
+                              f"Get VOC with `vocseg prepare --data-root {root}` (2 GB), or point --data-root at your dataset.")
+        return False
+    if not check_only:
+        spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))
+    report = check_own_dataset(spec, workers=workers or os.cpu_count())
+    print_report(report, fix=f"Fix them, then run `vocseg prepare --check --data-root {root}` again.")
+    flag = f" --classes {classes}" if classes else ""
+    console.print(f"[green]ok:[/] {root} is ready ({spec.num_classes} classes). Train with: vocseg train --data-root {root}{flag}", soft_wrap=True)
+    return True

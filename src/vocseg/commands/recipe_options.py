@@ -57,6 +57,7 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("num_workers", Annotated[Optional[int], _opt("--num-workers", help="Data loader workers per process (default: the machine's cores shared by its processes, at most 8).")]),
     ("name", Annotated[Optional[str], _opt("--name", help="Run name (default: model-data-schedule).")]),
     ("log_to", Annotated[Optional[str], _opt("--log-to", help="Experiment trackers besides vocseg's own files: any of tensorboard,wandb,mlflow (comma-separated), or none (default: none). Each needs its extra: pip install \"vocseg[wandb]\".")]),
+    ("classes", Annotated[Optional[Path], _opt("--classes", help="Class names of an own dataset: one per line (background first), or a CVAT/Datumaro labelmap.txt (default: class_names.txt or labelmap.txt found in the data root; none: PASCAL VOC).")]),
     ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", help="Run folder (default: runs/NAME, never reusing one).")]),
 ]
 RECIPE_PARAM_NAMES = [name for name, _ in RECIPE_PARAMS]
@@ -82,11 +83,26 @@ def with_recipe_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Recipe:
     """Flags given on the command line override `base` (default: vocseg's defaults)."""
     base = base or Recipe()
-    given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root")}
+    given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root", "classes")}
     if "log_to" in given:
         given["log_to"] = parse_log_to(given["log_to"])
     # One training-length flag on the command line replaces the one in `base`.
     if any(k in given for k in ("epochs", "iters", "schedule")):
         base = dataclasses.replace(base, epochs=None, iters=None, schedule=None)
     data_root = flags.get("data_root") or (Path(base.data_root) if base.data_root else default_data_root())
-    return dataclasses.replace(base, data_root=str(Path(data_root).expanduser().resolve()), **given)
+    root = Path(data_root).expanduser().resolve()
+    classes = flags.get("classes")
+    classes_file = str(Path(classes).expanduser().resolve()) if classes else base.classes_file
+    given.update(dataset_fields(root, classes_file, aug_given=given.get("aug")))
+    return dataclasses.replace(base, data_root=str(root), **given)
+
+
+def dataset_fields(root: Path, classes_file: str, aug_given: bool | None) -> dict[str, Any]:
+    """Recipe fields of the dataset under `root`: an own dataset (class file found or given)
+    trains without SBD (--aug is VOC's) unless --aug was asked for (then `validate` refuses it)."""
+    from vocseg.data.dataset import detect
+
+    spec = detect(root, Path(classes_file) if classes_file else None)
+    if spec.is_voc:
+        return {"dataset": "", "classes_file": ""}
+    return {"dataset": spec.name, "classes_file": classes_file, "aug": bool(aug_given)}

@@ -12,6 +12,7 @@ from vocseg.console import console, shown
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
+    from vocseg.data.dataset import DatasetSpec
     from vocseg.evaluation.eval_result import EvalResult
     from vocseg.inference.predict import Prediction
     from vocseg.recipe.recipe import Plan, Recipe
@@ -27,13 +28,25 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("model", f"{recipe.model}, crop {recipe.crop_size}, pretrained: {shown(recipe.pretrained_checkpoint or 'none')}")
-    table.add_row("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}: {plan.train_size} images")
+    spec = None
+    if recipe.is_voc:
+        table.add_row("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}: {plan.train_size} images")
+    else:
+        from vocseg.recipe.recipe import dataset_spec
+
+        spec = dataset_spec(recipe)
+        table.add_row("data", f"{recipe.dataset} ({spec.kind}): {plan.train_size} train images; SBD aug is PASCAL VOC's, so off; split: {spec.split_note}")
+        table.add_row("classes", class_shares_text(spec))
     procs = f"{plan.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{plan.world_size} CPU process(es)"
     table.add_row("total batch", f"{procs} x {recipe.batch} = {plan.total_batch}")
     table.add_row("learning rate", f"{plan.lr:g} = {plan.lr_rule}; poly decay per iteration")
     table.add_row("iterations", f"{plan.max_iters} ({plan.iters_per_epoch} per epoch = {plan.epochs:.1f} epochs)")
-    table.add_row("samples seen", f"{plan.samples:,} = {plan.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})")
-    table.add_row("official 40k equals", f"{plan.official_equivalent_epochs:.1f} epochs on these {plan.train_size} images = {plan.official_equivalent_iters} iterations at batch {plan.total_batch}")
+    if spec is None:
+        table.add_row("samples seen", f"{plan.samples:,} = {plan.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})")
+        table.add_row("official 40k equals", f"{plan.official_equivalent_epochs:.1f} epochs on these {plan.train_size} images = {plan.official_equivalent_iters} iterations at batch {plan.total_batch}")
+    else:
+        table.add_row("samples seen", f"{plan.samples:,} = {plan.max_iters} iterations x batch {plan.total_batch} = {plan.epochs:.1f} passes over the {plan.train_size} train images "
+                      "(VOC's official 40k x 16 schedule is no reference for this dataset)")
     speed = [
         "mixed precision (bf16, fp16 where missing)" if recipe.use_amp else "fp32",
         "channels_last" if recipe.use_channels_last else "",
@@ -61,6 +74,19 @@ def interval_text(every: int, max_iters: int) -> str:
     return f"every {every} iterations ({times} times, and at the end)" if max_iters % every else f"every {every} iterations ({times} times)"
 
 
+def class_shares_text(spec: DatasetSpec) -> str:
+    """The dataset's classes with their share of the labelled train pixels, and an imbalance note."""
+    from vocseg.data.dataset import class_pixels
+
+    counts = class_pixels(spec, "train")
+    total = sum(counts) or 1
+    text = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(spec.classes, counts))
+    rare = [name for name, n in zip(spec.classes, counts) if n / total < 0.01]
+    if rare:
+        text += f"; under 1% of the pixels: {', '.join(rare)} (class imbalance: such classes are learnt last; class weights help)"
+    return f"{spec.num_classes}: {text} (share of labelled train pixels)"
+
+
 def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
     out = out or console
     out.print(plan_table(recipe, plan))
@@ -68,8 +94,9 @@ def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
         out.print(f"[bold yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+def _fmt(v: float | None, bold: bool = False) -> str:
+    text = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+    return f"[bold]{text}[/]" if bold else text
 
 
 def eval_table(result: EvalResult, title: str | None = None) -> Table:
@@ -118,15 +145,35 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     for key in ("IoU", "Acc", "Dice", "Precision"):
         table.add_column(key, justify="right")
     table.add_column("most confused with")
+    excluded = absent_classes(result)
     for i, (name, vals) in enumerate(result.per_class.items()):
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
+        if name in excluded:
+            predicted = vals.get("pred_pixels") or 0
+            why = f"not in this split; predicted on {predicted} pixels (IoU 0, counted)" if predicted else "not in this split: excluded from the means"
+            table.add_row(shown(name), *(_fmt(vals.get(k)) if predicted else "" for k in ("IoU", "Acc", "Dice", "Precision")), why, style="dim")
+            continue
         table.add_row(shown(name), *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
-    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
-    table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
+    table.add_row("[bold]mean[/]", _fmt(result.mIoU, bold=True), _fmt(result.mAcc, bold=True), _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
+    caption = f"mIoU {_fmt(result.mIoU)}   mAcc {_fmt(result.mAcc)}   aAcc {_fmt(result.aAcc)}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
+    if excluded:
+        caption += f"; {len(excluded)} of {len(result.per_class)} classes have no pixel in this split ({', '.join(excluded[:6])}{', ...' if len(excluded) > 6 else ''}): " \
+                   "their IoU is undefined and the means leave them out unless they were predicted"
+    if math.isnan(result.mIoU):
+        caption += "; no labelled pixel at all: every mask is ignore (255), nothing could be scored"
+    table.caption = caption
     return table
+
+
+def absent_classes(result: EvalResult) -> list[str]:
+    """Classes with no ground-truth pixel in the evaluated split (eval JSON `excluded`, else gt_pixels == 0)."""
+    listed = result.extra.get("excluded")
+    if isinstance(listed, list):
+        return [str(c) for c in listed]
+    return [name for name, vals in result.per_class.items() if isinstance(vals, dict) and vals.get("gt_pixels") == 0]
 
 
 def _delta(v: float | None) -> str:

@@ -226,4 +226,40 @@ def demo_split_sizes(root: Path) -> dict[str, int] | None:
     marker = root / DEMO_MARKER
     if not marker.is_file():
         return None
-    return dict(json.loads(marker.read_text())["splits"])
+    splits = json.loads(marker.read_text()).get("splits")
+    return dict(splits) if isinstance(splits, dict) else None
+
+
+OWN_DEMO_CLASSES = ("_background_", "crack", "hole", "rust")  # as labelme's class_names.txt writes them
+
+
+def write_own_demo(root: Path, *, n_images: int = 40, seed: int = 0) -> int:
+    """A small own-classes dataset in labelme's layout (what `labelme2voc.py` writes) under `root`:
+    `class_names.txt` (`_background_` first), `JPEGImages/`, `SegmentationClass/` (palette PNGs of
+    class ids 0..3, labelme's colours = VOC's colour map), `SegmentationClassVisualization/`, no
+    split lists. The shapes are the demo's (classes 1-3's looks), learnable on a CPU. Deterministic
+    in `seed`; refuses a folder that holds anything but an earlier own demo. Returns the image count."""
+    from PIL import Image
+
+    from vocseg.errors import VocsegError
+
+    marker = root / DEMO_MARKER
+    if root.is_dir() and any(root.iterdir()) and not marker.is_file():
+        raise VocsegError(f"{root} is not empty; the own-classes demo is written only into an empty folder.", "Pass a new --data-root for the demo.")
+    rng = np.random.default_rng(seed)
+    folders = [root / n for n in ("JPEGImages", "SegmentationClass", "SegmentationClassVisualization")]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    objects = list(range(1, len(OWN_DEMO_CLASSES)))
+    for k in range(n_images):
+        image_id = f"img_{k:04d}"
+        labels = [objects[(k + j) % len(objects)] for j in range(int(rng.integers(1, 3)))]
+        image, label_map = render_sample(rng, labels)
+        Image.fromarray(image).save(folders[0] / f"{image_id}.jpg", quality=92)
+        save_palette_png(label_map, folders[1] / f"{image_id}.png")
+        lut = np.array(PALETTE, dtype=np.uint8)
+        viz = (0.5 * image + 0.5 * lut[label_map]).astype(np.uint8)
+        Image.fromarray(viz).save(folders[2] / f"{image_id}.jpg", quality=85)
+    (root / "class_names.txt").write_text("".join(f"{n}\n" for n in OWN_DEMO_CLASSES))
+    marker.write_text(json.dumps({"demo": True, "own": True, "seed": seed, "images": n_images}, indent=1))
+    return n_images

@@ -64,8 +64,8 @@ def data_file_error(path: str, what: str) -> DataFileError:
     )
 
 
-def labels_are_valid(mask: np.ndarray) -> bool:
-    """True when a 2-D uint8 mask holds only 0..NUM_CLASSES-1 and IGNORE_INDEX: one count of its
+def labels_are_valid(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> bool:
+    """True when a 2-D uint8 mask holds only 0..num_classes-1 and IGNORE_INDEX: one count of its
     values (`cv2.calcHist`, ~0.1 ms for a VOC mask), against `mask_problem`'s boolean masks (~0.5 ms
     when the mask holds 255 borders, as VOC's do). False: ask `mask_problem` what is wrong."""
     if mask.ndim != 2 or mask.dtype != np.uint8 or not mask.size:
@@ -74,12 +74,23 @@ def labels_are_valid(mask: np.ndarray) -> bool:
 
     counts = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256]).ravel()
     counts[IGNORE_INDEX] = 0
-    return not counts[NUM_CLASSES:].any()
+    return not counts[num_classes:].any()
 
 
 @DATASETS.register_module()
 class VocsegVOCDataset(PascalVOCDataset):
-    """PascalVOCDataset reading its list and finding its files the way `prepare --check` does."""
+    """PascalVOCDataset reading its list and finding its files the way `prepare --check` does.
+
+    With `metainfo=dict(classes=..., palette=...)` naming classes that are not VOC's (an own
+    dataset, `vocseg.data.dataset`), the masks' ids are taken as they are: class i is classes[i].
+    mmseg's PascalVOCDataset would refuse them ("not a subset of classes in METAINFO").
+    """
+
+    @classmethod
+    def get_label_map(cls, new_classes: Any = None) -> dict | None:
+        if new_classes is not None and not set(new_classes).issubset(cls.METAINFO["classes"]):
+            return None  # an own dataset's classes: ids as stored
+        return super().get_label_map(new_classes)
 
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get("img_path", "")
@@ -95,6 +106,7 @@ class VocsegVOCDataset(PascalVOCDataset):
                 info["seg_map_path"] = str(mask) if mask else str(Path(ann_dir) / f"{image_id}{self.seg_map_suffix}")
             info["label_map"] = self.label_map
             info["reduce_zero_label"] = self.reduce_zero_label
+            info["num_classes"] = len(self.metainfo["classes"])
             info["seg_fields"] = []
             data_list.append(info)
         return data_list
@@ -140,7 +152,8 @@ class VocsegLoadAnnotations(LoadAnnotations):
             raise data_file_error(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from None
         if mask.ndim == 3 and mask.shape[2] == 1:
             mask = mask[..., 0]
-        why = None if labels_are_valid(mask) else mask_problem(mask, NUM_CLASSES, IGNORE_INDEX)
+        num_classes = results.get("num_classes", NUM_CLASSES)
+        why = None if labels_are_valid(mask, num_classes) else mask_problem(mask, num_classes, IGNORE_INDEX)
         if why:
             raise data_file_error(path, why)
         shape = results.get("ori_shape")

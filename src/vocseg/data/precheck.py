@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocseg.data.check import PairResult, check_pairs
+from vocseg.data.check import MaskRule, PairResult, SplitReport, check_pairs, fill_split
+from vocseg.data.dataset import OWN_DIR
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex
 from vocseg.data.lists import read_id_list
+from vocseg.data.voc import CLASSES, NUM_CLASSES
 from vocseg.errors import VocsegError
 
 CACHE_DIR = ".vocseg-cache"
-CACHE_VERSION = 1  # bump when check_pair learns something new: old passes are then re-checked
+CACHE_VERSION = 2  # bump when check_pair learns something new: old passes are then re-checked (2: void masks, absent classes)
 SHOWN = 3  # further bad files named (by file name) after the first problem in the one-line refusal
 
 
@@ -42,6 +44,8 @@ class ListSpec:
     list_path: Path
     image_dir: Path
     mask_dir: Path
+    num_classes: int = NUM_CLASSES  # mask ids 0..num_classes-1 (and the ignore index) are valid
+    classes: tuple[str, ...] = ()  # the class names (own datasets: to name the classes a list lacks)
 
 
 @dataclass
@@ -69,11 +73,14 @@ def specs_from_dataset(dataset: Mapping[str, Any]) -> list[ListSpec]:
     if not ann or not prefix.get("seg_map_path"):
         return []
     root = str(dataset.get("data_root") or "")
+    classes = tuple(str(c) for c in ((dataset.get("metainfo") or {}).get("classes") or ()))
     return [
         ListSpec(
             _join(root, str(ann)).absolute(),
             _join(root, str(prefix.get("img_path", ""))).absolute(),
             _join(root, str(prefix["seg_map_path"])).absolute(),
+            len(classes) or NUM_CLASSES,
+            classes,
         )
     ]
 
@@ -114,7 +121,12 @@ def _cache_file(spec: ListSpec) -> Path:
     key = json.dumps(
         [CACHE_VERSION, str(spec.list_path), stat.st_size, stat.st_mtime_ns, str(spec.image_dir), _mtime(spec.image_dir), str(spec.mask_dir), _mtime(spec.mask_dir)]
     )
+    if spec.num_classes != NUM_CLASSES or spec.classes:
+        key += f"|{spec.num_classes}|{','.join(spec.classes)}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    own = spec.image_dir.parent / OWN_DIR
+    if own.is_dir():  # an own dataset: its cache goes into vocseg's folder, never beside the user's files
+        return own / "precheck" / f"precheck-{digest}.json"
     return spec.image_dir.parent / CACHE_DIR / f"precheck-{digest}.json"
 
 
@@ -190,7 +202,10 @@ def precheck(
     if distinct:
         if on_start:
             on_start(len(distinct))
-        found: dict[tuple[str, str], PairResult] = check_pairs(distinct, workers=workers)
+        found: dict[tuple[str, str], PairResult] = {}
+        for n in dict.fromkeys(s.num_classes for s, _, _ in todo):
+            subset = list(dict.fromkeys(p for s, pairs, _ in todo if s.num_classes == n for p in pairs))
+            found.update(check_pairs(subset, workers=workers, rule=MaskRule(num_classes=n)))
         result.checked = len(distinct)
         bad = [(p, r) for p, r in found.items() if r.problem]
         if bad:
@@ -203,7 +218,15 @@ def precheck(
                 f"Nothing was started. `vocseg prepare --check --data-root {data_root_of(spec)}` lists every problem.",
             )
         for spec, pairs, cache in todo:
-            warnings = [w for p in pairs if (w := found[p].warning)]
+            split = SplitReport(spec.list_path.stem, len(pairs), None)
+            classes = spec.classes or (CLASSES if spec.num_classes == NUM_CLASSES else tuple(f"class {i}" for i in range(spec.num_classes)))
+            fill_split(split, pairs, found, classes, scored=spec.list_path.stem == "val")
+            if split.problems:  # every mask of the list is void: nothing to learn or score
+                raise VocsegError(
+                    f"{spec.list_path}: {split.problems[0]}.",
+                    f"Nothing was started. `vocseg prepare --check --data-root {data_root_of(spec)}` lists every problem.",
+                )
+            warnings = split.warnings
             result.pairs += len(pairs)
             result.warnings += warnings
             if cache is not None:
@@ -213,10 +236,10 @@ def precheck(
 
 
 def warning_line(warnings: list[str]) -> str | None:
-    """One line for the EXIF warnings of a precheck (the first named), or None."""
+    """One line for the warnings of a precheck (the first named), or None."""
     if not warnings:
         return None
-    more = f" ({len(warnings) - 1} more images like it; `vocseg prepare --check` lists them)" if len(warnings) > 1 else ""
+    more = f" ({len(warnings) - 1} more warnings; `vocseg prepare --check` lists them)" if len(warnings) > 1 else ""
     return f"{warnings[0]}{more}"
 
 

@@ -20,7 +20,8 @@ from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES, PALETTE
 BACKUP_SUFFIX = "-rgb-originals"  # SegmentationClass -> SegmentationClass-rgb-originals
 
 
-def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+def colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) 24-bit codes (r << 16 | g << 8 | b) of an (H, W, 3) RGB array."""
     rgb = rgb.astype(np.uint32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
@@ -39,7 +40,7 @@ def palette_indices(mask: np.ndarray) -> np.ndarray | None:
         if not (mask[..., 3] == 255).all():
             return None
         mask = mask[..., :3]
-    codes, inverse = np.unique(_colour_codes(mask), return_inverse=True)
+    codes, inverse = np.unique(colour_codes(mask), return_inverse=True)
     labels = [_LABEL_OF_CODE.get(int(c)) for c in codes]
     if any(label is None for label in labels):
         return None
@@ -56,14 +57,15 @@ def is_palette_rgb(path: Path) -> bool:
         return False
 
 
-def palette_png_bytes(labels: np.ndarray) -> bytes:
-    """A palette ("P") PNG of class indices with the VOC colours, as VOC's own SegmentationClass files."""
+def palette_png_bytes(labels: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> bytes:
+    """A palette ("P") PNG of class indices with the VOC colours (or `palette`: 256 RGB colours of
+    an own dataset), as VOC's own SegmentationClass files."""
     import io
 
     from PIL import Image
 
     image = Image.fromarray(labels, mode="P")
-    image.putpalette([c for colour in PALETTE for c in colour])
+    image.putpalette([c for colour in (palette or PALETTE) for c in colour])
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()

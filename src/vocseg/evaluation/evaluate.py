@@ -254,14 +254,18 @@ def evaluate(
     With `galleries`, the same pass also records per-image counts and each class's worst images
     into `<tag>_images.json` beside the results (for `vocseg report`).
     """
-    import warnings
 
-    from vocseg.console import progress, quiet_stdout
     from vocseg.recipe import official
     from vocseg.runs.run_config import load_run_config
-    from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
     checkpoint, run, cfg = load_run_config(target, config)
+    from vocseg.data.dataset import dataset_of_config, use_dataset
+
+    dataset_spec = dataset_of_config(cfg)
+    use_dataset(dataset_spec)
+    if not dataset_spec.is_voc:
+        return evaluate_own(target, checkpoint, run, cfg, split=split, tta=tta, verbose=verbose, out_dir=out_dir,
+                            num_workers=num_workers, save_predictions=save_predictions, galleries=galleries)
     root = data_root
     if root is None and official.is_official(target):
         from vocseg.recipe.recipe import default_data_root
@@ -288,6 +292,65 @@ def evaluate(
     checked = precheck([ListSpec(ann, root / VOC_SUBDIR / "JPEGImages", root / VOC_SUBDIR / masks) for masks, ann in lists.items()])
     loader = cfg.val_dataloader.copy()
     loader.dataset = _test_dataset(cfg, root, lists, tta)
+    labels = {("voc" if k == FINE_MASKS else "sbd"): len(v) for k, v in source.by_masks.items()}
+    return run_test(target, checkpoint, run, cfg, loader, source.name, root, labels, checked.warnings, tta=tta, verbose=verbose,
+                    results_dir=results_dir, num_workers=num_workers, save_predictions=save_predictions, galleries=galleries)
+
+
+def own_dataset_of(cfg: Any, split: str) -> tuple[dict[str, Any], str]:
+    """An own-dataset run's test dataset for `--split`: val or train (the run's own lists), or a
+    list file of ids of the same dataset. Returns (dataset dict, split name)."""
+    def unwrap(d: Any) -> Any:
+        while "dataset" in d or "datasets" in d:
+            d = d.get("dataset") or d["datasets"][0]
+        return d
+
+    if split in ("val", "train"):
+        key = "val_dataloader" if split == "val" else "train_dataloader"
+        return dict(unwrap(cfg[key]["dataset"])), split
+    path = Path(split).expanduser().resolve()
+    if not path.is_file():
+        raise VocsegError(f"--split {split!r} is neither val, train nor a list file ({path} does not exist).", "Pass val, train or a file of image ids.")
+    dataset = dict(unwrap(cfg.val_dataloader.dataset))
+    dataset["ann_file"] = str(path)
+    return dataset, path.stem
+
+
+def evaluate_own(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, *, split: str, tta: bool, verbose: bool, out_dir: Path | None,
+                 num_workers: int | None, save_predictions: Path | None, galleries: bool) -> tuple[EvalResult, Any]:
+    """`evaluate` for a run of an own dataset: its lists, folders and classes come from the run's config."""
+    from vocseg.data.precheck import precheck, specs_from_dataset
+
+    dataset, name = own_dataset_of(cfg, split)
+    dataset["pipeline"] = with_vocseg_loading(cfg.tta_pipeline if tta else cfg.val_dataloader.dataset.pipeline)
+    dataset["test_mode"] = True
+    root = Path(str(dataset.get("data_root", "."))).expanduser().resolve()
+    results_dir = (out_dir or default_out_dir(target, checkpoint, run)).expanduser().resolve()
+    if save_predictions is not None:
+        save_predictions = save_predictions.expanduser().resolve()
+    if tta and "tta_pipeline" not in cfg:
+        from vocseg.recipe.mmconfig import tta_pipeline
+
+        cfg.tta_pipeline = tta_pipeline()
+        dataset["pipeline"] = with_vocseg_loading(cfg.tta_pipeline)
+    specs = specs_from_dataset(dataset)
+    checked = precheck(specs)
+    loader = cfg.val_dataloader.copy()
+    loader.dataset = dataset
+    return run_test(target, checkpoint, run, cfg, loader, name, root, {"own": checked.pairs}, checked.warnings, tta=tta, verbose=verbose,
+                    results_dir=results_dir, num_workers=num_workers, save_predictions=save_predictions, galleries=galleries)
+
+
+def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, loader: Any, split_name: str, root: Path, labels: dict[str, int],
+             data_warnings: list[str], *, tta: bool, verbose: bool, results_dir: Path, num_workers: int | None, save_predictions: Path | None,
+             galleries: bool) -> tuple[EvalResult, Any]:
+    """MMEngine's test loop over `loader` with vocseg's metrics; the result with its per-class table."""
+    import warnings
+
+    from vocseg.console import progress, quiet_stdout
+    from vocseg.recipe import official
+    from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
+
     workers = workers_value(loader.get("num_workers", 0)) if num_workers is None else num_workers
     loader.num_workers = workers
     loader.persistent_workers = workers > 0
@@ -320,7 +383,7 @@ def evaluate(
 
     register_eval_metric()
     quiet = quiet_stdout(verbose)
-    label = f"eval {source.name}{' + TTA' if tta else ''}"
+    label = f"eval {split_name}{' + TTA' if tta else ''}"
     with quiet, warnings.catch_warnings(), progress(label, None, unit="images") as shown_progress:
         warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
         runner = Runner.from_cfg(cfg)
@@ -346,20 +409,23 @@ def evaluate(
         aAcc=_two_decimals(metrics["aAcc"]),
         per_class=per_class,
         checkpoint=str(target) if official.is_official(target) else str(checkpoint),
-        split=source.name,
+        split=split_name,
         num_images=len(runner.test_dataloader.dataset),
         extra={
             "tta": tta,
             "data_root": str(root),
-            "labels": {("voc" if k == FINE_MASKS else "sbd"): len(v) for k, v in source.by_masks.items()},
+            "labels": labels,
             "means": {f"m{k}": _two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
         },
         confusion=confusion,
     )
     result.extra["out_dir"] = str(results_dir)
-    if checked.warnings:
-        result.extra["data_warnings"] = checked.warnings
-    result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
+    excluded = [name for name, row in per_class.items() if row.get("gt_pixels") == 0]
+    if excluded:
+        result.extra["excluded"] = excluded  # no pixel of theirs in the split: IoU undefined, not in mIoU unless predicted
+    if data_warnings:
+        result.extra["data_warnings"] = data_warnings
+    result.extra["tag"] = result_tag(target, checkpoint, run, split_name, tta)
     if galleries:
         write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
     return result, metric

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES, PALETTE
+from vocseg.data.dataset import active_dataset
 from vocseg.errors import VocsegError
 from vocseg.export.onnx_graph import OPSET, exportable, trace_to_onnx, with_metadata
 from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
@@ -165,7 +165,8 @@ def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -
     """The metadata stored in the model (metadata_props["vocseg"]) and, with the parity figures, beside it."""
     from vocseg import __version__
 
-    classes = list(CLASSES) if num_classes == len(CLASSES) else [f"class_{i}" for i in range(num_classes)]
+    spec = active_dataset()  # the run's dataset: set when its model was loaded
+    classes = list(spec.classes) if num_classes == spec.num_classes else [f"class_{i}" for i in range(num_classes)]
     return {
         "format": FORMAT,
         "written_by": f"vocseg {__version__} (vocseg export)",
@@ -187,7 +188,7 @@ def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -
             "meaning": "class scores before softmax at the input's size; resize them bilinearly (align_corners=False) to the image's own size, then argmax over classes",
         },
         "classes": classes,
-        "palette": [list(c) for c in PALETTE[:num_classes]],
+        "palette": [list(c) for c in spec.full_palette[:num_classes]],
         "ignore_index": 255,
         "opset": OPSET,
         "inference": "whole image (mmseg EncoderDecoder.encode_decode)",

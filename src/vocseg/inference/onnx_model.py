@@ -193,6 +193,9 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", mode: str = "whol
         raise missing_extra("onnxruntime", f"Predicting with {path.name}") from None
     session = open_session(path, providers=providers_for(device))
     meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), str(path))
+    from vocseg.data.dataset import spec_from_meta, use_dataset
+
+    use_dataset(spec_from_meta(meta["classes"], meta.get("palette")))  # overlays and legends in the model's own classes
     return OnnxSegmenter(path=path, session=session, metadata=meta)
 
 

@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES, PALETTE
 from vocseg.errors import VocsegError
 
 MIN_SIDE = 32  # pixels: the output stride of the ResNet backbones; thinner inputs are padded to it
@@ -94,7 +93,11 @@ def load_model(target: str | Path, *, config: Path | None = None, device: str = 
     ckpt = load_state_dict_checked(checkpoint, model)
     model.load_state_dict(state_dict_of(ckpt), strict=False)
     model.cfg = cfg
-    model.dataset_meta = {"classes": CLASSES, "palette": PALETTE[: len(CLASSES)]}
+    from vocseg.data.dataset import dataset_of_config, use_dataset
+
+    spec = dataset_of_config(cfg)  # the run's classes (its config's metainfo), VOC's for VOC runs
+    use_dataset(spec)  # overlays, legends and label PNGs of this process use its names and colours
+    model.dataset_meta = {"classes": spec.classes, "palette": list(spec.palette)}
     model.to(target_device)
     model.eval()
     stride = (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES
+from vocseg.data.dataset import active_dataset
 from vocseg.errors import VocsegError
 from vocseg.inference.segmenter import Segmenter
 from vocseg.visualization.overlays import outlined
@@ -99,7 +99,8 @@ def segment_video(
         notes.append(f"decoding stopped at frame {writer.read}: {error}")
     counts = writer.counts
     total_px = max(1, int(counts.sum()))
-    shares = {CLASSES[i]: round(100.0 * int(counts[i]) / total_px, 2) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
+    classes = active_dataset().classes
+    shares = {classes[i]: round(100.0 * int(counts[i]) / total_px, 2) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
     return VideoResult(writer.read, writer.segmented, float(rate), writer.size or (0, 0), shares, notes)
 
 
@@ -122,7 +123,7 @@ class _Writer:
         self.last_label: np.ndarray | None = None
         self.read = 0
         self.segmented = 0
-        self.counts = np.zeros(len(CLASSES), dtype=np.int64)
+        self.counts = np.zeros(len(active_dataset().classes), dtype=np.int64)
 
     def add(self, rgb: np.ndarray, sample: bool) -> None:
         self.pending.append((rgb, sample or (self.last_label is None and not self.pending)))
@@ -137,7 +138,7 @@ class _Writer:
             if s:
                 self.last_label = next(labels)
                 self.segmented += 1
-                self.counts += np.bincount(self.last_label.ravel(), minlength=len(CLASSES))[: len(CLASSES)]
+                self.counts += np.bincount(self.last_label.ravel(), minlength=len(self.counts))[: len(self.counts)]
             label = self.last_label
             assert label is not None
             if label.shape != rgb.shape[:2]:  # the stream changed size mid-way

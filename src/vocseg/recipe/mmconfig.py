@@ -7,14 +7,16 @@ vocseg's loop, sampler, hooks and metric in any process that reads the config.
 
 from __future__ import annotations
 
+import json
 import pprint
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocseg.data.dataset import DatasetSpec
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.recipe.models import PRESETS, model_config
-from vocseg.recipe.recipe import Plan, Recipe
+from vocseg.recipe.recipe import Plan, Recipe, dataset_spec
 from vocseg.recipe.trackers import TRACKER_HOOK, backend_configs
 
 
@@ -84,8 +86,24 @@ def voc_dataset(data_root: str, ann_file: str, seg_dir: str, pipeline: list[dict
     )
 
 
+def own_dataset(spec: DatasetSpec, split: str, pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """An own dataset's split: its folder, its class-id masks, its list, its classes and palette
+    (metainfo, so that mmseg's own tools/train.py and every vocseg command read them from the config)."""
+    assert spec.base is not None
+    return dict(
+        type=VOC_DATASET,
+        data_root=str(spec.base),
+        data_prefix=dict(img_path="JPEGImages", seg_map_path=str(spec.mask_dir)),
+        ann_file=str(spec.lists[split]),
+        metainfo=spec.metainfo(),
+        pipeline=pipeline,
+    )
+
+
 def train_dataset(recipe: Recipe) -> dict[str, Any]:
     pipeline = train_pipeline(recipe.crop_size, PRESETS[recipe.model].scale)
+    if not recipe.is_voc:
+        return own_dataset(dataset_spec(recipe), "train", pipeline)
     voc_train = voc_dataset(recipe.data_root, "train.txt", "SegmentationClass", pipeline)
     if not recipe.aug:
         return voc_train
@@ -101,13 +119,15 @@ def persistent(recipe: Recipe) -> bool | str:
 
 
 def val_dataloader(recipe: Recipe, ann_file: str = "val.txt", seg_dir: str = "SegmentationClass") -> dict[str, Any]:
+    pipeline = test_pipeline(PRESETS[recipe.model].scale)
+    dataset = voc_dataset(recipe.data_root, ann_file, seg_dir, pipeline) if recipe.is_voc else own_dataset(dataset_spec(recipe), "val", pipeline)
     return dict(
         batch_size=1,
         num_workers=recipe.config_workers,
         persistent_workers=persistent(recipe),
         pin_memory=recipe.use_pin_memory,
         sampler=dict(type="DefaultSampler", shuffle=False),
-        dataset=voc_dataset(recipe.data_root, ann_file, seg_dir, test_pipeline(PRESETS[recipe.model].scale)),
+        dataset=dataset,
     )
 
 
@@ -138,14 +158,25 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         if recipe.epochs is not None
         else (f"{recipe.iters} iterations as given" if recipe.iters is not None else f"official {recipe.schedule or '40k'} x 16 samples at batch {plan.total_batch}")
     )
+    model = model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint, channels_last=recipe.use_channels_last)
+    data_text = ('VOC train + SBD aug' if recipe.aug else 'VOC train only')
+    dataset_entries: list[Entry] = []
+    if not recipe.is_voc:
+        spec = dataset_spec(recipe)
+        for head in ("decode_head", "auxiliary_head"):
+            model[head]["num_classes"] = spec.num_classes
+        data_text = f"dataset {spec.name!r}, its train list"
+        dataset_entries.append(Entry("vocseg_dataset", json.dumps(spec.to_json(), sort_keys=True),
+                                     f"{spec.describe()}; split: {spec.split_note} (vocseg reads it back)"))
     return [
         Entry("default_scope", "mmseg"),
         Entry("custom_imports", dict(imports=["vocseg.mmseg_plugin"], allow_failed_imports=False),
               "stack fixes (mmcv-lite ops, safe checkpoint loading) and vocseg's loop/sampler/hooks"),
         Entry("work_dir", work_dir),
         Entry("vocseg_recipe", recipe.to_json(), "the recipe this file was written from (vocseg reads it back)"),
+        *dataset_entries,
         Entry("crop_size", (recipe.crop_size, recipe.crop_size), f"model preset {preset.name!r}" + (", --crop" if recipe.crop else "")),
-        Entry("model", model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint, channels_last=recipe.use_channels_last),
+        Entry("model", model,
               f"{preset.description}; SyncBN only when several GPUs share the batch; "
               f"pretrained: {recipe.pretrained_checkpoint or 'none'}"),
         Entry("train_pipeline", train_pipeline(recipe.crop_size, preset.scale), f"the official VOC augmentation: resize to {preset.scale} x 0.5-2.0, crop, flip, photometric"),
@@ -157,7 +188,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             pin_memory=recipe.use_pin_memory,
             sampler=dict(type="VocsegResumableSampler", batch_size=recipe.batch, shuffle=True, seed=recipe.seed),
             dataset=dict(type="VocsegSeededDataset", seed=recipe.seed, dataset=train_dataset(recipe)),
-        ), f"{plan.train_size} training images ({'VOC train + SBD aug' if recipe.aug else 'VOC train only'}); "
+        ), f"{plan.train_size} training images ({data_text}); "
            f"{recipe.batch} per process x {plan.world_size} = batch {plan.total_batch}; the sampler "
            "reshuffles each epoch and skips trained batches on resume without loading them"
            + ("; num_workers 'auto': decided on the machine that trains (its cores shared by its processes, "
@@ -234,7 +265,7 @@ def render_config(entries: list[Entry], header: str) -> str:
 def build_config_text(recipe: Recipe, plan: Plan, work_dir: str | Path) -> str:
     header = (
         "MMSegmentation config written by `vocseg config`; standalone (no _base_).\n"
-        f"Model {recipe.model}, {'VOC 2012 + SBD (aug)' if recipe.aug else 'VOC 2012 train only'}, "
+        f"Model {recipe.model}, {('VOC 2012 + SBD (aug)' if recipe.aug else 'VOC 2012 train only') if recipe.is_voc else f'dataset {recipe.dataset!r}'}, "
         f"{plan.world_size} process(es) x batch {recipe.batch}, {plan.max_iters} iterations.\n"
         "Train with `vocseg train THIS_FILE` or mmseg's tools/train.py."
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.console import command
+from vocseg.data.dataset import VOC, DatasetSpec
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
@@ -119,6 +120,8 @@ class Recipe:
     num_workers: int | None = None  # None: sized to this machine's cores (see loader_workers)
     name: str | None = None
     log_to: tuple[str, ...] = ()  # experiment trackers (vocseg.recipe.trackers); () = vocseg's own files only
+    dataset: str = ""  # "" = PASCAL VOC 2012; else the name of an own dataset found under data_root (vocseg.data.dataset)
+    classes_file: str = ""  # --classes FILE: the class names of an own dataset, when no export file names them
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -188,8 +191,12 @@ class Recipe:
     def schedule_unit(self) -> str:
         return "epoch" if self.epochs is not None else "iter"
 
+    @property
+    def is_voc(self) -> bool:
+        return not self.dataset
+
     def default_name(self) -> str:
-        data = "vocaug" if self.aug else "voc"
+        data = ("vocaug" if self.aug else "voc") if self.is_voc else self.dataset
         if self.epochs is not None:
             length = f"{self.epochs}ep"
         elif self.iters is not None:
@@ -202,6 +209,9 @@ class Recipe:
         data = dataclasses.asdict(self)
         if not self.log_to:
             del data["log_to"]  # recipes (and configs) without trackers stay as before the field existed
+        for key in ("dataset", "classes_file"):
+            if not data[key]:
+                del data[key]  # VOC recipes (and their configs) stay byte for byte as before
         return json.dumps({**data, "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
 
     @classmethod
@@ -266,6 +276,11 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError(f"--nproc {recipe.nproc} is for --device cpu.", "Pick GPUs with --gpus (e.g. --gpus 0,1 or --gpus first:2).")
     if recipe.name is not None:
         validate_run_name(recipe.name)
+    if recipe.dataset and recipe.aug:
+        raise VocsegError(
+            f"--aug adds SBD, PASCAL VOC's extra labels: dataset {recipe.dataset!r} has its own classes.",
+            "Drop --aug (own datasets train on their own train list).",
+        )
     for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--num-workers", recipe.num_workers)):
         if count is not None and count < 0:
             raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")
@@ -289,14 +304,38 @@ def _count_ids(path: Path) -> int:
     return len(read_id_list(path))
 
 
+def dataset_spec(recipe: Recipe) -> DatasetSpec:
+    """The dataset a recipe trains on: VOC, or the own dataset under its data root, its split lists
+    written into `<dataset>/.vocseg/` where the export has none (`vocseg.data.dataset.resolve`)."""
+    if recipe.is_voc:
+        return VOC
+    from vocseg.data.dataset import resolve
+
+    spec = resolve(Path(recipe.data_root), Path(recipe.classes_file) if recipe.classes_file else None)
+    if spec.is_voc:
+        raise VocsegError(
+            f"Data root {recipe.data_root} no longer holds the class file of dataset {recipe.dataset!r} (class_names.txt or labelmap.txt).",
+            "Put it back, or pass the class names with --classes FILE.",
+        )
+    return spec
+
+
 def train_lists(recipe: Recipe) -> list[Path]:
-    """The split lists a recipe trains on: VOC train, plus SBD's aug list with --aug."""
+    """The split lists a recipe trains on: VOC train, plus SBD's aug list with --aug; an own dataset's train list."""
+    if not recipe.is_voc:
+        return [dataset_spec(recipe).lists["train"]]
     splits = Path(recipe.data_root) / VOC_SUBDIR / SPLITS_SUBDIR
     return [splits / "train.txt"] + ([splits / "aug.txt"] if recipe.aug else [])
 
 
 def check_data_root(recipe: Recipe) -> None:
     root = Path(recipe.data_root)
+    if not recipe.is_voc:
+        spec = dataset_spec(recipe)
+        for lst in spec.lists.values():
+            if not lst.is_file():
+                raise VocsegError(f"Split list {lst} is missing.", f"`vocseg prepare --check --data-root {root}` shows what the dataset holds.")
+        return
     if not (root / VOC_SUBDIR).is_dir():
         raise VocsegError(
             f"Data root {root} has no {VOC_SUBDIR}.",
@@ -330,9 +369,21 @@ class Plan:
     warnings: tuple[str, ...]
 
 
-def plan(recipe: Recipe, train_size: int | None = None) -> Plan:
-    """Derive the schedule. `train_size` defaults to counting the recipe's split lists."""
+def plan(recipe: Recipe, train_size: int | None = None, *, missing_data_ok: bool = False) -> Plan:
+    """Derive the schedule. `train_size` defaults to counting the recipe's split lists; with
+    `missing_data_ok` (`vocseg config` before `vocseg prepare`), a VOC data root without
+    VOCdevkit/ is planned with VOC's official split sizes and a warning that says so."""
     validate(recipe)
+    absent_note = ""
+    if train_size is None and missing_data_ok and recipe.is_voc and not (Path(recipe.data_root) / VOC_SUBDIR).is_dir():
+        from vocseg.data.voc import SPLIT_SIZES
+
+        train_size = SPLIT_SIZES["trainaug"] if recipe.aug else SPLIT_SIZES["train"]
+        absent_note = (
+            f"Data root {recipe.data_root} holds no {VOC_SUBDIR} yet: this plan uses VOC's official "
+            f"{'train + SBD aug' if recipe.aug else 'train'} size ({train_size} images). "
+            f"Get the data with `vocseg prepare{'' if recipe.aug else ' --no-aug'} --data-root {recipe.data_root}`."
+        )
     if train_size is None:
         check_data_root(recipe)
         train_size = sum(_count_ids(p) for p in train_lists(recipe))
@@ -362,8 +413,8 @@ def plan(recipe: Recipe, train_size: int | None = None) -> Plan:
     val_iters = recipe.val_interval * unit if recipe.val_interval else default_interval
     ckpt_iters = recipe.ckpt_interval * unit if recipe.ckpt_interval else default_interval
     ratio = sched.ratio_to_official(max_iters, total)
-    warnings = []
-    if not 0.5 <= ratio <= 2.0 and recipe.model != "tiny":
+    warnings = [absent_note] if absent_note else []
+    if not 0.5 <= ratio <= 2.0 and recipe.model != "tiny" and recipe.is_voc:
         warnings.append(
             f"This schedule sees {ratio:.2f}x the samples of the official 40k x 16 schedule; "
             f"`--schedule 40k` at your batch is {sched.official_schedule_iters('40k', total)} iterations."
@@ -371,7 +422,7 @@ def plan(recipe: Recipe, train_size: int | None = None) -> Plan:
     if recipe.batch == 1:
         warnings.append("1 image per GPU with BatchNorm: batch statistics of a single image are noisy; use --batch 2 or more.")
     if recipe.pretrained_checkpoint is None and recipe.model != "tiny":
-        warnings.append("No pretrained weights: the backbone starts from random init and VOC is too small to learn it well.")
+        warnings.append(f"No pretrained weights: the backbone starts from random init and {'VOC' if recipe.is_voc else 'a dataset of this size'} is too small to learn it well.")
     scaled = sched.scaled_lr(recipe.base_lr_value, recipe.base_batch, total)
     if recipe.lr is not None and abs(recipe.lr - scaled) > 1e-12:
         warnings.append(f"--lr {recipe.lr:g} differs from the linearly scaled {scaled:g} for batch {total}.")

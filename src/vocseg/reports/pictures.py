@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES, IGNORE_INDEX, PALETTE
+from vocseg.data.dataset import active_dataset
+from vocseg.data.voc import IGNORE_INDEX
 from vocseg.visualization.overlays import FN_COLOUR, FP_COLOUR, IGNORED, LIGHT_FILL, OTHER_ERROR, error_map, outlined
 
 THUMB = 320  # the longest side of a gallery thumbnail, pixels
@@ -26,7 +27,7 @@ def hex_colour(rgb: tuple[int, ...] | list[int]) -> str:
 
 
 def class_colour(index: int) -> str:
-    return hex_colour(PALETTE[index])
+    return hex_colour(active_dataset().full_palette[index])
 
 
 def data_uri(array: np.ndarray, *, photo: bool = False) -> str:
@@ -78,7 +79,8 @@ def legend(*maps: np.ndarray) -> list[LegendItem]:
     present: set[int] = set()
     for m in maps:
         present.update(int(v) for v in np.unique(m))
-    return [LegendItem(CLASSES[i], class_colour(i)) for i in sorted(present) if 0 < i < len(CLASSES)]
+    spec = active_dataset()
+    return [LegendItem(spec.classes[i], class_colour(i)) for i in sorted(present) if i < spec.num_classes and i != spec.background]
 
 
 @dataclass

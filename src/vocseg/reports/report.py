@@ -226,16 +226,23 @@ def plan_section(run: Path) -> dict[str, Any]:
     rows = [
         ("model", f"{recipe.model}, crop {recipe.crop_size}"),
         ("pretrained weights", recipe.pretrained_checkpoint or "none (random init)"),
-        ("data", f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'} in {recipe.data_root}" + (f": {p.train_size} images" if p else "")),
+        ("data", (f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}" if recipe.is_voc else f"dataset {recipe.dataset!r}, its train list")
+         + f" in {recipe.data_root}" + (f": {p.train_size} images" if p else "")),
     ]
+    if not recipe.is_voc:
+        from vocseg.data.dataset import dataset_of_run
+
+        spec = dataset_of_run(run)
+        rows.append(("classes", f"{spec.num_classes}: {', '.join(spec.classes)}"))
     if p is not None:
         procs = f"{p.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{p.world_size} CPU process(es)"
         rows += [
             ("total batch", f"{procs} x {recipe.batch} = {p.total_batch}"),
             ("learning rate", f"{p.lr:g} = {p.lr_rule}; poly decay per iteration"),
             ("iterations", f"{p.max_iters} ({p.iters_per_epoch} per epoch = {p.epochs:.1f} epochs)"),
-            ("samples seen", f"{p.samples:,} = {p.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})"),
-            ("official 40k equals", f"{p.official_equivalent_epochs:.1f} epochs on these {p.train_size} images = {p.official_equivalent_iters} iterations at batch {p.total_batch}"),
+            *([("samples seen", f"{p.samples:,} = {p.ratio_to_official:.2f}x the official 40k x {sched.OFFICIAL_BATCH} ({40_000 * sched.OFFICIAL_BATCH:,})"),
+               ("official 40k equals", f"{p.official_equivalent_epochs:.1f} epochs on these {p.train_size} images = {p.official_equivalent_iters} iterations at batch {p.total_batch}")]
+              if recipe.is_voc else [("samples seen", f"{p.samples:,} = {p.epochs:.1f} passes over the {p.train_size} train images")]),
             ("validate / checkpoint", f"every {p.val_interval_iters} / {p.ckpt_interval_iters} iterations"),
         ]
         section["warnings"] = list(p.warnings)
@@ -428,6 +435,9 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
     from vocseg.files import write_text_atomic
 
     run = check_run(run)
+    from vocseg.data.dataset import dataset_of_run, use_dataset
+
+    use_dataset(dataset_of_run(run))  # legends and colours of the run's own classes
     path = output_path(run, out)
     if compare is not None:
         if not compare.exists():

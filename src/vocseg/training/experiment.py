@@ -28,9 +28,10 @@ class Experiment:
     config_text: str
 
 
-def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: bool, new_run: bool = False) -> Experiment:
-    """Validate, derive the plan, pick the run folder and render the config."""
-    the_plan = plan(recipe)
+def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: bool, new_run: bool = False, missing_data_ok: bool = False) -> Experiment:
+    """Validate, derive the plan, pick the run folder and render the config (`missing_data_ok`:
+    `vocseg config` before the data exist plans with VOC's official split sizes)."""
+    the_plan = plan(recipe, missing_data_ok=missing_data_ok)
     if check_pretrained and recipe.pretrained_checkpoint:
         from vocseg.recipe.pretrained import check_pretrained_choice, resolve_for_training
 

@@ -15,9 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from vocseg.data.voc import CLASSES, PALETTE
+from vocseg.data.dataset import active_dataset
 
-BACKGROUND = 0
+BACKGROUND = 0  # VOC's background id; an own dataset's is `active_dataset().background` (None: every class painted)
+
+
+def _palette() -> list[tuple[int, int, int]]:
+    """256 colours: the active dataset's classes (VOC unless a run of another dataset is loaded)."""
+    return active_dataset().full_palette
+
+
+def _background_name() -> str | None:
+    spec = active_dataset()
+    return spec.classes[spec.background] if spec.background is not None else None
 LIGHT_FILL = 0.35  # the fill opacity of the report's pictures: the photo shows through, the outline names the class
 
 
@@ -25,13 +35,14 @@ BLEND_PIXELS = 1 << 22  # pixels blended at a time (a band of rows): bounds the 
 
 
 def colourise(label_map: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 VOC palette colours."""
-    lut = np.array(PALETTE, dtype=np.uint8)
+    """(H, W) class ids -> (H, W, 3) uint8 palette colours (VOC's, or the active dataset's)."""
+    lut = np.array(_palette(), dtype=np.uint8)
     return lut[label_map]
 
 
-def class_shares(label_map: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, float]:
-    """Percent of the image per class present, largest first."""
+def class_shares(label_map: np.ndarray, classes: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Percent of the image per class present, largest first (classes: the active dataset's)."""
+    classes = classes or active_dataset().classes
     counts = np.bincount(label_map.ravel(), minlength=len(classes))[: len(classes)]
     total = max(1, int(counts.sum()))
     return {classes[i]: round(100.0 * int(counts[i]) / total, 2) for i in np.argsort(-counts, kind="stable") if counts[i] > 0}
@@ -73,17 +84,19 @@ def outlined(rgb: np.ndarray, label_map: np.ndarray, opacity: float = LIGHT_FILL
     alpha = float(np.clip(opacity, 0.0, 1.0))
     if alpha == 0:
         return rgb.copy()
-    lut = np.array(PALETTE, dtype=np.uint8)
+    lut = np.array(_palette(), dtype=np.uint8)
+    bg = active_dataset().background
+    background = -1 if bg is None else bg  # -1: no id is background, every region is painted
     out = rgb.copy()
     # Blended in bands of rows: float copies of a whole 8000 x 8000 photo would take gigabytes.
     rows = max(1, BLEND_PIXELS // max(1, label_map.shape[1]))
     for top in range(0, label_map.shape[0], rows):
         band, labels = out[top : top + rows], label_map[top : top + rows]
-        painted = labels != BACKGROUND
+        painted = labels != background
         if painted.any():
             mixed = (1 - alpha) * band[painted].astype(np.float32) + alpha * lut[labels[painted]].astype(np.float32)
             band[painted] = mixed.clip(0, 255).astype(np.uint8)
-    edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & (label_map != BACKGROUND)
+    edge = outline_mask(label_map, width or outline_width(*label_map.shape)) & (label_map != background)
     out[edge] = lut[label_map[edge]]
     return out
 
@@ -99,9 +112,10 @@ def _font(size: int) -> Any:
 
 def legend_lines(shares: dict[str, float]) -> list[tuple[str, str]]:
     """(class, text) for the legend: painted classes present, largest first; background last, unpainted."""
-    lines = [(name, f"{name}  {share_text(share)}") for name, share in shares.items() if share > 0 and name != CLASSES[BACKGROUND]]
-    if shares.get(CLASSES[BACKGROUND], 0) > 0:
-        lines.append((CLASSES[BACKGROUND], f"{CLASSES[BACKGROUND]}  {share_text(shares[CLASSES[BACKGROUND]])} (not painted)"))
+    background = _background_name()
+    lines = [(name, f"{name}  {share_text(share)}") for name, share in shares.items() if share > 0 and name != background]
+    if background is not None and shares.get(background, 0) > 0:
+        lines.append((background, f"{background}  {share_text(shares[background])} (not painted)"))
     return lines
 
 
@@ -130,10 +144,10 @@ def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares
     draw.text((x, size // 3), header, fill=(0, 0, 0), font=font)
     for k, (name, text) in enumerate(lines, start=1):
         y = size // 3 + k * row
-        if name == CLASSES[BACKGROUND]:
+        if name == _background_name():
             draw.rectangle([x, y + 2, x + size - 2, y + size], fill=(255, 255, 255), outline=(128, 128, 128))
         else:
-            draw.rectangle([x, y + 2, x + size - 2, y + size], fill=tuple(PALETTE[CLASSES.index(name)]))
+            draw.rectangle([x, y + 2, x + size - 2, y + size], fill=tuple(_palette()[active_dataset().classes.index(name)]))
         draw.text((x + int(size * 1.4), y), text, fill=(0, 0, 0), font=font)
     return canvas
 
@@ -159,9 +173,9 @@ def error_map(rgb: np.ndarray, pred: np.ndarray, label: np.ndarray, cls: int, ig
 
 
 def save_label_png(label_map: np.ndarray, path: Path) -> None:
-    """A palette PNG: pixel values are class ids, colours are VOC's."""
+    """A palette PNG: pixel values are class ids, colours are the active dataset's (VOC's by default)."""
     from PIL import Image
 
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
-    image.putpalette([c for rgb in PALETTE for c in rgb])
+    image.putpalette([c for rgb in _palette() for c in rgb])
     image.save(path)
