@@ -450,7 +450,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
 def test_a_partial_tree_is_refused_unless_forced(cli, fresh_root: Path) -> None:
     (fresh_root / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     result = cli("prepare", "--no-aug", "--data-root", fresh_root)
-    assert result.code == 2 and "an incomplete copy" in result.err and "--force" in result.err
+    assert result.code == 2 and "an incomplete copy" in result.err and "--redo" in result.err
 
 
 def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: Path) -> None:

@@ -7,33 +7,35 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from vocseg.commands.options import CheckpointOpt, ConfigOpt, DeviceOpt, ModeOpt, command, model_of, out_option
 from vocseg.errors import VocsegError
+
+VIDEO = "Video"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict")(predict)
+    command(app, "predict")(predict)
 
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
+    checkpoint: CheckpointOpt = None,
+    out: Annotated[Optional[Path], out_option("Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).")] = None,
+    config: ConfigOpt = None,
     opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
-    device: Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu, cuda or cuda:N.")] = "auto",
-    mode: Annotated[str, typer.Option("--mode", help="whole (the image at once, at the test scale) or slide (crop-size windows at the image's own resolution: for large images).")] = "whole",
-    every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).")] = 1,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Videos: frames per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    mode: ModeOpt = "whole",
+    every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).", rich_help_panel=VIDEO)] = 1,
+    batch: Annotated[int, typer.Option("--frames-per-batch", min=1, help="Videos: frames per forward pass (was --batch).", rich_help_panel=VIDEO)] = 8,
 ) -> None:
     """Per image: OUT/NAME_overlay.png (with a legend of the classes present and their share) and
     OUT/NAME_label.png (VOC palette); per video: OUT/NAME_overlay.mp4 (same frames and frame
     rate; needs vocseg[video]). OUT/predictions.json lists every input. Inputs that cannot be
     read are reported and skipped; files in OUT that vocseg did not write are never replaced."""
+    checkpoint = model_of(None, checkpoint, "predict IMAGE...")
     from vocseg.inference.inputs import expand_inputs
     from vocseg.recipe import official
 
-    if mode not in ("whole", "slide"):
-        raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
     if official.is_official(checkpoint):
         official.lookup(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)

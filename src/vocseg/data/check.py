@@ -217,7 +217,7 @@ def check_data_root(
         report = SplitReport(name, 0, expected.get(name))
         reports.append(report)
         if not lst.is_file():
-            fix = "vocseg prepare --aug" if name in AUG_LISTS else "vocseg prepare --force"
+            fix = "vocseg prepare --aug" if name in AUG_LISTS else "vocseg prepare --redo"
             report.problems.append(f"missing list {lst} (run `{fix}`)")
             continue
         try:
