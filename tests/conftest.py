@@ -72,7 +72,7 @@ def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
     return target
 
 
-TINY_TRAIN = ("--model", "tiny", "--device", "cpu", "--batch", "2", "--num-workers", "0")
+TINY_TRAIN = ("--model", "tiny", "--device", "cpu", "--batch", "2", "--workers", "0")
 
 
 @pytest.fixture(scope="session")

@@ -52,16 +52,9 @@ def write_config(experiment: Experiment, path: Path) -> None:
 
 def load_mmengine_config(path: Path) -> Any:
     """mmengine's Config of a file, or a one-line error."""
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.runs.run_config import read_config
 
-    ensure_stack()
-    from mmengine.config import Config
-
-    try:
-        return Config.fromfile(str(path))
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VocsegError(f"Cannot read config {path}: {first}.", "Pass a config written by `vocseg config` or an mmseg config.") from None
+    return read_config(path)
 
 
 def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment:

@@ -70,15 +70,13 @@ def build_runner(
     rescale_lr: bool = False,
     cfg_options: dict[str, Any] | None = None,
 ) -> Any:
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.runs.run_config import read_config
 
-    ensure_stack()
-    from mmengine.config import Config
+    cfg = read_config(config_path)  # after ensure_stack: the Runner below comes from the patched stack
     from mmengine.runner import Runner
 
     from vocseg.training.trackers import apply_log_to_override
 
-    cfg = Config.fromfile(str(config_path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     _check_data(cfg)
