@@ -103,3 +103,17 @@ def test_an_old_spelling_still_works(cli, tmp_path: Path) -> None:
     r = cli("prepare", "--check", "--data-root", tmp_path / "none", "--force")
     assert "deprecated: `vocseg prepare --force` is now `--redo`" in r.err
     assert "No such option" not in r.err
+
+
+def test_one_parser_reads_a_model_reference(tmp_path: Path) -> None:
+    from vocseg.errors import VocsegError
+    from vocseg.recipe.official import ModelRef
+
+    ref = ModelRef.parse("official:upernet-r50-40k")
+    assert ref.is_official and ref.key == "upernet-r50-40k" and ref.path is None and ref.official.preset == "r50"
+    onnx = ModelRef.parse(tmp_path / "m.ONNX")
+    assert onnx.is_onnx and onnx.path == tmp_path / "m.ONNX" and onnx.key is None
+    with pytest.raises(VocsegError, match="Unknown official checkpoint official:upernet-r18"):
+        ModelRef.parse("official:upernet-r18")
+    with pytest.raises(VocsegError, match="vocseg export -c RUN"):
+        ModelRef.parse("m.onnx", onnx=False, command="export")

@@ -49,7 +49,10 @@ def evaluate(
 
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.
-    inputs = [p for p in (Path(target), config) if p is not None and not str(p).startswith("official:")]
+    from vocseg.recipe.official import ModelRef
+
+    ref = ModelRef.parse(target, onnx=False, command="eval")  # a typo fails before anything is read or downloaded
+    inputs = [p for p in (ref.path, config) if p is not None]
     for option, path in (("--json", json_out), ("--csv", csv_out)):
         if path is not None:
             check_may_write(path, force=force, inputs=inputs, option=option)
@@ -59,7 +62,7 @@ def evaluate(
         check_output_folder(save_predictions, force=force, option="--save-predictions")
     before = files_in(out) if out is not None else {}
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
-    name = target if target.startswith("official:") else Path(result.checkpoint).name
+    name = target if ref.is_official else Path(result.checkpoint).name
     from vocseg.data.precheck import warning_line
 
     if line := warning_line(result.extra.get("data_warnings", [])):

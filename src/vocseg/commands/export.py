@@ -45,8 +45,7 @@ def export(
 
     if fmt.lower() != "onnx":
         raise VocsegError(f"--format {fmt}: vocseg exports onnx only.", "Drop --format (or pass --format onnx); TorchScript is not offered (deprecated in PyTorch).")
-    if official.is_official(target):
-        official.lookup(target)  # a typo fails before anything is read or downloaded
+    official.ModelRef.parse(target, onnx=False, command="export")  # a typo fails before anything is read or downloaded
     result, notes = export_model(target, output=out, config=config, force=force, check_images=check_images, check_count=check_count)
     for note in notes:
         console.print(f"[yellow]check image skipped:[/] {escape(note)}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from vocseg.commands.options import CheckpointOpt, ConfigOpt, DeviceOpt, ModeOpt, command, model_of, out_option
 from vocseg.errors import VocsegError
+
+if TYPE_CHECKING:
+    from vocseg.recipe.official import ModelRef
 
 VIDEO = "Video"
 
@@ -36,30 +39,29 @@ def predict(
     from vocseg.inference.inputs import expand_inputs
     from vocseg.recipe import official
 
-    if official.is_official(checkpoint):
-        official.lookup(checkpoint)  # a typo fails before anything is read or downloaded
+    model_ref = official.ModelRef.parse(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)
     if not inputs:
         raise VocsegError("No files found in the given paths.", "Pass image or video files, a folder of images, or a glob.")
     if out is not None and out.expanduser().exists() and not out.expanduser().is_dir():
         raise VocsegError(f"--out {out} is a file, not a folder.", "Pass a folder (it is created if needed).")
     _require_video_reader(inputs)
-    model = load_segmenter(checkpoint, config=config, device=device, mode=mode)
+    model = load_segmenter(model_ref, config=config, device=device, mode=mode)
     run_predict(inputs, model, out, checkpoint=checkpoint, mode=mode, opacity=opacity, every=every, batch=batch)
 
 
-def load_segmenter(checkpoint: str, *, config: Path | None, device: str, mode: str) -> Any:
+def load_segmenter(model: ModelRef, *, config: Path | None, device: str, mode: str) -> Any:
     """The model behind `--checkpoint`, as an object with `predict_batch`, `mode` and `run`
     (`vocseg.inference.segmenter.Segmenter`): the place for other back ends (e.g. an ONNX file)."""
     from vocseg.inference import onnx_model
 
-    if onnx_model.is_onnx_path(checkpoint):  # `vocseg export`'s model, in onnxruntime: no torch, no mmseg
+    if model.is_onnx:  # `vocseg export`'s model, in onnxruntime: no torch, no mmseg
         if config is not None:
             raise VocsegError("--config does not apply to an exported .onnx model (its preprocessing is in its metadata).", "Drop --config.")
-        return onnx_model.load_onnx_model(checkpoint, device=device, mode=mode)
+        return onnx_model.load_onnx_model(model.text, device=device, mode=mode)
     from vocseg.inference.segmenter import load_model
 
-    return load_model(checkpoint, config=config, device=device, mode=mode)
+    return load_model(model.text, config=config, device=device, mode=mode)
 
 
 def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: str, mode: str, opacity: float, every: int, batch: int) -> None:

@@ -96,7 +96,7 @@ def default_out_dir(target: str | Path, checkpoint: Path, run: Path | None) -> P
 
     if run is not None:
         return run / "eval"
-    name = str(target)[len(official.PREFIX) :] if official.is_official(target) else checkpoint.stem
+    name = official.ModelRef(str(target)).key or checkpoint.stem
     return RUNS_ROOT / "eval" / name
 
 
@@ -262,7 +262,8 @@ def evaluate(
 
     checkpoint, run, cfg = load_run_config(target, config)
     root = data_root
-    if root is None and official.is_official(target):
+    ref = official.ModelRef(str(target))
+    if root is None and ref.is_official:
         from vocseg.recipe.recipe import default_data_root
 
         root = default_data_root()  # the official config names no data root
@@ -342,7 +343,7 @@ def evaluate(
         mAcc=_two_decimals(metrics["mAcc"]),
         aAcc=_two_decimals(metrics["aAcc"]),
         per_class=per_class,
-        checkpoint=str(target) if official.is_official(target) else str(checkpoint),
+        checkpoint=ref.text if ref.is_official else str(checkpoint),
         split=source.name,
         num_images=len(runner.test_dataloader.dataset),
         extra={

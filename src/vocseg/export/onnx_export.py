@@ -91,8 +91,9 @@ def default_output(target: str | Path, checkpoint: Path, run: Path | None) -> Pa
     runs/export/<name>.onnx for `official:NAME`."""
     from vocseg.recipe import official
 
-    if official.is_official(target):
-        return RUNS_ROOT / "export" / f"{official.lookup(target).key}.onnx"  # never the current folder itself
+    ref = official.ModelRef(str(target))
+    if ref.is_official:
+        return RUNS_ROOT / "export" / f"{ref.official.key}.onnx"  # never the current folder itself
     return (run or checkpoint.parent) / f"{checkpoint.stem}.onnx"
 
 

@@ -57,12 +57,53 @@ CATALOGUE: dict[str, OfficialModel] = {
 }
 
 
-def is_official(target: str | Path) -> bool:
-    return str(target).startswith(PREFIX)
+@dataclass(frozen=True)
+class ModelRef:
+    """What `-c/--checkpoint MODEL` names, read once: `official:NAME` (a published checkpoint), an
+    exported `.onnx` file, or a path (a run folder or a checkpoint `.pth`). Every command and every
+    layer below asks this type, never the text's prefix or suffix."""
+
+    text: str
+
+    @classmethod
+    def parse(cls, target: str | Path, *, onnx: bool = True, command: str = "eval") -> ModelRef:
+        """The reference, checked as far as it can be without reading files: an unknown official
+        name or (with `onnx=False`) an .onnx file fail here, before anything is read or downloaded."""
+        ref = cls(str(target))
+        if ref.is_official:
+            ref.official  # noqa: B018 - looked up: a typo fails now
+        if ref.is_onnx and not onnx:
+            raise VocsegError(f"{ref.text} is an exported ONNX model; vocseg {command} needs the PyTorch checkpoint it came from.",
+                              f"Pass the run folder or its .pth: vocseg {command} -c RUN")
+        return ref
+
+    @property
+    def is_official(self) -> bool:
+        return self.text.startswith(PREFIX)
+
+    @property
+    def is_onnx(self) -> bool:
+        return not self.is_official and self.text.lower().endswith(".onnx")
+
+    @property
+    def key(self) -> str | None:
+        """The name after `official:` (None for a path)."""
+        return self.text[len(PREFIX) :] if self.is_official else None
+
+    @property
+    def official(self) -> OfficialModel:
+        """The catalogue entry of `official:NAME`. Errors: `VocsegError` for an unknown name or a path."""
+        return lookup(self.key if self.key is not None else self.text)
+
+    @property
+    def path(self) -> Path | None:
+        """The file or folder named (None for `official:NAME`)."""
+        return None if self.is_official else Path(self.text)
 
 
-def lookup(target: str | Path) -> OfficialModel:
-    key = str(target)[len(PREFIX) :] if is_official(target) else str(target)
+def lookup(key: str) -> OfficialModel:
+    """The catalogue entry of `official:KEY` (KEY alone, or with the prefix)."""
+    key = key[len(PREFIX) :] if key.startswith(PREFIX) else key
     model = CATALOGUE.get(key)
     if model is None:
         raise VocsegError(f"Unknown official checkpoint {PREFIX}{key}.", f"Choose one of: {', '.join(PREFIX + k for k in CATALOGUE)}.")
@@ -130,11 +171,11 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
     return render_config(entries, header)
 
 
-def resolve(target: str | Path, *, quiet: bool = False) -> tuple[Path, Path]:
+def resolve(ref: ModelRef, *, quiet: bool = False) -> tuple[Path, Path]:
     """`official:KEY` -> (cached checkpoint, its config file written next to it)."""
     from vocseg.files import write_text_atomic
 
-    model = lookup(target)
+    model = ref.official
     checkpoint = fetch(model, quiet=quiet)
     config = checkpoint.with_name(f"{model.key}.py")
     text = config_text(model)
@@ -143,4 +184,4 @@ def resolve(target: str | Path, *, quiet: bool = False) -> tuple[Path, Path]:
     return checkpoint, config
 
 
-__all__ = ["CATALOGUE", "OfficialModel", "PREFIX", "fetch", "is_official", "lookup", "resolve", "config_text"]
+__all__ = ["CATALOGUE", "ModelRef", "OfficialModel", "PREFIX", "fetch", "lookup", "resolve", "config_text"]

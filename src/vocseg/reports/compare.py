@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
+from vocseg.recipe.official import ModelRef
 
 OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
 OFFICIAL_LR, OFFICIAL_BATCH = 0.01, 16
@@ -257,12 +258,12 @@ def file_label(path: Path, data: dict[str, Any]) -> str:
     if stem.lower() not in GENERIC_NAMES:
         return stem
     checkpoint = data.get("checkpoint")
-    if isinstance(checkpoint, str) and checkpoint.strip() and not checkpoint.startswith("official:"):
+    if isinstance(checkpoint, str) and checkpoint.strip() and not ModelRef(checkpoint).is_official:
         ckpt = Path(checkpoint.strip())
         if ckpt.parent.name:
             return f"{run_label(ckpt.parent)} {ckpt.stem}"
         return ckpt.stem
-    if isinstance(checkpoint, str) and checkpoint.startswith("official:"):
+    if isinstance(checkpoint, str) and ModelRef(checkpoint).is_official:
         return checkpoint
     folder = path.resolve().parent
     return f"{folder.name}/{stem}" if folder.name else stem

@@ -13,8 +13,9 @@ def load_run_config(target: str | Path, config: Path | None, *, quiet: bool = Fa
     """(checkpoint, run folder, mmengine Config) for a run folder, a checkpoint file or `official:NAME`."""
     from vocseg.recipe import official
 
-    if official.is_official(target):
-        checkpoint, official_cfg = official.resolve(target, quiet=quiet)
+    ref = official.ModelRef(str(target))
+    if ref.is_official:
+        checkpoint, official_cfg = official.resolve(ref, quiet=quiet)
         run, cfg_path = None, config or official_cfg
     else:
         checkpoint, run = resolve_checkpoint(Path(target))
