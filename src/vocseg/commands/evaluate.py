@@ -61,16 +61,17 @@ def evaluate(
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
         check_output_folder(save_predictions, force=force, option="--save-predictions")
     before = files_in(out) if out is not None else {}
-    result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
+    evaluation = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
+    result = evaluation.result
     name = target if ref.is_official else Path(result.checkpoint).name
     from vocseg.data.precheck import warning_line
 
-    if line := warning_line(result.extra.get("data_warnings", [])):
+    if line := warning_line(list(evaluation.data_warnings)):
         from rich.markup import escape
 
         console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
     console.print(eval_report_table(result, title=f"{name} on {result.split} ({result.num_images} images){' + TTA' if tta else ''}"))
-    out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
+    out_dir, tag = evaluation.out_dir, evaluation.tag
     if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)
         names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
         for name in names:

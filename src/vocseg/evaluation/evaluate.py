@@ -7,14 +7,13 @@ schema plus extra keys), `<tag>.csv`, `<tag>_confusion.png` and `<tag>_iou.png`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
-from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, Evaluation, two_decimals, write_csv, write_json
 from vocseg.runs.folders import RUNS_ROOT
 from vocseg.stack.threads import workers_value
 
@@ -108,58 +107,6 @@ def result_tag(target: str | Path, checkpoint: Path, run: Path | None, split_nam
     return tag
 
 
-_METRIC_NAME = "VocsegEvalMetric"
-
-
-def register_eval_metric() -> str:
-    """Register (once) mmseg's IoUMetric + vocseg's per-class table + a confusion matrix and label maps."""
-    import numpy as np
-    import torch
-    from mmseg.registry import METRICS
-
-    from vocseg.evaluation.metric import PerClassIoUMetric
-
-    if _METRIC_NAME in METRICS.module_dict:
-        return _METRIC_NAME
-
-    class EvalMetric(PerClassIoUMetric):
-        """The metric values are IoUMetric's; this only records more about the same predictions."""
-
-        def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.save_dir = Path(save_dir) if save_dir else None
-            self.confusion: Any = None
-
-        def process(self, data_batch: dict, data_samples: Any) -> None:
-            super().process(data_batch, data_samples)
-            n = len(self.dataset_meta["classes"])
-            if self.confusion is None:
-                self.confusion = torch.zeros((n, n), dtype=torch.int64)
-            for sample in data_samples:
-                pred = sample["pred_sem_seg"]["data"].squeeze()
-                label = sample["gt_sem_seg"]["data"].squeeze().to(pred)
-                keep = (label != self.ignore_index) & (label >= 0) & (label < n)
-                index = label[keep].long() * n + pred[keep].long()
-                self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
-                if self.save_dir is not None:
-                    from vocseg.visualization.overlays import save_label_png
-
-                    self.save_dir.mkdir(parents=True, exist_ok=True)
-                    stem = Path(sample["img_path"]).stem
-                    save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{stem}.png")
-
-        def compute_metrics(self, results: list) -> dict[str, float]:
-            # mmseg's own per-class rounding (np.round of its float32 arrays), kept for the report
-            areas = [sum(column) for column in zip(*results)]
-            ret = self.total_area_to_metrics(*areas, self.metrics, self.nan_to_num, self.beta)
-            ret.pop("aAcc", None)
-            self.mmseg_per_class = {key: np.round(values * 100, 2) for key, values in ret.items()}
-            return super().compute_metrics(results)
-
-    METRICS.register_module(name=_METRIC_NAME, module=EvalMetric)
-    return _METRIC_NAME
-
-
 # Configs written before vocseg registered its loader (and mmseg's own) name mmseg's types: eval
 # reads their data the way the check does too (same pixels; lists and file names read as the check reads them).
 _VOCSEG_TYPES = {"LoadImageFromFile": "VocsegLoadImageFromFile", "LoadAnnotations": "VocsegLoadAnnotations", "PascalVOCDataset": "VocsegVOCDataset"}
@@ -229,12 +176,6 @@ def config_data_root(cfg: Any) -> Path | None:
     return path.parent.parent if path.as_posix().endswith(VOC_SUBDIR) else path
 
 
-def _two_decimals(value: Any) -> float:
-    """mmseg rounds in float32 (0.11 is stored as 0.10999999940395355): the same number, as printed."""
-    v = float(value)
-    return v if math.isnan(v) else round(v, 2)
-
-
 def evaluate(
     target: str | Path,
     *,
@@ -247,8 +188,8 @@ def evaluate(
     num_workers: int | None = None,
     save_predictions: Path | None = None,
     galleries: bool = True,
-) -> tuple[EvalResult, Any]:
-    """Evaluate; return the result and the runner's metric object (raw areas, confusion matrix).
+) -> Evaluation:
+    """Evaluate `target` (a run folder, a checkpoint or `official:NAME`) on `split`: the result and where its files go.
 
     With `galleries`, the same pass also records per-image counts and each class's worst images
     into `<tag>_images.json` beside the results (for `vocseg report`).
@@ -295,7 +236,7 @@ def evaluate(
     cfg.test_dataloader = loader
     cfg.test_evaluator = [
         dict(
-            type=_METRIC_NAME,
+            type="VocsegPerClassIoUMetric",
             iou_metrics=["mIoU", "mDice", "mFscore"],
             ignore_index=IGNORE_INDEX,
             save_dir=str(save_predictions) if save_predictions else None,
@@ -318,7 +259,8 @@ def evaluate(
 
     from mmengine.runner import Runner
 
-    register_eval_metric()
+    import vocseg.evaluation.metric  # noqa: F401 - registers the metrics named above
+
     quiet = quiet_stdout(verbose)
     with quiet, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
@@ -333,15 +275,15 @@ def evaluate(
     areas = metric.last_areas
     for i, name in enumerate(metric.dataset_meta["classes"]):
         # mmseg's rounded float32 value, written with the same two decimals it prints
-        row: dict[str, Any] = {k: _two_decimals(metric.mmseg_per_class[k][i]) for k in METRIC_KEYS if k in metric.mmseg_per_class}
+        row: dict[str, Any] = {k: metric.per_class[name][k] for k in METRIC_KEYS if k in metric.per_class[name]}
         row["gt_pixels"] = int(areas["label"][i])
         row["pred_pixels"] = int(areas["pred"][i])
         per_class[name] = row
     confusion = metric.confusion.tolist() if metric.confusion is not None else None
     result = EvalResult(
-        mIoU=_two_decimals(metrics["mIoU"]),
-        mAcc=_two_decimals(metrics["mAcc"]),
-        aAcc=_two_decimals(metrics["aAcc"]),
+        mIoU=two_decimals(metrics["mIoU"]),
+        mAcc=two_decimals(metrics["mAcc"]),
+        aAcc=two_decimals(metrics["aAcc"]),
         per_class=per_class,
         checkpoint=ref.text if ref.is_official else str(checkpoint),
         split=source.name,
@@ -350,17 +292,14 @@ def evaluate(
             "tta": tta,
             "data_root": str(root),
             "labels": {("voc" if k == FINE_MASKS else "sbd"): len(v) for k, v in source.by_masks.items()},
-            "means": {f"m{k}": _two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
+            "means": {f"m{k}": two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
         },
         confusion=confusion,
     )
-    result.extra["out_dir"] = str(results_dir)
-    if checked.warnings:
-        result.extra["data_warnings"] = checked.warnings
-    result.extra["tag"] = result_tag(target, checkpoint, run, source.name, tta)
+    evaluation = Evaluation(result, results_dir, result_tag(target, checkpoint, run, source.name, tta), tuple(checked.warnings or ()))
     if galleries:
-        write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
-    return result, metric
+        write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{evaluation.tag}{IMAGES_SUFFIX}")
+    return evaluation
 
 
 IMAGES_SUFFIX = "_images.json"  # per-image counts and the error galleries, beside <tag>.json

@@ -133,7 +133,7 @@ def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
 
 def config_text(model: OfficialModel, data_root: str = "") -> str:
     """A standalone MMSeg test config for the official checkpoint, from vocseg's presets."""
-    from vocseg.recipe.mmconfig import Entry, render_config, runtime_entries, test_pipeline, voc_dataset
+    from vocseg.recipe.mmconfig import Entry, iou_metric, render_config, runtime_entries, test_pipeline, voc_dataset
     from vocseg.recipe.models import PRESETS, model_config
 
     preset = PRESETS[model.preset]
@@ -145,11 +145,12 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
         sampler=dict(type="DefaultSampler", shuffle=False),
         dataset=voc_dataset(data_root, "val.txt", "SegmentationClass", test_pipeline(preset.scale)),
     )
-    metric = dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])
+    work_dir = f"runs/official-{model.key}"
+    metric = iou_metric(work_dir)
     entries = [
         Entry("default_scope", "mmseg"),
         Entry("custom_imports", dict(imports=["vocseg.mmseg_plugin"], allow_failed_imports=False), "stack fixes and vocseg's metric"),
-        Entry("work_dir", f"runs/official-{model.key}"),
+        Entry("work_dir", work_dir),
         Entry("crop_size", (preset.crop, preset.crop)),
         Entry("model", net, f"{preset.description}; BN (SyncBN needs several GPUs); the checkpoint holds the weights"),
         Entry("test_pipeline", test_pipeline(preset.scale), "the official test pipeline: Resize (2048, 512), keep ratio"),

@@ -109,10 +109,9 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
         return None
     from vocseg.evaluation.evaluate import evaluate, save_outputs
 
-    result, _ = evaluate(run, split="val", verbose=verbose)
-    out = Path(result.extra["out_dir"])
-    save_outputs(result, out, result.extra["tag"])  # the same files as `vocseg eval RUN`
-    return out / f"{result.extra['tag']}.json"
+    evaluation = evaluate(run, split="val", verbose=verbose)
+    save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the same files as `vocseg eval RUN`
+    return evaluation.out_dir / f"{evaluation.tag}.json"
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

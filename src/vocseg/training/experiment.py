@@ -85,7 +85,7 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
 
 # What a run folder may hold besides config.py / recipe.json: MMEngine's timestamped log folders,
 # checkpoints and their pointer, vocseg's results, lock, manifest and half-written temporary files.
-_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png)$")
+_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png|\.dist_test)$")
 
 
 def check_run_folder(experiment: Experiment) -> None:

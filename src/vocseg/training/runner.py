@@ -15,6 +15,7 @@ from typing import Any
 
 from vocseg.console import quiet_stdout
 from vocseg.errors import VocsegError
+from vocseg.recipe.mmconfig import COLLECT_DIR
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.instance_names import unique_instance_names
 from vocseg.training.protocol import launcher_from_env
@@ -83,6 +84,7 @@ def build_runner(
     # The run folder is where the config lives (a moved or copied run keeps working).
     work_dir = config_path.resolve().parent
     cfg.work_dir = str(work_dir)
+    _collect_in(cfg, work_dir / COLLECT_DIR)
     cfg.launcher = launcher_from_env()
     unique_instance_names(cfg, work_dir.name)
     cfg.resume = resume
@@ -172,3 +174,14 @@ def _close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _collect_in(cfg: Any, folder: Path) -> None:
+    """vocseg's metrics gather a multi-process validation's results in `folder` (the run folder's
+    .dist_test/, also for a moved run or a config written without collect_dir), never in the
+    current folder. Other metric types are left as configured: not every one accepts collect_dir."""
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+            if isinstance(metric, dict) and str(metric.get("type", "")).startswith("Vocseg") and metric.get("collect_device", "cpu") == "cpu":
+                metric["collect_dir"] = str(folder)
