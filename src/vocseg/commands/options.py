@@ -32,7 +32,6 @@ PANEL_ORDER = ("Options", MODEL, DATA, RECIPE, HARDWARE, LAUNCH, OUTPUT)
 MODEL_HELP = ("The model: a run folder (its newest checkpoint), a checkpoint .pth, official:NAME (upernet-r50-40k, -r50-20k, "
               "-r101-20k, -r101-40k; downloaded once), or a .onnx from `vocseg export` (predict only).")
 DEVICE_HELP = "auto (cuda if a GPU is visible, else cpu), cpu, cuda or cuda:N (default: auto)."
-DEVICE_DEFAULT = "auto"
 FORCE_HELP = "Overwrite an output file that vocseg would otherwise refuse to replace (one it did not write, or edited since); never an input."
 LOG_HELP = "Also show MMEngine's log (progress as plain lines)."
 WORKERS_HELP = ("Worker processes: data loader workers per process (train, eval; 0: in the process itself), or conversion and check "

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vocseg.console import console
+from vocseg.evaluation.eval_result import format_value
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
@@ -54,25 +55,6 @@ def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
         out.print(f"[bold yellow]warning:[/] {warning}")
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-
-
-def eval_table(result: EvalResult, title: str | None = None) -> Table:
-    table = Table(title=title or f"{result.split}: {result.num_images} images", title_justify="left")
-    table.add_column("class")
-    for key in ("IoU", "Acc", "Dice", "Precision"):
-        table.add_column(key, justify="right")
-    for name, vals in result.per_class.items():
-        iou = vals.get("IoU")
-        style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), style=style)
-    table.add_section()
-    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", "", "")
-    table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent; red: IoU below 50)"
-    return table
-
-
 def check_table(report: CheckReport) -> Table:
     table = Table(title=f"Dataset check: {report.root}", title_justify="left")
     for col in ("list", "ids", "expected", "pairs checked", "problems"):
@@ -97,7 +79,7 @@ def _confused_with(result: EvalResult, index: int) -> str:
 
 
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
-    """eval_table plus what each class is most often mistaken for (from the confusion matrix)."""
+    """Per-class IoU, Acc, Dice, Precision and what each class is most often mistaken for (from the confusion matrix)."""
     tta = " + TTA" if result.extra.get("tta") else ""
     table = Table(title=title or f"{result.split}: {result.num_images} images{tta}", title_justify="left")
     table.add_column("class")
@@ -107,10 +89,10 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     for i, (name, vals) in enumerate(result.per_class.items()):
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
+        table.add_row(name, *(format_value(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
-    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
+    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", format_value(means.get("mDice")), format_value(means.get("mPrecision")), "")
     table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
     return table
 
@@ -142,9 +124,9 @@ def compare_table(comparison: Comparison) -> Table:
         for run in comparison.runs:
             iou, acc = run.value(cls, "IoU"), run.value(cls, "Acc")
             if run is base:
-                cells += [_fmt(iou), _fmt(acc)]
+                cells += [format_value(iou), format_value(acc)]
             else:
-                cells += [_fmt(iou), _delta(comparison.delta(run, cls, "IoU")), _fmt(acc), _delta(comparison.delta(run, cls, "Acc"))]
+                cells += [format_value(iou), _delta(comparison.delta(run, cls, "IoU")), format_value(acc), _delta(comparison.delta(run, cls, "Acc"))]
         table.add_row(cls, *cells, " ".join(marks.get(cls, [])), style="bold" if cls in marks else None)
     table.add_section()
     cells = []

@@ -22,6 +22,14 @@ def two_decimals(value: Any) -> float:
     return v if math.isnan(v) else round(v, 2)
 
 
+def format_value(value: Any, digits: int = 2, missing: str = "-") -> str:
+    """A value for a table or a message: floats with `digits` decimals, `missing` for None or NaN
+    (undefined: 0/0, a class in neither map), anything else as `str`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class EvalResult:
     """Percentages, as mmseg prints them. `per_class[name]` has IoU and Acc (and Dice, Precision, ...)."""

@@ -20,8 +20,6 @@ from vocseg.stack.threads import workers_value
 FINE_MASKS = "SegmentationClass"  # VOC's own labels (with the 255 void band)
 SBD_MASKS = "SegmentationClassAug"  # SBD labels converted by `vocseg prepare --aug`
 SPLIT_NAMES = ("val", "train", "trainval", "aug", "trainaug")
-# Kept for callers of the first version: the mask folder each named split mostly uses.
-SPLIT_MASKS = {"val": FINE_MASKS, "train": FINE_MASKS, "trainval": FINE_MASKS, "aug": SBD_MASKS, "trainaug": SBD_MASKS}
 
 
 @dataclass(frozen=True)

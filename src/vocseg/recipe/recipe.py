@@ -183,10 +183,6 @@ class Recipe:
             return None
         return self.pretrained
 
-    @property
-    def schedule_unit(self) -> str:
-        return "epoch" if self.epochs is not None else "iter"
-
     def default_name(self) -> str:
         data = "vocaug" if self.aug else "voc"
         if self.epochs is not None:

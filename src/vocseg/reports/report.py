@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.evaluation.eval_result import EvalResult, load_result
+from vocseg.evaluation.eval_result import EvalResult, format_value, load_result
 from vocseg.reports import pictures as pics
 from vocseg.reports.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
 from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
@@ -112,12 +112,6 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
     evaluation = evaluate(run, split="val", verbose=verbose)
     save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the same files as `vocseg eval RUN`
     return evaluation.out_dir / f"{evaluation.tag}.json"
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def _num(v: Any) -> float | None:
@@ -408,7 +402,7 @@ def render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _fmt
+    env.filters["num"] = format_value
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"
     env.filters["sortkey"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v

@@ -46,10 +46,6 @@ def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: 
     return Experiment(recipe, the_plan, work_dir, build_config_text(recipe, the_plan, work_dir))
 
 
-def write_config(experiment: Experiment, path: Path) -> None:
-    write_text_atomic(path, experiment.config_text)
-
-
 def load_mmengine_config(path: Path) -> Any:
     """mmengine's Config of a file, or a one-line error."""
     from vocseg.runs.run_config import read_config

@@ -24,12 +24,6 @@ LIGHT_FILL = 0.35  # the fill opacity of the report's pictures: the photo shows 
 BLEND_PIXELS = 1 << 22  # pixels blended at a time (a band of rows): bounds the float32 copies to ~50 MB
 
 
-def colourise(label_map: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 VOC palette colours."""
-    lut = np.array(PALETTE, dtype=np.uint8)
-    return lut[label_map]
-
-
 def class_shares(label_map: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, float]:
     """Percent of the image per class present, largest first."""
     counts = np.bincount(label_map.ravel(), minlength=len(classes))[: len(classes)]
