@@ -40,7 +40,7 @@ from vocseg.export.onnx_graph import OPSET, exportable, trace_to_onnx, with_meta
 from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
 from vocseg.runs.folders import RUNS_ROOT
 
-MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's (issue 15)
+MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's: float differences between the runtimes may flip near-ties, nothing more (docs/export.md)
 DEFAULT_CHECK_COUNT = 10  # val images the export is checked on
 SIDECAR_SUFFIX = ".json"  # MODEL.onnx -> MODEL.onnx.json
 # Loading steps (mmcv's and vocseg's own, data/loading.py: the same pixels) and packing leave the pixels as they are.
