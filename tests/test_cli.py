@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.data.voc import CLASSES
 
 COMMANDS = ["prepare", "config", "train", "resume", "eval", "predict"]

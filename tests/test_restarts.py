@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_resume import assert_bitwise_equal
+from tests.helpers import assert_bitwise_equal
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
 from vocseg.runs.folders import latest_checkpoint

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import assert_bitwise_equal
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
 
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training: see c
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(path)["state_dict"]
-
-
-def assert_bitwise_equal(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not differ, f"{len(differ)} of {len(wa)} tensors differ, e.g. {differ[:3]}"
 
 
 def copy_run_at(src: Path, dst: Path, iteration: int) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
-from tests.conftest import file_tree as tree
+from tests.helpers import TINY_TRAIN
+from tests.helpers import file_tree as tree
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import VOC_SUBDIR
 from vocseg.files import MANIFEST_NAME, check_may_write, record_written, written_by_vocseg

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
 
