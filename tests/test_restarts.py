@@ -25,7 +25,7 @@ from vocseg.training.protocol import REQUEUE_ENV
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process runs as the subprocesses: one thread
 VOCSEG = [sys.executable, "-m", "vocseg.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--batch", "2", "--num-workers", "0", "--keep", "20")
+EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--batch", "2", "--workers", "0", "--keep", "20")
 
 
 def stub_scontrol(folder: Path) -> tuple[dict[str, str], Path]:

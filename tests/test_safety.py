@@ -97,7 +97,7 @@ def test_eval_outputs_never_replace_inputs_or_users_files(cli, request: pytest.F
     out.mkdir()
     (out / "val.csv").write_text("my,own,table\n")
     before = tree(out)
-    one_line_error(cli("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0"))
+    one_line_error(cli("eval", trained_run, "-o", out, "--no-plots", "--workers", "0"))
     assert tree(out) == before
 
 
@@ -295,7 +295,7 @@ def test_a_killed_loader_worker_is_one_line_with_the_resume_command(cli, demo_ro
     killer = threading.Thread(target=kill_a_worker, daemon=True)
     killer.start()
     try:
-        result = cli("train", "--data-root", demo_root, "--model", "tiny", "--device", "cpu", "--batch", "2", "--num-workers", "1",
+        result = cli("train", "--data-root", demo_root, "--model", "tiny", "--device", "cpu", "--batch", "2", "--workers", "1",
                      "--no-aug", "--iters", "400", "--ckpt-interval", "2", "--val-interval", "1000", "--work-dir", run)
     finally:
         stop.set()

@@ -156,14 +156,14 @@ class Recipe:
 
     @property
     def workers(self) -> int:
-        """Loader workers per process on this machine (--num-workers, else sized to its cores)."""
+        """Loader workers per process on this machine (--workers, else sized to its cores)."""
         if self.num_workers is not None:
             return self.num_workers
         return loader_workers(machine_cpu_count(), self.procs_per_node)
 
     @property
     def config_workers(self) -> int | str:
-        """`num_workers` as written into a config: --num-workers, else 'auto' (decided on the
+        """`num_workers` as written into a config: --workers, else 'auto' (decided on the
         machine that trains, by `vocseg.stack.threads`)."""
         return self.num_workers if self.num_workers is not None else AUTO
 
@@ -261,7 +261,7 @@ def validate(recipe: Recipe) -> None:
         raise VocsegError(f"--nproc {recipe.nproc} is for --device cpu.", "Pick GPUs with --gpus (e.g. --gpus 0,1 or --gpus first:2).")
     if recipe.name is not None:
         validate_run_name(recipe.name)
-    for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--num-workers", recipe.num_workers)):
+    for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--workers", recipe.num_workers)):
         if count is not None and count < 0:
             raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")
     if recipe.crop is not None and recipe.crop < MIN_CROP:

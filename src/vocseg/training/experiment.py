@@ -59,7 +59,7 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
         raise VocsegError(f"Config {path} does not exist.", "Write one with `vocseg config -o FILE`.")
     given = [k for k, v in flags.items() if v is not None and k != "work_dir"]
     if given:
-        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        names = ", ".join("--" + ("workers" if k == "num_workers" else k).replace("_", "-") for k in given)  # the recipe field num_workers is --workers
         raise VocsegError(f"{names} cannot be combined with a config file: it is trained as written.", "Re-create the config with `vocseg config` and these flags, or drop them.")
     cfg = load_mmengine_config(path)
     embedded = cfg.get("vocseg_recipe")

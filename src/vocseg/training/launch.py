@@ -443,5 +443,5 @@ def launch_training(config_path: Path, plan: LaunchPlan, options: LaunchOptions,
     if forwarded:
         raise VocsegError(f"Training was interrupted before a checkpoint could be saved (exit code {code}).", f"Resume from the last checkpoint: vocseg resume {work_dir}", exit_code=EXIT_SIGNAL.get(forwarded, 130))
     if code:
-        raise VocsegError(f"Training failed (exit code {code}).", f"See the messages above and the log in {work_dir} (newest timestamped folder), or re-run with --verbose.", exit_code=code)
+        raise VocsegError(f"Training failed (exit code {code}).", f"See the messages above and the log in {work_dir} (newest timestamped folder), or re-run with --log to see it here.", exit_code=code)
     return 0

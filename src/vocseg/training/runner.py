@@ -162,7 +162,7 @@ def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) 
         first = text.splitlines()[0][:200] if text else ""
         raise VocsegError(
             f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
-            "Fix the config (or write one with `vocseg config`); --verbose shows the traceback.",
+            "Fix the config (or write one with `vocseg config`); `vocseg --verbose train ...` shows the traceback.",
         ) from None
 
 
