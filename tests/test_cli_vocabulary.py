@@ -117,3 +117,18 @@ def test_one_parser_reads_a_model_reference(tmp_path: Path) -> None:
         ModelRef.parse("official:upernet-r18")
     with pytest.raises(VocsegError, match="vocseg export -c RUN"):
         ModelRef.parse("m.onnx", onnx=False, command="export")
+
+
+def test_one_device_rule() -> None:
+    import torch
+
+    from vocseg.commands.recipe_options import device_flags
+    from vocseg.errors import VocsegError
+
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device_flags(None, None) == device_flags("auto", None) == {"device": auto}
+    assert device_flags(None, "6,7") == {"device": "cuda"}  # GPUs named: a GPU config, written anywhere
+    assert device_flags("cuda:3", None) == {"device": "cuda", "gpus": "3"}
+    assert device_flags("cpu", None) == {"device": "cpu"}
+    with pytest.raises(VocsegError, match="name different GPUs"):
+        device_flags("cuda:3", "1")
