@@ -386,7 +386,7 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     sentinel.write_text("x")
     pngs = fresh_root / VOC_SUBDIR / "SegmentationClassAug"
     before = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
-    result = cli(*args, "--force")
+    result = cli(*args, "--redo")
     assert result.code == 0, result.out + result.err
     assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}

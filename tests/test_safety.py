@@ -364,7 +364,7 @@ def test_an_interrupted_demo_is_redone(cli, tmp_path: Path, monkeypatch: pytest.
     again = cli("prepare", "--demo", "--data-root", root, "--workers", "1")
     assert again.code == 0, again.out + again.err
     assert "stopped halfway" in " ".join(again.out.split())
-    forced = cli("prepare", "--demo", "--data-root", root, "--workers", "1", "--force")
+    forced = cli("prepare", "--demo", "--data-root", root, "--workers", "1", "--redo")
     assert forced.code == 0, forced.out + forced.err
 
 
@@ -373,7 +373,7 @@ def test_demo_never_replaces_a_real_voc_tree(cli, tmp_path: Path) -> None:
     (root / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     (root / VOC_SUBDIR / "JPEGImages" / "real.jpg").write_bytes(b"real photo")
     before = tree(root)
-    for extra in ((), ("--force",)):
+    for extra in ((), ("--redo",)):
         message = one_line_error(cli("prepare", "--demo", "--data-root", root, *extra))
         assert "not vocseg's demo dataset" in message
     assert {k: v for k, v in tree(root).items() if k != ".vocseg-prepare.lock"} == before
