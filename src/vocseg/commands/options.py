@@ -41,7 +41,7 @@ CONFIG_HELP = "The config the checkpoint was trained with (default: the run fold
 
 # Model reference: the option everywhere, the positional form where it existed (eval, export) as an alias.
 CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", "-c", metavar="MODEL", help=MODEL_HELP, rich_help_panel=MODEL, show_default=False)]
-ModelArg = Annotated[Optional[str], typer.Argument(metavar="[MODEL]", help="Same as -c/--checkpoint (the positional form is kept for scripts).", show_default=False)]
+ModelArg = Annotated[Optional[str], typer.Argument(metavar="MODEL", help="Same as -c/--checkpoint (the positional form is kept for scripts).", show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help=CONFIG_HELP, rich_help_panel=MODEL)]
 
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP, rich_help_panel=DATA)]
