@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from vocseg.inference.predict import Prediction
     from vocseg.recipe.recipe import Plan, Recipe
     from vocseg.reports.compare import Comparison
+    from vocseg.training.resuming import ResumeTarget
 
 
 
@@ -53,6 +54,13 @@ def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
     out.print(plan_table(recipe, plan))
     for warning in plan.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def resume_line(target: ResumeTarget) -> str:
+    """`resuming RUN at iteration I/N from CKPT`: said by `vocseg resume` and by a requeued `vocseg train`."""
+    at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
+    scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
+    return f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}"
 
 
 def check_table(report: CheckReport) -> Table:

@@ -38,15 +38,14 @@ def resume(
     Skipping trained batches costs nothing: the sampler starts at the saved position. Another
     process count is refused unless --rescale-lr.
     """
+    from vocseg.commands.render import resume_line
     from vocseg.console import console
     from vocseg.recipe.trackers import parse_log_to
     from vocseg.training import LaunchOptions, ResumeOptions
     from vocseg.training import resume as resume_run
 
     def say_start(target: Any) -> None:
-        at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
-        scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
-        console.print(f"resuming {target.run_dir}{at} from {target.checkpoint.name}{scaled}", soft_wrap=True)
+        console.print(resume_line(target), soft_wrap=True)
 
     launch = LaunchOptions(nnodes=nnodes or 1, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                            launcher=launcher, verbose=log, max_restarts=max_restarts, requeue=requeue)

@@ -35,12 +35,14 @@ def train(
     torchrun; --device cpu --nproc N runs N CPU processes over gloo. Ctrl-C or SIGTERM finishes
     the iteration, saves a checkpoint and prints the `vocseg resume` command.
     """
-    from vocseg.commands.render import print_plan
+    from vocseg.commands.render import print_plan, resume_line
+    from vocseg.console import console
     from vocseg.training import LaunchOptions, start
 
     options = LaunchOptions(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port, launcher=launcher, verbose=log,
                             max_restarts=max_restarts, requeue=requeue)
     recipe = recipe_from_flags(flags) if config_file is None else None
-    outcome = start(options, recipe=recipe, config_file=config_file, flags=flags, on_plan=print_plan)
+    outcome = start(options, recipe=recipe, config_file=config_file, flags=flags, on_plan=print_plan,
+                    on_resume=lambda target: console.print(resume_line(target), soft_wrap=True))  # a requeued job's second start
     if outcome.code:
         raise typer.Exit(outcome.code)

@@ -74,10 +74,10 @@ def run_trackers(recipe: Recipe | None, config_path: Path | None, *, recorded: b
 
 
 def start(launch: LaunchOptions, *, recipe: Recipe | None, config_file: Path | None, flags: dict[str, Any],
-          on_plan: Callable[[Recipe, Plan], None] | None = None) -> RunOutcome:
+          on_plan: Callable[[Recipe, Plan], None] | None = None, on_resume: Callable[[ResumeTarget], None] | None = None) -> RunOutcome:
     """Train a recipe (from the flags) or a config file: plan, write the run folder, check the data,
     launch the processes. `flags`: the recipe flags as given (None: not given); a config file takes
-    only `work_dir` beside it. A requeued Slurm job's second start resumes its run instead.
+    only `work_dir` beside it. A requeued Slurm job's second start resumes its run instead (`on_resume` as `resume`'s `on_start`).
     Errors: `VocsegError` (one line) for everything the user can fix; nothing is written then."""
     experiment, launch_plan = plan_start(launch, recipe=recipe, config_file=config_file, flags=flags)
     from vocseg.console import console
@@ -90,7 +90,7 @@ def start(launch: LaunchOptions, *, recipe: Recipe | None, config_file: Path | N
 
     if launch.requeue and is_this_run(experiment):
         # The same command in a requeued Slurm job: its run folder holds this very run; continue it.
-        return resume(experiment.work_dir, launch, ResumeOptions(nnodes=launch.nnodes))
+        return resume(experiment.work_dir, launch, ResumeOptions(nnodes=launch.nnodes), on_start=on_resume)
     check_installed(run_trackers(experiment.recipe, config_file, recorded=False))
     if launch_plan is None:  # GPUs, port and launcher are checked before anything is written
         launch_plan = plan_launch(experiment.recipe, launch)
