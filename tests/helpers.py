@@ -87,6 +87,7 @@ class ArchiveServer:
         self.files: dict[str, bytes] = {}
         self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
         self.bytes_sent = 0
+        self.lock = threading.Lock()  # handlers run in threads
         self.plan: list[str] = []  # what the next requests get, in order: "cut" (half the body, then close), "503"; then "ok"
         self.ignore_range = False
         server = self
