@@ -22,11 +22,15 @@ from vocseg.cli import run
 # Keep tests reproducible and off the user's folders.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-try:  # hypothesis's example database under the temp dir, never `.hypothesis/` in the working folder
+# hypothesis's files (its example database, its constants cache) under the temp dir, never
+# `.hypothesis/` in the working folder: the variable is read at hypothesis's first write.
+HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / "vocseg-hypothesis"
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(HYPOTHESIS_HOME))
+try:
     from hypothesis import settings
     from hypothesis.database import DirectoryBasedExampleDatabase
 
-    settings.register_profile("vocseg", database=DirectoryBasedExampleDatabase(Path(tempfile.gettempdir()) / "vocseg-hypothesis"))
+    settings.register_profile("vocseg", database=DirectoryBasedExampleDatabase(HYPOTHESIS_HOME / "examples"))
     settings.load_profile("vocseg")
 except ImportError:  # the test extra is not installed: the property tests fail on their own import
     pass
