@@ -72,7 +72,7 @@ def prepare(work: Path, model: str, images: int) -> tuple[Path, Path, Path]:
         write_demo_dataset(data, n_train=8, n_val=images, n_sbd_only=0)
         crop = str(min(128, PRESETS[model].crop))  # training cost only; the test scale is the preset's
         args = ["train", "--data-root", str(data), "--model", model, "--no-aug", "--device", "cpu", "--batch", "2", "--crop", crop,
-                "--num-workers", "0", "--iters", "2", "--pretrained", "none", "--work-dir", str(run_dir)]  # fmt: skip
+                "--workers", "0", "--iters", "2", "--pretrained", "none", "--work-dir", str(run_dir)]  # fmt: skip
         if vocseg(args) != 0:
             sys.exit("training the benchmark model failed")
     checkpoint = latest_checkpoint(run_dir)

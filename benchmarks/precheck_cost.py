@@ -88,7 +88,7 @@ def tiny_iteration_time(root: Path, iters: int, warmup: int) -> float:
     work = Path(tempfile.mkdtemp(prefix="vocseg-bench-train-"))
     try:
         cmd = [sys.executable, "-m", "vocseg.cli", "train", "--data-root", str(root), "--aug", "--model", "tiny", "--device", "cpu",
-               "--batch", "8", "--num-workers", "2", "--iters", str(iters), "--val-interval", str(iters * 10), "--work-dir", str(work / "run")]
+               "--batch", "8", "--workers", "2", "--iters", str(iters), "--val-interval", str(iters * 10), "--work-dir", str(work / "run")]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         times = []
         for path in (work / "run").glob("*/vis_data/scalars.json"):

@@ -64,7 +64,7 @@ def tiny_demo_run(work: Path) -> tuple[Path, Path]:
     if not (run_dir / "config.py").is_file():
         write_demo_dataset(data, n_train=8, n_val=4, n_sbd_only=0)
         args = ["train", "--data-root", str(data), "--model", "tiny", "--no-aug", "--device", "cpu", "--batch", "2",
-                "--num-workers", "0", "--iters", "2", "--work-dir", str(run_dir)]  # fmt: skip
+                "--workers", "0", "--iters", "2", "--work-dir", str(run_dir)]  # fmt: skip
         if vocseg(args) != 0:
             sys.exit("training the benchmark model failed")
     return data, run_dir

@@ -27,10 +27,10 @@ def prepare(work: Path, iters: int) -> Path:
     if not (data / "VOCdevkit").is_dir():
         assert run(["prepare", "--demo", "--data-root", str(data)]) == 0
     if not (run_dir / "last_checkpoint").is_file():
-        assert run(["train", "--data-root", str(data), "--model", "tiny", "--device", "cpu", "--batch", "8", "--iters", str(iters), "--num-workers", "0", "--work-dir", str(run_dir)]) == 0
+        assert run(["train", "--data-root", str(data), "--model", "tiny", "--device", "cpu", "--batch", "8", "--iters", str(iters), "--workers", "0", "--work-dir", str(run_dir)]) == 0
     for split in ("val", "train"):
         if not (run_dir / "eval" / f"{split}.json").is_file():
-            assert run(["eval", str(run_dir), "--split", split, "--num-workers", "0"]) == 0
+            assert run(["eval", str(run_dir), "--split", split, "--workers", "0"]) == 0
     return run_dir
 
 

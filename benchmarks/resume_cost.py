@@ -125,7 +125,7 @@ def main() -> None:
     if not (source / "iter_20.pth").is_file():
         shutil.rmtree(source, ignore_errors=True)
         r = vocseg("train", "--data-root", str(data), "--model", "tiny", "--device", "cpu", "--batch", "2",
-                   "--num-workers", str(args.workers), "--iters", "20", "--val-interval", "20", "--ckpt-interval", "20",
+                   "--workers", str(args.workers), "--iters", "20", "--val-interval", "20", "--ckpt-interval", "20",
                    "--work-dir", str(source), env=env, cwd=base)
         if r.returncode:
             raise SystemExit(r.stderr[-3000:])

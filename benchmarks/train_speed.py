@@ -89,7 +89,7 @@ def main() -> None:
     config = base / "tiny.py"
     # Validation only at the end (it is not part of the iteration time); logged every iteration.
     run([*vocseg, "config", "--data-root", str(data), "--model", "tiny", "--device", "cpu", "--batch", "2",
-         "--num-workers", str(args.workers), "--iters", str(args.iters), "--val-interval", str(args.iters),
+         "--workers", str(args.workers), "--iters", str(args.iters), "--val-interval", str(args.iters),
          "--ckpt-interval", str(args.iters), "-o", str(config)], env, base)
     text = config.read_text() + "\ndefault_hooks['logger']['interval'] = 1\n"
     config.write_text(text)

@@ -79,7 +79,7 @@ def main() -> None:
         run([*vocseg, "prepare", "--demo", "--data-root", str(data)], env, base)
     config = base / "demo.py"
     run([*vocseg, "config", "--data-root", str(data), "--model", "tiny", "--device", "cpu", "--batch", str(args.batch),
-         "--num-workers", str(args.workers), "--iters", str(args.iters), "--val-interval", str(args.iters),
+         "--workers", str(args.workers), "--iters", str(args.iters), "--val-interval", str(args.iters),
          "--ckpt-interval", str(args.iters), "-o", str(config)], env, base)
     config.write_text(config.read_text() + "\ndefault_hooks['logger']['interval'] = 1\n")
     plain = base / "demo_plain.py"

@@ -1,26 +1,74 @@
-"""Shared fixtures: a small demo dataset and one tiny trained run per test session (CPU, seconds)."""
+"""Shared fixtures (a small demo dataset, one tiny trained run per session) and the suite's rules:
+tests that train are marked `slow` automatically, nothing is left in the working folder (the
+session runs in a temporary folder; hypothesis keeps its database under the temp dir).
+Helpers that are not fixtures live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import inspect
 import os
+import re
 import shutil
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_TRAIN, CliResult, make_demo
 from vocseg.cli import run
 
 # Keep tests reproducible and off the user's folders.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# hypothesis's files (its example database, its constants cache) under the temp dir, never
+# `.hypothesis/` in the working folder: the variable is read at hypothesis's first write.
+HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / "vocseg-hypothesis"
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(HYPOTHESIS_HOME))
+try:
+    from hypothesis import settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
+    settings.register_profile("vocseg", database=DirectoryBasedExampleDatabase(HYPOTHESIS_HOME / "examples"))
+    settings.load_profile("vocseg")
+except ImportError:  # the test extra is not installed: the property tests fail on their own import
+    pass
+
+# A test trains when it, or a fixture it uses, runs `vocseg train/resume` or the runner itself.
+_TRAINS = re.compile(r"""\b(cli|run|invoke)\(\s*\[?\s*["'](train|resume)["']|["']vocseg\.cli["'],\s*["'](train|resume)["']|\b(run_training|launch_training|run_worker)\(""")
+
+
+@functools.cache
+def _trains(func: object) -> bool:
+    try:
+        return bool(_TRAINS.search(inspect.getsource(func)))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that trains a model (itself or through its fixtures): `-m "not slow"` runs the rest."""
+    for item in items:
+        funcs = [getattr(item, "function", None)]
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None:
+            funcs += [defs[-1].func for defs in info.name2fixturedefs.values() if defs]
+        if any(f is not None and _trains(f) for f in funcs):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_working_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite runs in a temporary folder: what a command writes to the current folder by default
+    (runs/, MMEngine's files) never lands in the checkout."""
+    before = Path.cwd()
+    folder = tmp_path_factory.mktemp("cwd")
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture
@@ -48,16 +96,6 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return invoke
 
 
-def make_demo(root: Path, **sizes: int) -> Path:
-    from vocseg.data.demo import write_demo_dataset
-    from vocseg.data.sbd import convert_sbd, write_aug_lists
-
-    write_demo_dataset(root, **sizes)
-    convert_sbd(root, workers=1)
-    write_aug_lists(root)
-    return root
-
-
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo dataset (24 train, 12 val, 24 SBD-only) with SBD converted and lists written. Read-only."""
@@ -72,9 +110,6 @@ def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
     return target
 
 
-TINY_TRAIN = ("--model", "tiny", "--device", "cpu", "--batch", "2", "--num-workers", "0")
-
-
 @pytest.fixture(scope="session")
 def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder of the tiny model trained 8 iterations on the demo data. Read-only."""
@@ -82,21 +117,3 @@ def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     code = run(["train", "--data-root", str(demo_root), *TINY_TRAIN, "--iters", "8", "--work-dir", str(work_dir)])
     assert code == 0
     return work_dir
-
-
-def file_tree(folder: Path) -> dict[str, str]:
-    """Every path under `folder` -> sha256 of its bytes ('dir' for folders, 'link:' for links)."""
-    out: dict[str, str] = {}
-    if not folder.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                out[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.data.voc import CLASSES
 
 COMMANDS = ["prepare", "config", "train", "resume", "eval", "predict"]
@@ -104,7 +104,7 @@ def test_bad_inputs_give_one_line(cli, demo_root: Path, trained_run: Path, tmp_p
     not_image.write_text("hello")
     cases = [
         (("train", "--data-root", tmp_path / "missing", *TINY_TRAIN, "--iters", "2"), "vocseg prepare"),
-        (("train", "--data-root", demo_root, "--model", "mobilenet"), "Unknown --model"),
+        (("train", "--data-root", demo_root, "--model", "mobilenet"), "'mobilenet' is not one of"),
         (("train", "--data-root", demo_root, "--iters", "ten"), "--iters"),
         (("predict", not_image, "--checkpoint", trained_run, "--out", tmp_path / "p"), "could be segmented"),
         (("eval", tmp_path), "has no checkpoint"),

@@ -185,3 +185,21 @@ def test_eval_keeps_the_working_folder_clean(cli, trained_run: Path, demo_root: 
     assert r.code == 0, r.err
     assert list(work.iterdir()) == []
     assert (run / "eval" / "val.json").is_file() and (run / "eval" / "val.csv").is_file()
+
+
+def test_one_metric_class_registered_under_its_own_name() -> None:
+    from mmseg.registry import METRICS
+
+    from vocseg.evaluation.metric import VocsegImageStats, VocsegPerClassIoUMetric
+
+    assert METRICS.get("VocsegPerClassIoUMetric") is VocsegPerClassIoUMetric
+    assert METRICS.get("VocsegImageStats") is VocsegImageStats
+    assert "VocsegEvalMetric" not in METRICS.module_dict
+    assert VocsegPerClassIoUMetric(collect_dir="/run/.dist_test").collect_dir == "/run/.dist_test"  # IoUMetric drops it
+
+
+def test_the_published_json_holds_only_results() -> None:
+    from vocseg.evaluation.eval_result import EvalResult
+
+    data = EvalResult(mIoU=1.0, mAcc=2.0, aAcc=3.0, per_class={"background": {"IoU": 1.0}}, extra={"tta": False}).to_json()
+    assert not {"out_dir", "tag", "data_warnings"} & set(data)

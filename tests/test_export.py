@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 
 import vocseg
+from tests.helpers import require_extra
 from vocseg.data.voc import VOC_SUBDIR
 
-# onnx and onnxruntime come with the `export` extra, which the nox tests session installs: no skip here,
-# a missing extra fails loudly rather than testing nothing.
 SRC = str(Path(vocseg.__file__).resolve().parents[1])
+
+
+@pytest.fixture(autouse=True)
+def _export_extra() -> None:
+    require_extra("export", "onnx", "onnxruntime")  # the nox session installs it: under CI a missing one fails
 
 
 def val_images(demo_root: Path) -> list[Path]:

@@ -10,15 +10,13 @@ import io
 import os
 import shutil
 import tarfile
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from tests.conftest import file_tree
+from tests.helpers import ArchiveServer, file_tree
 from vocseg.data import download, extract, fetch
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import ARCHIVES, SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
@@ -76,78 +74,6 @@ def fresh_root(tmp_path: Path, demo_root: Path) -> Path:
 
 
 # ---------------------------------------------------------------- the server
-
-
-class ArchiveServer:
-    """Serves `files` on 127.0.0.1 with Range support; can cut responses halfway or ignore Range."""
-
-    MAX_REQUESTS = 200
-    LIFETIME_S = 120.0
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
-        self.bytes_sent = 0
-        self.plan: list[str] = []  # what the next requests get, in order: "cut" (half the body, then close), "503"; then "ok"
-        self.ignore_range = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.handle(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.timer = threading.Timer(self.LIFETIME_S, self.httpd.shutdown)  # stops by itself
-        self.timer.daemon = True
-        self.timer.start()
-
-    def handle(self, req: BaseHTTPRequestHandler) -> None:
-        path, rng = req.path, req.headers.get("Range")
-        if len(self.log) >= self.MAX_REQUESTS:
-            self._reply(req, path, rng, 429, b"")
-            return
-        step = self.plan.pop(0) if self.plan else "ok"
-        if step == "503":
-            self._reply(req, path, rng, 503, b"busy")
-            return
-        data = self.files.get(path)
-        if data is None:
-            self._reply(req, path, rng, 404, b"not here")
-            return
-        start = 0
-        if rng and not self.ignore_range:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):
-                self._reply(req, path, rng, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
-                return
-        body = data[start:]
-        headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"} if start else {}
-        self._reply(req, path, rng, 206 if start else 200, body, headers, cut=step == "cut")
-
-    def _reply(self, req, path, rng, status, body, headers=None, cut=False) -> None:  # noqa: ANN001
-        self.log.append((path, rng, status))
-        req.send_response(status)
-        req.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            req.send_header(k, v)
-        req.end_headers()
-        sent = body[: len(body) // 2] if cut else body
-        req.wfile.write(sent)
-        req.wfile.flush()
-        self.bytes_sent += len(sent) if status in (200, 206) else 0  # archive bytes only
-        req.close_connection = True
-
-    def stop(self) -> None:
-        self.timer.cancel()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -450,7 +376,7 @@ def test_disk_full_while_extracting_keeps_the_verified_archive(
 def test_a_partial_tree_is_refused_unless_forced(cli, fresh_root: Path) -> None:
     (fresh_root / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     result = cli("prepare", "--no-aug", "--data-root", fresh_root)
-    assert result.code == 2 and "an incomplete copy" in result.err and "--force" in result.err
+    assert result.code == 2 and "an incomplete copy" in result.err and "--redo" in result.err
 
 
 def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: Path) -> None:
@@ -460,7 +386,7 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     sentinel.write_text("x")
     pngs = fresh_root / VOC_SUBDIR / "SegmentationClassAug"
     before = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
-    result = cli(*args, "--force")
+    result = cli(*args, "--redo")
     assert result.code == 0, result.out + result.err
     assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe, parse_gpus
 from vocseg.training.launch import (

@@ -126,7 +126,7 @@ def test_download_cache_then_predict_and_eval(cli, tiny_official: official.Offic
 def test_a_cut_download_resumes_on_the_next_run(cli, trained_run: Path, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The official checkpoints go through prepare's downloader: a transfer cut and given up keeps its
     part, the next command asks for the rest only (HTTP Range)."""
-    from tests.test_fetch import ArchiveServer
+    from tests.helpers import ArchiveServer
     from vocseg.data import download
     from vocseg.runs.folders import latest_checkpoint
 

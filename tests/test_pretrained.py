@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
-from tests.test_fetch import ArchiveServer
+from tests.helpers import TINY_TRAIN, ArchiveServer
 from vocseg.data import download
 from vocseg.errors import VocsegError
 from vocseg.recipe import pretrained

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_resume import assert_bitwise_equal
+from tests.helpers import assert_bitwise_equal
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
 from vocseg.runs.folders import latest_checkpoint
@@ -25,7 +25,7 @@ from vocseg.training.protocol import REQUEUE_ENV
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process runs as the subprocesses: one thread
 VOCSEG = [sys.executable, "-m", "vocseg.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--batch", "2", "--num-workers", "0", "--keep", "20")
+EXACT = ("--model", "tiny", "--device", "cpu", "--deterministic", "--batch", "2", "--workers", "0", "--keep", "20")
 
 
 def stub_scontrol(folder: Path) -> tuple[dict[str, str], Path]:

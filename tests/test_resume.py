@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import assert_bitwise_equal
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
 
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # in-process training: see c
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(path)["state_dict"]
-
-
-def assert_bitwise_equal(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not differ, f"{len(differ)} of {len(wa)} tensors differ, e.g. {differ[:3]}"
 
 
 def copy_run_at(src: Path, dst: Path, iteration: int) -> Path:
@@ -59,7 +53,7 @@ def copy_run_at(src: Path, dst: Path, iteration: int) -> Path:
 )
 def test_resume_is_bitwise_exact(cli, demo_root: Path, tmp_path: Path, workers: str, schedule: tuple[str, ...], stop_at: int, end: int) -> None:
     straight = tmp_path / "straight"
-    r = cli("train", "--data-root", demo_root, *EXACT, "--num-workers", workers, *schedule, "--work-dir", straight)
+    r = cli("train", "--data-root", demo_root, *EXACT, "--workers", workers, *schedule, "--work-dir", straight)
     assert r.code == 0, r.err
     resumed = copy_run_at(straight, tmp_path / "resumed", stop_at)
     r = cli("resume", resumed)
@@ -93,7 +87,7 @@ def _kill_while_saving(proc: subprocess.Popen, work: Path, timeout: float = 180)
 def test_sigkill_while_saving_still_resumes(cli, demo_root: Path, tmp_path: Path) -> None:
     work = tmp_path / "killed"
     train = [*VOCSEG, "train", "--data-root", str(demo_root), "--model", "tiny", "--device", "cpu", "--batch", "2",
-             "--num-workers", "0", "--iters", "16", "--ckpt-interval", "1", "--keep", "2", "--val-interval", "16",
+             "--workers", "0", "--iters", "16", "--ckpt-interval", "1", "--keep", "2", "--val-interval", "16",
              "--work-dir", str(work)]
     caught = 0
     for attempt in range(4):  # bounded: stop after two kills that landed mid-write
@@ -222,7 +216,7 @@ def test_sigterm_to_the_process_group_then_resume_is_bitwise_exact(cli, demo_roo
     the validation at iteration 2 started persistent workers), the stop's own checkpoint, a
     resume: bitwise the weights of the same run in one go. Where the stop lands (iteration 3,
     or 4 with its validation pending) does not change the result."""
-    flags = [*EXACT, "--batch", "2", "--num-workers", "2", "--iters", "6", "--val-interval", "2", "--ckpt-interval", "6"]
+    flags = [*EXACT, "--batch", "2", "--workers", "2", "--iters", "6", "--val-interval", "2", "--ckpt-interval", "6"]
     stopped = tmp_path / "stopped"
     proc = subprocess.Popen([*VOCSEG, "train", "--data-root", str(demo_root), *flags, "--work-dir", str(stopped)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
@@ -308,7 +302,7 @@ def test_stop_during_validation_is_validated_on_resume(cli, demo_root: Path, tmp
     exits 143 with the resume line, and the resume validates that iteration before training on;
     at the last iteration too (the run is not "finished" without its final validation). The
     result is bitwise that of the run in one go."""
-    flags = ["--data-root", str(demo_root), *EXACT, "--batch", "2", "--num-workers", "0", "--iters", "4", "--val-interval", "2", "--ckpt-interval", "4"]
+    flags = ["--data-root", str(demo_root), *EXACT, "--batch", "2", "--workers", "0", "--iters", "4", "--val-interval", "2", "--ckpt-interval", "4"]
     plain_cfg, stop_cfg = tmp_path / "plain.py", tmp_path / "stop.py"
     assert cli("config", *flags, "-o", plain_cfg).code == 0
     hook = _register_stop_hook()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
-from tests.conftest import file_tree as tree
+from tests.helpers import TINY_TRAIN
+from tests.helpers import file_tree as tree
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import VOC_SUBDIR
 from vocseg.files import MANIFEST_NAME, check_may_write, record_written, written_by_vocseg
@@ -97,7 +97,7 @@ def test_eval_outputs_never_replace_inputs_or_users_files(cli, request: pytest.F
     out.mkdir()
     (out / "val.csv").write_text("my,own,table\n")
     before = tree(out)
-    one_line_error(cli("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0"))
+    one_line_error(cli("eval", trained_run, "-o", out, "--no-plots", "--workers", "0"))
     assert tree(out) == before
 
 
@@ -295,7 +295,7 @@ def test_a_killed_loader_worker_is_one_line_with_the_resume_command(cli, demo_ro
     killer = threading.Thread(target=kill_a_worker, daemon=True)
     killer.start()
     try:
-        result = cli("train", "--data-root", demo_root, "--model", "tiny", "--device", "cpu", "--batch", "2", "--num-workers", "1",
+        result = cli("train", "--data-root", demo_root, "--model", "tiny", "--device", "cpu", "--batch", "2", "--workers", "1",
                      "--no-aug", "--iters", "400", "--ckpt-interval", "2", "--val-interval", "1000", "--work-dir", run)
     finally:
         stop.set()
@@ -364,7 +364,7 @@ def test_an_interrupted_demo_is_redone(cli, tmp_path: Path, monkeypatch: pytest.
     again = cli("prepare", "--demo", "--data-root", root, "--workers", "1")
     assert again.code == 0, again.out + again.err
     assert "stopped halfway" in " ".join(again.out.split())
-    forced = cli("prepare", "--demo", "--data-root", root, "--workers", "1", "--force")
+    forced = cli("prepare", "--demo", "--data-root", root, "--workers", "1", "--redo")
     assert forced.code == 0, forced.out + forced.err
 
 
@@ -373,7 +373,7 @@ def test_demo_never_replaces_a_real_voc_tree(cli, tmp_path: Path) -> None:
     (root / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     (root / VOC_SUBDIR / "JPEGImages" / "real.jpg").write_bytes(b"real photo")
     before = tree(root)
-    for extra in ((), ("--force",)):
+    for extra in ((), ("--redo",)):
         message = one_line_error(cli("prepare", "--demo", "--data-root", root, *extra))
         assert "not vocseg's demo dataset" in message
     assert {k: v for k, v in tree(root).items() if k != ".vocseg-prepare.lock"} == before

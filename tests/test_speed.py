@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.recipe.mmconfig import build_config_text
 from vocseg.recipe.recipe import Recipe, loader_workers, plan
 

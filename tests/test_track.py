@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
 from vocseg.recipe.trackers import check_installed, parse_log_to

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.compat import load_checkpoint_file
 
@@ -95,7 +95,7 @@ def test_sigterm_saves_and_prints_the_resume_command(cli, demo_root: Path, tmp_p
     work = tmp_path / "preempted"
     proc = subprocess.Popen(
         [*VOCSEG, "train", "--data-root", str(demo_root), "--model", "tiny", "--device", "cpu", "--batch", "2",
-         "--num-workers", "2", "--iters", "10", "--val-interval", "100", "--ckpt-interval", "100", "--work-dir", str(work)],
+         "--workers", "2", "--iters", "10", "--val-interval", "100", "--ckpt-interval", "100", "--work-dir", str(work)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
     )
     lines = []

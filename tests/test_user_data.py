@@ -28,7 +28,7 @@ from vocseg.data.voc import PALETTE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 
 CASES = Path(__file__).parent / "data" / "cases"
-TINY_2 = ("--model", "tiny", "--device", "cpu", "--no-aug", "--iters", "2", "--batch", "2", "--num-workers", "0")
+TINY_2 = ("--model", "tiny", "--device", "cpu", "--no-aug", "--iters", "2", "--batch", "2", "--workers", "0")
 
 
 def case_root(name: str, tmp_path: Path) -> Path:
@@ -161,10 +161,10 @@ def test_user_files_check_plan_train_and_eval_alike(cli, user_root: Path, tmp_pa
     other.mkdir()
     monkeypatch.chdir(other)
     (other / "my_list.txt").write_bytes(b"\xef\xbb\xbf2026_000083\r\n\r\n  2026_000001  \r\n")
-    result = cli("eval", "../project/runs/mine", "--data-root", "../project/data", "--split", "my_list.txt", "--no-plots", "--num-workers", "0")
+    result = cli("eval", "../project/runs/mine", "--data-root", "../project/data", "--split", "my_list.txt", "--no-plots", "--workers", "0")
     assert result.code == 0, result.out + result.err
     assert "my_list on 2 images" in one_line(result.out) or "(2 images)" in one_line(result.out)
-    val = cli("eval", "../project/runs/mine", "--split", "val", "--no-plots", "--num-workers", "0")
+    val = cli("eval", "../project/runs/mine", "--split", "val", "--no-plots", "--workers", "0")
     assert val.code == 0 and "(4 images)" in one_line(val.out), val.out + val.err
 
 
@@ -371,13 +371,13 @@ def test_a_file_changed_after_the_check_is_named_by_the_loader(cli, trained_run:
 
     root = case_root("uppercase-jpg", tmp_path)
     out = tmp_path / "out"
-    assert cli("eval", trained_run, "--data-root", root, "--split", "val", "-o", out, "--no-plots", "--num-workers", "0").code == 0
+    assert cli("eval", trained_run, "--data-root", root, "--split", "val", "-o", out, "--no-plots", "--workers", "0").code == 0
     # Rewritten in place after the check passed (the folder's mtime kept: the cache still holds).
     folder = voc(root) / "SegmentationClass"
     stamp = folder.stat()
     gen_label_21(root)
     os.utime(folder, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-    result = cli("eval", trained_run, "--data-root", root, "--split", "val", "-o", out, "--no-plots", "--num-workers", "1")
+    result = cli("eval", trained_run, "--data-root", root, "--split", "val", "-o", out, "--no-plots", "--workers", "1")
     assert_refused(result, str(mask(root, "2026_000082")), "has labels [21] outside 0..20 and 255", "vocseg prepare --check")
 
     # How torch re-raises a worker's exception: the worker's traceback as the message.
@@ -511,12 +511,12 @@ def test_the_readme_eval_forms_work_from_any_folder(cli, trained_run: Path, demo
     os.symlink(trained_run, project / "runs" / "tiny")
     os.symlink(demo_root, project / "data")
     monkeypatch.chdir(project)
-    here = cli("eval", "runs/tiny", "--split", "trainaug", "--data-root", "data", "-o", "out", "--no-plots", "--num-workers", "0")
+    here = cli("eval", "runs/tiny", "--split", "trainaug", "--data-root", "data", "-o", "out", "--no-plots", "--workers", "0")
     assert here.code == 0, here.out + here.err
     trainaug = len(read_id_list(demo_root / VOC_SUBDIR / SPLITS_SUBDIR / "trainaug.txt"))
     assert f"({trainaug} images)" in one_line(here.out) and (project / "out" / "trainaug.json").is_file()
     (project / "sub").mkdir()
     monkeypatch.chdir(project / "sub")
-    there = cli("eval", "../runs/tiny", "--split", "trainaug", "--data-root", "../data", "-o", "../out2", "--no-plots", "--num-workers", "0")
+    there = cli("eval", "../runs/tiny", "--split", "trainaug", "--data-root", "../data", "-o", "../out2", "--no-plots", "--workers", "0")
     assert there.code == 0, there.out + there.err
     assert (project / "out2" / "trainaug.json").is_file()

@@ -10,19 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import require_extra
 from vocseg.data.voc import VOC_SUBDIR
 
 
 def require_av() -> None:
-    """The nox session installs the `video` extra: in CI a missing PyAV fails the test, elsewhere it skips."""
-    import os
-
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("PyAV (vocseg[video]) is not installed")
+    require_extra("video", "av")
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int, codec: str = "mpeg4", pix_fmt: str = "yuv420p") -> None:

@@ -51,7 +51,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", help="On an error, also print the Python traceback (after the one-line message)."),
+    verbose: bool = typer.Option(False, "--verbose", help="On an error, also print the Python traceback (after the one-line message). MMEngine's log is a command's --log."),
 ) -> None:
     """PASCAL VOC 2012 semantic segmentation on MMSegmentation."""
 
@@ -84,7 +84,7 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args  # `-v` of eval/report means MMEngine's log, not tracebacks
+    verbose = "--verbose" in args  # `vocseg --verbose CMD`; after CMD it is also the old spelling of --log (MMEngine's log)
     if not args:  # bare `vocseg`: the help is what was asked for, not an error
         with click_context(command) as ctx:
             typer.echo(command.get_help(ctx))

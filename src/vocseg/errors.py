@@ -79,9 +79,9 @@ OS_FAULTS: dict[int, tuple[str, str]] = {
     errno.ENOENT: ("no such file or folder", "Check the path"),
     errno.EEXIST: ("already exists", "Move it away, or pick another path"),
     errno.EIO: ("input/output error (a failing disk or network mount)", "Check the disk or mount"),
-    errno.EMFILE: ("too many open files", "Raise `ulimit -n`, or use fewer --num-workers"),
-    errno.ENFILE: ("too many open files on this machine", "Close other programs, or use fewer --num-workers"),
-    errno.ENOMEM: ("out of memory", "Use a smaller --batch or fewer --num-workers"),
+    errno.EMFILE: ("too many open files", "Raise `ulimit -n`, or use fewer --workers"),
+    errno.ENFILE: ("too many open files on this machine", "Close other programs, or use fewer --workers"),
+    errno.ENOMEM: ("out of memory", "Use a smaller --batch or fewer --workers"),
     errno.ELOOP: ("too many levels of links", "Check the path for a link loop"),
 }
 
@@ -107,7 +107,7 @@ def describe_os_error(exc: OSError, argv: list[str]) -> str:
     else:
         at = f" while writing in {where}" if where else ""
     if exc.errno is None:  # a library's OSError about content (an image it cannot read), not the disk
-        return f"{exc}{at}. Check that file, or re-run with --verbose for the traceback."
+        return f"{exc}{at}. Check that file, or re-run as `vocseg --verbose ...` for the traceback."
     kept = getattr(exc, KEPT_ATTR, None)
     kept_text = f" {kept.rstrip('.')}." if kept else ""
     next_command = getattr(exc, NEXT_ATTR, None) or rerun_command(argv)
@@ -123,6 +123,6 @@ def describe_worker_death(exc: BaseException, argv: list[str]) -> str | None:
     next_command = getattr(exc, NEXT_ATTR, None) or rerun_command(argv)
     return (
         f"a data-loader worker died ({first.rstrip('. ')}): most likely the kernel's out-of-memory killer."
-        f"{f' {kept.rstrip(chr(46))}.' if kept else ''} Use fewer --num-workers or a smaller --batch "
+        f"{f' {kept.rstrip(chr(46))}.' if kept else ''} Use fewer --workers or a smaller --batch "
         f"(or free memory), then run `{next_command}`."
     )

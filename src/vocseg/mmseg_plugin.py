@@ -2,7 +2,7 @@
 so mmseg's own ``tools/train.py`` and ``tools/test.py`` can run vocseg configs as they are.
 
 It stays at the top of the package, under this name, because every config vocseg has written names
-`vocseg.mmseg_plugin` (run folders made by earlier versions included)."""
+`vocseg.mmseg_plugin`, and run folders keep their config: moving it would break every existing run."""
 
 from vocseg.stack.compat import ensure_stack
 

@@ -7,20 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.commands.options import OUTPUT, ForceOpt, command
+
+THRESHOLDS = "Flag thresholds"
+
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare)
+    command(app, "compare")(compare)
 
 
 def compare(
     inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
-    chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False)] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.")] = None,
-    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.")] = 3.0,
-    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = 1.5,
-    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.")] = 10.0,
-    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.")] = 10.0,
-    force: Annotated[bool, typer.Option("--force", help="Replace --chart / --json files that vocseg did not write (never an input).")] = False,
+    chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False, rich_help_panel=OUTPUT)] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.", rich_help_panel=OUTPUT)] = None,
+    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.", rich_help_panel=THRESHOLDS)] = 3.0,
+    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.", rich_help_panel=THRESHOLDS)] = 1.5,
+    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.", rich_help_panel=THRESHOLDS)] = 10.0,
+    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.", rich_help_panel=THRESHOLDS)] = 10.0,
+    force: ForceOpt = False,
 ) -> None:
     """Compare two or more results: per-class IoU and Acc with deltas against the first, and flags for
     over-filled predictions (IoU down, Acc up), memorisation (train vs val gap), classes weak in every run,

@@ -8,18 +8,19 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from vocseg.commands.options import ForceOpt, command, out_option
 from vocseg.commands.recipe_options import recipe_from_flags, with_recipe_options
 
 
 def register(app: typer.Typer) -> None:
-    app.command("config")(config)
+    command(app, "config")(config)
 
 
 @with_recipe_options
 def config(
     flags: dict[str, Any],
-    output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Write the config here (default: print it to stdout).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file that vocseg did not write (or that was edited since).")] = False,
+    output: Annotated[Optional[Path], out_option("Write the config file here (default: print it to stdout).", "--output")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
     from vocseg.commands.render import print_plan

@@ -8,33 +8,38 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.commands.options import DATA, OUTPUT, CheckpointOpt, ConfigOpt, DataRootOpt, ForceOpt, LogOpt, ModelArg, WorkersOpt, command, model_of, out_option
+
 # Folders eval makes in its results folder: the split lists it evaluates and MMEngine's log folders.
 EVAL_DIRS = r"lists|\d{8}_\d{6}"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(evaluate)
+    command(app, "eval")(evaluate)
 
 
 def evaluate(
-    target: Annotated[Optional[str], typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k). Default: the newest trained run under runs/.", show_default=False)] = None,
-    split: Annotated[str, typer.Option("--split", help="val, train, trainval, aug, trainaug, or a file of image ids (one per line).")] = "val",
-    config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root holding VOCdevkit/ (default: the config's).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the per-class table as CSV here.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: RUN/eval, else runs/eval/NAME).")] = None,
+    model: ModelArg = None,
+    checkpoint: CheckpointOpt = None,
+    split: Annotated[str, typer.Option("--split", metavar="val|train|trainval|aug|trainaug|FILE", help="A split of the data root, or a file of image ids (one per line).", rich_help_panel=DATA)] = "val",
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.", rich_help_panel=OUTPUT)] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the per-class table as CSV here.", rich_help_panel=OUTPUT)] = None,
+    out: Annotated[Optional[Path], out_option("Results folder (default: RUN/eval, else runs/eval/NAME).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Official multi-scale (0.5-1.75) + flip test-time augmentation.")] = False,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the confusion heatmap and IoU bar chart PNGs.")] = True,
-    save_predictions: Annotated[Optional[Path], typer.Option("--save-predictions", help="Also write each predicted label map (VOC palette PNG) into this folder.")] = None,
-    num_workers: Annotated[Optional[int], typer.Option("--num-workers", min=0, help="Data loader workers (default: the config's).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace result files (--json, --csv, in -o) that vocseg did not write.")] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the confusion heatmap and IoU bar chart PNGs.", rich_help_panel=OUTPUT)] = True,
+    save_predictions: Annotated[Optional[Path], typer.Option("--save-predictions", help="Also write each predicted label map (VOC palette PNG) into this folder.", rich_help_panel=OUTPUT)] = None,
+    workers: WorkersOpt = None,
+    log: LogOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Acc, Dice, Precision; mIoU, mAcc, aAcc (percent, mmseg's IoUMetric).
 
     Results go to RUN/eval/ (or --out): SPLIT.json, SPLIT.csv, SPLIT_confusion.png, SPLIT_iou.png.
     """
+    target = model_of(model, checkpoint, "eval")
+    num_workers, verbose = workers, log
     from vocseg.commands.render import eval_report_table
     from vocseg.console import console, shown
     from vocseg.evaluation.eval_result import write_csv, write_json
@@ -42,13 +47,12 @@ def evaluate(
     from vocseg.evaluation.evaluate import save_outputs
     from vocseg.files import check_may_write, check_output_folder, record_written
 
-    if target is None:
-        from vocseg.commands.default_model import default_run
-
-        target = str(default_run("eval", option=None))
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.
-    inputs = [p for p in (Path(target), config) if p is not None and not str(p).startswith("official:")]
+    from vocseg.recipe.official import ModelRef
+
+    ref = ModelRef.parse(target, onnx=False, command="eval")  # a typo fails before anything is read or downloaded
+    inputs = [p for p in (ref.path, config) if p is not None]
     for option, path in (("--json", json_out), ("--csv", csv_out)):
         if path is not None:
             check_may_write(path, force=force, inputs=inputs, option=option)
@@ -57,16 +61,17 @@ def evaluate(
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
         check_output_folder(save_predictions, force=force, option="--save-predictions")
     before = files_in(out) if out is not None else {}
-    result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
-    name = target if target.startswith("official:") else Path(result.checkpoint).name
+    evaluation = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
+    result = evaluation.result
+    name = target if ref.is_official else Path(result.checkpoint).name
     from vocseg.data.precheck import warning_line
 
-    if line := warning_line(result.extra.get("data_warnings", [])):
+    if line := warning_line(list(evaluation.data_warnings)):
         from rich.markup import escape
 
         console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
     console.print(eval_report_table(result, title=f"{shown(name)} on {shown(result.split)} ({result.num_images} images){' + TTA' if tta else ''}"))
-    out_dir, tag = Path(result.extra["out_dir"]), result.extra["tag"]
+    out_dir, tag = evaluation.out_dir, evaluation.tag
     if out is not None:  # a folder the user named (RUN/eval and runs/eval/NAME are vocseg's own)
         names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
         for name in names:

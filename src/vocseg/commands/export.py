@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
+from vocseg.commands.options import OUTPUT, CheckpointOpt, ConfigOpt, ForceOpt, ModelArg, command, model_of, out_option
 from vocseg.errors import VocsegError
+
+CHECK = "Check"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    command(app, "export")(export)
 
 
 def export(
-    target: Annotated[Optional[str], typer.Argument(help="A run folder (its newest checkpoint), a checkpoint .pth, or official:upernet-r50-40k. Default: the newest trained run under runs/.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .onnx file to write (default: RUN/<checkpoint>.onnx). A file vocseg did not write is not replaced without --force.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
-    config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
-    check_images: Annotated[Optional[list[str]], typer.Option("--check-images", help="Images to check the export on (files, folders, globs; repeatable). Default: the config's val images.")] = None,
-    check_count: Annotated[int, typer.Option("--check-count", min=0, help="How many check images at most (0: all given).")] = 10,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file that vocseg did not write.")] = False,
+    model: ModelArg = None,
+    checkpoint: CheckpointOpt = None,
+    out: Annotated[Optional[Path], out_option("The .onnx file to write (default: RUN/<checkpoint>.onnx).")] = None,
+    fmt: Annotated[Literal["onnx"], typer.Option("--format", help="The export format (ONNX only: TorchScript is deprecated in PyTorch).", rich_help_panel=OUTPUT)] = "onnx",
+    config: ConfigOpt = None,
+    check_images: Annotated[Optional[list[str]], typer.Option("--check-images", help="Images to check the export on (files, folders, globs; repeatable). Default: the config's val images.", rich_help_panel=CHECK)] = None,
+    check_count: Annotated[int, typer.Option("--check-count", min=0, help="How many check images at most (0: all given).", rich_help_panel=CHECK)] = 10,
+    force: ForceOpt = False,
 ) -> None:
     """Export the model as ONNX for onnxruntime, TensorRT, OpenVINO: input `image` (N, 3, H, W)
     float32 RGB 0-255 at any size (normalisation inside), output `logits` (N, 21, H, W).
@@ -32,6 +36,7 @@ def export(
     figures). Use it with: vocseg predict IMG -c MODEL.onnx (onnxruntime only, no mmseg).
     Needs: pip install 'vocseg[export]'.
     """
+    target = model_of(model, checkpoint, "export")
     from rich.markup import escape
 
     from vocseg.console import command, console, shown
@@ -40,12 +45,7 @@ def export(
 
     if fmt.lower() != "onnx":
         raise VocsegError(f"--format {fmt}: vocseg exports onnx only.", "Drop --format (or pass --format onnx); TorchScript is not offered (deprecated in PyTorch).")
-    if target is None:
-        from vocseg.commands.default_model import default_run
-
-        target = str(default_run("export", option=None))
-    if official.is_official(target):
-        official.lookup(target)  # a typo fails before anything is read or downloaded
+    official.ModelRef.parse(target, onnx=False, command="export")  # a typo fails before anything is read or downloaded
     result, notes = export_model(target, output=out, config=config, force=force, check_images=check_images, check_count=check_count)
     for note in notes:
         console.print(f"[yellow]check image skipped:[/] {escape(note)}")

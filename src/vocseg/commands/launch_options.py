@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-LAUNCH = "Launch"
+from vocseg.commands.options import LAUNCH
 
 NnodesOpt = Annotated[int, typer.Option("--nnodes", min=1, help="Machines taking part; run the same command on each (torchrun).", rich_help_panel=LAUNCH)]
 NodeRankOpt = Annotated[int, typer.Option("--node-rank", min=0, help="This machine's rank among --nnodes (0 = the one at --master-addr).", rich_help_panel=LAUNCH)]
 MasterAddrOpt = Annotated[str, typer.Option("--master-addr", help="Address of the rank-0 machine.", rich_help_panel=LAUNCH)]
 MasterPortOpt = Annotated[Optional[int], typer.Option("--master-port", help="Port on the rank-0 machine (default: a free port; required with --nnodes > 1).", rich_help_panel=LAUNCH)]
-LauncherOpt = Annotated[str, typer.Option("--launcher", help="auto (torchrun when more than one process), slurm (each srun task runs this command; one task per GPU), none (one process).", rich_help_panel=LAUNCH)]
+LauncherOpt = Annotated[Literal["auto", "slurm", "none"], typer.Option("--launcher", help="auto (torchrun when more than one process), slurm (each srun task runs this command; one task per GPU), none (one process).", rich_help_panel=LAUNCH)]
 MaxRestartsOpt = Annotated[int, typer.Option(
     "--max-restarts", min=0,
     help="When a training process dies (killed, a transient NCCL/gloo error), restart all of them up to N times (torchrun's "

@@ -3,65 +3,69 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from vocseg.commands.options import CheckpointOpt, ConfigOpt, DeviceOpt, ModeOpt, command, model_of, out_option
 from vocseg.errors import VocsegError
+
+if TYPE_CHECKING:
+    from vocseg.recipe.official import ModelRef
+
+VIDEO = "Video"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict")(predict)
+    command(app, "predict")(predict)
 
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
-    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A run folder, a checkpoint .pth, official:upernet-r50-40k (also -r50-20k, -r101-20k, -r101-40k), or a .onnx from vocseg export (default: the newest trained run under runs/).", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="The config the checkpoint was trained with (default: the run folder's).")] = None,
+    checkpoint: CheckpointOpt = None,
+    out: Annotated[Optional[Path], out_option("Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).")] = None,
+    config: ConfigOpt = None,
     opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
-    device: Annotated[str, typer.Option("--device", help="auto (a GPU if there is one), cpu, cuda or cuda:N.")] = "auto",
-    mode: Annotated[str, typer.Option("--mode", help="whole (the image at once, at the test scale) or slide (crop-size windows at the image's own resolution: for large images).")] = "whole",
-    every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).")] = 1,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Videos: frames per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    mode: ModeOpt = "whole",
+    every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).", rich_help_panel=VIDEO)] = 1,
+    batch: Annotated[int, typer.Option("--frames-per-batch", min=1, help="Videos: frames per forward pass (was --batch).", rich_help_panel=VIDEO)] = 8,
 ) -> None:
     """Per image: OUT/NAME_overlay.png (with a legend of the classes present and their share) and
     OUT/NAME_label.png (VOC palette); per video: OUT/NAME_overlay.mp4 (same frames and frame
     rate; needs vocseg[video]). OUT/predictions.json lists every input. Inputs that cannot be
     read are reported and skipped; files in OUT that vocseg did not write are never replaced."""
+    checkpoint = model_of(None, checkpoint, "predict IMAGE...")
     from vocseg.inference.inputs import expand_inputs
     from vocseg.recipe import official
 
-    if mode not in ("whole", "slide"):
-        raise VocsegError(f"Unknown --mode {mode!r}.", "Use whole or slide.")
     if checkpoint is None:
         from vocseg.commands.default_model import default_run
 
         checkpoint = str(default_run("predict", option="-c", args=images))
-    if official.is_official(checkpoint):
-        official.lookup(checkpoint)  # a typo fails before anything is read or downloaded
+    model_ref = official.ModelRef.parse(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)
     if not inputs:
         raise VocsegError("No files found in the given paths.", "Pass image or video files, a folder of images, or a glob.")
     if out is not None and out.expanduser().exists() and not out.expanduser().is_dir():
         raise VocsegError(f"--out {out} is a file, not a folder.", "Pass a folder (it is created if needed).")
     _require_video_reader(inputs)
-    model = load_segmenter(checkpoint, config=config, device=device, mode=mode)
+    model = load_segmenter(model_ref, config=config, device=device, mode=mode)
     run_predict(inputs, model, out, checkpoint=checkpoint, mode=mode, opacity=opacity, every=every, batch=batch)
 
 
-def load_segmenter(checkpoint: str, *, config: Path | None, device: str, mode: str) -> Any:
+def load_segmenter(model: ModelRef, *, config: Path | None, device: str, mode: str) -> Any:
     """The model behind `--checkpoint`, as an object with `predict_batch`, `mode` and `run`
     (`vocseg.inference.segmenter.Segmenter`): the place for other back ends (e.g. an ONNX file)."""
     from vocseg.inference import onnx_model
 
-    if onnx_model.is_onnx_path(checkpoint):  # `vocseg export`'s model, in onnxruntime: no torch, no mmseg
+    if model.is_onnx:  # `vocseg export`'s model, in onnxruntime: no torch, no mmseg
         if config is not None:
             raise VocsegError("--config does not apply to an exported .onnx model (its preprocessing is in its metadata).", "Drop --config.")
-        return onnx_model.load_onnx_model(checkpoint, device=device, mode=mode)
+        return onnx_model.load_onnx_model(model.text, device=device, mode=mode)
     from vocseg.inference.segmenter import load_model
 
-    return load_model(checkpoint, config=config, device=device, mode=mode)
+    return load_model(model.text, config=config, device=device, mode=mode)
 
 
 def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: str, mode: str, opacity: float, every: int, batch: int) -> None:

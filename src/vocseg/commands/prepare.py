@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from vocseg.commands.options import DATA, ClassesOpt, DataRootOpt, WorkersOpt, command
 from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe  # the one place that decides whether the aug set is used
@@ -15,26 +16,26 @@ from vocseg.recipe.recipe import Recipe  # the one place that decides whether th
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
 
+DOWNLOAD = "Download"
+
 
 def register(app: typer.Typer) -> None:
-    app.command("prepare")(prepare)
+    command(app, "prepare")(prepare)
 
 
 def prepare(
-    data_root: Annotated[
-        Optional[Path], typer.Option("--data-root", help="Where VOCdevkit/ goes (default: $VOCSEG_DATA_ROOT, else the user data folder).")
-    ] = None,
-    aug: Annotated[Optional[bool], typer.Option("--aug/--no-aug", help="Also SBD (what `vocseg train` uses by default): convert its .mat labels and write aug.txt / trainaug.txt. --no-aug: VOC only (then train with --no-aug). With --check: checked when given or present.", show_default=False)] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Write the small built-in demo dataset (VOC + SBD layouts) instead of downloading.")] = False,
+    data_root: DataRootOpt = None,
+    aug: Annotated[Optional[bool], typer.Option("--aug/--no-aug", help="Also SBD (what `vocseg train` uses by default): convert its .mat labels and write aug.txt / trainaug.txt. --no-aug: VOC only (then train with --no-aug). With --check: checked when given or present.", show_default=False, rich_help_panel=DATA)] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Write the small built-in demo dataset (VOC + SBD layouts) instead of downloading.", rich_help_panel=DATA)] = False,
     check_only: Annotated[bool, typer.Option("--check", help="Only check an existing data root.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Redo every step, even those already complete.")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes for conversion and checking (default: all cores).")] = None,
-    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL of a VOC mirror to try first.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).")] = None,
-    from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.")] = None,
-    md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).")] = None,
+    redo: Annotated[bool, typer.Option("--redo", help="Redo every step, even those already complete (was --force).")] = False,
+    workers: WorkersOpt = None,
+    mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL of a VOC mirror to try first.", rich_help_panel=DOWNLOAD)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).", rich_help_panel=DOWNLOAD)] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.", rich_help_panel=DOWNLOAD)] = None,
+    md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).", rich_help_panel=DOWNLOAD)] = None,
     own: Annotated[bool, typer.Option("--own", help="With --demo: a small own-classes dataset in labelme's layout (class_names.txt, palette PNG ids, no lists) instead of VOC's.")] = False,
-    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class names of an own dataset: one per line (background first) or a CVAT/Datumaro labelmap.txt (default: class_names.txt / labelmap.txt in the data root).")] = None,
+    classes: ClassesOpt = None,
     convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
                                                     "the originals are moved to SegmentationClass-rgb-originals/ (resp. SegmentationClassAug-...).")] = False,
 ) -> None:
@@ -43,6 +44,8 @@ def prepare(
     from vocseg.data.prepare import prepare_lock, run_check
     from vocseg.recipe.recipe import default_data_root
 
+    force = redo
+    workers = max(1, workers) if workers is not None else None  # 0 (in this process, for loaders) means one here
     root = (data_root or default_data_root()).expanduser().resolve()
     if own and not demo:
         raise VocsegError("--own goes with --demo (the own-classes demo dataset).", f"Run `vocseg prepare --demo --own --data-root {root}`.")

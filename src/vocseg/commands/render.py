@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vocseg.console import console, shown
+from vocseg.evaluation.eval_result import format_value
 
 if TYPE_CHECKING:
     from vocseg.data.check import CheckReport
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from vocseg.inference.predict import Prediction
     from vocseg.recipe.recipe import Plan, Recipe
     from vocseg.reports.compare import Comparison
+    from vocseg.training.resuming import ResumeTarget
 
 
 
@@ -94,24 +96,11 @@ def print_plan(recipe: Recipe, plan: Plan, out: Console | None = None) -> None:
         out.print(f"[bold yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 
 
-def _fmt(v: float | None, bold: bool = False) -> str:
-    text = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-    return f"[bold]{text}[/]" if bold else text
-
-
-def eval_table(result: EvalResult, title: str | None = None) -> Table:
-    table = Table(title=title or f"{shown(result.split)}: {result.num_images} images", title_justify="left")
-    table.add_column("class")
-    for key in ("IoU", "Acc", "Dice", "Precision"):
-        table.add_column(key, justify="right")
-    for name, vals in result.per_class.items():
-        iou = vals.get("IoU")
-        style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(shown(name), *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), style=style)
-    table.add_section()
-    table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", "", "")
-    table.caption = f"mIoU {result.mIoU:.2f}   mAcc {result.mAcc:.2f}   aAcc {result.aAcc:.2f}   (percent; red: IoU below 50)"
-    return table
+def resume_line(target: ResumeTarget) -> str:
+    """`resuming RUN at iteration I/N from CKPT`: said by `vocseg resume` and by a requeued `vocseg train`."""
+    at = f" at iteration {target.iteration}/{target.max_iters}" if target.max_iters else f" at iteration {target.iteration}"
+    scaled = " (LR rescaled to the new total batch)" if target.rescale_lr else ""
+    return f"resuming {shown(target.run_dir)}{at} from {target.checkpoint.name}{scaled}"
 
 
 def check_table(report: CheckReport) -> Table:
@@ -138,7 +127,7 @@ def _confused_with(result: EvalResult, index: int) -> str:
 
 
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
-    """eval_table plus what each class is most often mistaken for (from the confusion matrix)."""
+    """Per-class IoU, Acc, Dice, Precision and what each class is most often mistaken for (from the confusion matrix)."""
     tta = " + TTA" if result.extra.get("tta") else ""
     table = Table(title=title or f"{shown(result.split)}: {result.num_images} images{tta}", title_justify="left")
     table.add_column("class")
@@ -152,13 +141,13 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
         if name in excluded:
             predicted = vals.get("pred_pixels") or 0
             why = f"not in this split; predicted on {predicted} pixels (IoU 0, counted)" if predicted else "not in this split: excluded from the means"
-            table.add_row(shown(name), *(_fmt(vals.get(k)) if predicted else "" for k in ("IoU", "Acc", "Dice", "Precision")), why, style="dim")
+            table.add_row(shown(name), *(format_value(vals.get(k)) if predicted else "" for k in ("IoU", "Acc", "Dice", "Precision")), why, style="dim")
             continue
-        table.add_row(shown(name), *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
+        table.add_row(shown(name), *(format_value(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
-    table.add_row("[bold]mean[/]", _fmt(result.mIoU, bold=True), _fmt(result.mAcc, bold=True), _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
-    caption = f"mIoU {_fmt(result.mIoU)}   mAcc {_fmt(result.mAcc)}   aAcc {_fmt(result.aAcc)}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
+    table.add_row("[bold]mean[/]", f"[bold]{format_value(result.mIoU)}[/]", f"[bold]{format_value(result.mAcc)}[/]", format_value(means.get("mDice")), format_value(means.get("mPrecision")), "")
+    caption = f"mIoU {format_value(result.mIoU)}   mAcc {format_value(result.mAcc)}   aAcc {format_value(result.aAcc)}   (percent, as mmseg's IoUMetric; red: IoU below 50; '-': undefined, 0/0)"
     if excluded:
         caption += f"; {len(excluded)} of {len(result.per_class)} classes have no pixel in this split ({', '.join(excluded[:6])}{', ...' if len(excluded) > 6 else ''}): " \
                    "their IoU is undefined and the means leave them out unless they were predicted"
@@ -203,9 +192,9 @@ def compare_table(comparison: Comparison) -> Table:
         for run in comparison.runs:
             iou, acc = run.value(cls, "IoU"), run.value(cls, "Acc")
             if run is base:
-                cells += [_fmt(iou), _fmt(acc)]
+                cells += [format_value(iou), format_value(acc)]
             else:
-                cells += [_fmt(iou), _delta(comparison.delta(run, cls, "IoU")), _fmt(acc), _delta(comparison.delta(run, cls, "Acc"))]
+                cells += [format_value(iou), _delta(comparison.delta(run, cls, "IoU")), format_value(acc), _delta(comparison.delta(run, cls, "Acc"))]
         table.add_row(shown(cls), *cells, " ".join(marks.get(cls, [])), style="bold" if cls in marks else None)
     table.add_section()
     cells = []

@@ -7,17 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.commands.options import LogOpt, command, out_option
+
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    command(app, "report")(report)
 
 
 def report(
     run: Annotated[Optional[Path], typer.Argument(help="A run folder (written by `vocseg train`; default: the newest trained run under runs/).", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the page here (default: RUN/report.html).")] = None,
+    out: Annotated[Optional[Path], out_option("Write the page here (default: RUN/report.html).")] = None,
     photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added.")] = None,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Another run folder, eval JSON or file of runs, shown side by side as `vocseg compare` does.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show MMEngine's log when an eval has to run first.")] = False,
+    log: LogOpt = False,
 ) -> None:
     """Write one HTML page (inline pictures, no network): recipe and plan, training curves, per-class
     tables with flags, confusion matrix, error galleries of the worst val images per class, and
@@ -32,7 +34,7 @@ def report(
         run = default_run("report", option=None, official=False)
     if run.is_dir() and "val" not in latest_evals(run):
         console.print(f"no val result in {shown(run / 'eval')}: evaluating first (as `{shown(command('eval', run))}`)", soft_wrap=True)
-    path, summary = build_report(run, out=out, photos=photos, compare=compare, verbose=verbose)
+    path, summary = build_report(run, out=out, photos=photos, compare=compare, verbose=log)
     seconds = summary["seconds"]
     console.print(
         f"report: {shown(path)}  ({summary['bytes'] / 1e6:.1f} MB; splits {', '.join(summary['splits']) or 'none'}; "

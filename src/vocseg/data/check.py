@@ -279,7 +279,7 @@ def check_data_root(
             if name in AUG_LISTS:
                 report.problems.append(f"missing list {lst} (run `vocseg prepare --aug --data-root {root}`)")
             elif vocseg_extracted(root):
-                report.problems.append(f"missing list {lst}: the extraction vocseg made is incomplete (run `vocseg prepare --force --data-root {root}` to extract it again)")
+                report.problems.append(f"missing list {lst}: the extraction vocseg made is incomplete (run `vocseg prepare --redo --data-root {root}` to extract it again)")
             elif name == "trainval":
                 report.warnings.append(f"no list {lst}: `vocseg train` and `eval` do not need it (they read train.txt and val.txt)")
             else:

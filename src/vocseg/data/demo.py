@@ -34,8 +34,9 @@ class DemoSplits:
     sbd_val: int
 
 
-HUE_GROUPS = 5  # 72 degrees apart: more than twice the pipeline's hue jitter (+-36 degrees)
-TEXTURES = 4  # solid, horizontal stripes, vertical stripes, checks: 5 x 4 = 20 classes
+# 72 degrees apart: more than twice the pipeline's hue jitter (+-36 degrees); x 4 textures (solid,
+# horizontal stripes, vertical stripes, checks) = 20 classes
+HUE_GROUPS = 5
 
 
 def class_appearance(label: int) -> tuple[int, int]:

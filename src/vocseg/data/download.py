@@ -72,10 +72,6 @@ def hash_of(path: Path, algorithm: str = "md5", progress: Progress | None = None
     return digest.hexdigest()
 
 
-def md5_of(path: Path, progress: Progress | None = None, task: TaskID | None = None) -> str:
-    return hash_of(path, "md5", progress, task)
-
-
 def stamp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.verified")
 
@@ -90,10 +86,6 @@ def stamped_hash(path: Path, algorithm: str = "md5") -> str | None:
     if stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns and stamp.get(algorithm):
         return str(stamp[algorithm])
     return None
-
-
-def stamped_md5(path: Path) -> str | None:
-    return stamped_hash(path, "md5")
 
 
 def write_stamp(path: Path, digest: str, algorithm: str = "md5") -> None:

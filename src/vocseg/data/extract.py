@@ -190,7 +190,7 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
     dest = root / archive.top
     if dest.exists() and not replace:
         raise VocsegError(
-            f"{dest} already exists but is incomplete.", f"Move it away, or re-run with --force to replace it with a fresh extraction of {archive.name}."
+            f"{dest} already exists but is incomplete.", f"Move it away, or re-run with --redo to replace it with a fresh extraction of {archive.name}."
         )
     # Uncompressed tar: about its own size; the SBD .tgz holds mostly JPEGs and .mat files that barely compress.
     size = path.stat().st_size

@@ -168,7 +168,7 @@ def locate_archive(archive: Archive, md5: str, *, cache: Path, from_dir: Path | 
         path = cached_path(cache, archive, md5)
         if path.is_file():
             if force:
-                stamp_path(path).unlink(missing_ok=True)  # --force: hash it again
+                stamp_path(path).unlink(missing_ok=True)  # --redo: hash it again
             got = verify_file(path, console, stamps=True)
             if got == md5:
                 console.print(f"{archive.name}: verified copy in {cache}")

@@ -1,6 +1,6 @@
 """The one way vocseg reads a picture: the check, the training/eval loader, eval and predict alike.
 
-The rule (chosen for issue 11): an image is read as a viewer shows it. Its EXIF Orientation tag is
+The rule: an image is read as a viewer shows it. Its EXIF Orientation tag is
 applied (as MMCV's `LoadImageFromFile` does by default, and as phones expect); masks are read as
 stored (PNG masks carry no orientation). A mask must therefore match the *oriented* image: a JPEG
 whose tag rotates it 90 degrees needs a mask of the rotated size. Orientations 5-8 swap width and

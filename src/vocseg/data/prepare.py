@@ -142,7 +142,7 @@ def prepare_voc(
             missing = next(p for p in archive.required if not (root / p).exists())
             raise VocsegError(
                 f"{root / archive.top} exists but has no {root / missing}: an incomplete copy.",
-                f"Complete it, move it away, or re-run with --force to replace it with a fresh extraction of {archive.name}.",
+                f"Complete it, move it away, or re-run with --redo to replace it with a fresh extraction of {archive.name}.",
             )
         need[key] = force or state != "complete"
         if not need[key]:

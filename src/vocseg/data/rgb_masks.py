@@ -47,16 +47,6 @@ def palette_indices(mask: np.ndarray) -> np.ndarray | None:
     return np.asarray(labels, dtype=np.uint8)[inverse.reshape(mask.shape[:2])]
 
 
-def is_palette_rgb(path: Path) -> bool:
-    """True for an RGB(A) mask file whose every colour is a VOC palette colour."""
-    from vocseg.data.images import read_mask
-
-    try:
-        return palette_indices(read_mask(path)) is not None
-    except Exception:  # noqa: BLE001 - unreadable files are reported by the check itself
-        return False
-
-
 def palette_png_bytes(labels: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> bytes:
     """A palette ("P") PNG of class indices with the VOC colours (or `palette`: 256 RGB colours of
     an own dataset), as VOC's own SegmentationClass files."""

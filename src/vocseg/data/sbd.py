@@ -376,7 +376,7 @@ def read_ids(path: Path) -> list[str]:
     from vocseg.data.lists import read_id_list
 
     if not path.is_file():
-        raise VocsegError(f"Split list {path} is missing.", "Re-extract the dataset (vocseg prepare --force).")
+        raise VocsegError(f"Split list {path} is missing.", "Re-extract the dataset (vocseg prepare --redo).")
     return read_id_list(path)
 
 

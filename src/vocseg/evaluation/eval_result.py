@@ -15,6 +15,21 @@ from vocseg.errors import VocsegError
 METRIC_KEYS = ("IoU", "Acc", "Dice", "Precision", "Recall", "Fscore")
 
 
+def two_decimals(value: Any) -> float:
+    """A percentage as mmseg prints it: mmseg rounds its float32 arrays (`np.round(x * 100, 2)`:
+    0.11 is stored as 0.10999999940395355); this is the same number with two decimals. NaN stays NaN."""
+    v = float(value)
+    return v if math.isnan(v) else round(v, 2)
+
+
+def format_value(value: Any, digits: int = 2, missing: str = "-") -> str:
+    """A value for a table or a message: floats with `digits` decimals, `missing` for None or NaN
+    (undefined: 0/0, a class in neither map), anything else as `str`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class EvalResult:
     """Percentages, as mmseg prints them. `per_class[name]` has IoU and Acc (and Dice, Precision, ...)."""
@@ -46,6 +61,18 @@ class EvalResult:
         if self.confusion is not None:
             data["confusion"] = {"rows": "true class", "columns": "predicted class", "classes": list(self.per_class), "pixels": self.confusion}
         return data
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation: its `result` (all that its JSON publishes) and where its files go, which
+    the JSON does not hold: `out_dir`, `tag` (the file stem: <tag>.json, <tag>.csv, <tag>_iou.png)
+    and the data check's warnings (EXIF-rotated images)."""
+
+    result: EvalResult
+    out_dir: Path
+    tag: str
+    data_warnings: tuple[str, ...] = ()
 
 
 def write_json(result: EvalResult, path: Path) -> None:

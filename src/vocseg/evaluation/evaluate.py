@@ -7,7 +7,6 @@ schema plus extra keys), `<tag>.csv`, `<tag>_confusion.png` and `<tag>_iou.png`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,13 @@ from typing import Any
 from vocseg.console import command
 from vocseg.data.voc import IGNORE_INDEX, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
-from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, write_csv, write_json
+from vocseg.evaluation.eval_result import METRIC_KEYS, EvalResult, Evaluation, two_decimals, write_csv, write_json
 from vocseg.runs.folders import RUNS_ROOT
 from vocseg.stack.threads import workers_value
 
 FINE_MASKS = "SegmentationClass"  # VOC's own labels (with the 255 void band)
 SBD_MASKS = "SegmentationClassAug"  # SBD labels converted by `vocseg prepare --aug`
 SPLIT_NAMES = ("val", "train", "trainval", "aug", "trainaug")
-# Kept for callers of the first version: the mask folder each named split mostly uses.
-SPLIT_MASKS = {"val": FINE_MASKS, "train": FINE_MASKS, "trainval": FINE_MASKS, "aug": SBD_MASKS, "trainaug": SBD_MASKS}
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ def default_out_dir(target: str | Path, checkpoint: Path, run: Path | None) -> P
 
     if run is not None:
         return run / "eval"
-    name = str(target)[len(official.PREFIX) :] if official.is_official(target) else checkpoint.stem
+    name = official.ModelRef(str(target)).key or checkpoint.stem
     return RUNS_ROOT / "eval" / name
 
 
@@ -107,58 +104,6 @@ def result_tag(target: str | Path, checkpoint: Path, run: Path | None, split_nam
     if run is not None and not Path(target).is_dir():
         tag = f"{checkpoint.stem}_{tag}"
     return tag
-
-
-_METRIC_NAME = "VocsegEvalMetric"
-
-
-def register_eval_metric() -> str:
-    """Register (once) mmseg's IoUMetric + vocseg's per-class table + a confusion matrix and label maps."""
-    import numpy as np
-    import torch
-    from mmseg.registry import METRICS
-
-    from vocseg.evaluation.metric import PerClassIoUMetric
-
-    if _METRIC_NAME in METRICS.module_dict:
-        return _METRIC_NAME
-
-    class EvalMetric(PerClassIoUMetric):
-        """The metric values are IoUMetric's; this only records more about the same predictions."""
-
-        def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.save_dir = Path(save_dir) if save_dir else None
-            self.confusion: Any = None
-
-        def process(self, data_batch: dict, data_samples: Any) -> None:
-            super().process(data_batch, data_samples)
-            n = len(self.dataset_meta["classes"])
-            if self.confusion is None:
-                self.confusion = torch.zeros((n, n), dtype=torch.int64)
-            for sample in data_samples:
-                pred = sample["pred_sem_seg"]["data"].squeeze()
-                label = sample["gt_sem_seg"]["data"].squeeze().to(pred)
-                keep = (label != self.ignore_index) & (label >= 0) & (label < n)
-                index = label[keep].long() * n + pred[keep].long()
-                self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
-                if self.save_dir is not None:
-                    from vocseg.visualization.overlays import save_label_png
-
-                    self.save_dir.mkdir(parents=True, exist_ok=True)
-                    stem = Path(sample["img_path"]).stem
-                    save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{stem}.png")
-
-        def compute_metrics(self, results: list) -> dict[str, float]:
-            # mmseg's own per-class rounding (np.round of its float32 arrays), kept for the report
-            areas = [sum(column) for column in zip(*results)]
-            ret = self.total_area_to_metrics(*areas, self.metrics, self.nan_to_num, self.beta)
-            ret.pop("aAcc", None)
-            self.mmseg_per_class = {key: np.round(values * 100, 2) for key, values in ret.items()}
-            return super().compute_metrics(results)
-
-    METRICS.register_module(name=_METRIC_NAME, module=EvalMetric)
-    return _METRIC_NAME
 
 
 # Configs written before vocseg registered its loader (and mmseg's own) name mmseg's types: eval
@@ -230,12 +175,6 @@ def config_data_root(cfg: Any) -> Path | None:
     return path.parent.parent if path.as_posix().endswith(VOC_SUBDIR) else path
 
 
-def _two_decimals(value: Any) -> float:
-    """mmseg rounds in float32 (0.11 is stored as 0.10999999940395355): the same number, as printed."""
-    v = float(value)
-    return v if math.isnan(v) else round(v, 2)
-
-
 def evaluate(
     target: str | Path,
     *,
@@ -248,8 +187,8 @@ def evaluate(
     num_workers: int | None = None,
     save_predictions: Path | None = None,
     galleries: bool = True,
-) -> tuple[EvalResult, Any]:
-    """Evaluate; return the result and the runner's metric object (raw areas, confusion matrix).
+) -> Evaluation:
+    """Evaluate `target` (a run folder, a checkpoint or `official:NAME`) on `split`: the result and where its files go.
 
     With `galleries`, the same pass also records per-image counts and each class's worst images
     into `<tag>_images.json` beside the results (for `vocseg report`).
@@ -267,7 +206,8 @@ def evaluate(
         return evaluate_own(target, checkpoint, run, cfg, split=split, tta=tta, verbose=verbose, out_dir=out_dir,
                             num_workers=num_workers, save_predictions=save_predictions, galleries=galleries)
     root = data_root
-    if root is None and official.is_official(target):
+    ref = official.ModelRef(str(target))
+    if root is None and ref.is_official:
         from vocseg.recipe.recipe import default_data_root
 
         root = default_data_root()  # the official config names no data root
@@ -317,7 +257,7 @@ def own_dataset_of(cfg: Any, split: str) -> tuple[dict[str, Any], str]:
 
 
 def evaluate_own(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, *, split: str, tta: bool, verbose: bool, out_dir: Path | None,
-                 num_workers: int | None, save_predictions: Path | None, galleries: bool) -> tuple[EvalResult, Any]:
+                 num_workers: int | None, save_predictions: Path | None, galleries: bool) -> Evaluation:
     """`evaluate` for a run of an own dataset: its lists, folders and classes come from the run's config."""
     from vocseg.data.precheck import precheck, specs_from_dataset
 
@@ -343,12 +283,15 @@ def evaluate_own(target: str | Path, checkpoint: Path, run: Path | None, cfg: An
 
 def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, loader: Any, split_name: str, root: Path, labels: dict[str, int],
              data_warnings: list[str], *, tta: bool, verbose: bool, results_dir: Path, num_workers: int | None, save_predictions: Path | None,
-             galleries: bool) -> tuple[EvalResult, Any]:
+             galleries: bool) -> Evaluation:
     """MMEngine's test loop over `loader` with vocseg's metrics; the result with its per-class table."""
     import warnings
 
+    from vocseg.recipe.official import ModelRef
+
+    ref = ModelRef(str(target))
+
     from vocseg.console import progress, quiet_stdout
-    from vocseg.recipe import official
     from vocseg.stack.checkpoints import load_state_dict_checked, state_dict_of
 
     workers = workers_value(loader.get("num_workers", 0)) if num_workers is None else num_workers
@@ -358,7 +301,7 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
     cfg.test_dataloader = loader
     cfg.test_evaluator = [
         dict(
-            type=_METRIC_NAME,
+            type="VocsegPerClassIoUMetric",
             iou_metrics=["mIoU", "mDice", "mFscore"],
             ignore_index=IGNORE_INDEX,
             save_dir=str(save_predictions) if save_predictions else None,
@@ -381,7 +324,8 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
 
     from mmengine.runner import Runner
 
-    register_eval_metric()
+    import vocseg.evaluation.metric  # noqa: F401 - registers the metrics named above
+
     quiet = quiet_stdout(verbose)
     label = f"eval {split_name}{' + TTA' if tta else ''}"
     with quiet, warnings.catch_warnings(), progress(label, None, unit="images") as shown_progress:
@@ -398,37 +342,34 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
     areas = metric.last_areas
     for i, name in enumerate(metric.dataset_meta["classes"]):
         # mmseg's rounded float32 value, written with the same two decimals it prints
-        row: dict[str, Any] = {k: _two_decimals(metric.mmseg_per_class[k][i]) for k in METRIC_KEYS if k in metric.mmseg_per_class}
+        row: dict[str, Any] = {k: metric.per_class[name][k] for k in METRIC_KEYS if k in metric.per_class[name]}
         row["gt_pixels"] = int(areas["label"][i])
         row["pred_pixels"] = int(areas["pred"][i])
         per_class[name] = row
     confusion = metric.confusion.tolist() if metric.confusion is not None else None
     result = EvalResult(
-        mIoU=_two_decimals(metrics["mIoU"]),
-        mAcc=_two_decimals(metrics["mAcc"]),
-        aAcc=_two_decimals(metrics["aAcc"]),
+        mIoU=two_decimals(metrics["mIoU"]),
+        mAcc=two_decimals(metrics["mAcc"]),
+        aAcc=two_decimals(metrics["aAcc"]),
         per_class=per_class,
-        checkpoint=str(target) if official.is_official(target) else str(checkpoint),
+        checkpoint=ref.text if ref.is_official else str(checkpoint),
         split=split_name,
         num_images=len(runner.test_dataloader.dataset),
         extra={
             "tta": tta,
             "data_root": str(root),
             "labels": labels,
-            "means": {f"m{k}": _two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
+            "means": {f"m{k}": two_decimals(metrics[f"m{k}"]) for k in ("Dice", "Precision", "Recall", "Fscore") if f"m{k}" in metrics},
         },
         confusion=confusion,
     )
-    result.extra["out_dir"] = str(results_dir)
     excluded = [name for name, row in per_class.items() if row.get("gt_pixels") == 0]
     if excluded:
         result.extra["excluded"] = excluded  # no pixel of theirs in the split: IoU undefined, not in mIoU unless predicted
-    if data_warnings:
-        result.extra["data_warnings"] = data_warnings
-    result.extra["tag"] = result_tag(target, checkpoint, run, split_name, tta)
+    evaluation = Evaluation(result, results_dir, result_tag(target, checkpoint, run, split_name, tta), tuple(data_warnings or ()))
     if galleries:
-        write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{result.extra['tag']}{IMAGES_SUFFIX}")
-    return result, metric
+        write_image_stats(runner.test_evaluator.metrics[1], result, results_dir / f"{evaluation.tag}{IMAGES_SUFFIX}")
+    return evaluation
 
 
 def progress_hook(display: Any) -> Any:

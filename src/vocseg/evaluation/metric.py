@@ -1,4 +1,5 @@
-"""`VocsegPerClassIoUMetric`: mmseg's IoUMetric that also keeps its per-class table; `VocsegImageStats`: per-image counts."""
+"""vocseg's two MMEngine metrics, each registered under its class name: `VocsegPerClassIoUMetric`
+(mmseg's IoUMetric plus its per-class table and confusion matrix) and `VocsegImageStats` (per-image counts)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,57 @@ from mmengine.evaluator import BaseMetric
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import METRICS
 
+from vocseg.evaluation.eval_result import two_decimals
 from vocseg.evaluation.galleries import WorstImages, image_counts
 
 
-@METRICS.register_module(name="VocsegPerClassIoUMetric")
-class PerClassIoUMetric(IoUMetric):
-    """IoUMetric, keeping the per-class values (percent) and the raw areas of the last evaluation."""
+@METRICS.register_module()
+class VocsegPerClassIoUMetric(IoUMetric):
+    """mmseg's IoUMetric (the same metric values) that also keeps, from the same predictions, the
+    per-class table (`per_class`: class -> IoU, Acc, Dice, ... in percent, mmseg's rounding), the
+    raw areas (`last_areas`: intersect/union/pred/label pixels per class), the confusion matrix
+    (`confusion`: rows true class, columns predicted class, pixels) and, with `save_dir`, each
+    predicted label map as a VOC-palette PNG named after its image. Written configs name it for
+    validation (with `collect_dir` inside the run folder) and `vocseg eval` for its test loop."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, save_dir: str | None = None, collect_dir: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("iou_metrics", ["mIoU", "mDice", "mFscore"])
         super().__init__(**kwargs)
-        self.last_per_class: dict[str, dict[str, float]] = {}
+        self.collect_dir = collect_dir  # BaseMetric's; IoUMetric.__init__ does not pass it on
+        self.save_dir = Path(save_dir) if save_dir else None
+        self.per_class: dict[str, dict[str, float]] = {}
         self.last_areas: dict[str, np.ndarray] = {}
+        self.confusion: Any = None  # torch int64 (classes, classes) after the first batch
+
+    def process(self, data_batch: dict, data_samples: Any) -> None:
+        import torch
+
+        super().process(data_batch, data_samples)
+        n = len(self.dataset_meta["classes"])
+        if self.confusion is None:
+            self.confusion = torch.zeros((n, n), dtype=torch.int64)
+        for sample in data_samples:
+            pred = sample["pred_sem_seg"]["data"].squeeze()
+            label = sample["gt_sem_seg"]["data"].squeeze().to(pred)
+            keep = (label != self.ignore_index) & (label >= 0) & (label < n)
+            index = label[keep].long() * n + pred[keep].long()
+            self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
+            if self.save_dir is not None:
+                from vocseg.visualization.overlays import save_label_png
+
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{Path(sample['img_path']).stem}.png")
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        columns = tuple(zip(*results))
-        areas = [sum(c) for c in columns]
+        areas = [sum(column) for column in zip(*results)]
         self.last_areas = {
             name: (a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a))
             for name, a in zip(("intersect", "union", "pred", "label"), areas)
         }
         per_metric = self.total_area_to_metrics(*areas, self.metrics, self.nan_to_num, self.beta)
         per_metric.pop("aAcc", None)
-        classes = self.dataset_meta["classes"]
-        self.last_per_class = {
-            name: {key: round(float(values[i]) * 100, 2) for key, values in per_metric.items()}
-            for i, name in enumerate(classes)
-        }
+        rounded = {key: np.round(values * 100, 2) for key, values in per_metric.items()}  # as mmseg prints its table
+        self.per_class = {name: {key: two_decimals(values[i]) for key, values in rounded.items()} for i, name in enumerate(self.dataset_meta["classes"])}
         import warnings
 
         with warnings.catch_warnings():
@@ -47,8 +72,8 @@ class PerClassIoUMetric(IoUMetric):
             return super().compute_metrics(results)
 
 
-@METRICS.register_module(name="VocsegImageStats")
-class ImageStatsMetric(BaseMetric):
+@METRICS.register_module()
+class VocsegImageStats(BaseMetric):
     """Per-image pixel counts for the error galleries, from the same predictions as the IoU metric.
 
     Adds no metric value (compute_metrics returns {}). After the loop: `per_image` (image id ->

@@ -40,7 +40,7 @@ from vocseg.export.onnx_graph import OPSET, exportable, trace_to_onnx, with_meta
 from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
 from vocseg.runs.folders import RUNS_ROOT
 
-MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's (issue 15)
+MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's: float differences between the runtimes may flip near-ties, nothing more (docs/export.md)
 DEFAULT_CHECK_COUNT = 10  # val images the export is checked on
 SIDECAR_SUFFIX = ".json"  # MODEL.onnx -> MODEL.onnx.json
 # Loading steps (mmcv's and vocseg's own, data/loading.py: the same pixels) and packing leave the pixels as they are.
@@ -91,8 +91,9 @@ def default_output(target: str | Path, checkpoint: Path, run: Path | None) -> Pa
     runs/export/<name>.onnx for `official:NAME`."""
     from vocseg.recipe import official
 
-    if official.is_official(target):
-        return RUNS_ROOT / "export" / f"{official.lookup(target).key}.onnx"  # never the current folder itself
+    ref = official.ModelRef(str(target))
+    if ref.is_official:
+        return RUNS_ROOT / "export" / f"{ref.official.key}.onnx"  # never the current folder itself
     return (run or checkpoint.parent) / f"{checkpoint.stem}.onnx"
 
 

@@ -34,11 +34,6 @@ OUTPUT_NAME = "logits"
 EXTRA = "export"  # pip install 'vocseg[export]'
 
 
-def is_onnx_path(target: str | Path) -> bool:
-    """Whether `--checkpoint TARGET` names an ONNX model (by its suffix)."""
-    return str(target).lower().endswith(".onnx")
-
-
 def missing_extra(package: str, what: str) -> VocsegError:
     return VocsegError(f"{what} needs the {package} package, which is not installed.", f"Install it with: pip install 'vocseg[{EXTRA}]'")
 
@@ -199,4 +194,4 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", mode: str = "whol
     return OnnxSegmenter(path=path, session=session, metadata=meta)
 
 
-__all__ = ["FORMAT", "INPUT_NAME", "METADATA_KEY", "OUTPUT_NAME", "OnnxSegmenter", "is_onnx_path", "load_onnx_model", "network_size", "rescale_size"]
+__all__ = ["FORMAT", "INPUT_NAME", "METADATA_KEY", "OUTPUT_NAME", "OnnxSegmenter", "load_onnx_model", "network_size", "rescale_size"]

@@ -97,7 +97,7 @@ def previous_outputs(folder: Path) -> set[str]:
         data = None
     if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY:
         return {str(name) for name in data.get("files", []) if isinstance(name, str)} | {REPORT_NAME}
-    if isinstance(data, dict) and set(data) == {"checkpoint", "mode", "images"}:  # vocseg 0.1's report
+    if isinstance(data, dict) and set(data) == {"checkpoint", "mode", "images"}:  # a report without `written_by` (the key came later): the files it lists are vocseg's
         names = {Path(str(item.get(key))).name for item in data["images"] if isinstance(item, dict) for key in ("overlay", "label") if item.get(key)}
         return names | {REPORT_NAME}
     raise VocsegError(

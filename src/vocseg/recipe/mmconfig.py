@@ -195,8 +195,8 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
               "one left for training, at most 8)" if recipe.num_workers is None else "")),
         Entry("val_dataloader", val_dataloader(recipe)),
         Entry("test_dataloader", val_dataloader(recipe)),
-        Entry("val_evaluator", dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])),
-        Entry("test_evaluator", dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])),
+        Entry("val_evaluator", iou_metric(work_dir), "several processes gather their results in collect_dir (inside the run folder)"),
+        Entry("test_evaluator", iou_metric(work_dir)),
         Entry("optim_wrapper", optim_wrapper, f"LR {plan.lr:g} = {plan.lr_rule}" + ("; mixed precision" if recipe.use_amp else "")),
         Entry("param_scheduler", schedulers, "poly decay every iteration (never once per epoch)"
               + (f" after {warmup} warmup iterations" if warmup else "")),
@@ -260,6 +260,15 @@ def render_config(entries: list[Entry], header: str) -> str:
             lines.append(f"# {entry.comment}")
         lines.append(f"{entry.name} = {pprint.pformat(entry.value, width=110, sort_dicts=False)}")
     return "\n".join(lines) + "\n"
+
+
+COLLECT_DIR = ".dist_test"  # MMEngine's name; in the run folder instead of the current folder, and deleted after each validation
+
+
+def iou_metric(work_dir: str) -> dict[str, Any]:
+    """vocseg's metric (`VocsegPerClassIoUMetric`): the processes of a multi-process validation
+    gather their results in `<work_dir>/.dist_test/` (MMEngine's default is the current folder)."""
+    return dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"], collect_dir=f"{work_dir.rstrip('/')}/{COLLECT_DIR}")
 
 
 def build_config_text(recipe: Recipe, plan: Plan, work_dir: str | Path) -> str:

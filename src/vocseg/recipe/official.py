@@ -57,12 +57,53 @@ CATALOGUE: dict[str, OfficialModel] = {
 }
 
 
-def is_official(target: str | Path) -> bool:
-    return str(target).startswith(PREFIX)
+@dataclass(frozen=True)
+class ModelRef:
+    """What `-c/--checkpoint MODEL` names, read once: `official:NAME` (a published checkpoint), an
+    exported `.onnx` file, or a path (a run folder or a checkpoint `.pth`). Every command and every
+    layer below asks this type, never the text's prefix or suffix."""
+
+    text: str
+
+    @classmethod
+    def parse(cls, target: str | Path, *, onnx: bool = True, command: str = "eval") -> ModelRef:
+        """The reference, checked as far as it can be without reading files: an unknown official
+        name or (with `onnx=False`) an .onnx file fail here, before anything is read or downloaded."""
+        ref = cls(str(target))
+        if ref.is_official:
+            ref.official  # noqa: B018 - looked up: a typo fails now
+        if ref.is_onnx and not onnx:
+            raise VocsegError(f"{ref.text} is an exported ONNX model; vocseg {command} needs the PyTorch checkpoint it came from.",
+                              f"Pass the run folder or its .pth: vocseg {command} -c RUN")
+        return ref
+
+    @property
+    def is_official(self) -> bool:
+        return self.text.startswith(PREFIX)
+
+    @property
+    def is_onnx(self) -> bool:
+        return not self.is_official and self.text.lower().endswith(".onnx")
+
+    @property
+    def key(self) -> str | None:
+        """The name after `official:` (None for a path)."""
+        return self.text[len(PREFIX) :] if self.is_official else None
+
+    @property
+    def official(self) -> OfficialModel:
+        """The catalogue entry of `official:NAME`. Errors: `VocsegError` for an unknown name or a path."""
+        return lookup(self.key if self.key is not None else self.text)
+
+    @property
+    def path(self) -> Path | None:
+        """The file or folder named (None for `official:NAME`)."""
+        return None if self.is_official else Path(self.text)
 
 
-def lookup(target: str | Path) -> OfficialModel:
-    key = str(target)[len(PREFIX) :] if is_official(target) else str(target)
+def lookup(key: str) -> OfficialModel:
+    """The catalogue entry of `official:KEY` (KEY alone, or with the prefix)."""
+    key = key[len(PREFIX) :] if key.startswith(PREFIX) else key
     model = CATALOGUE.get(key)
     if model is None:
         raise VocsegError(f"Unknown official checkpoint {PREFIX}{key}.", f"Choose one of: {', '.join(PREFIX + k for k in CATALOGUE)}.")
@@ -92,7 +133,7 @@ def fetch(model: OfficialModel, *, quiet: bool = False) -> Path:
 
 def config_text(model: OfficialModel, data_root: str = "") -> str:
     """A standalone MMSeg test config for the official checkpoint, from vocseg's presets."""
-    from vocseg.recipe.mmconfig import Entry, render_config, runtime_entries, test_pipeline, voc_dataset
+    from vocseg.recipe.mmconfig import Entry, iou_metric, render_config, runtime_entries, test_pipeline, voc_dataset
     from vocseg.recipe.models import PRESETS, model_config
 
     preset = PRESETS[model.preset]
@@ -104,11 +145,12 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
         sampler=dict(type="DefaultSampler", shuffle=False),
         dataset=voc_dataset(data_root, "val.txt", "SegmentationClass", test_pipeline(preset.scale)),
     )
-    metric = dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"])
+    work_dir = f"runs/official-{model.key}"
+    metric = iou_metric(work_dir)
     entries = [
         Entry("default_scope", "mmseg"),
         Entry("custom_imports", dict(imports=["vocseg.mmseg_plugin"], allow_failed_imports=False), "stack fixes and vocseg's metric"),
-        Entry("work_dir", f"runs/official-{model.key}"),
+        Entry("work_dir", work_dir),
         Entry("crop_size", (preset.crop, preset.crop)),
         Entry("model", net, f"{preset.description}; BN (SyncBN needs several GPUs); the checkpoint holds the weights"),
         Entry("test_pipeline", test_pipeline(preset.scale), "the official test pipeline: Resize (2048, 512), keep ratio"),
@@ -130,11 +172,11 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
     return render_config(entries, header)
 
 
-def resolve(target: str | Path, *, quiet: bool = False) -> tuple[Path, Path]:
+def resolve(ref: ModelRef, *, quiet: bool = False) -> tuple[Path, Path]:
     """`official:KEY` -> (cached checkpoint, its config file written next to it)."""
     from vocseg.files import write_text_atomic
 
-    model = lookup(target)
+    model = ref.official
     checkpoint = fetch(model, quiet=quiet)
     config = checkpoint.with_name(f"{model.key}.py")
     text = config_text(model)
@@ -143,4 +185,4 @@ def resolve(target: str | Path, *, quiet: bool = False) -> tuple[Path, Path]:
     return checkpoint, config
 
 
-__all__ = ["CATALOGUE", "OfficialModel", "PREFIX", "fetch", "is_official", "lookup", "resolve", "config_text"]
+__all__ = ["CATALOGUE", "ModelRef", "OfficialModel", "PREFIX", "fetch", "lookup", "resolve", "config_text"]

@@ -160,14 +160,14 @@ class Recipe:
 
     @property
     def workers(self) -> int:
-        """Loader workers per process on this machine (--num-workers, else sized to its cores)."""
+        """Loader workers per process on this machine (--workers, else sized to its cores)."""
         if self.num_workers is not None:
             return self.num_workers
         return loader_workers(machine_cpu_count(), self.procs_per_node)
 
     @property
     def config_workers(self) -> int | str:
-        """`num_workers` as written into a config: --num-workers, else 'auto' (decided on the
+        """`num_workers` as written into a config: --workers, else 'auto' (decided on the
         machine that trains, by `vocseg.stack.threads`)."""
         return self.num_workers if self.num_workers is not None else AUTO
 
@@ -186,10 +186,6 @@ class Recipe:
         if self.pretrained.lower() == "none":
             return None
         return self.pretrained
-
-    @property
-    def schedule_unit(self) -> str:
-        return "epoch" if self.epochs is not None else "iter"
 
     @property
     def is_voc(self) -> bool:
@@ -281,7 +277,7 @@ def validate(recipe: Recipe) -> None:
             f"--aug adds SBD, PASCAL VOC's extra labels: dataset {recipe.dataset!r} has its own classes.",
             "Drop --aug (own datasets train on their own train list).",
         )
-    for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--num-workers", recipe.num_workers)):
+    for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--workers", recipe.num_workers)):
         if count is not None and count < 0:
             raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")
     if recipe.crop is not None and recipe.crop < MIN_CROP:

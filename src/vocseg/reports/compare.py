@@ -25,6 +25,8 @@ from typing import Any
 
 from vocseg.console import command
 from vocseg.errors import VocsegError
+from vocseg.evaluation.eval_result import format_value
+from vocseg.recipe.official import ModelRef
 
 OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
 OFFICIAL_LR, OFFICIAL_BATCH = 0.01, 16
@@ -258,12 +260,12 @@ def file_label(path: Path, data: dict[str, Any]) -> str:
     if stem.lower() not in GENERIC_NAMES:
         return stem
     checkpoint = data.get("checkpoint")
-    if isinstance(checkpoint, str) and checkpoint.strip() and not checkpoint.startswith("official:"):
+    if isinstance(checkpoint, str) and checkpoint.strip() and not ModelRef(checkpoint).is_official:
         ckpt = Path(checkpoint.strip())
         if ckpt.parent.name:
             return f"{run_label(ckpt.parent)} {ckpt.stem}"
         return ckpt.stem
-    if isinstance(checkpoint, str) and checkpoint.startswith("official:"):
+    if isinstance(checkpoint, str) and ModelRef(checkpoint).is_official:
         return checkpoint
     folder = path.resolve().parent
     return f"{folder.name}/{stem}" if folder.name else stem
@@ -316,10 +318,6 @@ def area_ratio(run: RunResult, cls: str) -> float | None:
     return round((acc / 100) / (iou / 100) - 1 + acc / 100, 2)
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
 def overfill_flags(runs: list[RunResult], min_change: float, area_limit: float) -> list[Flag]:
     """IoU down and Acc up against the first result of the same split; or predicted area >= area_limit x true."""
     flags: list[Flag] = []
@@ -337,12 +335,12 @@ def overfill_flags(runs: list[RunResult], min_change: float, area_limit: float) 
                     b_ratio = area_ratio(base, cls)
                     hits[cls] = (
                         f"{cls}: IoU {b_iou:.2f} -> {iou:.2f} ({iou - b_iou:+.2f}) while Acc {b_acc:.2f} -> {acc:.2f} ({acc - b_acc:+.2f}); "  # type: ignore[operator]
-                        f"predicted/true area {_fmt(b_ratio)} -> {_fmt(ratio)}"
+                        f"predicted/true area {format_value(b_ratio, missing='n/a')} -> {format_value(ratio, missing='n/a')}"
                     )
                     evidence[cls] = {"IoU": [b_iou, iou], "Acc": [b_acc, acc], "pred_to_true_area": [b_ratio, ratio], "against": base.label}
                     continue
             if ratio is not None and ratio >= area_limit:
-                hits[cls] = f"{cls}: predicted area {ratio:.2f}x the true area (IoU {_fmt(run.value(cls, 'IoU'))}, Acc {_fmt(run.value(cls, 'Acc'))})"
+                hits[cls] = f"{cls}: predicted area {ratio:.2f}x the true area (IoU {format_value(run.value(cls, 'IoU'), missing='n/a')}, Acc {format_value(run.value(cls, 'Acc'), missing='n/a')})"
                 evidence[cls] = {"IoU": run.value(cls, "IoU"), "Acc": run.value(cls, "Acc"), "pred_to_true_area": ratio}
         if hits:
             sbd = re.search(r"sbd|aug\.txt|voc12_aug", f"{run.settings.get('train_set', '')} {run.settings.get('base_configs', '')}", re.I) is not None
@@ -398,7 +396,7 @@ def weak_flags(runs: list[RunResult], margin: float) -> list[Flag]:
             weak.append(cls)
     if not weak:
         return []
-    detail = "; ".join(f"{c} " + " / ".join(_fmt(r.value(c, "IoU")) for r in pool) for c in weak)
+    detail = "; ".join(f"{c} " + " / ".join(format_value(r.value(c, "IoU"), missing='n/a') for r in pool) for c in weak)
     return [
         Flag(
             "weak",

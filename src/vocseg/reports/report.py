@@ -28,7 +28,7 @@ from typing import Any
 
 from vocseg.console import command
 from vocseg.errors import VocsegError
-from vocseg.evaluation.eval_result import EvalResult, load_result
+from vocseg.evaluation.eval_result import EvalResult, format_value, load_result
 from vocseg.reports import pictures as pics
 from vocseg.reports.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
 from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
@@ -110,16 +110,9 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
         return None
     from vocseg.evaluation.evaluate import evaluate, save_outputs
 
-    result, _ = evaluate(run, split="val", verbose=verbose)
-    out = Path(result.extra["out_dir"])
-    save_outputs(result, out, result.extra["tag"])  # the same files as `vocseg eval RUN`
-    return out / f"{result.extra['tag']}.json"
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    evaluation = evaluate(run, split="val", verbose=verbose)
+    save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the same files as `vocseg eval RUN`
+    return evaluation.out_dir / f"{evaluation.tag}.json"
 
 
 def _num(v: Any) -> float | None:
@@ -423,7 +416,7 @@ def render(context: dict[str, Any]) -> str:
     # finalize: a non-UTF-8 file name shows its bytes as \xNN instead of failing the UTF-8 page.
     env = Environment(loader=PackageLoader("vocseg.reports", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, finalize=lambda v: encodable(v) if isinstance(v, str) else v)
-    env.filters["num"] = _fmt
+    env.filters["num"] = format_value
     env.filters["signed"] = lambda v: "" if v is None else f"{v:+.2f}"
     env.filters["pixels"] = lambda v: "-" if v is None else f"{int(v):,}"
     env.filters["sortkey"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v

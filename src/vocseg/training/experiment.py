@@ -48,22 +48,11 @@ def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: 
     return Experiment(recipe, the_plan, work_dir, build_config_text(recipe, the_plan, work_dir))
 
 
-def write_config(experiment: Experiment, path: Path) -> None:
-    write_text_atomic(path, experiment.config_text)
-
-
 def load_mmengine_config(path: Path) -> Any:
     """mmengine's Config of a file, or a one-line error."""
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.runs.run_config import read_config
 
-    ensure_stack()
-    from mmengine.config import Config
-
-    try:
-        return Config.fromfile(str(path))
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VocsegError(f"Cannot read config {path}: {first}.", "Pass a config written by `vocseg config` or an mmseg config.") from None
+    return read_config(path)
 
 
 def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment:
@@ -72,7 +61,7 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
         raise VocsegError(f"Config {path} does not exist.", "Write one with `vocseg config -o FILE`.")
     given = [k for k, v in flags.items() if v is not None and k != "work_dir"]
     if given:
-        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        names = ", ".join("--" + ("workers" if k == "num_workers" else k).replace("_", "-") for k in given)  # the recipe field num_workers is --workers
         raise VocsegError(f"{names} cannot be combined with a config file: it is trained as written.", "Re-create the config with `vocseg config` and these flags, or drop them.")
     cfg = load_mmengine_config(path)
     embedded = cfg.get("vocseg_recipe")
@@ -94,7 +83,7 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
 
 # What a run folder may hold besides config.py / recipe.json: MMEngine's timestamped log folders,
 # checkpoints and their pointer, vocseg's results, lock, manifest and half-written temporary files.
-_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png)$")
+_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png|\.dist_test)$")
 
 
 def check_run_folder(experiment: Experiment) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe
+from vocseg.stack.threads import machine_cpu_count
 from vocseg.training.protocol import (
     EXIT_SIGNAL,
     LAUNCHER_ENV,
@@ -301,7 +302,7 @@ def _plan_launch(recipe: Recipe | None, options: LaunchOptions, visible: str | N
     elif options.node_rank == 0:
         check_port_free(port)
     # Threads per process set here (torchrun would print a banner and pick 1 for CPU runs too).
-    threads = str(max(1, _cpu_count() // nproc) if device == "cpu" else 1)
+    threads = str(max(1, machine_cpu_count() // nproc) if device == "cpu" else 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if var not in os.environ:
             env[var] = threads
@@ -317,13 +318,6 @@ def _require_cuda_build() -> None:
             f"This PyTorch ({torch.__version__}) is a CPU-only build: it cannot train on the GPUs.",
             "Install a CUDA build of torch 2.13.0 (see pytorch.org), or use --device cpu.",
         )
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def torchrun_command(config_path: Path, nproc: int, options: LaunchOptions, port: int, resume: bool) -> list[str]:
@@ -466,5 +460,5 @@ def launch_training(config_path: Path, plan: LaunchPlan, options: LaunchOptions,
     if forwarded:
         raise VocsegError(f"Training was interrupted before a checkpoint could be saved (exit code {code}).", f"Resume from the last checkpoint: vocseg resume {work_dir}", exit_code=EXIT_SIGNAL.get(forwarded, 130))
     if code:
-        raise VocsegError(f"Training failed (exit code {code}).", f"See the messages above and the log in {work_dir} (newest timestamped folder), or re-run with --verbose.", exit_code=code)
+        raise VocsegError(f"Training failed (exit code {code}).", f"See the messages above and the log in {work_dir} (newest timestamped folder), or re-run with --log to see it here.", exit_code=code)
     return 0

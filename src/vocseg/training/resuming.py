@@ -47,17 +47,13 @@ class ResumeTarget:
         return self.max_iters is not None and self.iteration >= self.max_iters and not self.val_pending
 
 
+RESTORE_HINT = "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py)."
+
+
 def _max_iters(config_path: Path) -> int | None:
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.runs.run_config import read_config
 
-    ensure_stack()
-    from mmengine.config import Config
-
-    try:
-        cfg = Config.fromfile(str(config_path), import_custom_modules=False)
-    except Exception as exc:  # noqa: BLE001 - any parse error of a user-edited file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VocsegError(f"Cannot read {config_path}: {first[:160]}.", "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py).") from None
+    cfg = read_config(config_path, import_custom_modules=False, hint=RESTORE_HINT)
     train_cfg = cfg.get("train_cfg") or {}
     value = train_cfg.get("max_iters")
     return int(value) if value is not None else None
@@ -70,15 +66,13 @@ def check_fits_run_model(config_path: Path, state: dict, checkpoint: Path) -> No
     Without it, MMEngine loads such a file non-strictly and fails much later in the optimizer,
     after the run folder was written to.
     """
+    from vocseg.runs.run_config import read_config
     from vocseg.stack.checkpoints import compare_state_dicts, describe_misfit, state_dict_of
-    from vocseg.stack.compat import ensure_stack
 
-    ensure_stack()
+    cfg = read_config(config_path, hint=RESTORE_HINT)
     try:
-        from mmengine.config import Config
         from mmengine.registry import init_default_scope
 
-        cfg = Config.fromfile(str(config_path))
         init_default_scope(cfg.get("default_scope", "mmseg"))
         import mmseg.models  # noqa: F401  (registers the model classes)
         from mmseg.registry import MODELS
@@ -94,7 +88,7 @@ def check_fits_run_model(config_path: Path, state: dict, checkpoint: Path) -> No
         model = MODELS.build(model_cfg)
     except Exception as exc:  # noqa: BLE001 - a config the user edited
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise VocsegError(f"Cannot build the model of {config_path}: {first}.", "Fix the file, or restore it from the run's timestamped log folder (vis_data/config.py).") from None
+        raise VocsegError(f"Cannot build the model of {config_path}: {first}.", RESTORE_HINT) from None
     try:
         weights = state_dict_of(state)
     except VocsegError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 from vocseg.console import quiet_stdout
 from vocseg.errors import VocsegError
+from vocseg.recipe.mmconfig import COLLECT_DIR
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.instance_names import unique_instance_names
 from vocseg.training.protocol import launcher_from_env
@@ -70,21 +71,20 @@ def build_runner(
     rescale_lr: bool = False,
     cfg_options: dict[str, Any] | None = None,
 ) -> Any:
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.runs.run_config import read_config
 
-    ensure_stack()
-    from mmengine.config import Config
+    cfg = read_config(config_path)  # after ensure_stack: the Runner below comes from the patched stack
     from mmengine.runner import Runner
 
     from vocseg.training.trackers import apply_log_to_override
 
-    cfg = Config.fromfile(str(config_path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     _check_data(cfg)
     # The run folder is where the config lives (a moved or copied run keeps working).
     work_dir = config_path.resolve().parent
     cfg.work_dir = str(work_dir)
+    _collect_in(cfg, work_dir / COLLECT_DIR)
     cfg.launcher = launcher_from_env()
     unique_instance_names(cfg, work_dir.name)
     cfg.resume = resume
@@ -162,7 +162,7 @@ def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) 
         first = text.splitlines()[0][:200] if text else ""
         raise VocsegError(
             f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
-            "Fix the config (or write one with `vocseg config`); --verbose shows the traceback.",
+            "Fix the config (or write one with `vocseg config`); `vocseg --verbose train ...` shows the traceback.",
         ) from None
 
 
@@ -174,3 +174,14 @@ def _close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _collect_in(cfg: Any, folder: Path) -> None:
+    """vocseg's metrics gather a multi-process validation's results in `folder` (the run folder's
+    .dist_test/, also for a moved run or a config written without collect_dir), never in the
+    current folder. Other metric types are left as configured: not every one accepts collect_dir."""
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+            if isinstance(metric, dict) and str(metric.get("type", "")).startswith("Vocseg") and metric.get("collect_device", "cpu") == "cpu":
+                metric["collect_dir"] = str(folder)

@@ -282,7 +282,7 @@ class TrackerHook(Hook):
         backends = tracker_backends(runner.visualizer)
         per_class: dict[str, dict[str, float]] = {}
         for metric in getattr(runner.val_evaluator, "metrics", []):
-            per_class.update(getattr(metric, "last_per_class", {}) or {})
+            per_class.update(getattr(metric, "per_class", {}) or {})
         scalars = {f"val/IoU.{name}": values["IoU"] for name, values in per_class.items()
                    if isinstance(values.get("IoU"), float) and not math.isnan(values["IoU"])}
         if not scalars:

@@ -34,12 +34,6 @@ LIGHT_FILL = 0.35  # the fill opacity of the report's pictures: the photo shows 
 BLEND_PIXELS = 1 << 22  # pixels blended at a time (a band of rows): bounds the float32 copies to ~50 MB
 
 
-def colourise(label_map: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 palette colours (VOC's, or the active dataset's)."""
-    lut = np.array(_palette(), dtype=np.uint8)
-    return lut[label_map]
-
-
 def class_shares(label_map: np.ndarray, classes: tuple[str, ...] | None = None) -> dict[str, float]:
     """Percent of the image per class present, largest first (classes: the active dataset's)."""
     classes = classes or active_dataset().classes

@@ -90,9 +90,13 @@ test_dataloader = {'batch_size': 1,
                           {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
-val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+val_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': 'runs/official-upernet-r101-20k/.dist_test'}
 
-test_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+test_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': 'runs/official-upernet-r101-20k/.dist_test'}
 
 val_cfg = {'type': 'ValLoop'}
 

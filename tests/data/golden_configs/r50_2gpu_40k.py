@@ -183,9 +183,14 @@ test_dataloader = {'batch_size': 1,
                           {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
-val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+# several processes gather their results in collect_dir (inside the run folder)
+val_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': '/work/runs/r50_2gpu_40k/.dist_test'}
 
-test_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+test_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': '/work/runs/r50_2gpu_40k/.dist_test'}
 
 # LR 0.005 = 0.01 x 8 / 16 (linear scaling from the base batch); mixed precision
 optim_wrapper = {'type': 'VocsegAmpOptimWrapper',

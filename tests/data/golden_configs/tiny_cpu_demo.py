@@ -181,9 +181,14 @@ test_dataloader = {'batch_size': 1,
                           {'type': 'VocsegLoadAnnotations'},
                           {'type': 'PackSegInputs'}]}}
 
-val_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+# several processes gather their results in collect_dir (inside the run folder)
+val_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': '/work/runs/tiny_cpu_demo/.dist_test'}
 
-test_evaluator = {'type': 'VocsegPerClassIoUMetric', 'iou_metrics': ['mIoU', 'mDice', 'mFscore']}
+test_evaluator = {'type': 'VocsegPerClassIoUMetric',
+ 'iou_metrics': ['mIoU', 'mDice', 'mFscore'],
+ 'collect_dir': '/work/runs/tiny_cpu_demo/.dist_test'}
 
 # LR 0.05 = 0.1 x 8 / 16 (linear scaling from the base batch)
 optim_wrapper = {'type': 'OptimWrapper',
