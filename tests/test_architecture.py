@@ -130,6 +130,7 @@ ALLOWED = {
     "vocseg.mmseg_plugin": BOTTOM | {"data", "stack", "recipe", "runs", "evaluation", "training"},
     "vocseg.commands": BOTTOM | {"data", "stack", "recipe", "runs", "visualization", "evaluation", "training", "inference", "reports", "export", "commands"},
     "vocseg.cli": BOTTOM | {"commands"},
+    "vocseg.__main__": {"cli"},
 }
 
 
