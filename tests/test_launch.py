@@ -278,19 +278,29 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
 
     from vocseg.runs.folders import run_lock
 
+    # The child keeps the lock until the test says so (a file appears), not for a fixed time: a
+    # loaded machine must not let it go before the test has looked.
+    release = tmp_path / "release"
+    child = (
+        "import os, sys, time\n"
+        "end = time.monotonic() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.monotonic() < end:\n"
+        "    time.sleep(0.05)\n"
+    )
     script = (
         "import os, subprocess, sys\n"
         "from pathlib import Path\n"
         "from vocseg.runs.folders import held_lock_fds, run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n"
-        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)'], pass_fds=held_lock_fds())\n"
+        f"    subprocess.Popen([sys.executable, '-c', {child!r}, sys.argv[2]], pass_fds=held_lock_fds())\n"
         "    os._exit(0)  # as if SIGKILLed: no unlock\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(release)], check=True, timeout=60)
     with pytest.raises(VocsegError, match="being trained by another process"):
         with run_lock(tmp_path):
             pass
-    deadline = time.monotonic() + 30
+    release.touch()
+    deadline = time.monotonic() + 120
     while True:  # free once the child that kept it has exited
         try:
             with run_lock(tmp_path):
