@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from vocseg.reports.compare import DEFAULT_THRESHOLDS as T  # light: no heavy imports there
+
 
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
@@ -16,10 +18,10 @@ def compare(
     inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
     chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.")] = None,
-    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.")] = 3.0,
-    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = 1.5,
-    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.")] = 10.0,
-    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.")] = 10.0,
+    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.")] = T.min_change,
+    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.")] = T.area_limit,
+    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.")] = T.gap,
+    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.")] = T.weak_margin,
     force: Annotated[bool, typer.Option("--force", help="Replace --chart / --json files that vocseg did not write (never an input).")] = False,
 ) -> None:
     """Compare two or more results: per-class IoU and Acc with deltas against the first, and flags for
@@ -30,7 +32,7 @@ def compare(
     from vocseg.commands.render import compare_table, print_flags
     from vocseg.console import console
     from vocseg.files import check_may_write, record_written, write_owned_text
-    from vocseg.reports.compare import compare_paths
+    from vocseg.reports.compare import Thresholds, compare_paths
     from vocseg.reports.compare_chart import compare_chart
 
     # Inputs are never replaced (a run folder's eval JSONs included); other files only when vocseg wrote them.
@@ -42,7 +44,7 @@ def compare(
         from vocseg.errors import VocsegError
 
         raise VocsegError(f"--chart and --json name the same file {chart}.", "Give them different names.")
-    comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
+    comparison = compare_paths(inputs, Thresholds(min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin))
     console.print(compare_table(comparison))
     print_flags(comparison)
     if chart is None:

@@ -82,22 +82,10 @@ def check_table(report: CheckReport) -> Table:
     return table
 
 
-def _confused_with(result: EvalResult, index: int) -> str:
-    """The class that takes the largest share of this class's pixels, other than itself."""
-    if not result.confusion:
-        return ""
-    row = result.confusion[index]
-    total = sum(row)
-    if not total:
-        return ""
-    others = [(v, j) for j, v in enumerate(row) if j != index]
-    value, j = max(others) if others else (0, index)
-    share = 100 * value / total
-    return f"{list(result.per_class)[j]} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
-
-
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     """eval_table plus what each class is most often mistaken for (from the confusion matrix)."""
+    from vocseg.evaluation.eval_result import most_confused_with
+
     tta = " + TTA" if result.extra.get("tta") else ""
     table = Table(title=title or f"{result.split}: {result.num_images} images{tta}", title_justify="left")
     table.add_column("class")
@@ -107,7 +95,7 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     for i, (name, vals) in enumerate(result.per_class.items()):
         iou = vals.get("IoU")
         style = "red" if iou is not None and not math.isnan(iou) and iou < 50 else None
-        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
+        table.add_row(name, *(_fmt(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), most_confused_with(result, i), style=style)
     table.add_section()
     means = result.extra.get("means", {})
     table.add_row("[bold]mean[/]", f"[bold]{result.mIoU:.2f}[/]", f"[bold]{result.mAcc:.2f}[/]", _fmt(means.get("mDice")), _fmt(means.get("mPrecision")), "")
@@ -188,4 +176,8 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
             top = ", ".join(f"{c} {s:.1f}%" for c, s in list(r.shares.items())[:4])
             written = f"{r.label.name.removesuffix('_label.png')}_*.png" if r.label else (r.overlay.name if r.overlay else "")
             table.add_row(escape(str(r.image)), escape(top), escape(written))
+    if any(r.demo_model for r in results):
+        from vocseg.runs.provenance import DEMO_CAVEAT
+
+        table.title = f"{title} [bold red](demo model: {escape(DEMO_CAVEAT)})[/]"
     return table
