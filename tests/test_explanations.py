@@ -4,6 +4,7 @@ data), and a demo-trained model is labelled as such where its predictions are sh
 from __future__ import annotations
 
 import json
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,6 @@ def test_predict_and_report_say_demo(cli, trained_run: Path, demo_root: Path, tm
     report = tmp_path / "report.html"
     r = cli("report", trained_run, "--photos", photos, "-o", report)
     assert r.code == 0, r.err
-    html = report.read_text()
+    html = unescape(report.read_text())
     assert html.count("Demo model: trained on vocseg's synthetic demo shapes") == 2  # top of the page and the photos section
     assert "vocseg's synthetic demo data" in html and "VOC train + SBD aug" not in html
