@@ -48,6 +48,9 @@ def test_val_trend_rising_plateau_and_too_short() -> None:
     plateau = val_trend(PLATEAU)
     assert plateau.state == "plateau" and plateau.gain == 0.0
     assert val_trend({100: 10.0, 200: 50.0}).state == "unknown"
+    flat = val_trend({4: 3.49, 8: 3.49, 28: 3.5, 40: 3.49})  # a 40-iteration demo run: not a plateau, not started
+    assert flat.state == "flat" and "had not started learning" in flat.text()
+    assert "train longer" in weak_cause(RunFacts("r", iters=40, total_batch=8, val_miou={4: 3.49, 8: 3.49, 28: 3.5, 40: 3.49}))
 
 
 def test_a_still_rising_run_blames_its_schedule_not_the_classes(tmp_path: Path, demo_root: Path) -> None:
@@ -92,6 +95,8 @@ def test_compare_names_a_5x_longer_schedule_first(tmp_path: Path, demo_root: Pat
     assert first.kind == "recipe" and first.run == "demo-3000"
     assert first.message.startswith("demo-3000 vs demo-600: demo-3000 trained 5.0x the iterations of demo-600 (3,000 vs 600), 5.0x the samples (24,000 vs 4,800)")
     assert "demo-600: validation was still rising" in first.message
+    training = [r["training"] for r in comparison.to_json()["runs"]]
+    assert [(t["iterations"], t["samples"], t["data"], t["val_trend"]["state"]) for t in training] == [(600, 4800, "demo", "rising"), (3000, 24000, "demo", "plateau")]
     weak = next(f for f in comparison.flags if f.kind == "weak")
     assert weak.classes == ["chair"] and "still rising" in weak.fix  # the short run's schedule is the likelier cause
 

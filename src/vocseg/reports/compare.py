@@ -130,6 +130,7 @@ class Comparison:
                     "mIoU": r.mIoU,
                     "mAcc": r.mAcc,
                     "aAcc": r.aAcc,
+                    "training": _facts_json(r.facts),
                     "per_class": {
                         c: {
                             "IoU": r.value(c, "IoU"),
@@ -145,6 +146,23 @@ class Comparison:
             ],
             "flags": [f.to_json() for f in self.flags],
         }
+
+
+def _facts_json(facts: RunFacts | None) -> dict[str, Any] | None:
+    """What the run's files say about its training (None when the result has no run folder)."""
+    if facts is None:
+        return None
+    trend = facts.trend
+    return {
+        "run": facts.run,
+        "iterations": facts.iters,
+        "total_batch": facts.total_batch,
+        "samples": facts.samples,
+        "lr": facts.lr,
+        "data": facts.data.kind if facts.data else None,
+        "train_images": facts.data.images if facts.data else None,
+        "val_trend": {"state": trend.state, "from": [trend.from_step, trend.from_miou], "to": [trend.to_step, trend.to_miou]} if trend.state != "unknown" else {"state": "unknown"},
+    }
 
 
 # ---------------------------------------------------------------- loading
@@ -464,7 +482,7 @@ def _telling_facts(runs: list[RunResult]) -> RunFacts | None:
     """The facts that bear on a pattern common to several runs: a run still rising first (its schedule
     is the likelier cause), else the first run whose facts are known."""
     known = [r.facts for r in runs if r.facts is not None and r.facts.iters]
-    rising = [f for f in known if f.trend.state == "rising"]
+    rising = [f for f in known if f.trend.state in ("rising", "flat")]
     return (rising or known or [None])[0]
 
 

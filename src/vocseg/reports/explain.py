@@ -27,7 +27,8 @@ DIFFERENCE_RATIO = 1.25  # iterations, samples, LR or batch this many times apar
 
 @dataclass(frozen=True)
 class Trend:
-    """Validation mIoU at the end of a run. state: rising | plateau | unknown (fewer than 3 validations)."""
+    """Validation mIoU at the end of a run. state: rising | plateau | flat (never rose: it has not
+    started learning) | unknown (fewer than 3 validations)."""
 
     state: str
     from_step: int = 0
@@ -43,6 +44,8 @@ class Trend:
         if self.state == "unknown":
             return "too few validations to say whether it was still improving"
         span = f"{self.from_miou:.1f} -> {self.to_miou:.1f} mIoU from iteration {self.from_step:,} to {self.to_step:,}"
+        if self.state == "flat":
+            return f"validation never rose ({span}): the model had not started learning"
         return f"validation was still rising at the end ({span})" if self.state == "rising" else f"validation had levelled off ({span})"
 
 
@@ -50,7 +53,8 @@ def val_trend(miou: dict[int, float], *, tail: float = TAIL_FRACTION, min_gain: 
     """Compare the last validation with the latest one at or before `(1 - tail)` x the last step.
 
     `miou`: iteration -> val mIoU (percent), as `vocseg.runs.curves.read_curves` gives it.
-    rising: the gain is at least `min_gain` points; plateau: less (or a fall); unknown: < 3 points.
+    rising: the gain is at least `min_gain` points; plateau: less (or a fall) after a rise of at
+    least `min_gain` since the first validation; flat: no such rise at all; unknown: < 3 points.
     """
     steps = sorted(miou)
     if len(steps) < 3:
@@ -59,7 +63,11 @@ def val_trend(miou: dict[int, float], *, tail: float = TAIL_FRACTION, min_gain: 
     earlier = [s for s in steps[:-1] if s <= last * (1 - tail)] or steps[:1]
     start = earlier[-1]
     gain = miou[last] - miou[start]
-    return Trend("rising" if gain >= min_gain else "plateau", start, last, round(miou[start], 2), round(miou[last], 2))
+    if gain >= min_gain:
+        return Trend("rising", start, last, round(miou[start], 2), round(miou[last], 2))
+    if max(miou.values()) - miou[steps[0]] < min_gain:
+        return Trend("flat", steps[0], last, round(miou[steps[0]], 2), round(miou[last], 2))
+    return Trend("plateau", start, last, round(miou[start], 2), round(miou[last], 2))
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,8 @@ def schedule_note(facts: RunFacts) -> str:
         return ""
     trend = facts.trend
     text = f"{facts.label}: trained {facts.schedule_text()}; {trend.text()}"
-    if trend.state == "rising":
-        longer = facts.iters * 2
+    if trend.state in ("rising", "flat"):
+        longer = facts.iters * 2 if trend.state == "rising" else facts.iters * 10
         text += f". The schedule is the first limit: train longer (e.g. `--iters {longer:,}`) before reading causes into single classes."
     elif trend.state == "plateau":
         text += ": more of the same schedule is unlikely to help much."
@@ -159,7 +167,7 @@ def weak_cause(facts: RunFacts | None) -> str:
     if facts is None or not facts.iters:
         return "the run's schedule and curves are unknown here, so no cause is stated: see what each class is mistaken for in the confusion matrix and its gallery"
     trend = facts.trend
-    if trend.state == "rising":
+    if trend.state in ("rising", "flat"):
         return (
             f"{trend.text()} after {facts.schedule_text()}: the schedule is the first suspect, since the weakest classes are "
             "usually the last to be learned; train longer and look again"
@@ -180,7 +188,7 @@ def overfill_cause(facts: RunFacts | None) -> str:
         return "the training data are unknown here, so no cause is stated; look at the false-alarm (blue) pixels in the galleries"
     if data.has_sbd_polygons:
         return "trained on VOC train + SBD aug, whose polygon masks are coarser than VOC's and spill over thin parts; one remedy to try: a short fine-tune on VOC's fine labels (train.txt)"
-    rising = facts is not None and facts.trend.state == "rising"
+    rising = facts is not None and facts.trend.state in ("rising", "flat")
     if data.kind == "demo":
         cause = "the demo's masks are exact, so the masks are not the cause"
     elif data.kind == "voc":

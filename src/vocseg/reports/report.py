@@ -29,7 +29,7 @@ from typing import Any
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import EvalResult, load_result, most_confused_with
 from vocseg.reports import pictures as pics
-from vocseg.reports.compare import DEFAULT_THRESHOLDS, Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
+from vocseg.reports.compare import DEFAULT_THRESHOLDS, Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, run_label, weak_flags
 from vocseg.reports.explain import RunFacts, facts_from_run, schedule_note
 from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
 from vocseg.runs.provenance import DEMO_CAVEAT
@@ -330,7 +330,7 @@ def explain_section(facts: RunFacts) -> dict[str, Any]:
         "schedule": schedule_note(facts),
         "trend": facts.trend.state,
         "demo": demo,
-        "demo_caveat": f"This model was {DEMO_CAVEAT}." if demo else "",
+        "demo_caveat": f"{DEMO_CAVEAT}." if demo else "",
     }
 
 
@@ -436,7 +436,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         return value
 
     evals = timed("tables", split_evals, run)
-    facts = timed("facts", facts_from_run, run)
+    facts = timed("facts", facts_from_run, run, run_label(run))
     context = {
         "generator": GENERATOR,
         "run": str(run.resolve()),
