@@ -211,7 +211,7 @@ def plan_section(run: Path) -> dict[str, Any]:
     rows = [
         ("model", f"{recipe.model}, crop {recipe.crop_size}"),
         ("pretrained weights", recipe.pretrained_checkpoint or "none (random init)"),
-        ("data", f"{data_source(recipe.data_root, recipe.aug, p.train_size if p else None).label} in {recipe.data_root}"),
+        ("data", f"{data_source(recipe.data_root, recipe.aug, p.train_size if p else None).label}; data root {recipe.data_root}"),
     ]
     if p is not None:
         procs = f"{p.world_size} GPU(s) [{recipe.gpus}]" if recipe.device == "cuda" else f"{p.world_size} CPU process(es)"
