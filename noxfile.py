@@ -47,6 +47,11 @@ def demo(session: nox.Session) -> None:
     runs/demo-previous, runs/demo-previous2, ... and the log says so. Nothing is deleted.
     """
     install(session)
+    # One torch intra-op thread whatever the machine: the thread count changes the order of float
+    # sums in CPU convolutions, so a 2-core and a 16-core machine would train different demo models
+    # from the same seed (docs/performance.md, "The demo's figure"). One thread is what vocseg picks
+    # on a 2-core machine beside 2 loader workers anyway.
+    session.env["OMP_NUM_THREADS"] = "1"
     keep_earlier_demo(session, Path(DEMO))
     data = f"{DEMO}/data"
     session.run("vocseg", "prepare", "--demo", "--data-root", data)

@@ -81,13 +81,17 @@ class ArchiveServer:
     """Serves `files` on 127.0.0.1 with Range support; can cut responses halfway or ignore Range."""
 
     MAX_REQUESTS = 200
-    LIFETIME_S = 120.0
+    SETTLE_S = 60.0  # the longest a test waits for a handler to finish before failing
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
-        self.bytes_sent = 0
-        self.lock = threading.Lock()  # handlers run in threads
+        # Handlers run in their own threads and the client may read its last byte before the
+        # handler has counted it: the count is kept under a lock and read through `bytes_sent`,
+        # which waits until every handler has finished (no sleeps, no races under load).
+        self._settled = threading.Condition()
+        self._active = 0
+        self._bytes_sent = 0
         self.plan: list[str] = []  # what the next requests get, in order: "cut" (half the body, then close), "503"; then "ok"
         self.ignore_range = False
         server = self
@@ -104,16 +108,32 @@ class ArchiveServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
-        self.timer = threading.Timer(self.LIFETIME_S, self.httpd.shutdown)  # stops by itself
-        self.timer.daemon = True
-        self.timer.start()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Archive bytes written by handlers that have finished, once none is running."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._active == 0, timeout=self.SETTLE_S):
+                raise AssertionError(f"a request handler was still running after {self.SETTLE_S:.0f} s")
+            return self._bytes_sent
 
     def handle(self, req: BaseHTTPRequestHandler) -> None:
+        with self._settled:
+            self._active += 1
+        try:
+            self._handle(req)
+        finally:
+            with self._settled:
+                self._active -= 1
+                self._settled.notify_all()
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
         path, rng = req.path, req.headers.get("Range")
         if len(self.log) >= self.MAX_REQUESTS:
             self._reply(req, path, rng, 429, b"")
             return
-        step = self.plan.pop(0) if self.plan else "ok"
+        with self._settled:
+            step = self.plan.pop(0) if self.plan else "ok"
         if step == "503":
             self._reply(req, path, rng, 503, b"busy")
             return
@@ -132,21 +152,22 @@ class ArchiveServer:
         self._reply(req, path, rng, 206 if start else 200, body, headers, cut=step == "cut")
 
     def _reply(self, req, path, rng, status, body, headers=None, cut=False) -> None:  # noqa: ANN001
-        self.log.append((path, rng, status))
+        with self._settled:
+            self.log.append((path, rng, status))
         req.send_response(status)
         req.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             req.send_header(k, v)
         req.end_headers()
         sent = body[: len(body) // 2] if cut else body
-        with self.lock:  # counted before the client can have the bytes: a test reading it after a download sees them all
-            self.bytes_sent += len(sent) if status in (200, 206) else 0  # archive bytes only
         req.wfile.write(sent)
         req.wfile.flush()
         req.close_connection = True
+        if status in (200, 206):  # archive bytes only
+            with self._settled:
+                self._bytes_sent += len(sent)
 
     def stop(self) -> None:
-        self.timer.cancel()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -42,7 +42,7 @@ def test_reference_runs_flags(cli, seed_runs: Path, tmp_path: Path) -> None:
     assert over["run"] == "voc_aug_200ep" and over["classes"] == ["bicycle"]
     assert over["evidence"]["bicycle"]["IoU"] == [64.18, 42.82] and over["evidence"]["bicycle"]["Acc"] == [79.64, 89.07]
     assert over["evidence"]["bicycle"]["pred_to_true_area"] == [1.04, 1.97]
-    assert "SBD" in over["message"]
+    assert "its settings name SBD" in over["fix"]  # the cause the run's written settings support
     (weak,) = flags_of(result, "weak")
     assert {"chair", "sofa", "diningtable"} <= set(weak["classes"]) and "bicycle" not in weak["classes"]
     settings = " ".join(f["message"] for f in flags_of(result, "settings"))

@@ -242,7 +242,7 @@ def test_killing_the_launcher_stops_torchrun_which_saves(demo_root: Path, tmp_pa
            "--iters", "5000", "--ckpt-interval", "10", "--val-interval", "100000", "--work-dir", str(work)]
     launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600  # a bound for failure only (a loaded machine is slow to start torchrun)
         while not (work / "iter_10.pth").is_file():
             assert launcher.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
             time.sleep(0.5)
@@ -278,19 +278,29 @@ def test_the_lock_outlives_a_killed_launcher_while_torchrun_runs(tmp_path: Path)
 
     from vocseg.runs.folders import run_lock
 
+    # The child keeps the lock until the test says so (a file appears), not for a fixed time: a
+    # loaded machine must not let it go before the test has looked.
+    release = tmp_path / "release"
+    child = (
+        "import os, sys, time\n"
+        "end = time.monotonic() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.monotonic() < end:\n"
+        "    time.sleep(0.05)\n"
+    )
     script = (
         "import os, subprocess, sys\n"
         "from pathlib import Path\n"
         "from vocseg.runs.folders import held_lock_fds, run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n"
-        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)'], pass_fds=held_lock_fds())\n"
+        f"    subprocess.Popen([sys.executable, '-c', {child!r}, sys.argv[2]], pass_fds=held_lock_fds())\n"
         "    os._exit(0)  # as if SIGKILLed: no unlock\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), str(release)], check=True, timeout=60)
     with pytest.raises(VocsegError, match="being trained by another process"):
         with run_lock(tmp_path):
             pass
-    deadline = time.monotonic() + 30
+    release.touch()
+    deadline = time.monotonic() + 120
     while True:  # free once the child that kept it has exited
         try:
             with run_lock(tmp_path):
@@ -347,7 +357,7 @@ def test_sigterm_to_vocseg_under_torchrun_stops_every_process_at_a_checkpoint(de
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600  # a bound for failure only (a loaded machine is slow to start torchrun)
         while not (work / "iter_10.pth").is_file():
             assert launcher.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
             time.sleep(0.5)

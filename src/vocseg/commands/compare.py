@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vocseg.commands.options import OUTPUT, ForceOpt, command
+from vocseg.reports.compare import DEFAULT_THRESHOLDS as T  # light: no heavy imports there
 
 THRESHOLDS = "Flag thresholds"
 
@@ -20,10 +21,10 @@ def compare(
     inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
     chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False, rich_help_panel=OUTPUT)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.", rich_help_panel=OUTPUT)] = None,
-    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.", rich_help_panel=THRESHOLDS)] = 3.0,
-    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.", rich_help_panel=THRESHOLDS)] = 1.5,
-    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.", rich_help_panel=THRESHOLDS)] = 10.0,
-    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.", rich_help_panel=THRESHOLDS)] = 10.0,
+    min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.", rich_help_panel=THRESHOLDS)] = T.min_change,
+    area_limit: Annotated[float, typer.Option("--area-limit", min=1.0, help="Over-filled: predicted area at least this many times the true area.", rich_help_panel=THRESHOLDS)] = T.area_limit,
+    gap: Annotated[float, typer.Option("--gap", min=0.0, help="Memorisation: train mIoU at least this many points above val.", rich_help_panel=THRESHOLDS)] = T.gap,
+    weak_margin: Annotated[float, typer.Option("--weak-margin", min=0.0, help="Weak: class IoU at least this many points below its run's mIoU in every result.", rich_help_panel=THRESHOLDS)] = T.weak_margin,
     force: ForceOpt = False,
 ) -> None:
     """Compare two or more results: per-class IoU and Acc with deltas against the first, and flags for
@@ -34,7 +35,7 @@ def compare(
     from vocseg.commands.render import compare_table, print_flags
     from vocseg.console import console
     from vocseg.files import check_may_write, record_written, write_owned_text
-    from vocseg.reports.compare import compare_paths
+    from vocseg.reports.compare import Thresholds, compare_paths
     from vocseg.reports.compare_chart import compare_chart
 
     # Inputs are never replaced (a run folder's eval JSONs included); other files only when vocseg wrote them.
@@ -46,7 +47,7 @@ def compare(
         from vocseg.errors import VocsegError
 
         raise VocsegError(f"--chart and --json name the same file {chart}.", "Give them different names.")
-    comparison = compare_paths(inputs, min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin)
+    comparison = compare_paths(inputs, Thresholds(min_change=min_change, area_limit=area_limit, gap=gap, weak_margin=weak_margin))
     console.print(compare_table(comparison))
     print_flags(comparison)
     if chart is None:

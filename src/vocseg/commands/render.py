@@ -112,22 +112,10 @@ def check_table(report: CheckReport) -> Table:
     return table
 
 
-def _confused_with(result: EvalResult, index: int) -> str:
-    """The class that takes the largest share of this class's pixels, other than itself."""
-    if not result.confusion:
-        return ""
-    row = result.confusion[index]
-    total = sum(row)
-    if not total:
-        return ""
-    others = [(v, j) for j, v in enumerate(row) if j != index]
-    value, j = max(others) if others else (0, index)
-    share = 100 * value / total
-    return f"{shown(list(result.per_class)[j])} {share:.0f}%" if round(share) >= 1 else ""  # never "bottle 0%"
-
-
 def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
     """Per-class IoU, Acc, Dice, Precision and what each class is most often mistaken for (from the confusion matrix)."""
+    from vocseg.evaluation.eval_result import most_confused_with
+
     tta = " + TTA" if result.extra.get("tta") else ""
     table = Table(title=title or f"{shown(result.split)}: {result.num_images} images{tta}", title_justify="left")
     table.add_column("class")
@@ -143,7 +131,7 @@ def eval_report_table(result: EvalResult, title: str | None = None) -> Table:
             why = f"not in this split; predicted on {predicted} pixels (IoU 0, counted)" if predicted else "not in this split: excluded from the means"
             table.add_row(shown(name), *(format_value(vals.get(k)) if predicted else "" for k in ("IoU", "Acc", "Dice", "Precision")), why, style="dim")
             continue
-        table.add_row(shown(name), *(format_value(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), _confused_with(result, i), style=style)
+        table.add_row(shown(name), *(format_value(vals.get(k)) for k in ("IoU", "Acc", "Dice", "Precision")), shown(most_confused_with(result, i)), style=style)
     table.add_section()
     means = result.extra.get("means", {})
     table.add_row("[bold]mean[/]", f"[bold]{format_value(result.mIoU)}[/]", f"[bold]{format_value(result.mAcc)}[/]", format_value(means.get("mDice")), format_value(means.get("mPrecision")), "")
@@ -236,4 +224,8 @@ def predict_table(results: list[Prediction], title: str = "Predictions") -> Tabl
             top = ", ".join(f"{c} {s:.1f}%" for c, s in list(r.shares.items())[:4])
             written = f"{r.label.name.removesuffix('_label.png')}_*.png" if r.label else (r.overlay.name if r.overlay else "")
             table.add_row(shown(r.image), shown(top), shown(written))
+    if any(r.demo_model for r in results):
+        from vocseg.runs.provenance import DEMO_CAVEAT
+
+        table.title = f"{title} [bold red](demo model: {shown(DEMO_CAVEAT)})[/]"
     return table

@@ -75,6 +75,25 @@ class Evaluation:
     data_warnings: tuple[str, ...] = ()
 
 
+def most_confused_with(result: EvalResult, index: int) -> str:
+    """The class taking the largest share of class `index`'s true pixels, other than itself, with that
+    share of the row of the confusion matrix: "background 30%", "bottle <1%" (never "0%"); "" when the
+    result has no confusion matrix, the class has no true pixels or none of them went elsewhere.
+    `eval`'s table and the report's both show this."""
+    if not result.confusion:
+        return ""
+    row = result.confusion[index]
+    total = sum(row)
+    others = [(v, j) for j, v in enumerate(row) if j != index]
+    if not total or not others:
+        return ""
+    value, j = max(others)
+    if not value:
+        return ""
+    share = 100 * value / total
+    return f"{list(result.per_class)[j]} {'<1' if share < 0.5 else f'{share:.0f}'}%"
+
+
 def write_json(result: EvalResult, path: Path) -> None:
     from vocseg.files import write_text_atomic
 

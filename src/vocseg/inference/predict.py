@@ -34,7 +34,8 @@ from vocseg.errors import VocsegError
 from vocseg.inference.inputs import InputFile, real_path
 from vocseg.inference.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
 from vocseg.inference.segmenter import Segmenter, predict_array
-from vocseg.visualization.overlays import class_shares, overlay_image
+from vocseg.runs.provenance import DEMO_CAVEAT, trained_on_demo
+from vocseg.visualization.overlays import DEMO_LEGEND, class_shares, overlay_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".ico", ".pcx", ".sgi", ".exr", ".hdr"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
@@ -53,6 +54,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     frames: int | None = None  # videos: frames written (= frames read)
     fps: float | None = None  # videos
+    demo_model: bool = False  # the model was trained on vocseg's synthetic demo data (runs.provenance)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -64,6 +66,8 @@ class Prediction:
             "error": self.error,
             "notes": self.notes,
         }
+        if self.demo_model:
+            data["model_caveat"] = DEMO_CAVEAT
         if self.frames is not None:
             data.update(frames=self.frames, fps=self.fps)
         return data
@@ -135,6 +139,7 @@ def predict(
     except OSError as exc:
         raise VocsegError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.", "Pass another folder with -o.") from None
     results: list[Prediction] = []
+    demo = model_trained_on_demo(model)
     paths = [i.path for i in kept]
     stems = {(real_path(p.parent), p.stem) for p in paths}
     try:
@@ -145,7 +150,8 @@ def predict(
             elif path.suffix.lower() in VIDEO_SUFFIXES:
                 results.append(_predict_video(path, stem, model, folder, opacity=opacity, every=every, batch=batch, progress=progress))
             else:
-                results.append(_predict_image(path, stem, model, folder, opacity=opacity))
+                results.append(_predict_image(path, stem, model, folder, opacity=opacity, caveat=DEMO_LEGEND if demo else ()))
+            results[-1].demo_model = demo
             if progress is not None:
                 progress.advance()
     except OSError as exc:
@@ -158,6 +164,11 @@ def predict(
     return results
 
 
+def model_trained_on_demo(model: Segmenter) -> bool:
+    """True for a model from a run (or a checkpoint whose config) trained on the demo data's root (its marker)."""
+    return trained_on_demo(getattr(model, "run", None), getattr(getattr(model, "model", None), "cfg", None))
+
+
 def companion_of(path: Path) -> str | None:
     """The stem `cat` when `path` is named like a file that goes with `cat.jpg` (`cat_label.png`,
     `cat_overlay.png`, `cat_mask.png`, as vocseg and annotation tools name them), else None."""
@@ -167,7 +178,7 @@ def companion_of(path: Path) -> str | None:
     return None
 
 
-def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float) -> Prediction:
+def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder, *, opacity: float, caveat: tuple[str, ...] = ()) -> Prediction:
     item = Prediction(image=path)
     try:
         decoded = read_input(path)
@@ -196,7 +207,7 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     label, overlay = folder.folder / f"{stem}_label.png", folder.folder / f"{stem}_overlay.png"
     try:
         save_label_atomic(label_map, label)
-        save_png_atomic(overlay_image(rgb, label_map, opacity, item.shares), overlay)
+        save_png_atomic(overlay_image(rgb, label_map, opacity, item.shares, caveat), overlay)
     except OSError as exc:
         with contextlib.suppress(OSError):  # no half pair left behind: the label was this run's
             if label.name in folder.claimed:

@@ -6,12 +6,18 @@ like shared/reference/seed_runs.json). No heavy imports. One idea, kept in one m
 the loading of results and the rules that flag them share the RunResult type and its thresholds.
 
 Flags, each from the numbers (or the written settings) alone:
+- recipe (first): how compared runs differ in training (iterations, samples seen, data, LR, batch,
+  model), from their recipe.json and logs: a 5x longer schedule explains more than any class does;
 - over-filled: a class whose IoU fell while its Acc (recall) rose against the baseline, or whose
-  predicted area is far larger than its true area (derived from IoU and Acc). The model paints past
-  the object: the signature of coarse training masks (SBD's polygons).
-- memorisation: a run scoring much higher on its training images than on val.
-- weak: a class far below its run's mean IoU in every result.
+  predicted area is far larger than its true area (derived from IoU and Acc): the model paints past
+  the object;
+- memorisation: a run scoring much higher on its training images than on val;
+- weak: a class far below its run's mean IoU in every result;
 - settings: facts about how a run was trained that differ from the official recipe.
+
+The causes a flag names come from the run (`vocseg.reports.explain`): its data (demo, VOC,
+VOC + SBD, own lists), its schedule and whether validation was still rising; where the inputs carry
+no run folder, no cause is stated.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,27 @@ from vocseg.console import command
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import format_value
 from vocseg.recipe.official import ModelRef
+from vocseg.reports.explain import RunFacts, facts_from_run, memorisation_cause, overfill_cause, recipe_differences, weak_cause
 
 OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
 OFFICIAL_LR, OFFICIAL_BATCH = 0.01, 16
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The flags' thresholds (percentage points, or a ratio of areas): `vocseg compare`'s options,
+    the report's flags and the sentences that explain them all read this one object."""
+
+    min_change: float = 3.0  # over-filled: IoU down and Acc up by at least this many points against the baseline
+    area_limit: float = 1.5  # over-filled: predicted area at least this many times the true area
+    gap: float = 10.0  # memorisation: train mIoU at least this many points above val
+    weak_margin: float = 10.0  # weak: class IoU at least this many points below its run's mIoU in every result
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
 
 
 @dataclass
@@ -43,6 +67,7 @@ class RunResult:
     aAcc: float | None = None
     group: str = ""  # the model the numbers belong to: pairs its train and val results
     settings: dict[str, Any] = field(default_factory=dict)
+    facts: RunFacts | None = None  # the run's schedule, data and curves, when its run folder is known
 
     def value(self, cls: str, key: str) -> float | None:
         v = self.per_class.get(cls, {}).get(key)
@@ -72,7 +97,7 @@ class Comparison:
     runs: list[RunResult]
     classes: list[str]
     flags: list[Flag]
-    thresholds: dict[str, float]
+    thresholds: Thresholds
 
     @property
     def baseline(self) -> RunResult:
@@ -99,7 +124,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {
             "baseline": self.baseline.label,
-            "thresholds": self.thresholds,
+            "thresholds": self.thresholds.to_json(),
             "runs": [
                 {
                     "label": r.label,
@@ -108,6 +133,7 @@ class Comparison:
                     "mIoU": r.mIoU,
                     "mAcc": r.mAcc,
                     "aAcc": r.aAcc,
+                    "training": _facts_json(r.facts),
                     "per_class": {
                         c: {
                             "IoU": r.value(c, "IoU"),
@@ -123,6 +149,23 @@ class Comparison:
             ],
             "flags": [f.to_json() for f in self.flags],
         }
+
+
+def _facts_json(facts: RunFacts | None) -> dict[str, Any] | None:
+    """What the run's files say about its training (None when the result has no run folder)."""
+    if facts is None:
+        return None
+    trend = facts.trend
+    return {
+        "run": facts.run,
+        "iterations": facts.iters,
+        "total_batch": facts.total_batch,
+        "samples": facts.samples,
+        "lr": facts.lr,
+        "data": facts.data.kind if facts.data else None,
+        "train_images": facts.data.images if facts.data else None,
+        "val_trend": {"state": trend.state, "from": [trend.from_step, trend.from_miou], "to": [trend.to_step, trend.to_miou]} if trend.state != "unknown" else {"state": "unknown"},
+    }
 
 
 # ---------------------------------------------------------------- loading
@@ -200,7 +243,9 @@ def load_results(path: Path) -> list[RunResult]:
             if not isinstance(data, dict):
                 raise _bad(p, "not a JSON object")
             name = run_label(path)
-            results.append(_eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve())))
+            result = _eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve()))
+            result.facts = facts_from_run(path, name)
+            results.append(result)
         return results
     if not path.is_file():
         raise VocsegError(f"{path} does not exist.", "Pass eval JSON files or run folders.")
@@ -232,7 +277,23 @@ def load_results(path: Path) -> list[RunResult]:
         return results
     if "per_class" not in data:
         raise _bad(path, "no per_class table and no runs list")
-    return [_eval_result(path, data, file_label(path, data), group="")]
+    result = _eval_result(path, data, file_label(path, data), group="")
+    run = run_folder_of(path, data)
+    result.facts = facts_from_run(run, run_label(run)) if run is not None else None
+    return [result]
+
+
+def run_folder_of(path: Path, data: dict[str, Any]) -> Path | None:
+    """The run folder an eval JSON belongs to: RUN/eval/x.json, else its checkpoint's folder (None if neither)."""
+    candidates = [path.resolve().parent.parent]
+    checkpoint = data.get("checkpoint")
+    if isinstance(checkpoint, str) and checkpoint.strip() and not checkpoint.startswith("official:"):
+        ckpt = Path(checkpoint.strip())
+        candidates += [ckpt, ckpt.parent]
+    for c in candidates:
+        if (c / "config.py").is_file() and c.is_dir():
+            return c
+    return None
 
 
 # Names that say what a file or folder is, not which model: `runs/demo/train`, `eval.json`, `val.json`.
@@ -343,20 +404,27 @@ def overfill_flags(runs: list[RunResult], min_change: float, area_limit: float) 
                 hits[cls] = f"{cls}: predicted area {ratio:.2f}x the true area (IoU {format_value(run.value(cls, 'IoU'), missing='n/a')}, Acc {format_value(run.value(cls, 'Acc'), missing='n/a')})"
                 evidence[cls] = {"IoU": run.value(cls, "IoU"), "Acc": run.value(cls, "Acc"), "pred_to_true_area": ratio}
         if hits:
-            sbd = re.search(r"sbd|aug\.txt|voc12_aug", f"{run.settings.get('train_set', '')} {run.settings.get('base_configs', '')}", re.I) is not None
-            cause = "coarse training masks: SBD's polygon labels have no void band and spill over thin parts, so the model learns to paint past edges" if sbd else "masks larger than the objects (coarse training labels, e.g. SBD's polygons)"
             flags.append(
                 Flag(
                     "over-filled",
                     run.label,
-                    f"{run.label}: over-filled predictions ({cause}). " + "; ".join(hits.values()),
+                    f"{run.label}: over-filled predictions. " + "; ".join(hits.values()),
                     classes=list(hits),
                     evidence=evidence,
-                    fix="see it in the overlays (`vocseg predict`) and the confusion matrix's background row (`vocseg eval`); "
-                    "one remedy to try: a short fine-tune on VOC's fine labels (train.txt) after the VOC+SBD schedule",
+                    fix=_overfill_fix(run),
                 )
             )
     return flags
+
+
+def _overfill_fix(run: RunResult) -> str:
+    """The cause the run's facts support; for a file of runs, its written settings (SBD named there)."""
+    if run.facts is not None:
+        return overfill_cause(run.facts) + "; see it in the overlays (`vocseg predict`) and the confusion matrix's background row (`vocseg eval`)"
+    sbd = re.search(r"sbd|aug\.txt|voc12_aug", f"{run.settings.get('train_set', '')} {run.settings.get('base_configs', '')}", re.I) is not None
+    if sbd:
+        return "its settings name SBD: SBD's polygon masks are coarser than VOC's and spill over thin parts; one remedy to try: a short fine-tune on VOC's fine labels (train.txt)"
+    return overfill_cause(None)
 
 
 def memorisation_flags(runs: list[RunResult], gap: float) -> list[Flag]:
@@ -379,7 +447,7 @@ def memorisation_flags(runs: list[RunResult], gap: float) -> list[Flag]:
                 "largest class gaps: " + ", ".join(f"{c} {per_class[c]:+.2f}" for c in worst),
                 classes=[c for c in worst if per_class[c] >= gap],
                 evidence={"train_mIoU": train.mIoU, "val_mIoU": val.mIoU, "class_gaps": per_class},
-                fix="more data (`vocseg train --aug`), fewer epochs, or stronger augmentation; `vocseg eval RUN --split train` measures it",
+                fix=memorisation_cause(val.facts),
             )
         )
     return flags
@@ -404,9 +472,46 @@ def weak_flags(runs: list[RunResult], margin: float) -> list[Flag]:
             f"weak in every result (IoU at least {margin:g} below the run's mIoU in {', '.join(r.label for r in pool)}): {detail}",
             classes=weak,
             evidence={c: [r.value(c, "IoU") for r in pool] for c in weak},
-            fix="not a schedule problem: these classes are small, cluttered or occluded in VOC; check what they are confused with in the `vocseg eval` confusion matrix",
+            fix=weak_cause(_telling_facts(pool)),
         )
     ]
+
+
+def _telling_facts(runs: list[RunResult]) -> RunFacts | None:
+    """The facts that bear on a pattern common to several runs: a run still rising first (its schedule
+    is the likelier cause), else the first run whose facts are known."""
+    known = [r.facts for r in runs if r.facts is not None and r.facts.iters]
+    rising = [f for f in known if f.trend.state in ("rising", "flat")]
+    return (rising or known or [None])[0]
+
+
+def recipe_flags(runs: list[RunResult]) -> list[Flag]:
+    """How each run differs in training from the baseline (first) run, from their run folders."""
+    base = runs[0]
+    flags: list[Flag] = []
+    for run in runs[1:]:
+        if run.group == base.group or base.facts is None or run.facts is None:
+            continue
+        a, b = _relabel(base.facts, base.label), _relabel(run.facts, run.label)
+        diffs = recipe_differences(a, b)
+        if not diffs:
+            continue
+        trends = "; ".join(f"{f.label}: {f.trend.text()}" for f in (a, b) if f.trend.state != "unknown")
+        flags.append(
+            Flag(
+                "recipe",
+                run.label,
+                f"{b.label} vs {a.label}: " + "; ".join(diffs) + (f". {trends}" if trends else ""),
+                evidence={"iterations": [a.iters, b.iters], "samples": [a.samples, b.samples], "lr": [a.lr, b.lr], "total_batch": [a.total_batch, b.total_batch],
+                          "data": [a.data.kind if a.data else None, b.data.kind if b.data else None]},
+                fix="these runs differ in training first: read per-class differences in that light, or compare runs that differ in one setting",
+            )
+        )
+    return flags
+
+
+def _relabel(facts: RunFacts, label: str) -> RunFacts:
+    return replace(facts, label=label)
 
 
 def _text(settings: dict[str, Any]) -> str:
@@ -487,24 +592,25 @@ def settings_flags(run: RunResult) -> list[Flag]:
     return flags
 
 
-def compare_results(runs: list[RunResult], *, min_change: float = 3.0, area_limit: float = 1.5, gap: float = 10.0, weak_margin: float = 10.0) -> Comparison:
+def compare_results(runs: list[RunResult], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Comparison:
+    t = thresholds
     if len(runs) < 2:
         raise VocsegError(f"compare needs two or more results; got {len(runs)}.", "Pass more eval JSONs or run folders (a run folder with eval/val.json and eval/train.json counts as two).")
     _unique_labels(runs)
     classes: list[str] = []
     for r in runs:
         classes.extend(c for c in r.per_class if c not in classes)
-    flags = overfill_flags(runs, min_change, area_limit) + memorisation_flags(runs, gap) + weak_flags(runs, weak_margin)
+    flags = recipe_flags(runs) + overfill_flags(runs, t.min_change, t.area_limit) + memorisation_flags(runs, t.gap) + weak_flags(runs, t.weak_margin)
     for r in runs:
         flags.extend(settings_flags(r))
-    return Comparison(runs, classes, flags, {"min_change": min_change, "area_limit": area_limit, "gap": gap, "weak_margin": weak_margin})
+    return Comparison(runs, classes, flags, t)
 
 
-def compare_paths(paths: list[Path], **thresholds: float) -> Comparison:
+def compare_paths(paths: list[Path], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Comparison:
     runs: list[RunResult] = []
     for p in paths:
         runs.extend(load_results(p))
-    return compare_results(runs, **thresholds)
+    return compare_results(runs, thresholds)
 
 
-__all__ = ["Comparison", "Flag", "RunResult", "area_ratio", "compare_paths", "compare_results", "load_results"]
+__all__ = ["DEFAULT_THRESHOLDS", "Comparison", "Flag", "RunResult", "Thresholds", "area_ratio", "compare_paths", "compare_results", "load_results"]

@@ -28,35 +28,34 @@ from typing import Any
 
 from vocseg.console import command
 from vocseg.errors import VocsegError
-from vocseg.evaluation.eval_result import EvalResult, format_value, load_result
+from vocseg.evaluation.eval_result import EvalResult, format_value, load_result, most_confused_with
 from vocseg.reports import pictures as pics
-from vocseg.reports.compare import Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, weak_flags
+from vocseg.reports.compare import DEFAULT_THRESHOLDS, Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, run_label, weak_flags
+from vocseg.reports.explain import RunFacts, facts_from_run, schedule_note
 from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
+from vocseg.runs.provenance import DEMO_CAVEAT
 
 REPORT_NAME = "report.html"
 GENERATOR = "vocseg report"  # the page's <meta name="generator">: marks a file vocseg may replace
 IMAGES_SUFFIX = "_images.json"
 MAX_PHOTOS = 60
 
+# What each flag means (its definition and thresholds). The cause it may have is not stated here: each
+# flag's `fix` line carries the one the run's own schedule, curves and data support (reports.explain).
 FLAG_SENTENCES = {
+    "recipe": "R, recipe: the runs differ in how they were trained; that comes before any per-class difference.",
     "over-filled": (
         "F, over-filled: the model paints this class over more pixels than it covers (predicted area at least "
-        "{area_limit:g}x the true area, or IoU down while Acc rose against the baseline), i.e. past the object's edges; "
-        "look at the blue (false alarm) pixels in its gallery, and try a short fine-tune on VOC's fine labels (train.txt) "
-        "after a VOC + SBD schedule, whose polygon masks are coarse."
+        "{area_limit:g}x the true area, or IoU down by {min_change:g} while Acc rose against the baseline), i.e. past the "
+        "object's edges; the blue (false alarm) pixels in its gallery show where."
     ),
-    "weak": (
-        "W, weak: the class's IoU is at least {weak_margin:g} points below the run's mIoU; that is mostly small, cluttered "
-        "or occluded objects rather than the schedule: see what it is mistaken for in the confusion matrix and its gallery, "
-        "and compare with the official model (`vocseg eval official:upernet-r50-40k`)."
-    ),
+    "weak": "W, weak: the class's IoU is at least {weak_margin:g} points below the run's mIoU.",
     "memorisation": (
         "M, memorised: the model scores at least {gap:g} mIoU points higher on its training images than on val, and this "
-        "class has one of the largest gaps; the training set is too small for the schedule: train with SBD's images "
-        "(`--aug`), fewer iterations, or stronger augmentation."
+        "class has one of the largest gaps."
     ),
 }
-THRESHOLDS = {"min_change": 3.0, "area_limit": 1.5, "gap": 10.0, "weak_margin": 10.0}  # vocseg compare's defaults
+THRESHOLDS = DEFAULT_THRESHOLDS  # vocseg compare's defaults: one object (reports.compare.Thresholds)
 
 
 @dataclass
@@ -119,20 +118,6 @@ def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def confused_with(result: EvalResult, index: int) -> str:
-    """The class taking the largest share of this class's true pixels, other than itself."""
-    if not result.confusion:
-        return ""
-    row = result.confusion[index]
-    total = sum(row)
-    others = [(v, j) for j, v in enumerate(row) if j != index]
-    if not total or not others:
-        return ""
-    value, j = max(others)
-    share = 100 * value / total
-    return "" if not value else f"{list(result.per_class)[j]} {'<1' if share < 0.5 else f'{share:.0f}'}%"
-
-
 def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
     """(class -> markers, one entry per kind of flag: its meaning-and-what-to-try sentence once, then each flag's numbers and fix)."""
     from vocseg.reports.compare import MARKERS
@@ -144,7 +129,7 @@ def flag_items(flags: list[Flag]) -> tuple[dict[str, list[str]], list[dict[str, 
         for c in flag.classes:
             if marker and marker not in marks.setdefault(c, []):
                 marks[c].append(marker)
-        item = kinds.setdefault(flag.kind, {"kind": flag.kind, "marker": marker, "sentence": FLAG_SENTENCES.get(flag.kind, "").format(**THRESHOLDS), "classes": [], "details": []})
+        item = kinds.setdefault(flag.kind, {"kind": flag.kind, "marker": marker, "sentence": FLAG_SENTENCES.get(flag.kind, "").format(**THRESHOLDS.to_json()), "classes": [], "details": []})
         item["classes"] += [c for c in flag.classes if c not in item["classes"]]
         item["details"].append({"message": flag.message, "fix": flag.fix})
     return marks, list(kinds.values())
@@ -162,7 +147,7 @@ def split_evals(run: Path) -> list[SplitEval]:
         run_result.label = split
         evals.append(SplitEval(split, path, result, run_result))
     runs = [e.run_result for e in evals]
-    flags = overfill_flags(runs, THRESHOLDS["min_change"], THRESHOLDS["area_limit"]) + memorisation_flags(runs, THRESHOLDS["gap"]) + weak_flags(runs, THRESHOLDS["weak_margin"])
+    flags = overfill_flags(runs, THRESHOLDS.min_change, THRESHOLDS.area_limit) + memorisation_flags(runs, THRESHOLDS.gap) + weak_flags(runs, THRESHOLDS.weak_margin)
     for e in evals:
         mine = [f for f in flags if f.run in ("", e.split) and (f.kind != "weak" or e.split == "val" or "val" not in paths)]
         marks, e.flags = flag_items(mine)
@@ -180,7 +165,7 @@ def split_evals(run: Path) -> list[SplitEval]:
                     "pred": pred,
                     "true": true,
                     "ratio": ratio,
-                    "confused": confused_with(e.result, i),
+                    "confused": most_confused_with(e.result, i),
                     "flags": marks.get(name, []),
                 }
             )
@@ -199,6 +184,7 @@ def plan_section(run: Path) -> dict[str, Any]:
     """Recipe and plan rows, and the warnings `vocseg config` gives; a note when the run has no recipe.json."""
     from vocseg.recipe import schedule as sched
     from vocseg.recipe.recipe import Recipe, plan
+    from vocseg.runs.provenance import data_source
 
     path = run / RECIPE_NAME
     ckpt = latest_checkpoint(run)
@@ -219,8 +205,8 @@ def plan_section(run: Path) -> dict[str, Any]:
     rows = [
         ("model", f"{recipe.model}, crop {recipe.crop_size}"),
         ("pretrained weights", recipe.pretrained_checkpoint or "none (random init)"),
-        ("data", (f"{'VOC train + SBD aug' if recipe.aug else 'VOC train'}" if recipe.is_voc else f"dataset {recipe.dataset!r}, its train list")
-         + f" in {recipe.data_root}" + (f": {p.train_size} images" if p else "")),
+        ("data", (f"{data_source(recipe.data_root, recipe.aug, p.train_size if p else None).label}; data root {recipe.data_root}" if recipe.is_voc
+                  else f"dataset {recipe.dataset!r}, its train list in {recipe.data_root}" + (f": {p.train_size} images" if p else ""))),
     ]
     if not recipe.is_voc:
         from vocseg.data.dataset import dataset_of_run
@@ -339,6 +325,18 @@ def _entry_detail(entry: dict[str, Any], label: Any, pred: Any, cls: int, classe
     return what + " " + ", ".join(f"{classes[j]} {100 * counts[j] / went.size:.0f}%" for j in top)
 
 
+def explain_section(facts: RunFacts) -> dict[str, Any]:
+    """What the run's own files say before any flag: its data, its schedule and whether val was still rising."""
+    demo = facts.data is not None and facts.data.kind == "demo"
+    return {
+        "data": facts.data.label if facts.data is not None else "",
+        "schedule": schedule_note(facts),
+        "trend": facts.trend.state,
+        "demo": demo,
+        "demo_caveat": f"{DEMO_CAVEAT}." if demo else "",
+    }
+
+
 def photos_section(run: Path, photos: Path) -> dict[str, Any]:
     """The model's predictions on the user's own photos: photo | outlined prediction | legend with shares."""
     from vocseg.inference.inputs import expand_inputs
@@ -376,7 +374,7 @@ def compare_section(run: Path, other: Path) -> dict[str, Any]:
     from vocseg.reports.compare import compare_paths
     from vocseg.reports.compare_chart import compare_chart
 
-    comparison: Comparison = compare_paths([run, other], **THRESHOLDS)
+    comparison: Comparison = compare_paths([run, other], THRESHOLDS)
     marks, items = flag_items(comparison.flags)
     rows = []
     for cls in comparison.classes:
@@ -448,12 +446,15 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         return value
 
     evals = timed("tables", split_evals, run)
+    facts = timed("facts", facts_from_run, run, run_label(run))
     context = {
         "generator": GENERATOR,
         "run": str(run.resolve()),
         "run_name": run.resolve().name,
         "created": time.strftime("%Y-%m-%d %H:%M"),
         "plan": timed("plan", plan_section, run),
+        "explain": explain_section(facts),
+        "thresholds": THRESHOLDS,
         "curves": timed("curves", curves_section, run),
         "evals": evals,
         "gallery": timed("galleries", gallery_section, evals),

@@ -113,10 +113,14 @@ def legend_lines(shares: dict[str, float]) -> list[tuple[str, str]]:
     return lines
 
 
-def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares: dict[str, float]) -> Any:
+DEMO_LEGEND = ("demo model: trained on", "synthetic shapes, not", "photos: labels are", "not meaningful here")
+
+
+def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares: dict[str, float], caveat: tuple[str, ...] = ()) -> Any:
     """The outlined photo (see `outlined`) and a legend panel on the right: one swatch per class drawn.
 
-    Each swatch is the class's palette colour, the colour of its outline in the picture.
+    Each swatch is the class's palette colour, the colour of its outline in the picture. `caveat`:
+    lines printed in red under the classes (`DEMO_LEGEND` for a model trained on the demo data).
     Returns a PIL image (photo width + legend width, at least the photo's height).
     """
     from PIL import Image, ImageDraw
@@ -128,9 +132,9 @@ def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares
     lines = legend_lines(shares)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     header = "classes (share)"
-    text_w = max([probe.textlength(header, font=font)] + [probe.textlength(t, font=font) for _, t in lines])
+    text_w = max([probe.textlength(header, font=font)] + [probe.textlength(t, font=font) for _, t in lines] + [probe.textlength(t, font=font) - size * 1.4 for t in caveat])
     width = int(text_w + size * 2.5)
-    height = max(photo.height, row * (len(lines) + 1) + size)
+    height = max(photo.height, row * (len(lines) + 1 + (len(caveat) + 1 if caveat else 0)) + size)
     canvas = Image.new("RGB", (photo.width + width, height), (255, 255, 255))
     canvas.paste(photo, (0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -143,6 +147,8 @@ def overlay_image(rgb: np.ndarray, label_map: np.ndarray, opacity: float, shares
         else:
             draw.rectangle([x, y + 2, x + size - 2, y + size], fill=tuple(_palette()[active_dataset().classes.index(name)]))
         draw.text((x + int(size * 1.4), y), text, fill=(0, 0, 0), font=font)
+    for k, text in enumerate(caveat, start=len(lines) + 2):
+        draw.text((x, size // 3 + k * row), text, fill=(190, 0, 0), font=font)
     return canvas
 
 
