@@ -125,7 +125,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
     if recipe.use_amp:
         # bf16 where the training GPU has it, else fp16 with loss scaling: chosen where it runs.
         optim_wrapper = dict(type="VocsegAmpOptimWrapper", dtype="auto", **{k: v for k, v in optim_wrapper.items() if k != "type"})
-    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook")]
+    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook"), dict(type="VocsegHealthHook")]
     if recipe.use_channels_last:
         custom_hooks.append(dict(type="VocsegChannelsLastHook"))
     if recipe.log_to:
@@ -181,6 +181,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             visualization=dict(type="SegVisualizationHook"),
         ), f"checkpoint every {plan.ckpt_interval_iters} iterations, keeping {recipe.keep} and the best by mIoU"),
         Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream; "
+              "training stops at a non-finite loss or model before anything of it is saved (VocsegHealthHook); "
               "torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)"
               + ("; weights in channels_last" if recipe.use_channels_last else "")
               + ("; per-class IoU to the experiment trackers" if recipe.log_to else "")),

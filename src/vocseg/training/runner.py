@@ -70,9 +70,10 @@ def build_runner(
     rescale_lr: bool = False,
     cfg_options: dict[str, Any] | None = None,
 ) -> Any:
-    from vocseg.stack.compat import ensure_stack
+    from vocseg.stack.compat import ensure_stack, fix_class_weight_loss
 
     ensure_stack()
+    fix_class_weight_loss()  # also for a config without vocseg's custom_imports
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -95,6 +96,8 @@ def build_runner(
             raise VocsegError(f"Run folder {work_dir} has no checkpoint to resume from.", "Start it with `vocseg train` instead.")
         cfg.load_from = str(checkpoint)  # with resume=True: resume from exactly this file
     hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("VocsegProgressHook", "VocsegBatchGuardHook")]
+    if not any(h.get("type") == "VocsegHealthHook" for h in hooks):
+        hooks.append(dict(type="VocsegHealthHook"))  # configs not written by vocseg are guarded too
     hooks.append(dict(type="VocsegProgressHook", display="plain" if verbose else "auto", priority="VERY_LOW"))
     hooks.append(dict(type="VocsegBatchGuardHook", rescale_lr=rescale_lr, priority="VERY_LOW"))
     cfg.custom_hooks = hooks
@@ -124,7 +127,7 @@ def _progress_hooks(runner: Any) -> list[Any]:
 
 def train(config_path: Path, *, resume: bool = False, verbose: bool = False, rescale_lr: bool = False) -> TrainOutcome:
     """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
-    from vocseg.training.stop import TrainingInterrupted
+    from vocseg.training.stop import RunUnhealthy, TrainingInterrupted
 
     def build() -> Any:
         built = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
@@ -138,7 +141,7 @@ def train(config_path: Path, *, resume: bool = False, verbose: bool = False, res
     try:
         with quiet_stdout(verbose):
             runner.train()
-    except TrainingInterrupted:
+    except (TrainingInterrupted, RunUnhealthy):
         _close_process_group()  # every rank stopped at the same iteration
         raise
     finally:
