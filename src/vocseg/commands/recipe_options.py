@@ -56,6 +56,8 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("deterministic", Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic kernels (slower) (default: off).", show_default=False)]),
     ("num_workers", Annotated[Optional[int], _opt("--num-workers", help="Data loader workers per process (default: the machine's cores shared by its processes, at most 8).")]),
     ("name", Annotated[Optional[str], _opt("--name", help="Run name (default: model-data-schedule).")]),
+    ("class_weight", Annotated[Optional[str], _opt("--class-weight", help="Loss weight per class: auto (median-frequency balancing of the training split's pixels, computed once and cached), none, or 21 comma-separated numbers w0,...,w20 (default: none).")]),
+    ("load_from", Annotated[Optional[str], _opt("--load-from", help="Fine-tune the whole model from a checkpoint .pth, a run folder (its newest checkpoint) or official:NAME: tensors whose name and shape match load, the rest (a head of another class count) start fresh (default: none).")]),
     ("log_to", Annotated[Optional[str], _opt("--log-to", help="Experiment trackers besides vocseg's own files: any of tensorboard,wandb,mlflow (comma-separated), or none (default: none). Each needs its extra: pip install \"vocseg[wandb]\".")]),
     ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", help="Run folder (default: runs/NAME, never reusing one).")]),
 ]
@@ -85,6 +87,12 @@ def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Reci
     given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root")}
     if "log_to" in given:
         given["log_to"] = parse_log_to(given["log_to"])
+    if "class_weight" in given:
+        choice = given["class_weight"].strip()
+        given["class_weight"] = choice.lower() if choice.lower() in ("auto", "none") else choice
+        given["class_weight_values"] = ()  # derived again from the new choice
+    if given.get("load_from", "").strip().lower() == "none":
+        given["load_from"] = None
     # One training-length flag on the command line replaces the one in `base`.
     if any(k in given for k in ("epochs", "iters", "schedule")):
         base = dataclasses.replace(base, epochs=None, iters=None, schedule=None)

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vocseg.console import console
@@ -44,6 +45,9 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     ]
     table.add_row("speed", ", ".join(s for s in speed if s))
     table.add_row("validate / checkpoint", f"every {plan.val_interval_iters} / {plan.ckpt_interval_iters} iterations, keep {recipe.keep}")
+    for line in plan.weights:  # --pretrained / --load-from tensor counts, class weights
+        what, _, detail = line.partition(": ")
+        table.add_row("weights" if what.startswith("--") else what, escape(line if what.startswith("--") else detail))
     return table
 
 

@@ -197,7 +197,9 @@ def load_results(path: Path) -> list[RunResult]:
             if not isinstance(data, dict):
                 raise _bad(p, "not a JSON object")
             name = run_label(path)
-            results.append(_eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve())))
+            result = _eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve()))
+            result.settings.update(recipe_settings(path))
+            results.append(result)
         return results
     if not path.is_file():
         raise VocsegError(f"{path} does not exist.", "Pass eval JSON files or run folders.")
@@ -488,6 +490,32 @@ def settings_flags(run: RunResult) -> list[Flag]:
     return flags
 
 
+def recipe_settings(run_dir: Path) -> dict[str, Any]:
+    """What `compare` reads of a run folder's recipe.json: its class weights ("none" when the
+    recipe has none; nothing for a folder without a readable recipe.json)."""
+    try:
+        data = json.loads((run_dir / "recipe.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    choice = data.get("class_weight", "none")
+    values = data.get("class_weight_values")
+    if isinstance(values, list) and values and choice == "auto":
+        return {"class_weight": "auto: " + ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)}
+    return {"class_weight": str(choice)}
+
+
+def recipe_flags(runs: list[RunResult]) -> list[Flag]:
+    """A flag when runs whose recipe.json is known differ in their class weights."""
+    known = {r.label: r.settings["class_weight"] for r in runs if "class_weight" in r.settings}
+    if len(set(known.values())) < 2:
+        return []
+    detail = "; ".join(f"{label}: {value}" for label, value in known.items())
+    return [Flag("settings", "", f"class weights differ (--class-weight): {detail}", evidence={"class_weight": known},
+                 fix="per-class IoU moves with the class weights: compare runs that differ in one setting")]
+
+
 def compare_results(runs: list[RunResult], *, min_change: float = 3.0, area_limit: float = 1.5, gap: float = 10.0, weak_margin: float = 10.0) -> Comparison:
     if len(runs) < 2:
         raise VocsegError(f"compare needs two or more results; got {len(runs)}.", "Pass more eval JSONs or run folders (a run folder with eval/val.json and eval/train.json counts as two).")
@@ -498,6 +526,7 @@ def compare_results(runs: list[RunResult], *, min_change: float = 3.0, area_limi
     flags = overfill_flags(runs, min_change, area_limit) + memorisation_flags(runs, gap) + weak_flags(runs, weak_margin)
     for r in runs:
         flags.extend(settings_flags(r))
+    flags.extend(recipe_flags(runs))
     return Comparison(runs, classes, flags, {"min_change": min_change, "area_limit": area_limit, "gap": gap, "weak_margin": weak_margin})
 
 

@@ -172,6 +172,28 @@ class HealthHook(Hook):
         end_trackers(runner, interrupted=True)
         raise RunUnhealthy(iteration, message, hint, str(runner.work_dir))
 
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        """After MMEngine's `load_from` (not a resume): how many tensors loaded, in the log and on
+        the terminal; none is a stop (the run would train from random weights unknowingly)."""
+        if getattr(runner, "_resume", False) or not getattr(runner, "_load_from", None):
+            return
+        from mmengine.model import is_model_wrapper
+
+        from vocseg.training.finetune import runtime_load_line
+
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        loaded, line = runtime_load_line(model, checkpoint, Path(str(runner._load_from)).name)
+        runner.logger.info(line)
+        if loaded == 0:
+            raise RunUnhealthy(0, f"load_from {runner._load_from}: no tensor of it fits the model; training would start from random weights.",
+                               "Pass a checkpoint of the same model (vocseg train --load-from RUN|CKPT|official:NAME checks it before starting).",
+                               str(runner.work_dir))
+        if is_main_process():
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(file=sys.__stdout__, highlight=False).print(escape(line), soft_wrap=True)
+
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         if not metrics or "mIoU" not in metrics or not is_main_process():
             return

@@ -89,7 +89,10 @@ def build_runner(
     cfg.launcher = launcher_from_env()
     unique_instance_names(cfg, work_dir.name)
     cfg.resume = resume
-    cfg.load_from = None
+    if not resume:
+        cfg.load_from = cfg.get("load_from") or None  # --load-from: fine-tuning (MMEngine's non-strict load)
+    else:
+        cfg.load_from = None
     if resume:
         checkpoint = latest_checkpoint(work_dir)
         if checkpoint is None:
