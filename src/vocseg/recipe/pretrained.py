@@ -161,7 +161,7 @@ def fetch_pretrained(source: str, *, quiet: bool = False) -> Path:
         path = Path(source).expanduser()
         if not path.is_file():
             raise VocsegError(f"Pretrained weights {source} not found.", "Pass a path, a URL, auto or none.")
-        return path
+        return path.resolve()  # the config must find it from any folder
     name = url.rstrip("/").rsplit("/", 1)[-1]
     target = cache_dir() / "pretrained" / name
     return fetch_verified(
