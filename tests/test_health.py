@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY_TRAIN
-from vocseg.training.health import fix_hint, nan_metric_reason
+from vocseg.training.health import fix_hint, loss_verdict, nan_metric_reason
 
 BLOWS_UP = ("--lr", "1e4")  # the tiny model's loss reaches inf / NaN within a few iterations
 
@@ -118,3 +118,23 @@ def test_hint_and_reason_words() -> None:
     assert "no labelled pixel" in nan_metric_reason({"label": np.zeros(21)})
     assert "absent" in nan_metric_reason({"label": np.ones(21)})
     assert not math.isnan(0.0)
+
+
+def test_the_fp16_loss_scaler_may_skip_steps_but_not_forever() -> None:
+    """fp32/bf16 (no scaler): the first non-finite loss stops. fp16: a skipped step is no failure,
+    20 in a row or a scale below 1 is; non-finite weights always stop."""
+    assert loss_verdict(bad_loss=True, bad_weights=False, scale=None, skipped=0) == ("stop", 0)
+    assert loss_verdict(bad_loss=False, bad_weights=False, scale=None, skipped=0) == ("ok", 0)
+    assert loss_verdict(bad_loss=True, bad_weights=False, scale=32768.0, skipped=0) == ("skip", 1)
+    assert loss_verdict(bad_loss=False, bad_weights=False, scale=32768.0, skipped=5) == ("ok", 0)  # a finite step resets the count
+    assert loss_verdict(bad_loss=True, bad_weights=False, scale=2.0**-3, skipped=18) == ("stop", 19)
+    assert loss_verdict(bad_loss=True, bad_weights=False, scale=4.0, skipped=19) == ("stop", 20)
+    assert loss_verdict(bad_loss=True, bad_weights=True, scale=4.0, skipped=0)[0] == "stop"
+    assert loss_verdict(bad_loss=False, bad_weights=True, scale=None, skipped=0)[0] == "stop"
+    # Dynamic loss scaling halves the scale at each skipped step: from 2**16 it falls below 1 after 17 skips.
+    verdicts, skipped, scale = [], 0, 2.0**16
+    while not verdicts or verdicts[-1] == "skip":
+        scale /= 2
+        verdict, skipped = loss_verdict(bad_loss=True, bad_weights=False, scale=scale, skipped=skipped)
+        verdicts.append(verdict)
+    assert verdicts.count("skip") == 16 and len(verdicts) == 17

@@ -83,6 +83,25 @@ def fix_hint(initial_lr: float, *, amp: bool, max_iters: int) -> str:
     return f"Start a new run with {tries}{', or --no-amp' if amp else ''}."
 
 
+def loss_verdict(*, bad_loss: bool, bad_weights: bool, scale: float | None, skipped: int, max_skipped: int = MAX_SKIPPED_STEPS,
+                 min_scale: float = MIN_LOSS_SCALE) -> tuple[str, int]:
+    """'ok', 'skip' (fp16: the loss scaler skipped the step and may go on) or 'stop', and the
+    non-finite losses in a row under loss scaling so far.
+
+    `scale`: the fp16 loss scale after this step's update, None without a scaler (fp32, bf16).
+    Non-finite weights always stop: the scaler never skipped that (BatchNorm's running statistics
+    are updated in the forward pass, whatever the scaler decides).
+    """
+    if bad_weights:
+        return "stop", skipped + int(bad_loss)
+    if not bad_loss:
+        return "ok", 0
+    if scale is None:
+        return "stop", 0
+    skipped += 1
+    return ("skip" if skipped < max_skipped and scale >= min_scale else "stop"), skipped
+
+
 def nan_metric_reason(areas: dict[str, Any]) -> str:
     """Why a validation's mIoU is NaN, from the metric's summed areas (`label`: pixels per class)."""
     label = areas.get("label")
@@ -129,19 +148,20 @@ class HealthHook(Hook):
         no_labels = flags[2] == 0 and flags[3] == 0
         iteration = runner.iter + 1
         scaler = self._scaler(runner)
-        if bad_loss and not bad_weights and scaler is not None:
-            self.skipped += 1
-            scale = float(scaler.get_scale())
-            if self.skipped < self.max_skipped_steps and scale >= self.min_loss_scale:
-                runner.logger.warning(f"iteration {iteration}: non-finite loss; the fp16 loss scaler skipped the step (scale now {scale:g})")
-                return
-            why = f"{self.skipped} non-finite losses in a row" if self.skipped >= self.max_skipped_steps else f"a non-finite loss with the loss scale down to {scale:g}"
-            self._stop(runner, iteration, f"the loss stayed non-finite under fp16 loss scaling ({why})", fix=True)
-        self.skipped = 0
-        if bad_loss or bad_weights:
-            what = "the loss became NaN/inf" if bad_loss else "the weights became NaN/inf"
-            if loss is not None and bad_loss:
-                what = f"the loss became {loss}"
+        scale = float(scaler.get_scale()) if scaler is not None else None
+        verdict, self.skipped = loss_verdict(bad_loss=bad_loss, bad_weights=bad_weights, scale=scale, skipped=self.skipped,
+                                             max_skipped=self.max_skipped_steps, min_scale=self.min_loss_scale)
+        if verdict == "skip":
+            runner.logger.warning(f"iteration {iteration}: non-finite loss; the fp16 loss scaler skipped the step (scale now {scale:g})")
+            return
+        if verdict == "stop":
+            if bad_loss and not bad_weights and scale is not None:
+                why = f"{self.skipped} non-finite losses in a row" if self.skipped >= self.max_skipped_steps else f"the loss scale is down to {scale:g}"
+                what = f"the loss stayed non-finite under fp16 loss scaling ({why})"
+            elif bad_loss:
+                what = f"the loss became {loss}" if loss is not None and not math.isfinite(loss) else "the loss became NaN/inf (in another process)"
+            else:
+                what = "the weights became NaN/inf"
             self._stop(runner, iteration, what, fix=True)
         self.void = self.void + 1 if no_labels else 0
         if self.void >= min(self.void_batches, runner.max_iters):
