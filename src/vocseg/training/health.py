@@ -9,8 +9,9 @@ checks on every rank:
   `MIN_LOSS_SCALE`. With bf16 or fp32 there is no scaler and the optimizer has already stepped
   with non-finite gradients: the run stops at once;
 - the weights (parameters and floating-point buffers such as BatchNorm's running statistics) are
-  finite, so no checkpoint of a non-finite model is written, nor kept as the best (a network of
-  NaNs predicts one class everywhere and scores a finite mIoU);
+  finite, at the iterations after which a checkpoint is saved or a validation runs (and the last),
+  so no checkpoint of a non-finite model is written, nor kept as the best (a network of NaNs
+  predicts one class everywhere and scores a finite mIoU);
 - the batch holds a labelled pixel (a mask value other than the ignore index): after
   `VOID_BATCHES` batches in a row without one, the loss is 0 and there is nothing to learn.
 
@@ -51,6 +52,20 @@ def weights_finite(model: torch.nn.Module) -> bool:
         return True
     flags = torch.stack([torch.isfinite(t).all() for t in tensors])
     return bool(flags.all())
+
+
+def save_or_validation_due(runner: Any, iteration: int) -> bool:
+    """Whether the checkpoint hook saves or the loop validates after `iteration` (1-based), or it is
+    the last one. The same answer on every rank (it depends on the iteration only)."""
+    from mmengine.hooks import CheckpointHook
+
+    if iteration >= runner.max_iters:
+        return True
+    loop = runner.train_loop
+    val_interval = int(getattr(loop, "val_interval", 0) or 0)
+    if val_interval and iteration >= int(getattr(loop, "val_begin", 1) or 1) and iteration % val_interval == 0:
+        return True
+    return any(isinstance(h, CheckpointHook) and h.interval > 0 and iteration % h.interval == 0 for h in runner.hooks)
 
 
 def labelled_pixels(data_batch: Any, ignore_index: int = IGNORE_INDEX) -> int:
@@ -137,7 +152,11 @@ class HealthHook(Hook):
         loss = loss_value(outputs)
         bad_loss = loss is not None and not math.isfinite(loss)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        bad_weights = not weights_finite(model)
+        iteration = runner.iter + 1
+        # The weights only where something reads them next (a checkpoint, a validation, the end):
+        # a check costs a pass over every tensor (docs/training.md), and non-finite weights make
+        # the next loss non-finite anyway.
+        bad_weights = save_or_validation_due(runner, iteration) and not weights_finite(model)
         labelled = labelled_pixels(data_batch)
         flags = torch.tensor([int(bad_loss), int(bad_weights), max(labelled, 0), int(labelled < 0)], dtype=torch.float64)
         if is_distributed():
@@ -146,7 +165,6 @@ class HealthHook(Hook):
             all_reduce(flags, op="sum")
         bad_loss, bad_weights = bool(flags[0] > 0), bool(flags[1] > 0)
         no_labels = flags[2] == 0 and flags[3] == 0
-        iteration = runner.iter + 1
         scaler = self._scaler(runner)
         scale = float(scaler.get_scale()) if scaler is not None else None
         verdict, self.skipped = loss_verdict(bad_loss=bad_loss, bad_weights=bad_weights, scale=scale, skipped=self.skipped,
