@@ -125,7 +125,7 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     before = _files(run)
     r = cli("resume", run, "--nproc", "2")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
-    assert "trained with 1 process(es) (total batch 2)" in r.err and "--rescale-lr" in r.err
+    assert "trained with total batch 2 (1 process(es) x 2)" in r.err and "processes 1 -> 2" in r.err and "--rescale-lr" in r.err
     assert _files(run) == before
     # With the flag: two processes through torchrun, LR schedule scaled by 4/2.
     config = run / "config.py"
@@ -144,7 +144,25 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     # The next resume of this run needs no flag: the checkpoint now says 2 processes.
     (run / "last_checkpoint").write_text(str(run / "iter_7.pth"))
     r = cli("resume", run, "--nproc", "1")
-    assert r.code == 2 and "trained with 2 process(es)" in r.err
+    assert r.code == 2 and "(2 process(es) x 2)" in r.err
+
+
+def test_a_per_process_batch_edited_before_resume_is_rescaled_with_rescale_lr(cli, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    trained_run = request.getfixturevalue("trained_run")
+    run = _run_stopped_at(trained_run, tmp_path / "run", 6)
+    config = run / "config.py"
+    config.write_text(config.read_text().replace("'batch_size': 2", "'batch_size': 4"))  # the train loader and its sampler
+    r = cli("resume", run)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "per-process batch 2 -> 4 in config.py" in r.err and "processes 1 ->" not in r.err
+    assert "--rescale-lr" in r.err and "batch_size 2 in config.py" in r.err
+    r = cli("resume", run, "--rescale-lr")
+    assert r.code == 0, r.err
+    assert "LR rescaled" in r.out
+    old, new = load_checkpoint_file(trained_run / "iter_8.pth"), load_checkpoint_file(run / "iter_8.pth")
+    assert new["vocseg_batch"] == {"world_size": 1, "batch": 4, "total": 4}
+    assert new["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(2 * old["optimizer"]["param_groups"][0]["initial_lr"])
+    assert '"batch": 4' in (run / "recipe.json").read_text()
 
 
 def test_a_finished_run_is_not_retrained(cli, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ def config(
         check_may_write(output, force=force, option="-o")  # before the plan is printed or weights are checked
     recipe = recipe_from_flags(flags)
     experiment = plan_experiment(recipe, work_dir=flags.get("work_dir"), check_pretrained=True, missing_data_ok=True)
-    print_plan(recipe, experiment.plan, console if output else err_console)
+    print_plan(experiment.recipe or recipe, experiment.plan, console if output else err_console)
     if output is None:
         sys.stdout.write(experiment.config_text)
         return

@@ -58,6 +58,8 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("num_workers", WorkersOpt),
     ("name", Annotated[Optional[str], _opt("--name", panel=OUTPUT, help="Run name (default: model-data-schedule).")]),
     ("log_to", Annotated[Optional[str], _opt("--log-to", panel=OUTPUT, help="Experiment trackers besides vocseg's own files: any of tensorboard,wandb,mlflow (comma-separated), or none (default: none). Each needs its extra: pip install \"vocseg[wandb]\".")]),
+    ("class_weight", Annotated[Optional[str], _opt("--class-weight", panel=RECIPE, help="Loss weight per class: auto (median-frequency balancing of the training split's pixels, computed once and cached), none, or 21 comma-separated numbers w0,...,w20 (default: none).")]),
+    ("load_from", Annotated[Optional[str], _opt("--load-from", panel=RECIPE, help="Fine-tune the whole model from a checkpoint .pth, a run folder (its newest checkpoint) or official:NAME: tensors whose name and shape match load, the rest (a head of another class count) start fresh (default: none).")]),
     ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", panel=OUTPUT, help="Run folder (default: runs/NAME, never reusing one).")]),
     ("classes", ClassesOpt),
 ]
@@ -89,6 +91,12 @@ def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Reci
         given.update(device_flags(given.get("device"), given.get("gpus")))
     if "log_to" in given:
         given["log_to"] = parse_log_to(given["log_to"])
+    if "class_weight" in given:
+        choice = given["class_weight"].strip()
+        given["class_weight"] = choice.lower() if choice.lower() in ("auto", "none") else choice
+        given["class_weight_values"] = ()  # derived again from the new choice
+    if given.get("load_from", "").strip().lower() == "none":
+        given["load_from"] = None
     # One training-length flag on the command line replaces the one in `base`.
     if any(k in given for k in ("epochs", "iters", "schedule")):
         base = dataclasses.replace(base, epochs=None, iters=None, schedule=None)

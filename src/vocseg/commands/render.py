@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vocseg.console import console, shown
@@ -60,6 +61,9 @@ def plan_table(recipe: Recipe, plan: Plan) -> Table:
     table.add_row("speed", ", ".join(s for s in speed if s))
     table.add_row("validate", interval_text(plan.val_interval_iters, plan.max_iters))
     table.add_row("checkpoint", f"{interval_text(plan.ckpt_interval_iters, plan.max_iters)}; keep the last {recipe.keep} and the best by mIoU")
+    for line in plan.weights:  # --pretrained / --load-from tensor counts, class weights
+        what, _, detail = line.partition(": ")
+        table.add_row("weights" if what.startswith("--") else what, escape(line if what.startswith("--") else detail))
     return table
 
 

@@ -18,8 +18,9 @@ def register(app: typer.Typer) -> None:
 def resume(
     run_dir: Annotated[Optional[Path], typer.Argument(help="The run folder (default: the newest under runs/).", show_default=False)] = None,
     log: LogOpt = False,
-    rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another number of GPUs/processes than the checkpoint was trained with: "
-                                             "the LR schedule is rescaled linearly to the new total batch (without it, such a resume is refused).")] = False,
+    rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another total batch than the checkpoint was trained with (another number of GPUs/processes, "
+                                             "or batch_size edited in config.py): the LR schedule is rescaled linearly to the new total batch "
+                                             "(without it, such a resume is refused).")] = False,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids (6,7 / 7 / 0-3) or first:N (default: the run's).")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="CPU processes (default: the run's).")] = None,
     nnodes: Annotated[Optional[int], typer.Option("--nnodes", min=1, help="Machines taking part (default: the run's); run the same command on each (torchrun).", rich_help_panel=LAUNCH)] = None,
@@ -36,7 +37,7 @@ def resume(
 
     Bitwise the same as an uninterrupted run with the same process count (CPU, --deterministic).
     Skipping trained batches costs nothing: the sampler starts at the saved position. Another
-    process count is refused unless --rescale-lr.
+    process count or per-process batch is refused unless --rescale-lr.
     """
     from vocseg.commands.render import resume_line
     from vocseg.console import command, console, shown

@@ -131,8 +131,25 @@ def val_dataloader(recipe: Recipe, ann_file: str = "val.txt", seg_dir: str = "Se
     )
 
 
-def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
-    """The config, top-level name by top-level name, with why each computed value is what it is."""
+def training_model(recipe: Recipe, *, sync_bn: bool, pretrained_prefix: str | None = None) -> dict[str, Any]:
+    """The model of a recipe: the preset, its pretrained backbone (`pretrained_prefix` 'backbone.'
+    when the file is a whole segmentor checkpoint), class weights in both losses."""
+    model = model_config(PRESETS[recipe.model], sync_bn=sync_bn, pretrained_checkpoint=recipe.pretrained_checkpoint,
+                         channels_last=recipe.use_channels_last)
+    if pretrained_prefix and "init_cfg" in model["backbone"]:
+        model["backbone"]["init_cfg"]["prefix"] = pretrained_prefix
+    weights = recipe.class_weights
+    if weights:
+        for head in ("decode_head", "auxiliary_head"):
+            model[head]["loss_decode"]["class_weight"] = list(weights)
+    return model
+
+
+def config_entries(recipe: Recipe, plan: Plan, work_dir: str, pretrained_prefix: str | None = None) -> list[Entry]:
+    """The config, top-level name by top-level name, with why each computed value is what it is.
+
+    `pretrained_prefix`: 'backbone.' when --pretrained is a whole segmentor checkpoint
+    (`vocseg.recipe.pretrained.checkpoint_prefix`)."""
     preset = PRESETS[recipe.model]
     distributed_gpu = recipe.device == "cuda" and plan.world_size > 1
     warmup = recipe.warmup_iters
@@ -148,7 +165,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
     if recipe.use_amp:
         # bf16 where the training GPU has it, else fp16 with loss scaling: chosen where it runs.
         optim_wrapper = dict(type="VocsegAmpOptimWrapper", dtype="auto", **{k: v for k, v in optim_wrapper.items() if k != "type"})
-    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook")]
+    custom_hooks: list[dict[str, Any]] = [dict(type="VocsegRngStateHook"), dict(type="VocsegThreadsHook"), dict(type="VocsegHealthHook")]
     if recipe.use_channels_last:
         custom_hooks.append(dict(type="VocsegChannelsLastHook"))
     if recipe.log_to:
@@ -158,7 +175,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         if recipe.epochs is not None
         else (f"{recipe.iters} iterations as given" if recipe.iters is not None else f"official {recipe.schedule or '40k'} x 16 samples at batch {plan.total_batch}")
     )
-    model = model_config(preset, sync_bn=distributed_gpu, pretrained_checkpoint=recipe.pretrained_checkpoint, channels_last=recipe.use_channels_last)
+    model = training_model(recipe, sync_bn=distributed_gpu, pretrained_prefix=pretrained_prefix)
     data_text = ('VOC train + SBD aug' if recipe.aug else 'VOC train only')
     dataset_entries: list[Entry] = []
     if not recipe.is_voc:
@@ -178,7 +195,10 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         Entry("crop_size", (recipe.crop_size, recipe.crop_size), f"model preset {preset.name!r}" + (", --crop" if recipe.crop else "")),
         Entry("model", model,
               f"{preset.description}; SyncBN only when several GPUs share the batch; "
-              f"pretrained: {recipe.pretrained_checkpoint or 'none'}"),
+              f"pretrained: {recipe.pretrained_checkpoint or 'none'}"
+              + (" (the backbone part of a whole segmentor checkpoint)" if pretrained_prefix else "")
+              + (f"; class weights ({'median-frequency balancing of the training split' if recipe.class_weight == 'auto' else '--class-weight'}) "
+                 "in both losses" if recipe.class_weights else "")),
         Entry("train_pipeline", train_pipeline(recipe.crop_size, preset.scale), f"the official VOC augmentation: resize to {preset.scale} x 0.5-2.0, crop, flip, photometric"),
         Entry("test_pipeline", test_pipeline(preset.scale), "used by `vocseg predict` (mmseg's inference_model)"),
         Entry("train_dataloader", dict(
@@ -215,6 +235,7 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
             visualization=dict(type="SegVisualizationHook"),
         ), f"checkpoint every {plan.ckpt_interval_iters} iterations, keeping {recipe.keep} and the best by mIoU"),
         Entry("custom_hooks", custom_hooks, "RNG states saved with each checkpoint: a resumed run continues the same random stream; "
+              "training stops at a non-finite loss or model before anything of it is saved (VocsegHealthHook); "
               "torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)"
               + ("; weights in channels_last" if recipe.use_channels_last else "")
               + ("; per-class IoU to the experiment trackers" if recipe.log_to else "")),
@@ -227,11 +248,11 @@ def config_entries(recipe: Recipe, plan: Plan, work_dir: str) -> list[Entry]:
         ), "OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave"),
         Entry("randomness", dict(seed=recipe.seed, deterministic=recipe.deterministic),
               "fixed up front: the sampler's order must not depend on a seed restored later"),
-        *runtime_entries(tta_note="used by `vocseg eval --tta`", trackers=recipe.log_to),
+        *runtime_entries(tta_note="used by `vocseg eval --tta`", trackers=recipe.log_to, load_from=recipe.load_from),
     ]
 
 
-def runtime_entries(tta_note: str, trackers: tuple[str, ...] = ()) -> list[Entry]:
+def runtime_entries(tta_note: str, trackers: tuple[str, ...] = (), load_from: str | None = None) -> list[Entry]:
     """The end every vocseg-written config shares (training and official test configs).
 
     `trackers` (`--log-to`) adds their MMEngine visualization backends after LocalVisBackend
@@ -245,7 +266,8 @@ def runtime_entries(tta_note: str, trackers: tuple[str, ...] = ()) -> list[Entry
         Entry("visualizer", dict(type="SegLocalVisualizer", vis_backends=backends, name="visualizer")),
         Entry("log_processor", dict(by_epoch=False)),
         Entry("log_level", "INFO"),
-        Entry("load_from", None),
+        Entry("load_from", load_from, "--load-from: the whole model starts from these weights (tensors whose name and shape "
+              "match; the rest start fresh)" if load_from else ""),
         Entry("resume", False),
         Entry("tta_model", dict(type="SegTTAModel")),
         Entry("tta_pipeline", tta_pipeline(), f"official multi-scale (0.5-1.75) + flip, {tta_note}"),
@@ -271,13 +293,13 @@ def iou_metric(work_dir: str) -> dict[str, Any]:
     return dict(type="VocsegPerClassIoUMetric", iou_metrics=["mIoU", "mDice", "mFscore"], collect_dir=f"{work_dir.rstrip('/')}/{COLLECT_DIR}")
 
 
-def build_config_text(recipe: Recipe, plan: Plan, work_dir: str | Path) -> str:
+def build_config_text(recipe: Recipe, plan: Plan, work_dir: str | Path, pretrained_prefix: str | None = None) -> str:
     header = (
         "MMSegmentation config written by `vocseg config`; standalone (no _base_).\n"
         f"Model {recipe.model}, {('VOC 2012 + SBD (aug)' if recipe.aug else 'VOC 2012 train only') if recipe.is_voc else f'dataset {recipe.dataset!r}'}, "
         f"{plan.world_size} process(es) x batch {recipe.batch}, {plan.max_iters} iterations.\n"
         "Train with `vocseg train THIS_FILE` or mmseg's tools/train.py."
     )
-    return render_config(config_entries(recipe, plan, str(work_dir)), header)
+    return render_config(config_entries(recipe, plan, str(work_dir), pretrained_prefix), header)
 
 

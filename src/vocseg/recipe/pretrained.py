@@ -64,18 +64,45 @@ def check_pretrained_choice(recipe: Recipe) -> None:
         check_backbone_fit(path, recipe)
 
 
+BACKBONE_PREFIX = "backbone."  # the backbone's keys in a whole segmentor checkpoint (mmseg's EncoderDecoder)
+
+
+def checkpoint_prefix(weights: dict[str, Any]) -> str | None:
+    """'backbone.' for a whole segmentor checkpoint (a vocseg run's iter_N.pth, MMSeg's published
+    ones: keys `backbone.*`, `decode_head.*`, `auxiliary_head.*`), None for a backbone file."""
+    return BACKBONE_PREFIX if any(k.startswith(BACKBONE_PREFIX) for k in weights) else None
+
+
+def url_prefix(url: str) -> str | None:
+    """The prefix of a checkpoint known only by its URL: MMSeg's model zoo (`.../mmsegmentation/...`)
+    publishes whole segmentors, the `pretrain/` folders backbones."""
+    return BACKBONE_PREFIX if "/mmsegmentation/" in url else None
+
+
 def backbone_state_dict(checkpoint: Any) -> dict[str, Any]:
     """Backbone weights from a backbone-only or a full segmentor checkpoint."""
     from vocseg.stack.checkpoints import state_dict_of
 
     weights = state_dict_of(checkpoint)
-    if any(k.startswith("backbone.") for k in weights):
-        weights = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
+    if checkpoint_prefix(weights):
+        weights = {k[len(BACKBONE_PREFIX) :]: v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
     return weights
 
 
-def check_backbone_fit(path: Path, recipe: Recipe) -> None:
-    """Build the recipe's backbone and compare its keys and shapes with the file's (fc/head keys ignored)."""
+def pretrained_summary(path: Path, recipe: Recipe) -> tuple[str | None, str]:
+    """(init_cfg prefix, the plan's line) for a local --pretrained file; raises unless it fits."""
+    from vocseg.stack.checkpoints import state_dict_of
+    from vocseg.stack.compat import load_checkpoint_file
+
+    prefix = checkpoint_prefix(state_dict_of(load_checkpoint_file(path)))
+    loaded = check_backbone_fit(path, recipe)
+    what = "the backbone part of a whole segmentor checkpoint; decode and auxiliary heads start fresh" if prefix else "a backbone checkpoint; the heads start fresh"
+    return prefix, f"--pretrained {path.name}: {loaded} backbone tensors load ({what})"
+
+
+def check_backbone_fit(path: Path, recipe: Recipe) -> int:
+    """Build the recipe's backbone and compare its keys and shapes with the file's (fc/head keys
+    ignored); returns the number of backbone tensors that load (BatchNorm's counters not counted)."""
     from vocseg.stack.checkpoints import compare_state_dicts
     from vocseg.stack.compat import ensure_stack, load_checkpoint_file
 
@@ -105,6 +132,7 @@ def check_backbone_fit(path: Path, recipe: Recipe) -> None:
         if report.unexpected:
             parts.append(f"{len(report.unexpected)} keys in the file unused: {summarize_keys(report.unexpected, list(weights))}")
         raise VocsegError(f"--pretrained {path} does not fit the {recipe.model} backbone (ResNetV1c): {'; '.join(parts)}.", matching_hint(recipe))
+    return sum(1 for k in expected if not k.endswith("num_batches_tracked"))
 
 
 def sha_prefix(name: str) -> str | None:
@@ -133,7 +161,7 @@ def fetch_pretrained(source: str, *, quiet: bool = False) -> Path:
         path = Path(source).expanduser()
         if not path.is_file():
             raise VocsegError(f"Pretrained weights {source} not found.", "Pass a path, a URL, auto or none.")
-        return path
+        return path.resolve()  # the config must find it from any folder
     name = url.rstrip("/").rsplit("/", 1)[-1]
     target = cache_dir() / "pretrained" / name
     return fetch_verified(

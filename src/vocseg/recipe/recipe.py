@@ -18,7 +18,7 @@ from typing import Any
 
 from vocseg.console import command
 from vocseg.data.dataset import VOC, DatasetSpec
-from vocseg.data.voc import SPLITS_SUBDIR, VOC_SUBDIR
+from vocseg.data.voc import NUM_CLASSES, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
 from vocseg.recipe.models import DEFAULT_MODEL, PRESETS
@@ -122,6 +122,13 @@ class Recipe:
     log_to: tuple[str, ...] = ()  # experiment trackers (vocseg.recipe.trackers); () = vocseg's own files only
     dataset: str = ""  # "" = PASCAL VOC 2012; else the name of an own dataset found under data_root (vocseg.data.dataset)
     classes_file: str = ""  # --classes FILE: the class names of an own dataset, when no export file names them
+    # Loss weight per class: "none", "auto" (median-frequency balancing of the training split's
+    # pixels, vocseg.data.class_pixels) or 21 comma-separated numbers (class ids 0..20).
+    class_weight: str = "none"
+    class_weight_values: tuple[float, ...] = ()  # the weights written into the loss (from class_weight; filled by vocseg)
+    # Whole-model weights to fine-tune from (MMEngine's load_from): a checkpoint file, a run folder
+    # or official:NAME; tensors whose name and shape match load, the rest start fresh.
+    load_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,7 +189,8 @@ class Recipe:
     @property
     def pretrained_checkpoint(self) -> str | None:
         if self.pretrained == "auto":
-            return PRESETS[self.model].pretrained
+            # Fine-tuning a whole model (--load-from) replaces the backbone's init anyway.
+            return None if self.load_from else PRESETS[self.model].pretrained
         if self.pretrained.lower() == "none":
             return None
         return self.pretrained
@@ -190,6 +198,15 @@ class Recipe:
     @property
     def is_voc(self) -> bool:
         return not self.dataset
+
+    @property
+    def class_weights(self) -> tuple[float, ...] | None:
+        """The per-class loss weights to train with, or None (`--class-weight none`)."""
+        if self.class_weight == "none":
+            return None
+        if self.class_weight == "auto":
+            return self.class_weight_values or None
+        return parse_class_weights(self.class_weight)
 
     def default_name(self) -> str:
         data = ("vocaug" if self.aug else "voc") if self.is_voc else self.dataset
@@ -208,6 +225,9 @@ class Recipe:
         for key in ("dataset", "classes_file"):
             if not data[key]:
                 del data[key]  # VOC recipes (and their configs) stay byte for byte as before
+        for name in ("class_weight", "class_weight_values", "load_from"):  # likewise
+            if data[name] in ("none", (), None):
+                del data[name]
         return json.dumps({**data, "gpus_grammar": GPUS_GRAMMAR}, indent=1, sort_keys=True)
 
     @classmethod
@@ -218,9 +238,32 @@ class Recipe:
         gpus = str(values.get("gpus", ""))
         if data.get("gpus_grammar") != GPUS_GRAMMAR and gpus.isdecimal():
             values["gpus"] = f"first:{gpus}"  # written when a bare number was a count
-        if isinstance(values.get("log_to"), list):
-            values["log_to"] = tuple(values["log_to"])
+        for name in ("log_to", "class_weight_values"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
+
+
+CLASS_WEIGHT_HINT = f"Pass --class-weight auto, none, or {NUM_CLASSES} comma-separated non-negative numbers (class ids 0..{NUM_CLASSES - 1})."
+
+
+def parse_class_weights(text: str, num_classes: int = NUM_CLASSES) -> tuple[float, ...]:
+    """`--class-weight w0,...,w20` -> the weights; a VocsegError naming what is wrong."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != num_classes:
+        raise VocsegError(f"--class-weight {text!r} has {len(parts)} values; it needs {num_classes} weights, one per class.", CLASS_WEIGHT_HINT)
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise VocsegError(f"--class-weight: {part!r} is not a number.", CLASS_WEIGHT_HINT) from None
+        if not math.isfinite(value) or value < 0:
+            raise VocsegError(f"--class-weight: {part!r} is not a finite non-negative number.", CLASS_WEIGHT_HINT)
+        values.append(value)
+    if not any(values):
+        raise VocsegError("--class-weight: all weights are 0; at least one class must count.", CLASS_WEIGHT_HINT)
+    return tuple(values)
 
 
 MAX_SEED = 2**32 - 1  # numpy.random.seed's limit; mmengine seeds numpy, random and torch with it
@@ -277,6 +320,12 @@ def validate(recipe: Recipe) -> None:
             f"--aug adds SBD, PASCAL VOC's extra labels: dataset {recipe.dataset!r} has its own classes.",
             "Drop --aug (own datasets train on their own train list).",
         )
+    if not isinstance(recipe.class_weight, str):
+        raise VocsegError(f"class_weight {recipe.class_weight!r} is not a string.", CLASS_WEIGHT_HINT)
+    if recipe.class_weight not in ("none", "auto"):
+        parse_class_weights(recipe.class_weight)
+    if recipe.class_weight_values:
+        parse_class_weights(",".join(map(str, recipe.class_weight_values)))
     for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--workers", recipe.num_workers)):
         if count is not None and count < 0:
             raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")
@@ -363,6 +412,9 @@ class Plan:
     val_interval_iters: int
     ckpt_interval_iters: int
     warnings: tuple[str, ...]
+    # What loads into the model before training (--pretrained, --load-from), one line each, with
+    # the tensor counts (`vocseg.training.experiment.plan_experiment` fills it).
+    weights: tuple[str, ...] = ()
 
 
 def plan(recipe: Recipe, train_size: int | None = None, *, missing_data_ok: bool = False) -> Plan:
@@ -417,7 +469,7 @@ def plan(recipe: Recipe, train_size: int | None = None, *, missing_data_ok: bool
         )
     if recipe.batch == 1:
         warnings.append("1 image per GPU with BatchNorm: batch statistics of a single image are noisy; use --batch 2 or more.")
-    if recipe.pretrained_checkpoint is None and recipe.model != "tiny":
+    if recipe.pretrained_checkpoint is None and recipe.model != "tiny" and not recipe.load_from:
         warnings.append(f"No pretrained weights: the backbone starts from random init and {'VOC' if recipe.is_voc else 'a dataset of this size'} is too small to learn it well.")
     scaled = sched.scaled_lr(recipe.base_lr_value, recipe.base_batch, total)
     if recipe.lr is not None and abs(recipe.lr - scaled) > 1e-12:

@@ -245,6 +245,7 @@ def load_results(path: Path) -> list[RunResult]:
             name = run_label(path)
             result = _eval_result(p, data, f"{name} ({split} split)" if split != "val" else name, group=str(path.resolve()))
             result.facts = facts_from_run(path, name)
+            result.settings.update(recipe_settings(path))
             results.append(result)
         return results
     if not path.is_file():
@@ -592,6 +593,32 @@ def settings_flags(run: RunResult) -> list[Flag]:
     return flags
 
 
+def recipe_settings(run_dir: Path) -> dict[str, Any]:
+    """What `compare` reads of a run folder's recipe.json: its class weights ("none" when the
+    recipe has none; nothing for a folder without a readable recipe.json)."""
+    try:
+        data = json.loads((run_dir / "recipe.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    choice = data.get("class_weight", "none")
+    values = data.get("class_weight_values")
+    if isinstance(values, list) and values and choice == "auto":
+        return {"class_weight": "auto: " + ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values)}
+    return {"class_weight": str(choice)}
+
+
+def class_weight_flags(runs: list[RunResult]) -> list[Flag]:
+    """A flag when runs whose recipe.json is known differ in their class weights."""
+    known = {r.label: r.settings["class_weight"] for r in runs if "class_weight" in r.settings}
+    if len(set(known.values())) < 2:
+        return []
+    detail = "; ".join(f"{label}: {value}" for label, value in known.items())
+    return [Flag("settings", "", f"class weights differ (--class-weight): {detail}", evidence={"class_weight": known},
+                 fix="per-class IoU moves with the class weights: compare runs that differ in one setting")]
+
+
 def compare_results(runs: list[RunResult], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Comparison:
     t = thresholds
     if len(runs) < 2:
@@ -603,6 +630,7 @@ def compare_results(runs: list[RunResult], thresholds: Thresholds = DEFAULT_THRE
     flags = recipe_flags(runs) + overfill_flags(runs, t.min_change, t.area_limit) + memorisation_flags(runs, t.gap) + weak_flags(runs, t.weak_margin)
     for r in runs:
         flags.extend(settings_flags(r))
+    flags.extend(class_weight_flags(runs))
     return Comparison(runs, classes, flags, t)
 
 

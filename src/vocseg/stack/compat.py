@@ -11,6 +11,11 @@ Two problems, both measured (see docs/stack.md):
    checkpoint loading through ``load_checkpoint_file``, which never passes ``weights_only=False``:
    a checkpoint carrying any other pickled object is refused before its code can run.
 
+3. mmseg 1.2.2's ``cross_entropy`` with ``class_weight`` averages by the weights of every label,
+   indexing the weight list with the label map: an ignored pixel (255) raises ``IndexError: index
+   255``. ``fix_class_weight_loss`` replaces it with the same loss whose average counts ignored
+   pixels with weight 0 (PyTorch's weighted mean), for vocseg's and users' configs alike.
+
 Call ``ensure_stack()`` before importing mmseg. Configs written by vocseg also name this module
 in ``custom_imports``, so mmseg's own ``tools/train.py`` gets the same fixes.
 """
@@ -211,3 +216,52 @@ def ensure_stack() -> None:
     _atomic_local_writes()
     _applied = True
 
+
+def weighted_cross_entropy(
+    pred: Any,
+    label: Any,
+    weight: Any = None,
+    class_weight: Any = None,
+    reduction: str = "mean",
+    avg_factor: Any = None,
+    ignore_index: int = -100,
+    avg_non_ignore: bool = False,
+) -> Any:
+    """mmseg's `cross_entropy` (models/losses/cross_entropy_loss.py, 1.2.2), except that with
+    `class_weight` and the default mean the average is over the class weights of the labelled
+    pixels only: sum_i w[y_i] * ce_i / sum_i w[y_i], i over pixels whose label is not
+    `ignore_index` (F.cross_entropy(weight=w, ignore_index=...)'s mean). mmseg indexes `w` with the
+    ignore value too (IndexError: index 255). Without class weights it is mmseg's function.
+
+    pred: (N, C, H, W) logits; label: (N, H, W) class ids; class_weight: (C,) tensor.
+    """
+    from mmseg.models.losses import cross_entropy_loss as mmseg_ce
+    from mmseg.models.losses.utils import weight_reduce_loss
+
+    original = getattr(mmseg_ce, "vocseg_original_cross_entropy", mmseg_ce.cross_entropy)
+    if class_weight is None or avg_factor is not None or reduction != "mean":
+        return original(pred, label, weight=weight, class_weight=class_weight, reduction=reduction,
+                        avg_factor=avg_factor, ignore_index=ignore_index, avg_non_ignore=avg_non_ignore)
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(pred, label, weight=class_weight, reduction="none", ignore_index=ignore_index)
+    labelled = label != ignore_index
+    label_weights = torch.where(labelled, class_weight[torch.where(labelled, label, torch.zeros_like(label))], torch.zeros((), dtype=class_weight.dtype, device=class_weight.device))
+    if weight is not None:
+        weight = weight.float()
+    return weight_reduce_loss(loss, weight=weight, reduction=reduction, avg_factor=label_weights.sum())
+
+
+def fix_class_weight_loss() -> None:
+    """Route mmseg's CrossEntropyLoss through `weighted_cross_entropy` (idempotent). Call before
+    the model is built: CrossEntropyLoss picks its function when it is constructed."""
+    ensure_stack()
+    from mmseg.models import losses
+    from mmseg.models.losses import cross_entropy_loss as mmseg_ce
+
+    if getattr(mmseg_ce, "vocseg_original_cross_entropy", None) is not None:
+        return
+    mmseg_ce.vocseg_original_cross_entropy = mmseg_ce.cross_entropy  # type: ignore[attr-defined]
+    mmseg_ce.cross_entropy = weighted_cross_entropy
+    losses.cross_entropy = weighted_cross_entropy  # type: ignore[attr-defined]

@@ -55,9 +55,11 @@ class BatchGuardHook(Hook):
         if saved["total"] == now["total"] or not now["total"]:
             return
         if not self.rescale_lr:
+            what = [f"processes {saved['world_size']} -> {now['world_size']}"] if saved["world_size"] != now["world_size"] else []
+            what += [f"per-process batch {saved['batch']} -> {now['batch']}"] if saved["batch"] != now["batch"] else []
             raise VocsegError(
                 f"The checkpoint was trained with total batch {saved['total']} ({saved['world_size']} process(es) x {saved['batch']}); "
-                f"this resume has {now['total']} ({now['world_size']} x {now['batch']}).",
-                "Resume with the original process count, or pass --rescale-lr to rescale the LR linearly.",
+                f"this resume has {now['total']} ({now['world_size']} x {now['batch']}: {', '.join(what)}).",
+                "Resume with the original process count and batch, or with `vocseg resume RUN --rescale-lr` to rescale the LR linearly to the new total batch.",
             )
         scale_lr_state(checkpoint, now["total"] / saved["total"])

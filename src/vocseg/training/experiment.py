@@ -32,8 +32,10 @@ def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: 
     """Validate, derive the plan, pick the run folder and render the config (`missing_data_ok`:
     `vocseg config` before the data exist plans with VOC's official split sizes)."""
     the_plan = plan(recipe, missing_data_ok=missing_data_ok)
+    weights: list[str] = []
+    prefix: str | None = None
     if check_pretrained and recipe.pretrained_checkpoint:
-        from vocseg.recipe.pretrained import check_pretrained_choice, resolve_for_training
+        from vocseg.recipe.pretrained import check_pretrained_choice, pretrained_summary, resolve_for_training, url_prefix
 
         if new_run:
             # Training starts soon: fetch (cached, hash-checked), check against the backbone, and
@@ -41,11 +43,59 @@ def plan_experiment(recipe: Recipe, *, work_dir: Path | None, check_pretrained: 
             recipe = dataclasses.replace(recipe, pretrained=resolve_for_training(recipe) or "none")
         else:
             check_pretrained_choice(recipe)
+        source = recipe.pretrained_checkpoint
+        if source and "://" not in source:
+            prefix, line = pretrained_summary(Path(source).expanduser(), recipe)
+            weights.append(line)
+        elif source:
+            prefix = url_prefix(source)
+    if recipe.load_from:
+        from vocseg.training.finetune import check_load_from, resolve_load_from
+
+        # The local file goes into the config and recipe.json: the run never depends on the network again.
+        checkpoint = resolve_load_from(recipe.load_from)
+        recipe = dataclasses.replace(recipe, load_from=str(checkpoint))
+        weights.append(check_load_from(recipe, checkpoint)[1])
+    recipe = with_class_weights(recipe)
+    if recipe.class_weights:
+        weights.append(class_weight_line(recipe))
+    the_plan = dataclasses.replace(the_plan, weights=tuple(weights))
     if work_dir is None:
         name = recipe.name or recipe.default_name()
         work_dir = unique_run_dir(RUNS_ROOT, name) if new_run else RUNS_ROOT / name
     work_dir = work_dir.expanduser().resolve()
-    return Experiment(recipe, the_plan, work_dir, build_config_text(recipe, the_plan, work_dir))
+    return Experiment(recipe, the_plan, work_dir, build_config_text(recipe, the_plan, work_dir, pretrained_prefix=prefix))
+
+
+def with_class_weights(recipe: Recipe) -> Recipe:
+    """The recipe with `class_weight_values` filled: parsed from the flag, or for `auto` counted
+    from the training split's masks (once; cached beside the pre-check's cache)."""
+    if recipe.class_weight == "none":
+        return dataclasses.replace(recipe, class_weight_values=())
+    if recipe.class_weight != "auto":
+        from vocseg.recipe.recipe import parse_class_weights
+
+        return dataclasses.replace(recipe, class_weight_values=parse_class_weights(recipe.class_weight))
+    if recipe.class_weight_values:
+        return recipe
+    from vocseg.data.class_pixels import class_pixel_counts, median_frequency_weights
+    from vocseg.data.precheck import specs_from_dataset
+    from vocseg.recipe.mmconfig import train_dataset
+
+    counts = class_pixel_counts(specs_from_dataset(train_dataset(recipe)))
+    return dataclasses.replace(recipe, class_weight_values=median_frequency_weights(counts))
+
+
+def class_weight_line(recipe: Recipe) -> str:
+    """The plan's line: where the weights come from and each class's weight."""
+    from vocseg.data.voc import CLASSES
+
+    values = recipe.class_weights or ()
+    origin = ("--class-weight auto, median-frequency balancing of the training split's pixels (Eigen & Fergus 2015)"
+              if recipe.class_weight == "auto" else "--class-weight")
+    listed = ", ".join(f"{name} {w:g}" for name, w in zip(CLASSES, values))
+    absent = "; 0: absent from the training split" if recipe.class_weight == "auto" and 0.0 in values else ""
+    return f"class weights: {origin}: {listed}{absent}"
 
 
 def load_mmengine_config(path: Path) -> Any:

@@ -35,6 +35,7 @@ from vocseg.recipe.recipe import Recipe
 from vocseg.stack.threads import machine_cpu_count
 from vocseg.training.protocol import (
     EXIT_SIGNAL,
+    EXIT_UNHEALTHY,
     LAUNCHER_ENV,
     REQUEUE_ENV,
     REQUEUE_SIGNAL,
@@ -451,6 +452,8 @@ def launch_training(config_path: Path, plan: LaunchPlan, options: LaunchOptions,
         code, forwarded = _run_torchrun(cmd, env)
         if stop_file.is_file():
             note = json.loads(stop_file.read_text())
+            if note.get("error"):  # the run health guard stopped every process (vocseg.training.health)
+                raise VocsegError(str(note["error"]), str(note.get("hint", "")), exit_code=EXIT_UNHEALTHY)
             if int(note.get("signal", 0)) == REQUEUE_SIGNAL:
                 if options.node_rank == 0:  # one requeue per job
                     console.print(requeue_job(work_dir, note.get("iteration")), soft_wrap=True)

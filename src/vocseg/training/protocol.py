@@ -12,6 +12,9 @@ from pathlib import Path
 from vocseg.errors import VocsegError
 
 EXIT_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}  # shell convention: 128 + signal
+# The run health guard stopped training (`vocseg.training.health`): a non-finite loss or model, or
+# nothing to learn. Distinct from 1 (a crash) and 2 (a refused input) for scripts that retry.
+EXIT_UNHEALTHY = 3
 STOP_FILE_ENV = "VOCSEG_STOP_FILE"
 # How the training processes were started, told to them rather than guessed from variables such
 # as SLURM_NTASKS or WORLD_SIZE that an enclosing job may have set for something else.

@@ -4,8 +4,9 @@ Everything here happens before any training process starts, so a bad run folder 
 one-line error and nothing in it changes (apart from deleting half-written `.tmp` files of
 killed processes).
 
-Another number of processes changes the total batch. Without `--rescale-lr` that is refused;
-with it, the run's recipe.json records the new count (so the next resume uses it) and the
+Another number of processes, or another per-process batch in config.py, changes the total batch.
+Without `--rescale-lr` that is refused, naming what changed; with it, the run's recipe.json records
+the new count and batch (so the next resume uses it) and the
 training processes scale the LR schedule carried by the checkpoint (optimizer and scheduler
 state) by new/old total batch (`VocsegBatchGuardHook`). config.py is left as it is, hand edits
 included: the LR it names is only the starting value, which the checkpoint's state replaces.
@@ -51,12 +52,18 @@ RESTORE_HINT = "Fix the file, or restore it from the run's timestamped log folde
 
 
 def _max_iters(config_path: Path) -> int | None:
+    return _config_numbers(config_path)[0]
+
+
+def _config_numbers(config_path: Path) -> tuple[int | None, int | None]:
+    """(max_iters, per-process batch) as the run's config.py says now (hand edits included)."""
     from vocseg.runs.run_config import read_config
 
     cfg = read_config(config_path, import_custom_modules=False, hint=RESTORE_HINT)
     train_cfg = cfg.get("train_cfg") or {}
     value = train_cfg.get("max_iters")
-    return int(value) if value is not None else None
+    batch = (cfg.get("train_dataloader") or {}).get("batch_size")
+    return (int(value) if value is not None else None), (int(batch) if isinstance(batch, int) and batch > 0 else None)
 
 
 def check_fits_run_model(config_path: Path, state: dict, checkpoint: Path) -> None:
@@ -225,7 +232,7 @@ def prepare_resume(
     # Refuses a truncated or foreign file before any process starts and before anything is written.
     state = _load_checked(checkpoint, run_dir)
     iteration = int(state["meta"]["iter"])
-    max_iters = _max_iters(config_path)
+    max_iters, config_batch = _config_numbers(config_path)
     recipe = _read_recipe(run_dir / RECIPE_NAME)
     check_fits_run_model(config_path, state, checkpoint)
     if cleanup:
@@ -242,20 +249,34 @@ def prepare_resume(
         raise VocsegError("--gpus: this run trains on the CPU.", "Use --nproc N to change its number of CPU processes.")
     if nproc is not None and recipe.device != "cpu":
         raise VocsegError("--nproc: this run trains on GPUs.", "Use --gpus to change them.")
-    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc, nnodes=nnodes or recipe.nnodes)
+    # The per-process batch is config.py's (a hand edit before the resume counts); the process count the flags'.
+    changed = dataclasses.replace(recipe, gpus=str(parse_gpus(gpus)) if gpus else recipe.gpus, nproc=nproc or recipe.nproc,
+                                  nnodes=nnodes or recipe.nnodes, batch=config_batch or recipe.batch)
     # What the checkpoint was trained with (recorded by VocsegBatchGuardHook), else the recipe's.
     saved = state.get("vocseg_batch") or {}
     saved_total = int(saved.get("total") or recipe.total_batch)
     saved_world = int(saved.get("world_size") or recipe.world_size)
+    saved_batch = int(saved.get("batch") or recipe.batch)
     if changed.total_batch == saved_total:
         return dataclasses.replace(target, recipe=changed)
     if not rescale_lr:
         raise VocsegError(
-            f"The checkpoint was trained with {saved_world} process(es) (total batch {saved_total}); resuming with "
-            f"{changed.world_size} changes the total batch to {changed.total_batch}.",
-            "Pass --rescale-lr to rescale the LR linearly to the new batch, or resume with the original count.",
+            f"The checkpoint was trained with total batch {saved_total} ({saved_world} process(es) x {saved_batch}); this resume "
+            f"has {changed.total_batch} ({batch_change(saved_world, saved_batch, changed.world_size, changed.batch, config_path)}).",
+            "Pass --rescale-lr to rescale the LR linearly to the new total batch, or resume with the original "
+            + ("process count." if changed.batch == saved_batch else f"batch_size {saved_batch} in {config_path.name}."),
         )
     return dataclasses.replace(target, recipe=changed, rescale_lr=True)
+
+
+def batch_change(saved_world: int, saved_batch: int, world: int, batch: int, config_path: Path) -> str:
+    """What changed the total batch, in words: the process count, the per-process batch, or both."""
+    parts = []
+    if world != saved_world:
+        parts.append(f"processes {saved_world} -> {world}")
+    if batch != saved_batch:
+        parts.append(f"per-process batch {saved_batch} -> {batch} in {config_path.name}")
+    return ", ".join(parts) or "unchanged"
 
 
 def fault_context(run_dir: Path) -> FaultContext:

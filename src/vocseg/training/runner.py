@@ -72,8 +72,10 @@ def build_runner(
     cfg_options: dict[str, Any] | None = None,
 ) -> Any:
     from vocseg.runs.run_config import read_config
+    from vocseg.stack.compat import fix_class_weight_loss
 
     cfg = read_config(config_path)  # after ensure_stack: the Runner below comes from the patched stack
+    fix_class_weight_loss()  # also for a config without vocseg's custom_imports
     from mmengine.runner import Runner
 
     from vocseg.training.trackers import apply_log_to_override
@@ -88,13 +90,18 @@ def build_runner(
     cfg.launcher = launcher_from_env()
     unique_instance_names(cfg, work_dir.name)
     cfg.resume = resume
-    cfg.load_from = None
+    if not resume:
+        cfg.load_from = cfg.get("load_from") or None  # --load-from: fine-tuning (MMEngine's non-strict load)
+    else:
+        cfg.load_from = None
     if resume:
         checkpoint = latest_checkpoint(work_dir)
         if checkpoint is None:
             raise VocsegError(f"Run folder {work_dir} has no checkpoint to resume from.", "Start it with `vocseg train` instead.")
         cfg.load_from = str(checkpoint)  # with resume=True: resume from exactly this file
     hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("VocsegProgressHook", "VocsegBatchGuardHook")]
+    if not any(h.get("type") == "VocsegHealthHook" for h in hooks):
+        hooks.append(dict(type="VocsegHealthHook"))  # configs not written by vocseg are guarded too
     hooks.append(dict(type="VocsegProgressHook", display="plain" if verbose else "auto", priority="VERY_LOW"))
     hooks.append(dict(type="VocsegBatchGuardHook", rescale_lr=rescale_lr, priority="VERY_LOW"))
     cfg.custom_hooks = hooks
@@ -124,7 +131,7 @@ def _progress_hooks(runner: Any) -> list[Any]:
 
 def train(config_path: Path, *, resume: bool = False, verbose: bool = False, rescale_lr: bool = False) -> TrainOutcome:
     """Train from a vocseg/mmseg config file; with `resume`, continue from the run folder's newest checkpoint."""
-    from vocseg.training.stop import TrainingInterrupted
+    from vocseg.training.stop import RunUnhealthy, TrainingInterrupted
 
     def build() -> Any:
         built = build_runner(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
@@ -138,7 +145,7 @@ def train(config_path: Path, *, resume: bool = False, verbose: bool = False, res
     try:
         with quiet_stdout(verbose):
             runner.train()
-    except TrainingInterrupted:
+    except (TrainingInterrupted, RunUnhealthy):
         _close_process_group()  # every rank stopped at the same iteration
         raise
     finally:

@@ -22,6 +22,17 @@ class TrainingInterrupted(Exception):
         self.work_dir = work_dir
 
 
+class RunUnhealthy(Exception):
+    """Raised by `VocsegHealthHook` on every rank at the same iteration: the run cannot be right
+    (a non-finite loss or model, nothing to learn). Nothing was saved for `iteration`."""
+
+    def __init__(self, iteration: int, message: str, hint: str, work_dir: str) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.message = message
+        self.hint = hint
+        self.work_dir = work_dir
+
 
 class StopRequest:
     """Turns SIGTERM/SIGINT into a flag checked between iterations; with `--requeue`

@@ -1,7 +1,8 @@
 """One training process: `python -m vocseg.training.worker CONFIG [--resume] [--rescale-lr]` (what torchrun starts).
 
 Also called in-process for single-process runs and Slurm tasks. Returns 0, or 130/143 after a
-clean stop on Ctrl-C/SIGTERM (a checkpoint is on disk), with the command that resumes. Under
+clean stop on Ctrl-C/SIGTERM (a checkpoint is on disk), with the command that resumes; a stop of
+the run health guard (`vocseg.training.health`) is a VocsegError with exit code 3. Under
 vocseg's own torchrun launch (`VOCSEG_STOP_FILE` set) a clean stop exits 0 (torchrun would
 report any other code as a crash) and local rank 0 leaves a note for the launcher instead.
 """
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from vocseg.errors import VocsegError
-from vocseg.training.protocol import EXIT_SIGNAL, REQUEUE_SIGNAL, STOP_FILE_ENV, launcher_from_env, requeue_job, stop_message
+from vocseg.training.protocol import EXIT_SIGNAL, EXIT_UNHEALTHY, REQUEUE_SIGNAL, STOP_FILE_ENV, launcher_from_env, requeue_job, stop_message
 
 RESTART_COUNT_ENV = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun's elastic agent in every process it starts
 
@@ -49,11 +50,23 @@ def restart_resumes(config_path: Path, resume: bool) -> bool:
 def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bool = False) -> int:
     from vocseg.console import console
     from vocseg.training.runner import train
-    from vocseg.training.stop import TrainingInterrupted
+    from vocseg.training.stop import RunUnhealthy, TrainingInterrupted
 
     resume = restart_resumes(config_path, resume)
     try:
         outcome = train(config_path, resume=resume, verbose=verbose, rescale_lr=rescale_lr)
+    except RunUnhealthy as unhealthy:
+        # The health guard's stop: under vocseg's torchrun launch a note for the launcher and exit 0
+        # (a non-zero exit would make torchrun restart the processes into the same failure).
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        if stop_file:
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                from vocseg.files import write_bytes_atomic
+
+                note = {"iteration": unhealthy.iteration, "error": unhealthy.message, "hint": unhealthy.hint}
+                write_bytes_atomic(stop_file, json.dumps(note).encode())
+            return 0
+        raise VocsegError(unhealthy.message, unhealthy.hint, exit_code=EXIT_UNHEALTHY) from None
     except TrainingInterrupted as stop:
         stop_file = os.environ.get(STOP_FILE_ENV)
         if stop_file:

@@ -222,8 +222,11 @@ default_hooks = {'timer': {'type': 'IterTimerHook'},
  'sampler_seed': {'type': 'DistSamplerSeedHook'},
  'visualization': {'type': 'SegVisualizationHook'}}
 
-# RNG states saved with each checkpoint: a resumed run continues the same random stream; torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set); weights in channels_last
-custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}, {'type': 'VocsegChannelsLastHook'}]
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; training stops at a non-finite loss or model before anything of it is saved (VocsegHealthHook); torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set); weights in channels_last
+custom_hooks = [{'type': 'VocsegRngStateHook'},
+ {'type': 'VocsegThreadsHook'},
+ {'type': 'VocsegHealthHook'},
+ {'type': 'VocsegChannelsLastHook'}]
 
 # channels_last before DDP wraps the model, so its gradient buckets match
 model_wrapper_cfg = {'type': 'VocsegDistributedDataParallel', 'channels_last': True}

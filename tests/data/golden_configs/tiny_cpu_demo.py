@@ -219,8 +219,8 @@ default_hooks = {'timer': {'type': 'IterTimerHook'},
  'sampler_seed': {'type': 'DistSamplerSeedHook'},
  'visualization': {'type': 'SegVisualizationHook'}}
 
-# RNG states saved with each checkpoint: a resumed run continues the same random stream; torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)
-custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}]
+# RNG states saved with each checkpoint: a resumed run continues the same random stream; training stops at a non-finite loss or model before anything of it is saved (VocsegHealthHook); torch threads sized to the cores left by the loader workers (unless OMP_NUM_THREADS is set)
+custom_hooks = [{'type': 'VocsegRngStateHook'}, {'type': 'VocsegThreadsHook'}, {'type': 'VocsegHealthHook'}]
 
 # OpenCV single-threaded; VocsegThreadsHook gives torch's intra-op threads the cores the loader workers leave
 env_cfg = {'cudnn_benchmark': False,
