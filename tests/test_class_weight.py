@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.data.class_pixels import ClassPixels, count_mask, median_frequency_weights
 from vocseg.errors import VocsegError
 from vocseg.recipe.recipe import Recipe, validate

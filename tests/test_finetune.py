@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 
 
 def words(text: str) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 from vocseg.training.health import fix_hint, loss_verdict, nan_metric_reason
 
 BLOWS_UP = ("--lr", "1e4")  # the tiny model's loss reaches inf / NaN within a few iterations

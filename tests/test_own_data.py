@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import file_tree
+from tests.helpers import file_tree
 from vocseg.cli import run
 from vocseg.data.dataset import OWN_DIR, detect, parse_labelmap, read_class_file, stratified_split
 from vocseg.data.voc import CLASSES as VOC_CLASSES
