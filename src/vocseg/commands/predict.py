@@ -35,14 +35,10 @@ def predict(
     OUT/NAME_label.png (VOC palette); per video: OUT/NAME_overlay.mp4 (same frames and frame
     rate; needs vocseg[video]). OUT/predictions.json lists every input. Inputs that cannot be
     read are reported and skipped; files in OUT that vocseg did not write are never replaced."""
-    checkpoint = model_of(None, checkpoint, "predict IMAGE...")
+    checkpoint = model_of(None, checkpoint, "predict", args=images)
     from vocseg.inference.inputs import expand_inputs
     from vocseg.recipe import official
 
-    if checkpoint is None:
-        from vocseg.commands.default_model import default_run
-
-        checkpoint = str(default_run("predict", option="-c", args=images))
     model_ref = official.ModelRef.parse(checkpoint)  # a typo fails before anything is read or downloaded
     inputs = expand_inputs(images)
     if not inputs:

@@ -78,11 +78,8 @@ def prepare(
     print_report(report, fix=f"Fix them, then run `vocseg prepare --check --data-root {root}` again.")
     has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
     from vocseg.console import command, shown
-    from vocseg.training.launch import query_gpus
 
-    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"])]
-    if Recipe.device == "cuda" and not query_gpus():  # no GPU here: the default device would be refused
-        train += ["--device", "cpu"]
+    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"]), *cpu_hint()]
     console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
 
 
@@ -144,7 +141,7 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
     Returns False when `root` holds no dataset at all (then VOC is what `vocseg prepare` fetches)."""
     import os
 
-    from vocseg.console import console
+    from vocseg.console import command, console, shown
     from vocseg.data.check import check_own_dataset
     from vocseg.data.dataset import CLASS_NAMES_FILE, IMAGES, LABELMAP_FILE, MASKS, dataset_base, detect, materialize
 
@@ -166,7 +163,14 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
     if not check_only:
         spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))
     report = check_own_dataset(spec, workers=workers or os.cpu_count())
-    print_report(report, fix=f"Fix them, then run `vocseg prepare --check --data-root {root}` again.")
-    flag = f" --classes {classes}" if classes else ""
-    console.print(f"[green]ok:[/] {root} is ready ({spec.num_classes} classes). Train with: vocseg train --data-root {root}{flag}", soft_wrap=True)
+    print_report(report, fix=f"Fix them, then run `{command('prepare', '--check', '--data-root', root)}` again.")
+    train = ["train", "--data-root", root, *(["--classes", classes] if classes else []), *cpu_hint()]
+    console.print(f"[green]ok:[/] {shown(root)} is ready ({spec.num_classes} classes). Train with: {shown(command(*train))}", soft_wrap=True)
     return True
+
+
+def cpu_hint() -> list[str]:
+    """`--device cpu` where this machine has no GPU (the default device would be refused there)."""
+    from vocseg.training.launch import query_gpus
+
+    return ["--device", "cpu"] if Recipe.device == "cuda" and not query_gpus() else []

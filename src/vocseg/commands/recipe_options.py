@@ -85,9 +85,10 @@ def with_recipe_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def recipe_from_flags(flags: dict[str, Any], base: Recipe | None = None) -> Recipe:
     """Flags given on the command line override `base` (default: vocseg's defaults)."""
+    fresh = base is None  # a new recipe: --device's default (auto) applies; otherwise `base` keeps its device
     base = base or Recipe()
     given = {k: v for k, v in flags.items() if v is not None and k not in ("work_dir", "data_root", "classes")}
-    if "device" in given or flags.get("device", "") is None and base is None:
+    if "device" in given or (flags.get("device", "") is None and fresh):
         given.update(device_flags(given.get("device"), given.get("gpus")))
     if "log_to" in given:
         given["log_to"] = parse_log_to(given["log_to"])

@@ -82,6 +82,7 @@ def _sum_counts(per_mask: Iterable[Sequence[int]], num_classes: int) -> ClassPix
 def class_pixel_counts(specs: Sequence[ListSpec], *, num_classes: int = NUM_CLASSES, workers: int | None = None, use_cache: bool = True) -> ClassPixels:
     """Per-class pixel counts over the masks of the lists (`vocseg.data.precheck.ListSpec`), each
     distinct mask once; cached per list beside the pre-check cache."""
+    from vocseg.data.dataset import OWN_DIR
     from vocseg.data.images import FolderIndex
     from vocseg.data.precheck import CACHE_DIR, files_stamp, list_pairs
 
@@ -90,7 +91,9 @@ def class_pixel_counts(specs: Sequence[ListSpec], *, num_classes: int = NUM_CLAS
     for spec in specs:
         pairs = list_pairs(spec, indexes)
         key = json.dumps([CACHE_VERSION, num_classes, str(spec.list_path), files_stamp(pairs)])
-        cache = spec.image_dir.parent / CACHE_DIR / f"class-pixels-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        name = f"class-pixels-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        own = spec.image_dir.parent / OWN_DIR  # an own dataset: vocseg's folder, never beside the user's files
+        cache = own / "precheck" / name if own.is_dir() else spec.image_dir.parent / CACHE_DIR / name
         cached = _read(cache) if use_cache else None
         masks = [m for _, m in pairs]
         if cached is not None and len(cached) == len(masks):

@@ -206,7 +206,18 @@ class Recipe:
             return None
         if self.class_weight == "auto":
             return self.class_weight_values or None
-        return parse_class_weights(self.class_weight)
+        return parse_class_weights(self.class_weight, len(self.class_names))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes this recipe trains: VOC's 21, or the own dataset's (its class file; read, never written)."""
+        if self.is_voc:
+            from vocseg.data.voc import CLASSES
+
+            return tuple(CLASSES)
+        from vocseg.data.dataset import detect
+
+        return detect(Path(self.data_root), Path(self.classes_file) if self.classes_file else None).classes
 
     def default_name(self) -> str:
         data = ("vocaug" if self.aug else "voc") if self.is_voc else self.dataset
@@ -244,7 +255,7 @@ class Recipe:
         return cls(**values)
 
 
-CLASS_WEIGHT_HINT = f"Pass --class-weight auto, none, or {NUM_CLASSES} comma-separated non-negative numbers (class ids 0..{NUM_CLASSES - 1})."
+CLASS_WEIGHT_HINT = f"Pass --class-weight auto, none, or one comma-separated non-negative number per class, in class-id order ({NUM_CLASSES} for PASCAL VOC)."
 
 
 def parse_class_weights(text: str, num_classes: int = NUM_CLASSES) -> tuple[float, ...]:
@@ -323,9 +334,9 @@ def validate(recipe: Recipe) -> None:
     if not isinstance(recipe.class_weight, str):
         raise VocsegError(f"class_weight {recipe.class_weight!r} is not a string.", CLASS_WEIGHT_HINT)
     if recipe.class_weight not in ("none", "auto"):
-        parse_class_weights(recipe.class_weight)
+        parse_class_weights(recipe.class_weight, len(recipe.class_names))
     if recipe.class_weight_values:
-        parse_class_weights(",".join(map(str, recipe.class_weight_values)))
+        parse_class_weights(",".join(map(str, recipe.class_weight_values)), len(recipe.class_names))
     for flag, count in (("--warmup-iters", recipe.warmup_iters), ("--workers", recipe.num_workers)):
         if count is not None and count < 0:
             raise VocsegError(f"{flag} {count} cannot be negative.", "Pass 0 or more.")

@@ -75,25 +75,23 @@ def with_class_weights(recipe: Recipe) -> Recipe:
     if recipe.class_weight != "auto":
         from vocseg.recipe.recipe import parse_class_weights
 
-        return dataclasses.replace(recipe, class_weight_values=parse_class_weights(recipe.class_weight))
+        return dataclasses.replace(recipe, class_weight_values=parse_class_weights(recipe.class_weight, len(recipe.class_names)))
     if recipe.class_weight_values:
         return recipe
     from vocseg.data.class_pixels import class_pixel_counts, median_frequency_weights
     from vocseg.data.precheck import specs_from_dataset
     from vocseg.recipe.mmconfig import train_dataset
 
-    counts = class_pixel_counts(specs_from_dataset(train_dataset(recipe)))
+    counts = class_pixel_counts(specs_from_dataset(train_dataset(recipe)), num_classes=len(recipe.class_names))
     return dataclasses.replace(recipe, class_weight_values=median_frequency_weights(counts))
 
 
 def class_weight_line(recipe: Recipe) -> str:
     """The plan's line: where the weights come from and each class's weight."""
-    from vocseg.data.voc import CLASSES
-
     values = recipe.class_weights or ()
     origin = ("--class-weight auto, median-frequency balancing of the training split's pixels (Eigen & Fergus 2015)"
               if recipe.class_weight == "auto" else "--class-weight")
-    listed = ", ".join(f"{name} {w:g}" for name, w in zip(CLASSES, values))
+    listed = ", ".join(f"{name} {w:g}" for name, w in zip(recipe.class_names, values))
     absent = "; 0: absent from the training split" if recipe.class_weight == "auto" and 0.0 in values else ""
     return f"class weights: {origin}: {listed}{absent}"
 
