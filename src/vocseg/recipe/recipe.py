@@ -478,6 +478,11 @@ def plan(recipe: Recipe, train_size: int | None = None, *, missing_data_ok: bool
             f"This schedule sees {ratio:.2f}x the samples of the official 40k x 16 schedule; "
             f"`--schedule 40k` at your batch is {sched.official_schedule_iters('40k', total)} iterations."
         )
+    if not recipe.is_voc and recipe.epochs is None and recipe.iters is None:
+        warnings.append(
+            f"No --epochs/--iters: VOC's {recipe.schedule or sched.REFERENCE_SCHEDULE} schedule is {max_iters} iterations, "
+            f"{max_iters / ipe:.0f} passes over your {train_size} train images; pass --epochs N (or --iters N) sized for your data."
+        )
     if recipe.batch == 1:
         warnings.append("1 image per GPU with BatchNorm: batch statistics of a single image are noisy; use --batch 2 or more.")
     if recipe.pretrained_checkpoint is None and recipe.model != "tiny" and not recipe.load_from:
