@@ -445,10 +445,11 @@ def may_delete(path: str | Path) -> bool:
 # ---------------------------------------------------------------- writing
 
 
-def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str = "output") -> Path:
+def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str = "output", exist_ok: bool = True) -> Path:
     """Create `path` and its missing parents (below `root`, if given), recording each folder made.
 
-    An existing folder is used as it is; a link or a file in the way refuses (one line).
+    An existing folder is used as it is (`exist_ok=False`: FileExistsError, for picking a new
+    name); a link or a file in the way refuses (one line).
     """
     target = Path(os.path.abspath(path))
     base = Path(os.path.abspath(root)) if root is not None else None
@@ -467,11 +468,15 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise VocsegError(f"{probe} is {_kind(st)}, not a folder; {target} was not created.", f"Move {probe} away, or pass another path.")
+        if probe == target and not exist_ok:
+            raise FileExistsError(errno.EEXIST, "exists", str(target))
         break
     for folder in reversed(missing):
         try:
             os.mkdir(folder)
         except FileExistsError:
+            if folder == target and not exist_ok:
+                raise
             if not folder.is_dir() or folder.is_symlink():
                 raise VocsegError(f"{folder} appeared as something else than a folder; nothing was written there.", f"Move {folder} away.") from None
             continue
@@ -701,6 +706,38 @@ def owned_replace(src: str | Path, dst: str | Path, *, role: str | None = None) 
         got = _digest_file(target, set())
         if got is not None:
             _append(target.parent, {"f": target.name, "h": got[0], "n": got[1], "r": role or src_record.files.get(source.name, ("output",))[0]})
+
+
+def place_tree(src: str | Path, dst: str | Path, *, role: str = "data") -> None:
+    """Rename a tree vocseg just built inside a staging folder it created (`src`, e.g. an
+    extraction) to the new name `dst` (nothing may be there), recording `dst` as vocseg's first."""
+    source, target = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
+    if not any(folder_record(p.parent).dirs.get(p.name) == STAGING_ROLE for p in source.parents if p.parent != p):
+        raise VocsegError(f"{source} is not inside a staging folder vocseg created; it was not moved.", "Run the command again.")
+    if os.path.lexists(target):
+        raise VocsegError(f"{target} exists; it is left as it is.", f"Move {target} away and run the command again.")
+    _inside(target, None)
+    _append(target.parent, {"d": target.name, "r": role})
+    os.replace(source, target)
+
+
+STAGING_ROLE = "staging"  # a hidden folder vocseg creates and fills alone (an extraction): removed whole
+
+
+def remove_staging(path: str | Path) -> None:
+    """Delete a staging folder the record names as vocseg's (role "staging"), with all it holds,
+    never following a link. Anything else at that name stays (VocsegError)."""
+    import shutil
+
+    target = Path(os.path.abspath(path))
+    if not os.path.lexists(target):
+        return
+    st = os.lstat(target)
+    if not stat.S_ISDIR(st.st_mode) or folder_record(target.parent).dirs.get(target.name) != STAGING_ROLE:
+        raise VocsegError(f"{target} is not a staging folder vocseg made; it is left as it is.", f"Move {target} away.")
+    shutil.rmtree(target)
+    _CACHE.pop(target, None)
+    _append(target.parent, {"x": target.name})
 
 
 def _pid_alive(pid: int) -> bool:
