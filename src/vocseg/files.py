@@ -721,6 +721,21 @@ def place_tree(src: str | Path, dst: str | Path, *, role: str = "data") -> None:
     os.replace(source, target)
 
 
+def move_aside(path: str | Path, backup: str | Path) -> None:
+    """Move a user's regular file the command was asked to convert in place (`path`) to `backup`
+    (a new name, in a folder vocseg creates: recorded) with one rename; the file stays the user's.
+    Never a link or a special file, never over an existing name."""
+    source, target = Path(os.path.abspath(path)), Path(os.path.abspath(backup))
+    st = os.lstat(source)
+    if not stat.S_ISREG(st.st_mode):
+        raise VocsegError(f"{source} is {_kind(st)}; it is left as it is.", f"Replace {source} with a regular file.")
+    owned_mkdir(target.parent)
+    if os.path.lexists(target):
+        raise VocsegError(f"{target} exists; {source} was not moved there.", f"Move {target} away.")
+    os.link(source, target) if hasattr(os, "link") else None  # never over an existing name (EEXIST)
+    os.unlink(source)
+
+
 STAGING_ROLE = "staging"  # a hidden folder vocseg creates and fills alone (an extraction): removed whole
 
 

@@ -98,10 +98,10 @@ def stamped_md5(path: Path) -> str | None:
 
 def write_stamp(path: Path, digest: str, algorithm: str = "md5") -> None:
     """Record `digest` (of `algorithm`) with the file's size and mtime in `.NAME.verified` beside it."""
+    from vocseg.files import owned_write_text
+
     st = path.stat()
-    tmp = stamp_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps({algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-    os.replace(tmp, stamp_path(path))
+    owned_write_text(stamp_path(path), json.dumps({algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}), role="cache")
 
 
 def verify_file(path: Path, console: Console, *, stamps: bool, algorithm: str = "md5") -> str:
@@ -270,23 +270,13 @@ def download_from(url: str, part: PartState, progress: Progress, task: TaskID, c
 
 @contextmanager
 def waiting_lock(lock_path: Path, waiting: str, console: Console) -> Iterator[None]:
-    """An flock on `lock_path` that waits for its holder (printing `waiting` once) and goes with the
-    process: one writer of a part file at a time. No lock on Windows."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks, go on unlocked
+    """`vocseg.files.lock` on `lock_path` that waits for its holder (printing `waiting` once): one
+    writer of a part file at a time. Created with O_NOFOLLOW, never truncating a file that is not a
+    lock, removed when released (no lock file stays in the cache)."""
+    from vocseg.files import lock
+
+    with lock(lock_path.parent, lock_path.name, waiting=lambda _holder: console.print(waiting)):
         yield
-        return
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.print(waiting)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
