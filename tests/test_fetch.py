@@ -23,6 +23,7 @@ from vocseg.data import download, extract, fetch
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import ARCHIVES, SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
 from vocseg.errors import VocsegError
+from vocseg.files import RECORD_NAME
 
 QUIET = Console(file=io.StringIO(), width=120)
 
@@ -397,8 +398,8 @@ def test_malicious_members_are_refused(kind: str, tmp_path: Path) -> None:
     with pytest.raises(VocsegError) as err:
         extract.extract_archive(archive, ARCHIVES["voc"], md5(archive), root, replace=False, console=QUIET)
     assert "unsafe member" in err.value.message and str(archive) in err.value.message
-    assert sorted(p.name for p in root.iterdir()) == []  # no tree, no staging left
-    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["data"]
+    assert sorted(p.name for p in root.iterdir()) == [RECORD_NAME]  # no tree, no staging left (the root is vocseg's)
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == [RECORD_NAME, "data"]  # vocseg made root too
     assert not Path("/tmp/vocseg-evil.txt").exists()
 
 
@@ -420,8 +421,10 @@ def test_interrupted_extraction_never_looks_complete(archives, tmp_path: Path, m
     assert extract.tree_state(root, voc) == "absent"
 
     # A hard kill leaves the staging folder behind: still not a tree, and cleaned up next time.
-    staging = root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages"
-    staging.mkdir(parents=True)
+    from vocseg.files import STAGING_ROLE, owned_mkdir
+
+    owned_mkdir(root / f"{extract.STAGING_PREFIX}voc", role=STAGING_ROLE)
+    (root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     monkeypatch.setattr(extract, "write_member", real_extract)
     extract.recover_interrupted(root)
     assert extract.tree_state(root, voc) == "absent" and not (root / f"{extract.STAGING_PREFIX}voc").exists()
@@ -460,12 +463,14 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     sentinel.write_text("x")
     pngs = fresh_root / VOC_SUBDIR / "SegmentationClassAug"
     before = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
+    result = cli(*args, "--force")  # VOC plus a file of the user's: never replaced, --force included
+    assert result.code != 0 and "added-by-hand.txt" in result.err and "mv " in result.err and sentinel.read_text() == "x"
+    sentinel.unlink()
     result = cli(*args, "--force")
     assert result.code == 0, result.out + result.err
-    assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
-    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER, ".vocseg-prepare.lock"])
+    assert sorted(p.name for p in fresh_root.iterdir() if p.name != RECORD_NAME) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER])  # no lock file left
 
 
 def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
@@ -562,7 +567,7 @@ def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tm
     assert "unsafe member" in message and "nothing was extracted" in message
     after = file_tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before  # nothing outside the data root
-    assert sorted(p.name for p in root.iterdir()) == [".vocseg-prepare.lock"]  # no tree, no staging folder
+    assert sorted(p.name for p in root.iterdir()) == [RECORD_NAME]  # no tree, no staging folder, no lock file
 
 
 def test_a_member_is_never_written_through_a_link(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ point (SIGKILL included) leaves a record that is true:
                                                   NAME is about to be replaced by these bytes (pending:
                                                   NAME holds its recorded bytes or these)
     {"f": NAME, "h": SHA256, "n": SIZE, "r": ROLE}  NAME holds exactly these bytes (committed)
-    {"d": NAME, "r": ROLE}                        vocseg created the folder NAME
+    {"d": ".", "r": ROLE}                         vocseg created this folder (recorded inside the folder
+                                                  itself, so the folder it was created in, e.g. the
+                                                  current folder, gets no record)
     {"x": NAME}                                   NAME (file, folder or temporary) is gone
 
 A half-written last line (a kill inside `write`) is ignored. `ROLE` says who wrote the file
@@ -205,6 +207,13 @@ def _append(folder: Path, *events: dict) -> None:
             _maybe_kill()
     finally:
         os.close(fd)
+    record = folder_record(folder)
+    if not (record.files or record.dirs or record.temps) and not os.path.lexists(folder / _LEGACY_MANIFEST):
+        _CACHE.pop(folder, None)  # nothing of vocseg's left there: no record either
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _maybe_kill() -> None:
@@ -254,7 +263,8 @@ def recorded(path: str | Path, role: str | None = None) -> bool:
     except OSError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        return target.name in record.dirs and (role is None or record.dirs[target.name] == role)
+        made = folder_record(target).dirs.get(".")
+        return made is not None and (role is None or made == role)
     entry = record.files.get(target.name)
     if entry is None or (role is not None and entry[0] != role):
         return False
@@ -279,8 +289,8 @@ def record_written(*paths: str | Path, role: str = "output") -> None:
 def record_folder(path: str | Path, role: str = "output") -> None:
     """Record a folder another library just created for vocseg (MMEngine's log folder)."""
     target = Path(os.path.abspath(path))
-    if target.is_dir() and not target.is_symlink() and target.name not in folder_record(target.parent).dirs:
-        _append(target.parent, {"d": target.name, "r": role})
+    if target.is_dir() and not target.is_symlink() and "." not in folder_record(target).dirs:
+        _append(target, {"d": ".", "r": role})
 
 
 # ---------------------------------------------------------------- the rule
@@ -480,7 +490,7 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
             if not folder.is_dir() or folder.is_symlink():
                 raise VocsegError(f"{folder} appeared as something else than a folder; nothing was written there.", f"Move {folder} away.") from None
             continue
-        _append(folder.parent, {"d": folder.name, "r": role})
+        _append(folder, {"d": ".", "r": role})
     return target
 
 
@@ -576,8 +586,10 @@ def owned_write_bytes(
     inputs: Iterable[str | Path] = (),
     protect: Iterable[str | Path] = (),
     option: str = "",
+    durable: bool = True,
 ) -> Path:
     """Write `data` to `path` under the rule: a recorded temporary file, fsync, rename, record.
+    (`durable=False` skips the fsync: for many small files a re-run recreates after a power cut.)
 
     A process killed at any moment leaves `path` as it was or complete, and a record that names
     both (the next run takes either as vocseg's). Returns `path`. Raises `VocsegError` (one line)
@@ -592,7 +604,8 @@ def owned_write_bytes(
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         _commit(tmp, target, role)
         ok = True
     finally:
@@ -633,10 +646,14 @@ def owned_delete(path: str | Path, *, missing_ok: bool = True) -> bool:
     if not may_delete(target):
         raise VocsegError(f"{target} is {_kind(st)} vocseg did not write (or one changed since); it is left as it is.", f"Move {target} away yourself if it should go.")
     if stat.S_ISDIR(st.st_mode):
+        for own in OWN_NAMES:
+            if os.path.lexists(target / own) and len(os.listdir(target)) == 1:
+                os.unlink(target / own)
+        _CACHE.pop(target, None)
         os.rmdir(target)
     else:
         os.unlink(target)
-    _append(target.parent, {"x": target.name})
+        _append(target.parent, {"x": target.name})
     return True
 
 
@@ -651,12 +668,11 @@ def owned_rmtree(path: str | Path) -> list[Path]:
     except FileNotFoundError:
         return kept
     if stat.S_ISDIR(st.st_mode):
-        record = folder_record(target)
         for entry in sorted(os.scandir(target), key=lambda e: e.name):
             child = target / entry.name
             if entry.name in OWN_NAMES:
                 continue
-            if entry.is_dir(follow_symlinks=False) and entry.name in record.dirs:
+            if entry.is_dir(follow_symlinks=False) and recorded(child):
                 kept += owned_rmtree(child)
             elif may_delete(child):
                 os.unlink(child)
@@ -672,7 +688,6 @@ def owned_rmtree(path: str | Path) -> list[Path]:
                 pass
         _CACHE.pop(target, None)
         os.rmdir(target)
-        _append(target.parent, {"x": target.name})
         return kept
     if may_delete(target):
         os.unlink(target)
@@ -694,15 +709,14 @@ def owned_replace(src: str | Path, dst: str | Path, *, role: str | None = None) 
     else:
         check_may_write(target)
     src_record = folder_record(source.parent)
-    if is_dir:
-        _append(target.parent, {"d": target.name, "r": role or src_record.dirs.get(source.name, "output")})
-    else:
+    if not is_dir:
         entry_role, versions = src_record.files.get(source.name) or ("output", set())
         for h, n in versions:
             _append(target.parent, {"f": target.name, "h": h, "n": n, "r": role or entry_role, "p": 1})
     os.replace(source, target)
-    _append(source.parent, {"x": source.name})
+    _CACHE.pop(source, None)
     if not is_dir:
+        _append(source.parent, {"x": source.name})
         got = _digest_file(target, set())
         if got is not None:
             _append(target.parent, {"f": target.name, "h": got[0], "n": got[1], "r": role or src_record.files.get(source.name, ("output",))[0]})
@@ -712,13 +726,14 @@ def place_tree(src: str | Path, dst: str | Path, *, role: str = "data") -> None:
     """Rename a tree vocseg just built inside a staging folder it created (`src`, e.g. an
     extraction) to the new name `dst` (nothing may be there), recording `dst` as vocseg's first."""
     source, target = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
-    if not any(folder_record(p.parent).dirs.get(p.name) == STAGING_ROLE for p in source.parents if p.parent != p):
+    if not any(folder_record(p).dirs.get(".") == STAGING_ROLE for p in source.parents):
         raise VocsegError(f"{source} is not inside a staging folder vocseg created; it was not moved.", "Run the command again.")
     if os.path.lexists(target):
         raise VocsegError(f"{target} exists; it is left as it is.", f"Move {target} away and run the command again.")
     _inside(target, None)
-    _append(target.parent, {"d": target.name, "r": role})
+    _append(source, {"d": ".", "r": role})
     os.replace(source, target)
+    _CACHE.pop(source, None)
 
 
 def move_aside(path: str | Path, backup: str | Path) -> None:
@@ -748,11 +763,10 @@ def remove_staging(path: str | Path) -> None:
     if not os.path.lexists(target):
         return
     st = os.lstat(target)
-    if not stat.S_ISDIR(st.st_mode) or folder_record(target.parent).dirs.get(target.name) != STAGING_ROLE:
+    if not stat.S_ISDIR(st.st_mode) or folder_record(target).dirs.get(".") != STAGING_ROLE:
         raise VocsegError(f"{target} is not a staging folder vocseg made; it is left as it is.", f"Move {target} away.")
     shutil.rmtree(target)
     _CACHE.pop(target, None)
-    _append(target.parent, {"x": target.name})
 
 
 def _pid_alive(pid: int) -> bool:

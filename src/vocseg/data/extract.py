@@ -62,7 +62,7 @@ def foreign_in_tree(root: Path, archive: Archive) -> str | None:
             if name in OWN_NAMES or path == top / EXTRACTED_MARKER:
                 continue
             rel = path.relative_to(top).as_posix()
-            if path.is_symlink() or listed.pop(rel, None) != os.lstat(path).st_size:
+            if path.is_symlink() or (listed.pop(rel, None) != os.lstat(path).st_size and not recorded(path)):
                 return f"{top} holds {rel}, which vocseg did not extract (or which was changed)"
     if listed:
         return f"{top} lacks {next(iter(listed))}, which vocseg extracted"
@@ -174,6 +174,8 @@ class _CountingReader:
 def _extract_members(path: Path, archive: Archive, staging: Path, console: Console) -> int:
     """Extract the archive's `top` folder into `staging`; return the number of members taken."""
     taken = 0
+    from vocseg.files import OWN_NAMES
+
     with open(path, "rb") as raw, bytes_progress(console) as progress:
         task = progress.add_task(f"extract {archive.name}", total=path.stat().st_size)
         try:
@@ -192,8 +194,8 @@ def _extract_members(path: Path, archive: Archive, staging: Path, console: Conso
                         f"{path} has an unsafe member {shown!r} ({why[:200]}); nothing was extracted.",
                         f"This is not a genuine {archive.label} archive: delete it and get the official one.",
                     )
-                if not _wanted(member.name, archive.top):
-                    continue
+                if not _wanted(member.name, archive.top) or PurePosixPath(member.name).name in OWN_NAMES:
+                    continue  # an archive's own "record" would claim files as vocseg's: never taken
                 write_member(tar, member, staging)
                 taken += 1
             # tarfile ends quietly at a header cut short: a complete archive ends with a zero block.
@@ -208,7 +210,7 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
     """Extract into a staging folder in `root`, check it, then move `archive.top` into place."""
     import zlib
 
-    from vocseg.files import STAGING_ROLE, owned_mkdir, owned_replace, owned_write_text, place_tree, remove_staging
+    from vocseg.files import OWN_NAMES, STAGING_ROLE, owned_mkdir, owned_replace, owned_write_text, place_tree, remove_staging
 
     owned_mkdir(root, role="data")
     staging = root / f"{STAGING_PREFIX}{archive.key}"
@@ -242,7 +244,7 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
             found = "nothing" if not taken else f"no {missing[0]}"
             raise VocsegError(f"{path} is not the {archive.label} archive: it holds {found} under {archive.top}/.", fail_hint)
         built = staging / archive.top
-        files = {p.relative_to(built).as_posix(): p.stat().st_size for p in sorted(built.rglob("*")) if p.is_file() and not p.is_symlink()}
+        files = {p.relative_to(built).as_posix(): p.stat().st_size for p in sorted(built.rglob("*")) if p.is_file() and not p.is_symlink() and p.name not in OWN_NAMES}
         owned_write_text(built / EXTRACTED_MARKER, json.dumps({"archive": archive.name, "md5": md5, "members": taken, "files": files}), role="data")
         # The one step that makes the tree appear: a rename, complete or not at all. A tree vocseg
         # extracted before (checked above: unchanged) is moved into the staging folder first.

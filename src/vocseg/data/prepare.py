@@ -88,9 +88,8 @@ def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Conso
     from vocseg.files import folder_record, owned_rmtree, recorded
 
     tops = [root / VOC_SUBDIR.split("/")[0], root / SBD_SUBDIR.split("/")[0]]
-    record = folder_record(root)
     marker_ok = recorded(root / DEMO_MARKER, role=DEMO_ROLE)
-    demo_trees = [t for t in tops if record.dirs.get(t.name) == DEMO_ROLE and t.is_dir() and not t.is_symlink()]
+    demo_trees = [t for t in tops if t.is_dir() and not t.is_symlink() and folder_record(t).dirs.get(".") == DEMO_ROLE]
     if marker_ok and not force and len(demo_trees) == len(tops):
         console.print(f"demo dataset: already in {root}")
     else:
