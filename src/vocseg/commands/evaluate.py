@@ -51,7 +51,7 @@ def evaluate(
     if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
         check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS, may_write=eval_writes(split))
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
-        check_output_folder(save_predictions, force=force, option="--save-predictions")
+        check_output_folder(save_predictions, option="--save-predictions")  # --force included: PNGs of the user's (or the dataset's masks) are never replaced
     before = files_in(out) if out is not None else {}
     result, _ = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     name = target if target.startswith("official:") else Path(result.checkpoint).name
@@ -78,8 +78,7 @@ def evaluate(
     # statistics, MMEngine's copy of the config under its own name) is vocseg's: a re-run may replace it.
     after = files_in(out_dir)
     record_written(*(p for p in [*saved, *(f for f, stamp in after.items() if before.get(f) != stamp)] if Path(p).is_file()))
-    if save_predictions:
-        record_written(*files_in(save_predictions))
+    if save_predictions:  # each PNG was recorded as it was written (vocseg.visualization.overlays.save_label_png)
         saved.append(save_predictions)
     console.print("results: " + ", ".join(str(p) for p in saved))
 

@@ -128,6 +128,7 @@ def register_eval_metric() -> str:
         def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.save_dir = Path(save_dir) if save_dir else None
+            self.save_force = False  # --save-predictions never replaces a file of the user's (--force included)
             self.confusion: Any = None
 
         def process(self, data_batch: dict, data_samples: Any) -> None:
@@ -144,9 +145,12 @@ def register_eval_metric() -> str:
                 if self.save_dir is not None:
                     from vocseg.visualization.overlays import save_label_png
 
-                    self.save_dir.mkdir(parents=True, exist_ok=True)
+                    from vocseg.files import owned_mkdir
+
+                    owned_mkdir(self.save_dir)
                     stem = Path(sample["img_path"]).stem
-                    save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{stem}.png")
+                    masks = tuple(Path(p).parent for p in (sample.get("seg_map_path"), sample.get("img_path")) if p)  # the dataset's own files
+                    save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{stem}.png", protect=masks, force=self.save_force)
 
         def compute_metrics(self, results: list) -> dict[str, float]:
             # mmseg's own per-class rounding (np.round of its float32 arrays), kept for the report
@@ -375,14 +379,15 @@ def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
     classes = list(result.per_class)
     galleries = stats.tracker.galleries(classes) if stats.tracker is not None else {}
     doc = gallery_document(stats.per_image, stats.predictions, galleries, classes, stats.limit, checkpoint=result.checkpoint, split=result.split, data_root=result.extra.get("data_root"))
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n")
     return path
 
 
 def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True) -> list[Path]:
     """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from vocseg.files import owned_mkdir
+
+    owned_mkdir(out_dir)
     written = [out_dir / f"{tag}.json", out_dir / f"{tag}.csv"]
     write_json(result, written[0])
     write_csv(result, written[1])

@@ -158,10 +158,16 @@ def error_map(rgb: np.ndarray, pred: np.ndarray, label: np.ndarray, cls: int, ig
     return out
 
 
-def save_label_png(label_map: np.ndarray, path: Path) -> None:
-    """A palette PNG: pixel values are class ids, colours are VOC's."""
+def save_label_png(label_map: np.ndarray, path: Path, *, protect: tuple[Path, ...] = (), force: bool = False) -> None:
+    """A palette PNG: pixel values are class ids, colours are VOC's. Written through
+    `vocseg.files.atomic_writer` (recorded temporary file, renamed into place): never in place,
+    never into a folder in `protect` (the dataset's masks), never over a file of the user's
+    unless `force`."""
     from PIL import Image
+
+    from vocseg.files import atomic_writer
 
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
     image.putpalette([c for rgb in PALETTE for c in rgb])
-    image.save(path)
+    with atomic_writer(path, protect=protect, force=force, option="--save-predictions") as tmp:
+        image.save(tmp, format="PNG")
