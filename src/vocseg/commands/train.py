@@ -167,7 +167,9 @@ def train(
         check_before_training(training_lists(experiment, config_file), console=console)
     if primary:
         check_run_folder(experiment)  # a folder of the user's own files: refused before the lock file is made
-        experiment.work_dir.mkdir(parents=True, exist_ok=True)
+        from vocseg.files import owned_mkdir
+
+        owned_mkdir(experiment.work_dir, role="run")
     # Locked before anything is written: --work-dir may name a folder that is training right now.
     with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), checked_env(CHECKED_ENV):
         config_path = start_run_on_this_node(experiment, launch_plan, options)

@@ -24,11 +24,12 @@ def figure(width: float, height: float) -> Any:
     return fig
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+def save_figure(fig: Any, path: Path, *, force: bool = False) -> Path:
+    """Save through `vocseg.files.atomic_writer` (recorded temporary file, renamed into place)."""
+    from vocseg.files import atomic_writer
+
+    with atomic_writer(path, force=force) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return path
 
 

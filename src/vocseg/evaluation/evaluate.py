@@ -143,9 +143,8 @@ def register_eval_metric() -> str:
                 index = label[keep].long() * n + pred[keep].long()
                 self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
                 if self.save_dir is not None:
-                    from vocseg.visualization.overlays import save_label_png
-
                     from vocseg.files import owned_mkdir
+                    from vocseg.visualization.overlays import save_label_png
 
                     owned_mkdir(self.save_dir)
                     stem = Path(sample["img_path"]).stem
