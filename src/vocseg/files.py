@@ -268,6 +268,8 @@ def recorded(path: str | Path, role: str | None = None) -> bool:
     entry = record.files.get(target.name)
     if entry is None or (role is not None and entry[0] != role):
         return False
+    if ("*", -1) in entry[1]:  # a growing file (a download's part): vocseg's while a regular file
+        return stat.S_ISREG(st.st_mode)
     got = _digest_file(target, {n for _, n in entry[1]})
     return got is not None and any(h == got[0] and n in (got[1], -1) for h, n in entry[1])
 
@@ -720,6 +722,24 @@ def owned_replace(src: str | Path, dst: str | Path, *, role: str | None = None) 
         got = _digest_file(target, set())
         if got is not None:
             _append(target.parent, {"f": target.name, "h": got[0], "n": got[1], "r": role or src_record.files.get(source.name, ("output",))[0]})
+
+
+def open_append(path: str | Path, *, role: str = "part"):
+    """Open a file vocseg grows across runs (a download's `NAME.part`) for appending, binary: created
+    and recorded as vocseg's (content checked later by its hash), or the one recorded earlier.
+    A file of the user's at that name, a link or a special file refuses (one line)."""
+    target = Path(os.path.abspath(path))
+    if os.path.lexists(target) and not recorded(target):
+        st = os.lstat(target)
+        raise VocsegError(f"{target} is {_kind(st)} vocseg did not make; it is left as it is.", f"Move {target} away and run the command again.")
+    owned_mkdir(target.parent)
+    if not recorded(target):
+        _append(target.parent, {"f": target.name, "h": "*", "n": -1, "r": role})
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VocsegError(f"{target} is not a regular file; it is left as it is.", f"Move {target} away.")
+    return os.fdopen(fd, "ab")
 
 
 def place_tree(src: str | Path, dst: str | Path, *, role: str = "data") -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -155,7 +154,9 @@ class PartState:
             return 0
 
     def restart(self) -> None:
-        self.path.unlink(missing_ok=True)
+        from vocseg.files import owned_delete
+
+        owned_delete(self.path)
         self.digest = hashlib.new(self.digest.name)
         self.hashed = 0
         self.resumed = False
@@ -224,7 +225,9 @@ def _attempt(url: str, part: PartState, progress: Progress, task: TaskID, cache:
             need_space(cache, total - offset, part.path.name, f"{part.space_hint}; re-run to resume.")
         progress.update(task, total=total, completed=offset)
         received = 0
-        with open(part.path, "ab") as f:
+        from vocseg.files import open_append
+
+        with open_append(part.path) as f:
             while True:
                 try:
                     chunk = response.read(CHUNK)
@@ -313,8 +316,10 @@ def fetch_verified(
     """
     expected = expected.lower() if expected else None
     folder = target.parent
+    from vocseg.files import owned_delete, owned_mkdir, owned_replace
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        owned_mkdir(folder, role="cache")
     except OSError as exc:
         raise disk_error(exc, folder, space_hint) from None
     with download_lock(target, console):
@@ -323,8 +328,8 @@ def fetch_verified(
             if expected is None or got.startswith(expected):
                 return target
             console.print(f"{target}: {algorithm} {got[:8]}..., expected {expected}...: damaged; downloading it again")
-            target.unlink()
-            stamp_path(target).unlink(missing_ok=True)
+            owned_delete(target)
+            owned_delete(stamp_path(target))
         part = PartState(folder / f"{target.name}.part", hashlib.new(algorithm), space_hint=space_hint)
         for last_try in (False, True):
             with bytes_progress(console, transient=True) as progress:
@@ -349,7 +354,7 @@ def fetch_verified(
                 "Try again; if it persists, the server or mirror serves a different file.",
             )
         try:
-            os.replace(part.path, target)
+            owned_replace(part.path, target)
             write_stamp(target, got, algorithm)
         except OSError as exc:
             raise disk_error(exc, target, space_hint) from None

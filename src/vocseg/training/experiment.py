@@ -114,7 +114,7 @@ def check_run_folder(experiment: Experiment) -> None:
         name = entry.name
         if name in OWN_NAMES or name in temps or (name == LOCK_NAME and entry.is_file() and entry.stat().st_size <= 32):
             continue
-        if recorded(entry):
+        if recorded(entry) and (name not in planned or recorded(entry, role=RUN_ROLE)):  # a `config -o` file is the user's
             continue
         if entry.is_file() and not entry.is_symlink():
             if name in planned and entry.stat().st_size == len(planned[name].encode()) and entry.read_text(errors="replace") == planned[name]:

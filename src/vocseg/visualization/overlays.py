@@ -10,6 +10,7 @@ colour, and it lists only the classes drawn.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -169,5 +170,8 @@ def save_label_png(label_map: np.ndarray, path: Path, *, protect: tuple[Path, ..
 
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
     image.putpalette([c for rgb in PALETTE for c in rgb])
+    if not isinstance(path, (str, os.PathLike)):  # a file object (an in-memory buffer)
+        image.save(path, format="PNG")
+        return
     with atomic_writer(path, protect=protect, force=force, option="--save-predictions") as tmp:
         image.save(tmp, format="PNG")
