@@ -472,7 +472,7 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
     while True:
         try:
             st = os.lstat(probe)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (a file above: named below)
             missing.append(probe)
             if probe.parent == probe:
                 break

@@ -171,7 +171,8 @@ def save_label_png(label_map: np.ndarray, path: Path, *, protect: tuple[Path, ..
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
     image.putpalette([c for rgb in PALETTE for c in rgb])
     if not isinstance(path, (str, os.PathLike)):  # a file object (an in-memory buffer)
-        image.save(path, format="PNG")
+        buffer = path
+        image.save(buffer, format="PNG")
         return
     with atomic_writer(path, protect=protect, force=force, option="--save-predictions") as tmp:
         image.save(tmp, format="PNG")
