@@ -676,6 +676,8 @@ def owned_rmtree(path: str | Path) -> list[Path]:
                 continue
             if entry.is_dir(follow_symlinks=False) and recorded(child):
                 kept += owned_rmtree(child)
+            elif entry.is_dir(follow_symlinks=False) and not os.listdir(child):
+                os.rmdir(child)  # empty: made by a command killed before it recorded it (nothing to lose)
             elif may_delete(child):
                 os.unlink(child)
                 _append(target, {"x": entry.name})

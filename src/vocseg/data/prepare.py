@@ -93,7 +93,7 @@ def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Conso
     if marker_ok and not force and len(demo_trees) == len(tops):
         console.print(f"demo dataset: already in {root}")
     else:
-        foreign = [t for t in tops if os.path.lexists(t) and t not in demo_trees]
+        foreign = [t for t in tops if os.path.lexists(t) and t not in demo_trees and not (t.is_dir() and not t.is_symlink() and not os.listdir(t))]
         if foreign:
             raise VocsegError(
                 f"{foreign[0]} is not vocseg's demo dataset (a real VOC/SBD tree or your own files); it is left as it is.",
