@@ -219,3 +219,19 @@ def test_resuming_a_copied_run_leaves_the_original_byte_for_byte(trained_run: Pa
     assert result.returncode == 0, result.stderr
     assert content_tree(trained_run) == before
     assert {p: p.read_bytes() for p in trained_run.rglob(".vocseg-written.jsonl")} == before_records
+
+
+def test_ctrl_c_prints_one_line_with_what_was_finished_and_how_to_continue(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocseg.files
+
+    _small_demo(monkeypatch)
+    monkeypatch.setattr(vocseg.files, "_EVENTS", 0)
+    monkeypatch.setenv("VOCSEG_TEST_KILL_AFTER", "30")
+    monkeypatch.setenv("VOCSEG_TEST_KILL_SIGNAL", "INT")  # as Ctrl-C: a KeyboardInterrupt in this process
+    root = tmp_path / "data"
+    result = cli("prepare", "--demo", "--data-root", root)
+    assert result.code == 130
+    line = " ".join(result.err.split())
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err, result.err
+    assert "written completely in" in line and f"run `vocseg prepare --demo --data-root {root}` again to finish" in line
+    assert cli("prepare", "--demo", "--data-root", root).code == 0 and temporary_files(root) == []

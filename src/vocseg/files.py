@@ -113,6 +113,7 @@ class FolderRecord:
 
 _CACHE: dict[Path, tuple[int, int, int, FolderRecord]] = {}  # folder -> (st_ino, offset read, mtime_ns, record)
 _EVENTS = 0  # record lines this process wrote (VOCSEG_TEST_KILL_AFTER)
+_WRITTEN: dict[Path, int] = {}  # folder -> files this process completed there (for the Ctrl-C line)
 
 
 def _read_regular(path: Path) -> tuple[os.stat_result, bytes] | None:
@@ -526,6 +527,14 @@ def _commit(tmp: Path, target: Path, role: str) -> None:
     _append(folder, {"f": target.name, "h": got[0], "n": got[1], "r": role, "p": 1})
     os.replace(tmp, target)
     _append(folder, {"f": target.name, "h": got[0], "n": got[1], "r": role}, {"x": tmp.name})
+    _WRITTEN[folder] = _WRITTEN.get(folder, 0) + 1
+
+
+def written_this_process() -> tuple[int, list[Path]]:
+    """(files this process wrote completely, the folders they are in, most first): what an
+    interrupted command had finished."""
+    folders = sorted(_WRITTEN, key=lambda f: -_WRITTEN[f])
+    return sum(_WRITTEN.values()), folders
 
 
 def _discard(tmp: Path) -> None:
