@@ -37,9 +37,9 @@ def nan_value(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "") -> Path:
+def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "", force: bool = False) -> Path:
     """Rows: the true class, normalised to 100% (where its pixels went); columns: the predicted class."""
-    return save_figure(confusion_figure(confusion, classes, title=title), path)
+    return save_figure(confusion_figure(confusion, classes, title=title), path, force=force)
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "") -> Any:
@@ -76,9 +76,9 @@ def _cmap(name: str) -> Any:
     return colormaps[name].copy()
 
 
-def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
+def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "", force: bool = False) -> Path:
     """Per-class IoU bars, best first, with Acc as a dot: a dot far right of its bar means over-filled masks."""
-    return save_figure(iou_bar_figure(result, title=title), path)
+    return save_figure(iou_bar_figure(result, title=title), path, force=force)
 
 
 def iou_bar_figure(result: EvalResult, *, title: str = "") -> Any:

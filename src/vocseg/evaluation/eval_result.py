@@ -48,10 +48,10 @@ class EvalResult:
         return data
 
 
-def write_json(result: EvalResult, path: Path) -> None:
+def write_json(result: EvalResult, path: Path, *, force: bool = False) -> None:
     from vocseg.files import write_text_atomic
 
-    write_text_atomic(path, json.dumps(result.to_json(), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(result.to_json(), indent=1) + "\n", force=force)
 
 
 def csv_text(result: EvalResult) -> str:
@@ -71,10 +71,10 @@ def csv_text(result: EvalResult) -> str:
     return buf.getvalue()
 
 
-def write_csv(result: EvalResult, path: Path) -> None:
+def write_csv(result: EvalResult, path: Path, *, force: bool = False) -> None:
     from vocseg.files import write_text_atomic
 
-    write_text_atomic(path, csv_text(result))
+    write_text_atomic(path, csv_text(result), force=force)
 
 
 def load_result(path: Path) -> EvalResult:

@@ -330,6 +330,7 @@ def evaluate(
         model.load_state_dict(state_dict_of(ckpt), strict=False)  # fit was checked: only BN counters may differ
         runner._has_loaded = True
         metrics = runner.test()
+    _record_mmengine_outputs(runner, cfg)
     metric = runner.test_evaluator.metrics[0]
     per_class: dict[str, dict[str, Any]] = {}
     areas = metric.last_areas
@@ -382,21 +383,37 @@ def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
     return path
 
 
-def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True) -> list[Path]:
-    """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart."""
+def _record_mmengine_outputs(runner: Any, cfg: Any) -> None:
+    """Record what MMEngine wrote into the results folder (its timestamped log folder and its copy
+    of the config) as vocseg's, by name, right after it wrote them (`vocseg.files`): a re-run
+    replaces them, and they are never called the user's."""
+    from vocseg.files import record_folder, record_written
+
+    work_dir = Path(cfg.work_dir)
+    log_dir = Path(getattr(runner, "log_dir", "") or "")
+    if log_dir.parent == work_dir and log_dir.is_dir():
+        record_folder(log_dir)
+    name = Path(cfg.filename).name if getattr(cfg, "filename", None) else f"{getattr(runner, 'timestamp', '')}.py"
+    if (work_dir / name).is_file() and not (work_dir / name).is_symlink():
+        record_written(work_dir / name)
+
+
+def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True, force: bool = False) -> list[Path]:
+    """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart; `force`:
+    a regular file of the user's under those names is replaced (`vocseg.files` rule)."""
     from vocseg.files import owned_mkdir
 
     owned_mkdir(out_dir)
     written = [out_dir / f"{tag}.json", out_dir / f"{tag}.csv"]
-    write_json(result, written[0])
-    write_csv(result, written[1])
+    write_json(result, written[0], force=force)
+    write_csv(result, written[1], force=force)
     if plots:
         from vocseg.evaluation.charts import confusion_heatmap, iou_bar_chart
 
         title = f"{Path(result.checkpoint).name} on {result.split} ({result.num_images} images){' + TTA' if result.extra.get('tta') else ''}"
         if result.confusion is not None:
-            written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title))
-        written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title))
+            written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title, force=force))
+        written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title, force=force))
     return written
 
 
