@@ -154,7 +154,7 @@ def _situation(kind: str, target: Path, outside: Path) -> None:
 SITUATIONS = ["user file", "edited vocseg file", "link to outside", "fifo"]
 
 
-def _one_line(exc: VocsegError, target: Path) -> None:
+def _one_line(exc: Exception, target: Path) -> None:
     text = str(exc)
     assert "\n" not in text and str(target) in text, text
 
@@ -171,7 +171,7 @@ def test_the_rule_refuses_everything_not_vocsegs(tmp_path: Path, kind: str, oper
     target = folder / "result.json"
     _situation(kind, target, outside)
     before = tree(tmp_path)
-    with pytest.raises(VocsegError) as err:
+    with pytest.raises((VocsegError, NotADirectoryError)) as err:  # a file above a folder to make: the CLI's OSError line
         if operation == "write_bytes":
             owned_write_bytes(target, b"new")
         elif operation == "atomic_writer":

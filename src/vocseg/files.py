@@ -334,6 +334,8 @@ def _inside(target: Path, root: Path | None) -> None:
             return  # created later by owned_mkdir, which checks each step
         if stat.S_ISLNK(st.st_mode):
             raise VocsegError(f"{folder} is a symbolic link; vocseg never writes through one ({target} was not written).", f"Replace the link {folder} with a folder, or pass another path.")
+        if stat.S_ISREG(st.st_mode):  # the CLI names it with the command that continues (vocseg.errors)
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
         if not stat.S_ISDIR(st.st_mode):
             raise VocsegError(f"{folder} is {_kind(st)}, not a folder; {target} was not written.", f"Move {folder} away, or pass another path.")
 
@@ -408,8 +410,10 @@ def check_output_folder(
     own_dirs: str = "",
     may_write: Callable[[str], bool] | None = None,
     root: str | Path | None = None,
+    role: str | None = None,
 ) -> None:
-    """Refuse (one line) an output folder that holds entries vocseg did not create there.
+    """Refuse (one line) an output folder that holds entries vocseg did not create there (with
+    `role`: in that role; a dataset's masks vocseg wrote are not outputs).
 
     With `may_write` (a name -> bool), only entries whose names the command could write count: the
     user's other files in the folder are left alone and do not stop it. A new or empty folder is
@@ -431,7 +435,7 @@ def check_output_folder(
     for entry in sorted(target.iterdir()):
         if entry.name in OWN_NAMES or (may_write is not None and not may_write(entry.name)):
             continue
-        if recorded(entry):
+        if recorded(entry, role=role):
             continue
         est = os.lstat(entry)
         if force and stat.S_ISREG(est.st_mode):
@@ -479,6 +483,8 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
                 break
             probe = probe.parent
             continue
+        if stat.S_ISREG(st.st_mode):  # the CLI names it with the command that continues (vocseg.errors)
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe))
         if not stat.S_ISDIR(st.st_mode):
             raise VocsegError(f"{probe} is {_kind(st)}, not a folder; {target} was not created.", f"Move {probe} away, or pass another path.")
         if probe == target and not exist_ok:

@@ -110,7 +110,7 @@ def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Conso
                 "the demo's own files were removed, yours are left as they are.",
                 f"Move them away and run `vocseg prepare --demo --data-root {root}` again, or pick another --data-root.",
             )
-        with FaultContext(where=root, kept=f"{root} holds part of the demo: the next run writes it again",
+        with FaultContext(where=root, kept=f"{root} is marked unfinished (the demo's marker is written last): the next run writes the demo again",
                           next_command=f"vocseg prepare --demo --data-root {root}"):
             splits = write_demo_dataset(root)
         console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
