@@ -259,16 +259,24 @@ def test_transient_server_errors_are_retried(server: ArchiveServer, archives, tm
     assert [s for _, _, s in server.log] == [503, 503, 200]
 
 
+def kept_part(path: Path, data: bytes) -> None:
+    """A part file an earlier vocseg download left (recorded by vocseg.files as it was created)."""
+    from vocseg.files import open_append
+
+    with open_append(path) as f:
+        f.write(data)
+
+
 def test_a_kept_part_that_does_not_fit_is_dropped_when_the_server_ignores_range(server: ArchiveServer, archives, tmp_path: Path) -> None:
     server.ignore_range = True
-    (tmp_path / f"{VOC_ARCHIVE}.part").write_bytes(b"garbage from some other file" * 100)
+    kept_part(tmp_path / f"{VOC_ARCHIVE}.part", b"garbage from some other file" * 100)
     assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == archives["voc"].read_bytes()
     assert server.log[0][1] is not None and server.log[0][2] == 200  # asked to resume, got the whole file
 
 
 def test_a_resumed_download_that_does_not_verify_is_fetched_again_whole(server: ArchiveServer, archives, tmp_path: Path) -> None:
     data = archives["voc"].read_bytes()
-    (tmp_path / f"{VOC_ARCHIVE}.part").write_bytes(b"\0" * 1000)  # kept from some other file
+    kept_part(tmp_path / f"{VOC_ARCHIVE}.part", b"\0" * 1000)  # kept from some other file
     assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == data
     assert [(r, s) for _, r, s in server.log] == [("bytes=1000-", 206), (None, 200)]
 
@@ -304,10 +312,17 @@ def test_no_source_gives_a_one_line_error_with_what_to_do(cli, server: ArchiveSe
     assert "Traceback" not in result.err
 
 
-def test_disk_full_while_downloading_keeps_nothing_broken(server: ArchiveServer, archives, tmp_path: Path) -> None:
+def test_disk_full_while_downloading_keeps_nothing_broken(server: ArchiveServer, archives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
-    (tmp_path / f"{VOC_ARCHIVE}.part").symlink_to("/dev/full")  # every write fails with ENOSPC
+    import vocseg.files
+
+    (tmp_path / f"{VOC_ARCHIVE}.part").symlink_to("/dev/full")  # a link at the part's name: never written through
+    with pytest.raises(VocsegError) as err:
+        get_voc(tmp_path, md5(archives["voc"]))
+    assert "symbolic link" in err.value.message and os.path.islink(tmp_path / f"{VOC_ARCHIVE}.part")
+    (tmp_path / f"{VOC_ARCHIVE}.part").unlink()
+    monkeypatch.setattr(vocseg.files, "open_append", lambda path, **kw: open("/dev/full", "ab"))  # every write fails with ENOSPC
     with pytest.raises(VocsegError) as err:
         get_voc(tmp_path, md5(archives["voc"]))
     assert err.value.message.startswith("Disk full while writing") and "re-run" in err.value.hint
