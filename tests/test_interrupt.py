@@ -213,10 +213,18 @@ def test_predict_and_eval_killed_are_completed_by_the_next_run(trained_run: Path
 def test_resuming_a_copied_run_leaves_the_original_byte_for_byte(trained_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns(".vocseg.lock"))
+    from vocseg.files import owned_delete, owned_write_text
+
+    # The copy as a run stopped after iteration 7 (what vocseg itself leaves): resume trains iteration 8,
+    # saves, and deletes old checkpoints and the previous best, whose paths inside the checkpoint
+    # name the original folder.
+    owned_delete(copy / "iter_8.pth")
+    owned_write_text(copy / "last_checkpoint", str(trained_run / "iter_7.pth"), role="run")
     before = content_tree(trained_run)
     before_records = {p: p.read_bytes() for p in trained_run.rglob(".vocseg-written.jsonl")}
-    result = _vocseg("resume", copy, "--iters", "12", "--device", "cpu", "--num-workers", "0")
+    result = _vocseg("resume", copy)
     assert result.returncode == 0, result.stderr
+    assert (copy / "iter_8.pth").is_file()
     assert content_tree(trained_run) == before
     assert {p: p.read_bytes() for p in trained_run.rglob(".vocseg-written.jsonl")} == before_records
 

@@ -318,19 +318,28 @@ def evaluate(
     if tta:
         cfg.model = dict(type="SegTTAModel", module=cfg.model)
 
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner as MMEngineRunner
+
+    class Runner(MMEngineRunner):
+        def dump_config(self) -> None:
+            """MMEngine's copy of the config, written through `vocseg.files` (recorded before it is
+            renamed into place: a kill never leaves a copy the next run calls the user's)."""
+            from vocseg.files import owned_write_text
+
+            name = Path(self.cfg.filename).name if self.cfg.filename else f"{self.timestamp}.py"
+            owned_write_text(Path(self.work_dir) / name, self.cfg.pretty_text)
 
     register_eval_metric()
     quiet = quiet_stdout(verbose)
     with quiet, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
         runner = Runner.from_cfg(cfg)
+        _record_mmengine_outputs(runner, cfg)
         model = runner.model.module if tta else runner.model
         ckpt = load_state_dict_checked(checkpoint, model)
         model.load_state_dict(state_dict_of(ckpt), strict=False)  # fit was checked: only BN counters may differ
         runner._has_loaded = True
         metrics = runner.test()
-    _record_mmengine_outputs(runner, cfg)
     metric = runner.test_evaluator.metrics[0]
     per_class: dict[str, dict[str, Any]] = {}
     areas = metric.last_areas
@@ -384,18 +393,14 @@ def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
 
 
 def _record_mmengine_outputs(runner: Any, cfg: Any) -> None:
-    """Record what MMEngine wrote into the results folder (its timestamped log folder and its copy
-    of the config) as vocseg's, by name, right after it wrote them (`vocseg.files`): a re-run
-    replaces them, and they are never called the user's."""
-    from vocseg.files import record_folder, record_written
+    """Record MMEngine's timestamped log folder in the results folder as vocseg's (`vocseg.files`);
+    its copy of the config is written through `vocseg.files` (`Runner.dump_config` above)."""
+    from vocseg.files import record_folder
 
     work_dir = Path(cfg.work_dir)
     log_dir = Path(getattr(runner, "log_dir", "") or "")
     if log_dir.parent == work_dir and log_dir.is_dir():
         record_folder(log_dir)
-    name = Path(cfg.filename).name if getattr(cfg, "filename", None) else f"{getattr(runner, 'timestamp', '')}.py"
-    if (work_dir / name).is_file() and not (work_dir / name).is_symlink():
-        record_written(work_dir / name)
 
 
 def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True, force: bool = False) -> list[Path]:
