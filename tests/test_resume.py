@@ -37,10 +37,14 @@ def assert_bitwise_equal(a: Path, b: Path) -> None:
 
 def copy_run_at(src: Path, dst: Path, iteration: int) -> Path:
     """A run folder as a run stopped at `iteration` leaves it: its config, recipe and that checkpoint."""
-    dst.mkdir()
-    for name in ("config.py", "recipe.json", f"iter_{iteration}.pth"):
-        shutil.copy2(src / name, dst / name)
-    (dst / "last_checkpoint").write_text(str(dst / f"iter_{iteration}.pth"))
+    from vocseg.files import owned_rmtree, owned_write_text
+
+    shutil.copytree(src, dst)  # with vocseg's record: the copy's files are vocseg's, as a stopped run's are
+    keep = {"config.py", "recipe.json", f"iter_{iteration}.pth", "last_checkpoint", ".vocseg-written.jsonl"}
+    for p in sorted(dst.iterdir()):
+        if p.name not in keep:
+            owned_rmtree(p)
+    owned_write_text(dst / "last_checkpoint", str(dst / f"iter_{iteration}.pth"), role="run")
     return dst
 
 
@@ -116,8 +120,10 @@ def test_sigkill_while_saving_still_resumes(cli, demo_root: Path, tmp_path: Path
 
 
 def _run_stopped_at(trained_run: Path, dst: Path, iteration: int) -> Path:
+    from vocseg.files import owned_write_text
+
     shutil.copytree(trained_run, dst)
-    (dst / "last_checkpoint").write_text(str(dst / f"iter_{iteration}.pth"))
+    owned_write_text(dst / "last_checkpoint", str(dst / f"iter_{iteration}.pth"), role="run")  # as vocseg leaves it
     return dst
 
 
@@ -148,7 +154,9 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     assert '"nproc": 2' in (run / "recipe.json").read_text()
     assert config.read_text() == edited  # the config is kept as the user left it
     # The next resume of this run needs no flag: the checkpoint now says 2 processes.
-    (run / "last_checkpoint").write_text(str(run / "iter_7.pth"))
+    from vocseg.files import owned_write_text
+
+    owned_write_text(run / "last_checkpoint", str(run / "iter_7.pth"), role="run")
     r = cli("resume", run, "--nproc", "1")
     assert r.code == 2 and "trained with 2 process(es)" in r.err
 
