@@ -258,18 +258,15 @@ _STOPPED_VALIDATIONS: set[tuple[str, int]] = set()
 _REMOVED: list[tuple[str, list[str]]] = []  # (file deleted by a checkpoint hook, best_* files then)
 
 
-class _RecordingBackend:
-    """A checkpoint hook's file backend that records what the folder held at each deletion."""
+def _recording_delete(hook: object, delete: object) -> object:
+    """A checkpoint hook's deletion that records what the folder held at each one."""
 
-    def __init__(self, backend: object) -> None:
-        self._backend = backend
+    def recorded_delete(runner: object, path: str) -> bool:
+        own = hook._own(path)  # type: ignore[attr-defined]
+        _REMOVED.append((own, sorted(p.name for p in Path(own).parent.glob("best_*.pth"))))
+        return delete(runner, path)  # type: ignore[operator]
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._backend, name)
-
-    def remove(self, path: str) -> None:
-        _REMOVED.append((str(path), sorted(p.name for p in Path(path).parent.glob("best_*.pth"))))
-        self._backend.remove(path)
+    return recorded_delete
 
 
 def _register_stop_hook() -> str:
@@ -292,8 +289,8 @@ def _register_stop_hook() -> str:
 
             def before_train(self, runner) -> None:
                 for hook in runner.hooks:
-                    if isinstance(hook, CheckpointHook):
-                        hook.file_backend = _RecordingBackend(hook.file_backend)
+                    if isinstance(hook, CheckpointHook):  # its deletions go through vocseg.files (`_delete`)
+                        hook._delete = _recording_delete(hook, hook._delete)
 
             def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
                 key = (str(runner.work_dir), runner.iter)
