@@ -53,12 +53,12 @@ def test_prepare_demo_writes_real_layouts(cli, tmp_path: Path) -> None:
     assert 255 in values and values <= set(range(21)) | {255}  # a void band along borders
     from scipy.io import loadmat
 
-    mat = next((sbd / "cls").iterdir())
+    mat = next((sbd / "cls").glob("*.mat"))
     seg = loadmat(str(mat))["GTcls"][0]["Segmentation"][0]
     assert seg.dtype == np.uint8 and 255 not in np.unique(seg)  # SBD: no void band
     # Every object class appears in the data.
     present: set[int] = set()
-    for png in (voc / "SegmentationClass").iterdir():
+    for png in (voc / "SegmentationClass").glob("*.png"):
         present |= set(np.unique(np.asarray(Image.open(png))).tolist())
     assert set(range(21)) <= present
     # Idempotent: a second run skips the generation.

@@ -162,7 +162,10 @@ def test_stale_temp_files_of_dead_processes_only(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     stale = tmp_path / f".iter_5.pth.{dead}.tmp"
     live = tmp_path / f".iter_6.pth.{os.getpid()}.tmp"
-    for p in (stale, live):
+    users = tmp_path / f".notes.{dead}.tmp"  # not in the record: the user's, kept
+    for p in (stale, live, users):
         p.write_bytes(b"partial")
+    with open(tmp_path / ".vocseg-written.jsonl", "a") as record:  # as vocseg records a temporary file before creating it
+        record.write(f'{{"t": "{stale.name}", "pid": {dead}}}\n{{"t": "{live.name}", "pid": {os.getpid()}}}\n')
     assert remove_stale_temp_files(tmp_path) == [stale]
-    assert live.exists() and not stale.exists()
+    assert live.exists() and not stale.exists() and users.exists()

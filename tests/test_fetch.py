@@ -21,6 +21,7 @@ from vocseg.data import download, extract, fetch
 from vocseg.data.demo import DEMO_MARKER
 from vocseg.data.voc import ARCHIVES, SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
 from vocseg.errors import VocsegError
+from vocseg.files import RECORD_NAME
 
 QUIET = Console(file=io.StringIO(), width=120)
 
@@ -184,16 +185,24 @@ def test_transient_server_errors_are_retried(server: ArchiveServer, archives, tm
     assert [s for _, _, s in server.log] == [503, 503, 200]
 
 
+def kept_part(path: Path, data: bytes) -> None:
+    """A part file an earlier vocseg download left (recorded by vocseg.files as it was created)."""
+    from vocseg.files import open_append
+
+    with open_append(path) as f:
+        f.write(data)
+
+
 def test_a_kept_part_that_does_not_fit_is_dropped_when_the_server_ignores_range(server: ArchiveServer, archives, tmp_path: Path) -> None:
     server.ignore_range = True
-    (tmp_path / f"{VOC_ARCHIVE}.part").write_bytes(b"garbage from some other file" * 100)
+    kept_part(tmp_path / f"{VOC_ARCHIVE}.part", b"garbage from some other file" * 100)
     assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == archives["voc"].read_bytes()
     assert server.log[0][1] is not None and server.log[0][2] == 200  # asked to resume, got the whole file
 
 
 def test_a_resumed_download_that_does_not_verify_is_fetched_again_whole(server: ArchiveServer, archives, tmp_path: Path) -> None:
     data = archives["voc"].read_bytes()
-    (tmp_path / f"{VOC_ARCHIVE}.part").write_bytes(b"\0" * 1000)  # kept from some other file
+    kept_part(tmp_path / f"{VOC_ARCHIVE}.part", b"\0" * 1000)  # kept from some other file
     assert get_voc(tmp_path, md5(archives["voc"])).read_bytes() == data
     assert [(r, s) for _, r, s in server.log] == [("bytes=1000-", 206), (None, 200)]
 
@@ -229,10 +238,17 @@ def test_no_source_gives_a_one_line_error_with_what_to_do(cli, server: ArchiveSe
     assert "Traceback" not in result.err
 
 
-def test_disk_full_while_downloading_keeps_nothing_broken(server: ArchiveServer, archives, tmp_path: Path) -> None:
+def test_disk_full_while_downloading_keeps_nothing_broken(server: ArchiveServer, archives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
-    (tmp_path / f"{VOC_ARCHIVE}.part").symlink_to("/dev/full")  # every write fails with ENOSPC
+    import vocseg.files
+
+    (tmp_path / f"{VOC_ARCHIVE}.part").symlink_to("/dev/full")  # a link at the part's name: never written through
+    with pytest.raises(VocsegError) as err:
+        get_voc(tmp_path, md5(archives["voc"]))
+    assert "symbolic link" in err.value.message and os.path.islink(tmp_path / f"{VOC_ARCHIVE}.part")
+    (tmp_path / f"{VOC_ARCHIVE}.part").unlink()
+    monkeypatch.setattr(vocseg.files, "open_append", lambda path, **kw: open("/dev/full", "ab"))  # every write fails with ENOSPC
     with pytest.raises(VocsegError) as err:
         get_voc(tmp_path, md5(archives["voc"]))
     assert err.value.message.startswith("Disk full while writing") and "re-run" in err.value.hint
@@ -323,8 +339,8 @@ def test_malicious_members_are_refused(kind: str, tmp_path: Path) -> None:
     with pytest.raises(VocsegError) as err:
         extract.extract_archive(archive, ARCHIVES["voc"], md5(archive), root, replace=False, console=QUIET)
     assert "unsafe member" in err.value.message and str(archive) in err.value.message
-    assert sorted(p.name for p in root.iterdir()) == []  # no tree, no staging left
-    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["data"]
+    assert sorted(p.name for p in root.iterdir()) == [RECORD_NAME]  # no tree, no staging left (the root is vocseg's)
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == [RECORD_NAME, "data"]  # vocseg made root too
     assert not Path("/tmp/vocseg-evil.txt").exists()
 
 
@@ -346,8 +362,10 @@ def test_interrupted_extraction_never_looks_complete(archives, tmp_path: Path, m
     assert extract.tree_state(root, voc) == "absent"
 
     # A hard kill leaves the staging folder behind: still not a tree, and cleaned up next time.
-    staging = root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages"
-    staging.mkdir(parents=True)
+    from vocseg.files import STAGING_ROLE, owned_mkdir
+
+    owned_mkdir(root / f"{extract.STAGING_PREFIX}voc", role=STAGING_ROLE)
+    (root / f"{extract.STAGING_PREFIX}voc" / VOC_SUBDIR / "JPEGImages").mkdir(parents=True)
     monkeypatch.setattr(extract, "write_member", real_extract)
     extract.recover_interrupted(root)
     assert extract.tree_state(root, voc) == "absent" and not (root / f"{extract.STAGING_PREFIX}voc").exists()
@@ -386,12 +404,14 @@ def test_force_replaces_the_trees_and_converts_again(cli, archives, fresh_root: 
     sentinel.write_text("x")
     pngs = fresh_root / VOC_SUBDIR / "SegmentationClassAug"
     before = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
+    result = cli(*args, "--redo")  # VOC plus a file of the user's: never replaced, --redo included
+    assert result.code != 0 and "added-by-hand.txt" in result.err and "mv " in result.err and sentinel.read_text() == "x"
+    sentinel.unlink()
     result = cli(*args, "--redo")
     assert result.code == 0, result.out + result.err
-    assert not sentinel.exists()  # a fresh extraction
     after = {p.name: p.stat().st_mtime_ns for p in pngs.iterdir()}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
-    assert sorted(p.name for p in fresh_root.iterdir()) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER, ".vocseg-prepare.lock"])
+    assert sorted(p.name for p in fresh_root.iterdir() if p.name != RECORD_NAME) == sorted(["VOCdevkit", "benchmark_RELEASE", DEMO_MARKER])  # no lock file left
 
 
 def test_with_voc_in_place_only_sbd_is_fetched(cli, server: ArchiveServer, archives, fresh_root: Path, tmp_path: Path) -> None:
@@ -488,7 +508,7 @@ def test_link_escapes_are_refused_and_nothing_outside_changes(cli, kind: str, tm
     assert "unsafe member" in message and "nothing was extracted" in message
     after = file_tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before  # nothing outside the data root
-    assert sorted(p.name for p in root.iterdir()) == [".vocseg-prepare.lock"]  # no tree, no staging folder
+    assert sorted(p.name for p in root.iterdir()) == [RECORD_NAME]  # no tree, no staging folder, no lock file
 
 
 def test_a_member_is_never_written_through_a_link(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def test_compare_with_json_and_no_chart_flag(cli, tmp_path: Path, monkeypatch: p
     assert "Traceback" not in err
     assert json.loads((tmp_path / "cmp.json").read_text())
     # the chart went under runs/compare*/; beside cmp.json only vocseg's record of what it wrote
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".vocseg-written.json", "cmp.json", "runs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".vocseg-written.jsonl", "cmp.json", "runs"]
 
 
 def test_an_eval_results_folder_is_not_a_run_to_resume(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 from vocseg.data import sbd
 from vocseg.data.voc import SBD_SUBDIR, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
+from vocseg.files import RECORD_NAME
 
 
 def mmseg_voc_aug() -> ModuleType:
@@ -72,7 +73,7 @@ def test_conversion_is_pixel_identical_to_mmsegs_converter(demo_root: Path, tmp_
         module.convert_mat(mat.name, str(cls_dir), str(theirs))
     ours = demo_root / VOC_SUBDIR / "SegmentationClassAug"
     names = sorted(p.name for p in theirs.iterdir())
-    assert names and names == sorted(p.name for p in ours.iterdir())
+    assert names and names == sorted(p.name for p in ours.iterdir() if p.name != RECORD_NAME)
     for name in names:
         (mode_a, a), (mode_b, b) = pixels(theirs / name), pixels(ours / name)
         assert mode_a == mode_b == "L" and a.dtype == b.dtype == np.uint8
@@ -152,12 +153,12 @@ def test_png_encoder_writes_the_same_pixels_pillow_reads(shape: tuple[int, int])
 
 def test_workers_do_not_change_the_output(demo_copy: Path, tmp_path: Path) -> None:
     out = demo_copy / VOC_SUBDIR / "SegmentationClassAug"
-    single = {p.name: p.read_bytes() for p in out.iterdir()}
+    single = {p.name: p.read_bytes() for p in out.iterdir() if p.name != RECORD_NAME}
     shutil.rmtree(out)
     seen: list[int] = []
     assert sbd.convert_sbd(demo_copy, workers=2, progress=seen.append) == len(single)
     assert sum(seen) == len(single)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == single
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != RECORD_NAME} == single
 
 
 # ---------------------------------------------------------------- data already there, idempotency
@@ -174,7 +175,7 @@ def test_data_already_in_place_is_used_as_is(cli, demo_copy: Path) -> None:
     assert f"aug.txt {aug} ids: the {mats} SBD labels minus {mats - aug} images that are in VOC train" in out
     assert out.rstrip().endswith(f"Train with: vocseg train --data-root {root}")
     pngs = root / VOC_SUBDIR / "SegmentationClassAug"
-    assert len(list(pngs.glob("*.png"))) == mats and not list(pngs.glob(".*"))  # no temporary files left
+    assert len(list(pngs.glob("*.png"))) == mats and not [p for p in pngs.glob(".*") if p.name != RECORD_NAME]  # no temporary files left
     for name in ("aug.txt", "trainaug.txt"):
         ids = sbd.read_ids(root / VOC_SUBDIR / SPLITS_SUBDIR / name)
         assert ids == sorted(set(ids))
@@ -209,7 +210,7 @@ def test_a_damaged_mat_is_named_and_the_rest_is_kept(cli, demo_copy: Path, demo_
     assert f"Damaged SBD label file {mats[3]}" in message and "(and 1 more)" in message
     assert f"the {len(mats) - 2} labels converted now are kept" in message
     pngs = root / VOC_SUBDIR / "SegmentationClassAug"
-    assert sorted(p.stem for p in pngs.iterdir()) == sorted(p.stem for i, p in enumerate(mats) if i not in (3, 7))
+    assert sorted(p.stem for p in pngs.iterdir() if p.name != RECORD_NAME) == sorted(p.stem for i, p in enumerate(mats) if i not in (3, 7))
 
     # Re-running continues from there: only what is still missing is converted.
     mats[3].write_bytes(good)
@@ -250,13 +251,15 @@ def test_an_interrupted_png_write_leaves_no_file(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(KeyboardInterrupt):
         sbd.write_atomic(target, b"data")
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.iterdir() if p.name != RECORD_NAME] == []
 
 
 def test_temporary_files_of_a_killed_run_are_removed_and_not_counted(demo_copy: Path) -> None:
     out = demo_copy / VOC_SUBDIR / "SegmentationClassAug"
-    victim = sorted(out.iterdir())[0]
-    victim.rename(out / f".{victim.name}.4242.tmp")  # killed between write and rename
+    victim = sorted(out.glob("*.png"))[0]
+    victim.rename(out / f".{victim.name}.4242.tmp")  # killed between write and rename: the record names it
+    with open(out / RECORD_NAME, "a") as record:
+        record.write(f'{{"t": ".{victim.name}.4242.tmp", "pid": 4242}}\n')
     pending, total = sbd.pending_mats(demo_copy)
-    assert pending == [victim.stem + ".mat"] and not list(out.glob(".*"))
+    assert pending == [victim.stem + ".mat"] and not [p for p in out.glob(".*") if p.name != RECORD_NAME]
     assert sbd.convert_sbd(demo_copy, workers=1) == 1 and victim.is_file()

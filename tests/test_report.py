@@ -167,7 +167,7 @@ def test_report_refuses_bad_inputs(cli, tmp_path: Path, trained_run: Path) -> No
     mine = tmp_path / "notes.html"
     mine.write_text("<html>my own notes</html>")
     r = cli("report", trained_run, "-o", mine)
-    assert r.code != 0 and "not written by `vocseg report`" in r.err
+    assert r.code != 0 and "not written by vocseg" in r.err
     assert mine.read_text() == "<html>my own notes</html>"
     r = cli("report", trained_run, "-o", tmp_path / "r.html", "--compare", tmp_path / "missing")
     assert r.code != 0 and "--compare" in r.err

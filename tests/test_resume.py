@@ -31,10 +31,14 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def copy_run_at(src: Path, dst: Path, iteration: int) -> Path:
     """A run folder as a run stopped at `iteration` leaves it: its config, recipe and that checkpoint."""
-    dst.mkdir()
-    for name in ("config.py", "recipe.json", f"iter_{iteration}.pth"):
-        shutil.copy2(src / name, dst / name)
-    (dst / "last_checkpoint").write_text(str(dst / f"iter_{iteration}.pth"))
+    from vocseg.files import owned_rmtree, owned_write_text
+
+    shutil.copytree(src, dst)  # with vocseg's record: the copy's files are vocseg's, as a stopped run's are
+    keep = {"config.py", "recipe.json", f"iter_{iteration}.pth", "last_checkpoint", ".vocseg-written.jsonl"}
+    for p in sorted(dst.iterdir()):
+        if p.name not in keep:
+            owned_rmtree(p)
+    owned_write_text(dst / "last_checkpoint", str(dst / f"iter_{iteration}.pth"), role="run")
     return dst
 
 
@@ -110,8 +114,10 @@ def test_sigkill_while_saving_still_resumes(cli, demo_root: Path, tmp_path: Path
 
 
 def _run_stopped_at(trained_run: Path, dst: Path, iteration: int) -> Path:
+    from vocseg.files import owned_write_text
+
     shutil.copytree(trained_run, dst)
-    (dst / "last_checkpoint").write_text(str(dst / f"iter_{iteration}.pth"))
+    owned_write_text(dst / "last_checkpoint", str(dst / f"iter_{iteration}.pth"), role="run")  # as vocseg leaves it
     return dst
 
 
@@ -142,7 +148,9 @@ def test_another_process_count_is_refused_unless_rescale_lr(cli, request: pytest
     assert '"nproc": 2' in (run / "recipe.json").read_text()
     assert config.read_text() == edited  # the config is kept as the user left it
     # The next resume of this run needs no flag: the checkpoint now says 2 processes.
-    (run / "last_checkpoint").write_text(str(run / "iter_7.pth"))
+    from vocseg.files import owned_write_text
+
+    owned_write_text(run / "last_checkpoint", str(run / "iter_7.pth"), role="run")
     r = cli("resume", run, "--nproc", "1")
     assert r.code == 2 and "(2 process(es) x 2)" in r.err
 
@@ -264,18 +272,15 @@ _STOPPED_VALIDATIONS: set[tuple[str, int]] = set()
 _REMOVED: list[tuple[str, list[str]]] = []  # (file deleted by a checkpoint hook, best_* files then)
 
 
-class _RecordingBackend:
-    """A checkpoint hook's file backend that records what the folder held at each deletion."""
+def _recording_delete(hook: object, delete: object) -> object:
+    """A checkpoint hook's deletion that records what the folder held at each one."""
 
-    def __init__(self, backend: object) -> None:
-        self._backend = backend
+    def recorded_delete(runner: object, path: str) -> bool:
+        own = hook._own(path)  # type: ignore[attr-defined]
+        _REMOVED.append((own, sorted(p.name for p in Path(own).parent.glob("best_*.pth"))))
+        return delete(runner, path)  # type: ignore[operator]
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._backend, name)
-
-    def remove(self, path: str) -> None:
-        _REMOVED.append((str(path), sorted(p.name for p in Path(path).parent.glob("best_*.pth"))))
-        self._backend.remove(path)
+    return recorded_delete
 
 
 def _register_stop_hook() -> str:
@@ -298,8 +303,8 @@ def _register_stop_hook() -> str:
 
             def before_train(self, runner) -> None:
                 for hook in runner.hooks:
-                    if isinstance(hook, CheckpointHook):
-                        hook.file_backend = _RecordingBackend(hook.file_backend)
+                    if isinstance(hook, CheckpointHook):  # its deletions go through vocseg.files (`_delete`)
+                        hook._delete = _recording_delete(hook, hook._delete)
 
             def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
                 key = (str(runner.work_dir), runner.iter)

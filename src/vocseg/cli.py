@@ -91,6 +91,8 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
+        if result == 130:  # Ctrl-C: click/typer return Exit(130)'s code
+            return fail(escape_line(interrupted_line(args)), 130)
         return result if isinstance(result, int) else 0
     except VocsegError as exc:
         from rich.markup import escape
@@ -114,9 +116,12 @@ def run(argv: list[str] | None = None) -> int:
             _print_traceback(exc)
         return fail(escape(line), 1)
     except exits as exc:
-        return int(getattr(exc, "exit_code", 0))
+        code = int(getattr(exc, "exit_code", 0))
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            return fail(escape_line(interrupted_line(args)), 130)
+        return code
     except aborts:
-        return fail("interrupted.", 130)
+        return fail(escape_line(interrupted_line(args)), 130)
     except usage_errors as exc:
         from rich.markup import escape
 
@@ -125,7 +130,24 @@ def run(argv: list[str] | None = None) -> int:
         hint = f" (see `vocseg {name} --help`)" if name and name != "vocseg" else " (see `vocseg --help`)"
         return fail(escape(exc.format_message()) + hint, int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
-        return fail("interrupted.", 130)
+        return fail(escape_line(interrupted_line(args)), 130)
+
+
+def interrupted_line(args: list[str]) -> str:
+    """Ctrl-C: what was finished (the files written completely, `vocseg.files`) and how to go on."""
+    import shlex
+
+    from vocseg.files import written_this_process
+
+    count, folders = written_this_process()
+    done = f"{count} file{'' if count == 1 else 's'} written completely in {folders[0]}{' and other folders' if len(folders) > 1 else ''}" if count else "nothing written"
+    return f"interrupted: {done}, no half-written file left; run `vocseg {shlex.join(args)}` again to finish."
+
+
+def escape_line(line: str) -> str:
+    from rich.markup import escape
+
+    return escape(line)
 
 
 def click_context(command: object) -> object:

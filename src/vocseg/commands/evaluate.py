@@ -45,7 +45,7 @@ def evaluate(
     from vocseg.evaluation.eval_result import write_csv, write_json
     from vocseg.evaluation.evaluate import evaluate as run_eval
     from vocseg.evaluation.evaluate import save_outputs
-    from vocseg.files import check_may_write, check_output_folder, record_written
+    from vocseg.files import check_may_write, check_output_folder
 
     # Outputs the user named are checked before the (long) evaluation: never an input, never a
     # file vocseg did not write unless --force.
@@ -59,8 +59,7 @@ def evaluate(
     if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
         check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS, may_write=eval_writes(split))
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
-        check_output_folder(save_predictions, force=force, option="--save-predictions")
-    before = files_in(out) if out is not None else {}
+        check_output_folder(save_predictions, option="--save-predictions", role="output")  # --force included: PNGs of the user's (or the dataset's masks) are never replaced
     evaluation = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     result = evaluation.result
     name = target if ref.is_official else Path(result.checkpoint).name
@@ -76,29 +75,18 @@ def evaluate(
         names = [f"{tag}.json", f"{tag}.csv"] + ([f"{tag}_confusion.png", f"{tag}_iou.png"] if plots else [])
         for name in names:
             check_may_write(out_dir / name, force=force, inputs=inputs, option="-o")
-    saved = save_outputs(result, out_dir, tag, plots=plots)
+    saved = save_outputs(result, out_dir, tag, plots=plots, force=force and out is not None)
     if json_out:
-        write_json(result, json_out)
+        write_json(result, json_out, force=force)
         saved.append(json_out)
     if csv_out:
-        write_csv(result, csv_out)
+        write_csv(result, csv_out, force=force)
         saved.append(csv_out)
-    # Everything this evaluation wrote at the top of the results folder (the results, the per-image
-    # statistics, MMEngine's copy of the config under its own name) is vocseg's: a re-run may replace it.
-    after = files_in(out_dir)
-    record_written(*(p for p in [*saved, *(f for f, stamp in after.items() if before.get(f) != stamp)] if Path(p).is_file()))
-    if save_predictions:
-        record_written(*files_in(save_predictions))
+    # Everything this evaluation wrote was recorded as it was written (vocseg.files; MMEngine's log
+    # folder and config copy by vocseg.evaluation.evaluate): a re-run may replace it, nothing else.
+    if save_predictions:  # each PNG was recorded as it was written (vocseg.visualization.overlays.save_label_png)
         saved.append(save_predictions)
     console.print("results: " + ", ".join(shown(p) for p in saved), soft_wrap=True)
-
-
-def files_in(folder: Path) -> dict[Path, tuple[int, int]]:
-    """The files directly in `folder` with (size, mtime_ns): what changed between two calls was written in between."""
-    try:
-        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".vocseg-")}
-    except OSError:
-        return {}
 
 
 def eval_writes(split: str) -> Callable[[str], bool]:

@@ -76,6 +76,11 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
     out_dir = (out.expanduser() if out is not None else numbered_output_dir("predict", getattr(model, "run", None) or RUNS_ROOT)).absolute()
     with progress("predict", len(inputs), unit="inputs") as shown_progress:  # a bar on a terminal, plain lines in a pipe
         results = predict_files(inputs, model, out_dir, opacity=opacity, every=every, batch=batch, progress=shown_progress)
+    if out is None and not any(r.label or r.overlay for r in results):
+        from vocseg.files import owned_rmtree
+
+        owned_rmtree(out_dir)  # nothing segmented: no predict*/ folder left holding only a report
+        raise VocsegError(f"None of the {len(results)} inputs could be segmented: {'; '.join(str(r.error) for r in results[:2] if r.error)}.", "Pass readable image or video files.")
     try:
         report = write_report(results, out_dir, checkpoint=checkpoint, mode=mode)
     except OSError as exc:

@@ -131,8 +131,8 @@ def _write(path: Path, rows: list[list[int]]) -> None:
 
     try:
         write_text_atomic(path, json.dumps(rows, separators=(",", ":")) + "\n")
-    except OSError:
-        pass  # a read-only data root: counted again next time
+    except (OSError, VocsegError):
+        pass  # a read-only data root, or a file there that vocseg did not write: counted again next time
 
 
 def median_frequency_weights(counts: ClassPixels, digits: int = 4) -> tuple[float, ...]:

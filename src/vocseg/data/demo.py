@@ -140,9 +140,12 @@ def sbd_coarse(label_map: np.ndarray, block: int = 4) -> np.ndarray:
 def save_palette_png(label_map: np.ndarray, path: Path) -> None:
     from PIL import Image
 
+    from vocseg.files import atomic_writer
+
     image = Image.fromarray(label_map, mode="P")
     image.putpalette([c for rgb in PALETTE for c in rgb])
-    image.save(path)
+    with atomic_writer(path, role=DEMO_ROLE) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def save_sbd_mat(label_map: np.ndarray, path: Path) -> None:
@@ -156,23 +159,42 @@ def save_sbd_mat(label_map: np.ndarray, path: Path) -> None:
         "CategoriesPresent": present,
     }
     gtcls["Boundaries"][:] = [[np.zeros((0, 0))] for _ in range(NUM_CLASSES - 1)]
-    savemat(path, {"GTcls": gtcls}, do_compression=True)
+    from vocseg.files import atomic_writer
+
+    with atomic_writer(path, role=DEMO_ROLE, mode="wb") as f:
+        savemat(f, {"GTcls": gtcls}, do_compression=True)
 
 
 def _write_list(path: Path, ids: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\n" for i in ids))
+    from vocseg.files import owned_write_text
+
+    owned_write_text(path, "".join(f"{i}\n" for i in ids), role=DEMO_ROLE)
+
+
+def _save_jpeg(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    from vocseg.files import atomic_writer
+
+    with atomic_writer(path, role=DEMO_ROLE) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=92)
+
+
+DEMO_ROLE = "demo"  # the record's role of every file and folder the demo writes (prepare --demo replaces only these)
 
 
 def write_demo_dataset(root: Path, *, n_train: int = 80, n_val: int = 40, n_sbd_only: int = 80, seed: int = 0) -> DemoSplits:
-    """Write the demo VOC and SBD trees under `root`; return the split sizes. Deterministic in `seed`."""
-    from PIL import Image
+    """Write the demo VOC and SBD trees under `root`; return the split sizes. Deterministic in `seed`.
+
+    Every file and folder is written through `vocseg.files` with the role "demo" (recorded as it is
+    created); the marker `DEMO_MARKER` is written last, so its absence means "not finished"."""
+    from vocseg.files import owned_mkdir, owned_write_text
 
     rng = np.random.default_rng(seed)
     voc = root / VOC_SUBDIR
     sbd = root / SBD_SUBDIR
     for folder in (voc / "JPEGImages", voc / "SegmentationClass", voc / SPLITS_SUBDIR, sbd / "img", sbd / "cls"):
-        folder.mkdir(parents=True, exist_ok=True)
+        owned_mkdir(folder, role=DEMO_ROLE)
 
     n_total = n_train + n_val + n_sbd_only
     ids = [f"2026_{i:06d}" for i in range(1, n_total + 1)]
@@ -188,11 +210,11 @@ def write_demo_dataset(root: Path, *, n_train: int = 80, n_val: int = 40, n_sbd_
         labels = [objects[(cursor + k) % len(objects)] for k in range(count)]
         cursor += count
         image, label_map = render_sample(rng, labels)
-        Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=92)
+        _save_jpeg(image, voc / "JPEGImages" / f"{image_id}.jpg")
         if image_id not in sbd_only:
             save_palette_png(voc_void_band(label_map), voc / "SegmentationClass" / f"{image_id}.png")
         if image_id in sbd_ids:
-            Image.fromarray(image).save(sbd / "img" / f"{image_id}.jpg", quality=92)
+            _save_jpeg(image, sbd / "img" / f"{image_id}.jpg")
             save_sbd_mat(sbd_coarse(label_map), sbd / "cls" / f"{image_id}.mat")
 
     split_rng = np.random.default_rng(seed + 1)
@@ -218,7 +240,7 @@ def write_demo_dataset(root: Path, *, n_train: int = 80, n_val: int = 40, n_sbd_
         sbd_train=len(sbd_train),
         sbd_val=len(sbd_val),
     )
-    (root / DEMO_MARKER).write_text(json.dumps({"demo": True, "seed": seed, "splits": asdict(splits)}, indent=1))
+    owned_write_text(root / DEMO_MARKER, json.dumps({"demo": True, "seed": seed, "splits": asdict(splits)}, indent=1), role=DEMO_ROLE)
     return splits
 
 

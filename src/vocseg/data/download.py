@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -90,10 +89,10 @@ def stamped_hash(path: Path, algorithm: str = "md5") -> str | None:
 
 def write_stamp(path: Path, digest: str, algorithm: str = "md5") -> None:
     """Record `digest` (of `algorithm`) with the file's size and mtime in `.NAME.verified` beside it."""
+    from vocseg.files import owned_write_text
+
     st = path.stat()
-    tmp = stamp_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps({algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-    os.replace(tmp, stamp_path(path))
+    owned_write_text(stamp_path(path), json.dumps({algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}), role="cache")
 
 
 def verify_file(path: Path, console: Console, *, stamps: bool, algorithm: str = "md5") -> str:
@@ -147,7 +146,9 @@ class PartState:
             return 0
 
     def restart(self) -> None:
-        self.path.unlink(missing_ok=True)
+        from vocseg.files import owned_delete
+
+        owned_delete(self.path)
         self.digest = hashlib.new(self.digest.name)
         self.hashed = 0
         self.resumed = False
@@ -216,7 +217,9 @@ def _attempt(url: str, part: PartState, progress: Progress, task: TaskID, cache:
             need_space(cache, total - offset, part.path.name, f"{part.space_hint}; re-run to resume.")
         progress.update(task, total=total, completed=offset)
         received = 0
-        with open(part.path, "ab") as f:
+        from vocseg.files import open_append
+
+        with open_append(part.path) as f:
             while True:
                 try:
                     chunk = response.read(CHUNK)
@@ -262,23 +265,13 @@ def download_from(url: str, part: PartState, progress: Progress, task: TaskID, c
 
 @contextmanager
 def waiting_lock(lock_path: Path, waiting: str, console: Console) -> Iterator[None]:
-    """An flock on `lock_path` that waits for its holder (printing `waiting` once) and goes with the
-    process: one writer of a part file at a time. No lock on Windows."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks, go on unlocked
+    """`vocseg.files.lock` on `lock_path` that waits for its holder (printing `waiting` once): one
+    writer of a part file at a time. Created with O_NOFOLLOW, never truncating a file that is not a
+    lock, removed when released (no lock file stays in the cache)."""
+    from vocseg.files import lock
+
+    with lock(lock_path.parent, lock_path.name, waiting=lambda _holder: console.print(waiting)):
         yield
-        return
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            console.print(waiting)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -315,8 +308,10 @@ def fetch_verified(
     """
     expected = expected.lower() if expected else None
     folder = target.parent
+    from vocseg.files import owned_delete, owned_mkdir, owned_replace
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        owned_mkdir(folder, role="cache")
     except OSError as exc:
         raise disk_error(exc, folder, space_hint) from None
     with download_lock(target, console):
@@ -325,8 +320,8 @@ def fetch_verified(
             if expected is None or got.startswith(expected):
                 return target
             console.print(f"{target}: {algorithm} {got[:8]}..., expected {expected}...: damaged; downloading it again")
-            target.unlink()
-            stamp_path(target).unlink(missing_ok=True)
+            owned_delete(target)
+            owned_delete(stamp_path(target))
         part = PartState(folder / f"{target.name}.part", hashlib.new(algorithm), space_hint=space_hint)
         for last_try in (False, True):
             with bytes_progress(console, transient=True) as progress:
@@ -351,7 +346,7 @@ def fetch_verified(
                 "Try again; if it persists, the server or mirror serves a different file.",
             )
         try:
-            os.replace(part.path, target)
+            owned_replace(part.path, target)
             write_stamp(target, got, algorithm)
         except OSError as exc:
             raise disk_error(exc, target, space_hint) from None

@@ -45,6 +45,30 @@ def tree_state(root: Path, archive: Archive) -> str:
     return "partial" if (root / archive.top).exists() else "absent"
 
 
+def foreign_in_tree(root: Path, archive: Archive) -> str | None:
+    """None when `root/archive.top` is exactly the tree vocseg extracted there (its recorded marker
+    lists every file with its size, and nothing was added, removed or resized); else what differs,
+    in words: such a tree is never replaced or deleted."""
+    from vocseg.files import OWN_NAMES, recorded
+
+    top = root / archive.top
+    marker = extracted_marker(root, archive)
+    if marker is None or not recorded(top / EXTRACTED_MARKER) or not isinstance(marker.get("files"), dict):
+        return f"{top} is not a tree vocseg extracted (no record of it)"
+    listed: dict = dict(marker["files"])
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name in OWN_NAMES or path == top / EXTRACTED_MARKER:
+                continue
+            rel = path.relative_to(top).as_posix()
+            if path.is_symlink() or (listed.pop(rel, None) != os.lstat(path).st_size and not recorded(path)):
+                return f"{top} holds {rel}, which vocseg did not extract (or which was changed)"
+    if listed:
+        return f"{top} lacks {next(iter(listed))}, which vocseg extracted"
+    return None
+
+
 def extracted_marker(root: Path, archive: Archive) -> dict[str, str] | None:
     """What vocseg recorded when it extracted this tree, or None (a tree the user put there)."""
     try:
@@ -150,6 +174,8 @@ class _CountingReader:
 def _extract_members(path: Path, archive: Archive, staging: Path, console: Console) -> int:
     """Extract the archive's `top` folder into `staging`; return the number of members taken."""
     taken = 0
+    from vocseg.files import OWN_NAMES
+
     with open(path, "rb") as raw, bytes_progress(console) as progress:
         task = progress.add_task(f"extract {archive.name}", total=path.stat().st_size)
         try:
@@ -168,8 +194,8 @@ def _extract_members(path: Path, archive: Archive, staging: Path, console: Conso
                         f"{path} has an unsafe member {shown!r} ({why[:200]}); nothing was extracted.",
                         f"This is not a genuine {archive.label} archive: delete it and get the official one.",
                     )
-                if not _wanted(member.name, archive.top):
-                    continue
+                if not _wanted(member.name, archive.top) or PurePosixPath(member.name).name in OWN_NAMES:
+                    continue  # an archive's own "record" would claim files as vocseg's: never taken
                 write_member(tar, member, staging)
                 taken += 1
             # tarfile ends quietly at a header cut short: a complete archive ends with a zero block.
@@ -184,14 +210,18 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
     """Extract into a staging folder in `root`, check it, then move `archive.top` into place."""
     import zlib
 
-    root.mkdir(parents=True, exist_ok=True)
+    from vocseg.files import OWN_NAMES, STAGING_ROLE, owned_mkdir, owned_replace, owned_write_text, place_tree, remove_staging
+
+    owned_mkdir(root, role="data")
     staging = root / f"{STAGING_PREFIX}{archive.key}"
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left
+    remove_staging(staging)  # what an interrupted run left
     dest = root / archive.top
-    if dest.exists() and not replace:
-        raise VocsegError(
-            f"{dest} already exists but is incomplete.", f"Move it away, or re-run with --redo to replace it with a fresh extraction of {archive.name}."
-        )
+    if os.path.lexists(dest):
+        foreign = foreign_in_tree(root, archive)
+        if foreign is not None:
+            raise VocsegError(f"{foreign}; it is left as it is (--force included).", f"Move it away (e.g. mv {dest} {dest}.mine) and re-run, or use it as it is.")
+        if not replace:
+            raise VocsegError(f"{dest} already exists.", f"Re-run with --redo to replace it with a fresh extraction of {archive.name}.")
     # Uncompressed tar: about its own size; the SBD .tgz holds mostly JPEGs and .mat files that barely compress.
     size = path.stat().st_size
     need_space(
@@ -200,7 +230,7 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
     fail_hint = f"Delete {path} and re-run `{archive.flag}` to download it again (or fix it and pass --from-dir)."
     ok = False
     try:
-        staging.mkdir()
+        owned_mkdir(staging, role=STAGING_ROLE, exist_ok=False)
         try:
             taken = _extract_members(path, archive, staging, console)
         except (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error) as exc:
@@ -213,36 +243,36 @@ def extract_archive(path: Path, archive: Archive, md5: str, root: Path, *, repla
         if missing:
             found = "nothing" if not taken else f"no {missing[0]}"
             raise VocsegError(f"{path} is not the {archive.label} archive: it holds {found} under {archive.top}/.", fail_hint)
-        (staging / archive.top / EXTRACTED_MARKER).write_text(json.dumps({"archive": archive.name, "md5": md5, "members": taken}))
-        # The one step that makes the tree appear: a rename, complete or not at all.
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            old = root / f"{STAGING_PREFIX}{archive.key}-old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(staging / archive.top, dest)
-            shutil.rmtree(old, ignore_errors=True)
+        built = staging / archive.top
+        files = {p.relative_to(built).as_posix(): p.stat().st_size for p in sorted(built.rglob("*")) if p.is_file() and not p.is_symlink() and p.name not in OWN_NAMES}
+        owned_write_text(built / EXTRACTED_MARKER, json.dumps({"archive": archive.name, "md5": md5, "members": taken, "files": files}), role="data")
+        # The one step that makes the tree appear: a rename, complete or not at all. A tree vocseg
+        # extracted before (checked above: unchanged) is moved into the staging folder first.
+        owned_mkdir(dest.parent, role="data")
+        if os.path.lexists(dest):
+            old = staging / "old"
+            owned_replace(dest, old)
+            place_tree(built, dest)
         else:
-            os.replace(staging / archive.top, dest)
+            place_tree(built, dest)
         ok = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not ok and (root / f"{STAGING_PREFIX}{archive.key}-old").exists() and not dest.exists():
-            os.replace(root / f"{STAGING_PREFIX}{archive.key}-old", dest)  # put the old tree back
+        old = staging / "old"
+        if not ok and os.path.isdir(old) and not os.path.lexists(dest):
+            place_tree(old, dest)  # put the old tree back
+        remove_staging(staging)
     console.print(f"{archive.label}: extracted {taken} entries from {path.name} into {dest}")
 
 
 def recover_interrupted(root: Path) -> None:
-    """Undo what an interrupted extraction left in `root`: staging folders go, a swapped-out tree returns."""
+    """Undo what an interrupted extraction left in `root`: a tree moved aside returns to its place,
+    then the staging folders (only those the record names as vocseg's) go."""
+    from vocseg.files import place_tree, remove_staging
+
     if not root.is_dir():
         return
     for archive in ARCHIVES.values():
-        old = root / f"{STAGING_PREFIX}{archive.key}-old"
-        if old.exists():
-            if (root / archive.top).exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(old, root / archive.top)
-        shutil.rmtree(root / f"{STAGING_PREFIX}{archive.key}", ignore_errors=True)
-
-
+        staging = root / f"{STAGING_PREFIX}{archive.key}"
+        if (staging / "old").is_dir() and not os.path.lexists(root / archive.top):
+            place_tree(staging / "old", root / archive.top)
+        remove_staging(staging)

@@ -132,7 +132,9 @@ def download_archive(archive: Archive, md5: str, cache: Path, mirror: str | None
             continue
         # Whatever it is, keep it under the name of what it is: a later --md5 can accept it.
         landed = cached_path(cache, archive, got)
-        os.replace(part.path, landed)
+        from vocseg.files import owned_replace
+
+        owned_replace(part.path, landed)
         write_stamp(landed, got)
         part.restart()
         if got == md5:
@@ -160,21 +162,23 @@ def locate_archive(archive: Archive, md5: str, *, cache: Path, from_dir: Path | 
         if got != md5:
             raise md5_mismatch_error(archive, str(path), got, md5, None)
         return path
+    from vocseg.files import move_aside, owned_delete, owned_mkdir
+
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        owned_mkdir(cache, role="cache")
     except OSError as exc:
         raise disk_error(exc, cache, "Pass --cache-dir DIR with a writable folder.") from None
     with _cache_lock(cache, archive, console):
         path = cached_path(cache, archive, md5)
         if path.is_file():
             if force:
-                stamp_path(path).unlink(missing_ok=True)  # --redo: hash it again
+                owned_delete(stamp_path(path))  # --redo: hash it again
             got = verify_file(path, console, stamps=True)
             if got == md5:
                 console.print(f"{archive.name}: verified copy in {cache}")
                 return path
             # Changed since it was stored: keep it under the name of what it now is, download again.
-            os.replace(path, cached_path(cache, archive, got))
+            move_aside(path, cached_path(cache, archive, got))
             write_stamp(cached_path(cache, archive, got), got)
         return download_archive(archive, md5, cache, mirror, console)
 

@@ -143,8 +143,8 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
 
     try:
         write_text_atomic(path, json.dumps(data) + "\n")
-    except OSError:
-        pass  # a read-only data root: checked again next time
+    except (OSError, VocsegError):
+        pass  # a read-only data root, or a file there that vocseg did not write: checked again next time
 
 
 def list_pairs(spec: ListSpec, indexes: dict[Path, FolderIndex]) -> list[tuple[str, str]]:

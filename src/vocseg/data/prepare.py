@@ -7,7 +7,6 @@ lists -> check. A data root that already holds extracted trees is used as it is.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -55,20 +54,19 @@ def convert_and_list(root: Path, *, force: bool, workers: int | None, console: C
     console.print(f"lists: aug.txt {len(lists.aug)} ids{why}; trainaug.txt {len(lists.trainaug)} ids (VOC train + aug)", soft_wrap=True)
 
 
-DEMO_PENDING = ".vocseg-demo-pending"  # written before the demo, removed after: its presence means "interrupted"
 PREPARE_LOCK = ".vocseg-prepare.lock"
 
 
 @contextmanager
 def prepare_lock(root: Path) -> Iterator[None]:
-    """One `vocseg prepare` per data root at a time (the flock of `vocseg.files.exclusive_lock`,
-    as for run folders): two would extract, convert and list into the same folders."""
-    from vocseg.files import LockBusy, exclusive_lock
+    """One `vocseg prepare` per data root at a time (`vocseg.files.lock`, as for run folders): two
+    would extract, convert and list into the same folders. The lock file goes when prepare ends."""
+    from vocseg.files import LockBusy, lock, owned_mkdir
 
-    root.mkdir(parents=True, exist_ok=True)
+    owned_mkdir(root, role="data")
     with ExitStack() as stack:
         try:
-            stack.enter_context(exclusive_lock(root / PREPARE_LOCK))
+            stack.enter_context(lock(root, PREPARE_LOCK))
         except LockBusy as busy:
             holder = f" (pid {busy.holder})" if busy.holder.isdigit() else ""
             raise VocsegError(
@@ -82,35 +80,40 @@ def prepare_lock(root: Path) -> Iterator[None]:
 def prepare_demo(root: Path, *, force: bool, workers: int | None, console: Console) -> None:
     """Write the demo dataset (again with `force`, or when a previous run was interrupted), then convert and list.
 
-    A pending marker is written before the first file and removed after the last, so a run killed
-    halfway (or stopped by a full disk) is recognised as vocseg's own and redone by the next run.
+    What the demo writes is recorded with the role "demo" as it is written (`vocseg.files`), and its
+    marker last: a tree the record names as the demo's but without the marker is an interrupted
+    demo, written again. Only the demo's own unchanged files are ever deleted: a real dataset (even
+    one vocseg extracted) and the user's files stay, and a tree that is not the demo's refuses.
     """
-    from vocseg.data.demo import DEMO_MARKER, write_demo_dataset
-    from vocseg.files import write_text_atomic
+    from vocseg.data.demo import DEMO_MARKER, DEMO_ROLE, write_demo_dataset
+    from vocseg.files import folder_record, owned_rmtree, recorded
 
-    pending = root / DEMO_PENDING
-    interrupted = pending.is_file()
-    if (root / DEMO_MARKER).is_file() and not force and not interrupted:
+    tops = [root / VOC_SUBDIR.split("/")[0], root / SBD_SUBDIR.split("/")[0]]
+    marker_ok = recorded(root / DEMO_MARKER, role=DEMO_ROLE)
+    demo_trees = [t for t in tops if t.is_dir() and not t.is_symlink() and folder_record(t).dirs.get(".") == DEMO_ROLE]
+    if marker_ok and not force and len(demo_trees) == len(tops):
         console.print(f"demo dataset: already in {root}")
     else:
-        ours = interrupted or (root / DEMO_MARKER).is_file()
-        if not ours and any((root / top).exists() for top in (VOC_SUBDIR.split("/")[0], SBD_SUBDIR.split("/")[0])):
+        foreign = [t for t in tops if os.path.lexists(t) and t not in demo_trees and not (t.is_dir() and not t.is_symlink() and not os.listdir(t))]
+        if foreign:
             raise VocsegError(
-                f"{root} already holds a VOCdevkit or benchmark_RELEASE that is not vocseg's demo dataset; it is left as it is.",
+                f"{foreign[0]} is not vocseg's demo dataset (a real VOC/SBD tree or your own files); it is left as it is.",
                 "Pick another --data-root for the demo (e.g. an empty folder).",
             )
-        if interrupted:
+        if demo_trees and not marker_ok:
             console.print(f"demo dataset: a previous run stopped halfway in {root}; writing it again")
-        root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(pending, "vocseg prepare --demo is writing this data root\n")
-        (root / DEMO_MARKER).unlink(missing_ok=True)
-        for top in (VOC_SUBDIR.split("/")[0], SBD_SUBDIR.split("/")[0]):
-            if (root / top).is_dir():  # vocseg's own demo trees, finished or not
-                shutil.rmtree(root / top)
-        with FaultContext(where=root, kept=f"{root} is marked unfinished ({DEMO_PENDING}): the next run writes the demo again",
+        kept = [p for t in demo_trees for p in owned_rmtree(t)]
+        if os.path.lexists(root / DEMO_MARKER):
+            kept += owned_rmtree(root / DEMO_MARKER)
+        if kept:
+            raise VocsegError(
+                f"{kept[0]} is not the demo's (a file you added or changed){f' ({len(kept) - 1} more)' if len(kept) > 1 else ''}; "
+                "the demo's own files were removed, yours are left as they are.",
+                f"Move them away and run `{command('prepare', '--demo', '--data-root', root)}` again, or pick another --data-root.",
+            )
+        with FaultContext(where=root, kept=f"{root} is marked unfinished (the demo's marker is written last): the next run writes the demo again",
                           next_command=command("prepare", "--demo", "--data-root", root)):
             splits = write_demo_dataset(root)
-        pending.unlink()
         console.print(f"demo dataset: wrote {splits.trainval + splits.aug} images to {root} (train {splits.train}, val {splits.val}, SBD aug {splits.aug})")
     convert_and_list(root, force=force, workers=workers, console=console)
 

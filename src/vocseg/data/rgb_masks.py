@@ -71,16 +71,35 @@ class ConversionReport:
 def convert_rgb_masks(masks: list[Path]) -> ConversionReport:
     """Turn every RGB palette-colour mask among `masks` into a palette PNG of class indices, in place.
 
-    Each original is first moved (renamed, same file system) to `<mask folder>-rgb-originals/<name>`,
-    then the converted file is written under the original name (temporary name + rename), so at
-    every moment the user's picture exists in one of the two places. A mask whose original already
-    sits in the backup folder is left alone and reported (a second run never overwrites a backup).
-    Masks that are already single-channel are skipped untouched.
+    The converted file is written first (a recorded temporary file, `vocseg.files.atomic_writer`);
+    then the original is moved (a hard link + unlink: never over an existing name) to
+    `<mask folder>-rgb-originals/<name>`; then the converted file is renamed into place. At every
+    moment the user's picture exists in one of the two places, and a run killed between the steps
+    is completed by the next one: a backup without its mask is converted again from the backup.
+    A mask whose original already sits in the backup folder is left alone and reported (a second
+    run never overwrites a backup). Masks that are already single-channel are skipped untouched.
     """
     from vocseg.data.images import read_mask
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import atomic_writer, move_aside
 
     report = ConversionReport()
+    for folder in sorted({p.parent for p in masks}):  # a run killed after moving the original
+        backup_dir = folder.with_name(folder.name + BACKUP_SUFFIX)
+        if not backup_dir.is_dir() or backup_dir.is_symlink():
+            continue
+        for backup in sorted(backup_dir.iterdir()):
+            path = folder / backup.name
+            if os.path.lexists(path) or not backup.is_file() or backup.is_symlink():
+                continue
+            try:
+                labels = palette_indices(read_mask(backup))
+            except Exception:  # noqa: BLE001 - unreadable: left for the user
+                continue
+            if labels is not None:
+                with atomic_writer(path, mode="wb") as f:
+                    f.write(palette_png_bytes(labels))
+                report.converted.append(path)
+                report.backup_dirs.add(backup_dir)
     for path in masks:
         try:
             mask = read_mask(path)
@@ -98,13 +117,9 @@ def convert_rgb_masks(masks: list[Path]) -> ConversionReport:
             report.unconvertible.append((path, f"its earlier original is already kept as {backup}"))
             continue
         data = palette_png_bytes(labels)
-        backup_dir.mkdir(exist_ok=True)
-        os.rename(path, backup)
-        try:
-            write_bytes_atomic(path, data)
-        except BaseException:
-            os.rename(backup, path)  # put the user's file back before reporting the failure
-            raise
+        with atomic_writer(path, mode="wb", force=True) as f:  # renamed over `path` after the move below
+            f.write(data)
+            move_aside(path, backup)
         report.converted.append(path)
         report.backup_dirs.add(backup_dir)
     return report

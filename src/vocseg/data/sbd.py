@@ -19,7 +19,6 @@ Why it is faster than mmseg's script (measured in benchmarks/sbd_convert.py):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import struct
@@ -238,24 +237,11 @@ def encode_png(mask: np.ndarray) -> bytes:
 
 
 def write_atomic(target: Path, data: bytes) -> None:
-    """Write via a temporary name + rename, so a PNG that exists is always complete.
+    """Write via a recorded temporary name + rename (`vocseg.files`), so a PNG that exists is
+    always complete and recorded as vocseg's (never over a file of the user's)."""
+    from vocseg.files import owned_write_bytes
 
-    Plain os calls: a buffered `open()` adds system calls that cost as much as the write itself.
-    """
-    tmp = f"{target.parent}/.{target.name}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    owned_write_bytes(target, data, role="data", durable=False)
 
 
 def convert_one(mat_path: Path, out_dir: Path) -> str:
@@ -292,11 +278,12 @@ def pending_mats(root: Path, *, force: bool = False) -> tuple[list[str], int]:
     names = sorted(e.name for e in os.scandir(in_dir) if e.name.endswith(".mat") and not e.name.startswith("."))
     if not out_dir.is_dir():
         return names, len(names)
+    from vocseg.files import remove_stale_temps
+
+    remove_stale_temps(out_dir)  # writes that were killed before their rename (only vocseg's)
     done: set[str] = set()
     for entry in os.scandir(out_dir):
-        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-            os.unlink(entry.path)  # a write that was killed before its rename
-        elif entry.name.endswith(".png"):
+        if entry.name.endswith(".png") and not entry.name.startswith("."):
             done.add(entry.name[:-4])
     if force:
         return names, len(names)
@@ -324,7 +311,9 @@ def convert_sbd(
     converted = 0
     failures: list[tuple[str, str]] = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from vocseg.files import owned_mkdir
+
+        owned_mkdir(out_dir, role="data")
         jobs = [(chunk, str(in_dir), str(out_dir)) for chunk in _chunks(names, workers)]
         if workers == 1:
             results: Iterable[tuple[int, list[tuple[str, str]]]] = map(_convert_chunk, jobs)

@@ -39,15 +39,16 @@ def names_as_text(fig: Any) -> None:
         text.set_usetex(False)
 
 
-def save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, *, force: bool = False) -> Path:
+    """Save through `vocseg.files.atomic_writer` (recorded temporary file, renamed into place),
+    with every name drawn as written (`TEXT_AS_DATA`)."""
     import matplotlib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    with matplotlib.rc_context(TEXT_AS_DATA):
+    from vocseg.files import atomic_writer
+
+    with atomic_writer(path, force=force) as tmp, matplotlib.rc_context(TEXT_AS_DATA):
         names_as_text(fig)
-        fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+        fig.savefig(tmp, dpi=100, format="png")
     return path
 
 
@@ -55,9 +56,9 @@ def nan_value(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "") -> Path:
+def confusion_heatmap(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "", force: bool = False) -> Path:
     """Rows: the true class, normalised to 100% (where its pixels went); columns: the predicted class."""
-    return save_figure(confusion_figure(confusion, classes, title=title), path)
+    return save_figure(confusion_figure(confusion, classes, title=title), path, force=force)
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "") -> Any:
@@ -94,9 +95,9 @@ def _cmap(name: str) -> Any:
     return colormaps[name].copy()
 
 
-def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "") -> Path:
+def iou_bar_chart(result: EvalResult, path: Path, *, title: str = "", force: bool = False) -> Path:
     """Per-class IoU bars, best first, with Acc as a dot: a dot far right of its bar means over-filled masks."""
-    return save_figure(iou_bar_figure(result, title=title), path)
+    return save_figure(iou_bar_figure(result, title=title), path, force=force)
 
 
 def iou_bar_figure(result: EvalResult, *, title: str = "") -> Any:

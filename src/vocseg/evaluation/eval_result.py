@@ -94,10 +94,10 @@ def most_confused_with(result: EvalResult, index: int) -> str:
     return f"{list(result.per_class)[j]} {'<1' if share < 0.5 else f'{share:.0f}'}%"
 
 
-def write_json(result: EvalResult, path: Path) -> None:
+def write_json(result: EvalResult, path: Path, *, force: bool = False) -> None:
     from vocseg.files import write_text_atomic
 
-    write_text_atomic(path, json.dumps(result.to_json(), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(result.to_json(), indent=1) + "\n", force=force)
 
 
 def csv_text(result: EvalResult) -> str:
@@ -117,10 +117,10 @@ def csv_text(result: EvalResult) -> str:
     return buf.getvalue()
 
 
-def write_csv(result: EvalResult, path: Path) -> None:
+def write_csv(result: EvalResult, path: Path, *, force: bool = False) -> None:
     from vocseg.files import write_text_atomic
 
-    write_text_atomic(path, csv_text(result))
+    write_text_atomic(path, csv_text(result), force=force)
 
 
 REWRITE_HINT = "Run `vocseg eval` on the run again to rewrite it, or move the file away."

@@ -322,7 +322,16 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
     if tta:
         cfg.model = dict(type="SegTTAModel", module=cfg.model)
 
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner as MMEngineRunner
+
+    class Runner(MMEngineRunner):
+        def dump_config(self) -> None:
+            """MMEngine's copy of the config, written through `vocseg.files` (recorded before it is
+            renamed into place: a kill never leaves a copy the next run calls the user's)."""
+            from vocseg.files import owned_write_text
+
+            name = Path(self.cfg.filename).name if self.cfg.filename else f"{self.timestamp}.py"
+            owned_write_text(Path(self.work_dir) / name, self.cfg.pretty_text)
 
     import vocseg.evaluation.metric  # noqa: F401 - registers the metrics named above
 
@@ -331,6 +340,7 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
     with quiet, warnings.catch_warnings(), progress(label, None, unit="images") as shown_progress:
         warnings.filterwarnings("ignore", message=".*instance named of visualizer has been created.*")
         runner = Runner.from_cfg(cfg)
+        _record_mmengine_outputs(runner, cfg)
         model = runner.model.module if tta else runner.model
         ckpt = load_state_dict_checked(checkpoint, model)
         model.load_state_dict(state_dict_of(ckpt), strict=False)  # fit was checked: only BN counters may differ
@@ -400,24 +410,37 @@ def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
     classes = list(result.per_class)
     galleries = stats.tracker.galleries(classes) if stats.tracker is not None else {}
     doc = gallery_document(stats.per_image, stats.predictions, galleries, classes, stats.limit, checkpoint=result.checkpoint, split=result.split, data_root=result.extra.get("data_root"))
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n")
     return path
 
 
-def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True) -> list[Path]:
-    """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _record_mmengine_outputs(runner: Any, cfg: Any) -> None:
+    """Record MMEngine's timestamped log folder in the results folder as vocseg's (`vocseg.files`);
+    its copy of the config is written through `vocseg.files` (`Runner.dump_config` above)."""
+    from vocseg.files import record_folder
+
+    work_dir = Path(cfg.work_dir)
+    log_dir = Path(getattr(runner, "log_dir", "") or "")
+    if log_dir.parent == work_dir and log_dir.is_dir():
+        record_folder(log_dir)
+
+
+def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True, force: bool = False) -> list[Path]:
+    """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart; `force`:
+    a regular file of the user's under those names is replaced (`vocseg.files` rule)."""
+    from vocseg.files import owned_mkdir
+
+    owned_mkdir(out_dir)
     written = [out_dir / f"{tag}.json", out_dir / f"{tag}.csv"]
-    write_json(result, written[0])
-    write_csv(result, written[1])
+    write_json(result, written[0], force=force)
+    write_csv(result, written[1], force=force)
     if plots:
         from vocseg.evaluation.charts import confusion_heatmap, iou_bar_chart
 
         title = f"{Path(result.checkpoint).name} on {result.split} ({result.num_images} images){' + TTA' if result.extra.get('tta') else ''}"
         if result.confusion is not None:
-            written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title))
-        written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title))
+            written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title, force=force))
+        written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title, force=force))
     return written
 
 

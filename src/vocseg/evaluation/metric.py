@@ -47,10 +47,14 @@ class VocsegPerClassIoUMetric(IoUMetric):
             index = label[keep].long() * n + pred[keep].long()
             self.confusion += torch.bincount(index, minlength=n * n).reshape(n, n).cpu()
             if self.save_dir is not None:
+                from vocseg.files import owned_mkdir
                 from vocseg.visualization.overlays import save_label_png
 
-                self.save_dir.mkdir(parents=True, exist_ok=True)
-                save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{Path(sample['img_path']).stem}.png")
+                owned_mkdir(self.save_dir)
+                # never into the dataset's own folders (the masks it reads, its images); never over a
+                # file of the user's, --force included (vocseg.files' rule)
+                protect = tuple(Path(p).parent for p in (sample.get("seg_map_path"), sample.get("img_path")) if p)
+                save_label_png(pred.cpu().numpy().astype(np.uint8), self.save_dir / f"{Path(sample['img_path']).stem}.png", protect=protect)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         areas = [sum(column) for column in zip(*results)]

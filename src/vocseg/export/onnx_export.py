@@ -37,7 +37,7 @@ import numpy as np
 from vocseg.data.dataset import active_dataset
 from vocseg.errors import VocsegError
 from vocseg.export.onnx_graph import OPSET, exportable, trace_to_onnx, with_metadata
-from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session, parse_metadata
+from vocseg.inference.onnx_model import FORMAT, INPUT_NAME, OUTPUT_NAME, OnnxSegmenter, missing_extra, open_session
 from vocseg.runs.folders import RUNS_ROOT
 
 MIN_AGREEMENT = 0.999  # share of pixels whose ONNX class must equal PyTorch's: float differences between the runtimes may flip near-ties, nothing more (docs/export.md)
@@ -101,33 +101,17 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def written_by_vocseg(path: Path) -> bool:
-    """Whether `path` (an .onnx or its .json) is an earlier `vocseg export` output: its vocseg metadata says so."""
-    try:
-        if path.suffix == SIDECAR_SUFFIX:
-            return json.loads(path.read_text()).get("format") == FORMAT
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        parse_metadata({p.key: p.value for p in model.metadata_props}, str(path))
-        return True
-    except Exception:  # unreadable, not ONNX, not JSON, not ours: all mean "not vocseg's"
-        return False
-
-
 def check_output(path: Path, *, force: bool) -> bool:
     """Refuse to write over a file vocseg did not write (unless `force`); return whether one is replaced."""
     if path.suffix.lower() != ".onnx":
         raise VocsegError(f"-o {path}: an ONNX model's file name ends in .onnx.", f"Pass -o {path.with_suffix('.onnx').name} (vocseg predict recognises models by it).")
     if path.is_dir():
         raise VocsegError(f"-o {path} is a folder.", "Pass a file name, e.g. -o model.onnx.")
-    replaced = False
-    for file in (path, sidecar_of(path)):
-        if file.exists() and not force:
-            if not file.is_file() or not written_by_vocseg(file):
-                raise VocsegError(f"{file} exists and was not written by vocseg export: not overwritten.", "Pass another -o, or --force to replace it.")
-            replaced = True
-    return replaced or path.exists()
+    from vocseg.files import check_may_write
+
+    for file in (path, sidecar_of(path)):  # the one rule: new, or vocseg's and unchanged, or --force on a user's regular file
+        check_may_write(file, force=force, option="-o")
+    return path.exists()
 
 
 # ---------------------------------------------------------------- what the graph needs to know
@@ -318,8 +302,8 @@ def export_model(
     metadata = {**metadata, "parity": parity.to_json()}
     final = with_metadata(onnx_bytes, metadata)
     try:
-        write_bytes_atomic(path, final)
-        write_text_atomic(sidecar_of(path), json.dumps({**metadata, "file": path.name, "size_bytes": len(final)}, indent=1) + "\n")
+        write_bytes_atomic(path, final, force=force)
+        write_text_atomic(sidecar_of(path), force=force, text=json.dumps({**metadata, "file": path.name, "size_bytes": len(final)}, indent=1) + "\n")
     except OSError as exc:
         raise VocsegError(f"Could not write {path}: {exc.strerror or exc}.", "Pass -o on a writable disk with free space.") from None
     return ExportResult(path, sidecar_of(path), metadata, parity, len(final), replaced), notes

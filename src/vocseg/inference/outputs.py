@@ -1,7 +1,7 @@
 """Where `vocseg predict` writes, under which names, and never over a file vocseg did not write.
 
-The output folder's `predictions.json` (written by `vocseg.inference.predict.write_report`) lists
-every file vocseg wrote there (`files`); only those may be replaced. An output name taken by
+What vocseg wrote there, and nobody changed since, is what the record of `vocseg.files` proves
+(`previous_outputs`); only those may be replaced. An output name taken by
 anything else, or by one of the batch's inputs, is not used: the next free stem is.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from vocseg.errors import VocsegError
 from vocseg.inference.inputs import real_path
 from vocseg.visualization.overlays import save_label_png
 
@@ -86,24 +84,17 @@ class OutputFolder:
 
 
 def previous_outputs(folder: Path) -> set[str]:
-    """Names of the files vocseg wrote into `folder` before, from its predictions.json; a
-    predictions.json vocseg did not write is refused (one line) rather than overwritten."""
-    report = folder / REPORT_NAME
-    if not os.path.lexists(report):
-        return set()
+    """Names of the files vocseg wrote into `folder` before and nobody changed since (the record of
+    `vocseg.files`); a predictions.json of the user's (or a link, a FIFO there) is refused (one
+    line) rather than overwritten."""
+    from vocseg.files import check_may_write, recorded
+
+    check_may_write(folder / REPORT_NAME, option="-o", force_option=None)
     try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("written_by") == WRITTEN_BY:
-        return {str(name) for name in data.get("files", []) if isinstance(name, str)} | {REPORT_NAME}
-    if isinstance(data, dict) and set(data) == {"checkpoint", "mode", "images"}:  # a report without `written_by` (the key came later): the files it lists are vocseg's
-        names = {Path(str(item.get(key))).name for item in data["images"] if isinstance(item, dict) for key in ("overlay", "label") if item.get(key)}
-        return names | {REPORT_NAME}
-    raise VocsegError(
-        f"{report} exists and was not written by vocseg; it will not be replaced.",
-        "Choose another output folder with -o (without -o vocseg writes to a new runs/predict*/ or RUN/predict*/).",
-    )
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    return {name for name in names if recorded(folder / name)}
 
 
 def save_png_atomic(image: Any, path: Path) -> None:

@@ -135,7 +135,9 @@ def predict(
     kept = [i for i in items if i.explicit or not folder.is_vocseg_output(i.path)]
     folder.inputs = {real_path(i.path) for i in kept}
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from vocseg.files import owned_mkdir
+
+        owned_mkdir(out_dir)
     except OSError as exc:
         raise VocsegError(f"Cannot create the output folder {out_dir}: {exc.strerror or exc}.", "Pass another folder with -o.") from None
     results: list[Prediction] = []
@@ -211,7 +213,9 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     except OSError as exc:
         with contextlib.suppress(OSError):  # no half pair left behind: the label was this run's
             if label.name in folder.claimed:
-                label.unlink(missing_ok=True)
+                from vocseg.files import owned_delete
+
+                owned_delete(label)
         if exc.errno != errno.ENAMETOOLONG:
             raise
         item.error = f"{path}: cannot write {exc.filename or label}: file name too long."

@@ -14,7 +14,6 @@ last segmented frame's classes, so the output still has every frame.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -66,8 +65,9 @@ def segment_video(
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VocsegError(f"{path} is not a video FFmpeg can read ({detail}).", "Pass an MP4, MOV, MKV, WebM or AVI file.") from None
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
+    from vocseg.files import atomic_writer
+
+    with atomic_writer(out_path) as tmp:  # recorded temporary file, renamed into place when complete
         with source:
             if not source.streams.video:
                 raise VocsegError(f"{path} has no video stream.", "Pass a video file.")
@@ -88,10 +88,6 @@ def segment_video(
                 writer.close()
         if writer.read == 0:
             raise VocsegError(f"{path} has no frame FFmpeg can decode{f' ({error})' if error else ''}.", "Check that the file plays.")
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     notes = [f"{writer.read} frames at {float(rate):.3g} fps; {writer.segmented} segmented" + (f" (every {every})" if every > 1 else "")]
     if writer.padded:
         notes.append("odd frame size padded by one pixel for H.264")

@@ -20,7 +20,7 @@ def compare_chart_title(comparison: Comparison) -> str:
     return "Per-class IoU; red classes are flagged (" + ", ".join(f"{m}: {d}" for m, d in legend.items()) + ")"
 
 
-def compare_chart(comparison: Comparison, path: Path) -> Path:
+def compare_chart(comparison: Comparison, path: Path, *, force: bool = False) -> Path:
     """Grouped per-class IoU bars, one colour per result; flagged classes marked on the axis."""
     import numpy as np
 
@@ -53,4 +53,4 @@ def compare_chart(comparison: Comparison, path: Path) -> Path:
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9, ncol=min(k, 3), frameon=False)
     fig.suptitle(compare_chart_title(comparison), fontsize=11, y=0.98)
     ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
+    return save_figure(fig, path, force=force)

@@ -392,17 +392,14 @@ def compare_section(run: Path, other: Path) -> dict[str, Any]:
 
 
 def output_path(run: Path, out: Path | None) -> Path:
-    """RUN/report.html, or --out; never a file that vocseg did not write as a report."""
+    """RUN/report.html, or --out; never a file that vocseg did not write (or one changed since),
+    never a link or a special file (`vocseg.files.check_may_write`)."""
     path = out if out is not None else run / REPORT_NAME
     if path.is_dir():
         path = path / REPORT_NAME
-    if path.exists():
-        try:
-            head = path.read_bytes()[:2048].decode("utf-8", errors="replace")
-        except OSError as exc:
-            raise VocsegError(f"Cannot read {path} ({exc.strerror}).", "Pass another -o path.") from None
-        if f'<meta name="generator" content="{GENERATOR}' not in head:
-            raise VocsegError(f"{path} exists and was not written by `vocseg report`: not replacing it.", "Pass another -o path, or move that file.")
+    from vocseg.files import check_may_write
+
+    check_may_write(path, option="-o", force_option=None)  # the one rule: new, or vocseg's and unchanged
     return path
 
 

@@ -8,7 +8,6 @@ the newest complete checkpoint), MMEngine's logs in a timestamped folder, and vo
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,12 +35,14 @@ def numbered_output_dir(name: str, root: Path = RUNS_ROOT) -> Path:
     """A new, empty `root/name`, else `root/name2`, `name3`, ... (as Ultralytics numbers its
     `runs/predict` folders): each call gets its own folder, so no earlier output is overwritten.
     Created here (mkdir without exist_ok), so two commands started at once never share one."""
-    root.mkdir(parents=True, exist_ok=True)
+    from vocseg.files import owned_mkdir
+
+    owned_mkdir(root)
     n = 1
     while True:
         candidate = root / (name if n == 1 else f"{name}{n}")
         try:
-            candidate.mkdir()
+            owned_mkdir(candidate, exist_ok=False)
             return candidate
         except FileExistsError:
             n += 1
@@ -118,26 +119,12 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
-
-
 def remove_stale_temp_files(work_dir: Path) -> list[Path]:
-    """Delete half-written `.NAME.PID.tmp` files left by a killed process (never a live one's)."""
-    removed = []
-    for p in work_dir.glob(".*.tmp"):
-        m = _TEMP.match(p.name)
-        if not m:
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # that process still runs
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue
-        p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
+    """Delete half-written temporary files a killed process left, only those the record of
+    `work_dir` says vocseg created (`vocseg.files.remove_stale_temps`); a user's `.X.N.tmp` stays."""
+    from vocseg.files import remove_stale_temps
+
+    return remove_stale_temps(work_dir)
 
 
 def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
@@ -161,12 +148,12 @@ def run_lock(work_dir: Path) -> Iterator[None]:
     """Hold the run folder for one training at a time: two would overwrite each other's
     checkpoints and `last_checkpoint`. The lock goes with the process (an flock,
     `vocseg.files.exclusive_lock`, the same as `vocseg prepare`'s data-root lock), so a killed run
-    never leaves the folder locked."""
-    from vocseg.files import LockBusy, exclusive_lock
+    never leaves the folder locked; the lock file is removed when the run ends)."""
+    from vocseg.files import LockBusy, lock
 
     with ExitStack() as stack:
         try:
-            fd = stack.enter_context(exclusive_lock(work_dir / LOCK_NAME))
+            fd = stack.enter_context(lock(work_dir, LOCK_NAME))
         except LockBusy as busy:
             raise VocsegError(
                 f"{work_dir} is being trained by another process{f' (pid {busy.holder})' if busy.holder.isdigit() else ''}.",

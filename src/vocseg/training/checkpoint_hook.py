@@ -1,5 +1,12 @@
 """`VocsegCheckpointHook`: saves first, then points `last_checkpoint` at the new file
-(atomically), then deletes old ones, the previous best checkpoint included. MMEngine's deletes first."""
+(atomically), then deletes old ones, the previous best checkpoint included. MMEngine's deletes first.
+
+Every deletion goes through `vocseg.files.owned_delete`: a path read from a checkpoint (the
+previous best, which MMEngine stores as an absolute path) is re-rooted to the run folder being
+trained (its file name in `out_dir`), never followed; it is deleted only where the record proves
+vocseg wrote it there and nobody changed it. Resuming a copied run folder therefore deletes the
+copy's old checkpoints, never the original's; a checkpoint naming an outside path deletes nothing.
+MMEngine's log folder and checkpoints are recorded as the run's when they are created."""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
-from vocseg.files import write_bytes_atomic
+from vocseg.errors import VocsegError
+from vocseg.files import owned_delete, record_folder, write_bytes_atomic
 from vocseg.training.rng import gather_rng_states
 
 
@@ -19,6 +27,31 @@ class SafeCheckpointHook(CheckpointHook):
     """CheckpointHook that never leaves `last_checkpoint` pointing at a deleted or partial file."""
 
     saved_step: int | None = None
+
+    def before_train(self, runner: Any) -> None:
+        super().before_train(runner)
+        if is_main_process():
+            log_dir = getattr(runner, "log_dir", None)
+            if log_dir and os.path.dirname(os.path.abspath(log_dir)) == os.path.abspath(runner.work_dir):
+                record_folder(log_dir, role="run")  # MMEngine's timestamped log folder
+
+    def _own(self, path: str | None) -> str | None:
+        """`path` (as MMEngine or a checkpoint names it) re-rooted to this run's `out_dir`."""
+        if not path:
+            return None
+        return os.path.join(os.path.abspath(self.out_dir), os.path.basename(os.path.normpath(str(path))))
+
+    def _delete(self, runner: Any, path: str | None) -> bool:
+        """Delete the run's own file of that name, when the record proves it is vocseg's and
+        unchanged; anything else stays (noted in the log)."""
+        own = self._own(path)
+        if own is None or not os.path.lexists(own):
+            return False
+        try:
+            return owned_delete(own)
+        except VocsegError as exc:
+            runner.logger.info(f"Kept {own}: {exc.message}")
+            return False
 
     def _save_checkpoint_with_step(self, runner: Any, step: int, meta: dict) -> None:
         gather_rng_states(runner)  # here, on every rank: runner.save_checkpoint runs on rank 0 only
@@ -45,11 +78,9 @@ class SafeCheckpointHook(CheckpointHook):
         self.saved_step = step
         if not is_main_process():
             return
-        write_bytes_atomic(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode())
+        write_bytes_atomic(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode(), role="run")
         if stale is not None and stale != step:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(stale))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
+            self._delete(runner, self.filename_tmpl.format(stale))
 
     def _save_best_checkpoint(self, runner: Any, metrics: dict) -> None:
         """MMEngine deletes the previous best checkpoint before it writes the new one (a kill in
@@ -80,10 +111,5 @@ class SafeCheckpointHook(CheckpointHook):
         if not is_main_process():
             return
         for path in stale:
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # deepspeed checkpoints are folders
-                self.file_backend.rmtree(path)
-            else:
-                continue
-            runner.logger.info(f"The previous best checkpoint {path} is removed")
+            if self._own(path) not in {self._own(p) for p in current.values() if p} and self._delete(runner, path):
+                runner.logger.info(f"The previous best checkpoint {self._own(path)} is removed")

@@ -108,7 +108,9 @@ def start(launch: LaunchOptions, *, recipe: Recipe | None, config_file: Path | N
         check_before_training(training_lists(experiment, config_file), console=console)
     if primary:
         check_run_folder(experiment)  # a folder of the user's own files: refused before the lock file is made
-        experiment.work_dir.mkdir(parents=True, exist_ok=True)
+        from vocseg.files import owned_mkdir
+
+        owned_mkdir(experiment.work_dir, role="run")
     # Locked before anything is written: --work-dir may name a folder that is training right now.
     with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), _set_env(CHECKED_ENV):
         config_path = start_run_on_this_node(experiment, primary)

@@ -7,14 +7,13 @@ same config, and a run folder always holds the config and recipe it was trained 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vocseg.console import command
 from vocseg.errors import VocsegError
-from vocseg.files import MANIFEST_NAME, record_written, write_text_atomic, written_by_vocseg
+from vocseg.files import OWN_NAMES, folder_record, owned_mkdir, owned_write_text, recorded
 from vocseg.recipe.mmconfig import build_config_text
 from vocseg.recipe.recipe import Plan, Recipe, plan
 from vocseg.runs.folders import CONFIG_NAME, LOCK_NAME, RECIPE_NAME, RUNS_ROOT, latest_checkpoint, unique_run_dir
@@ -129,17 +128,14 @@ def experiment_from_config_file(path: Path, flags: dict[str, Any]) -> Experiment
     return Experiment(recipe, the_plan, work_dir, text)
 
 
-# What a run folder may hold besides config.py / recipe.json: MMEngine's timestamped log folders,
-# checkpoints and their pointer, vocseg's results, lock, manifest and half-written temporary files.
-_RUN_ENTRY = re.compile(r"^(\d{8}_\d{6}|last_checkpoint|.+\.pth|\..+\.\d+\.tmp|eval|predict|curves\.png|\.dist_test)$")
-
-
 def check_run_folder(experiment: Experiment) -> None:
     """Refuse, before anything is written, a --work-dir that holds files vocseg did not write there
     as a run folder (a user's own config.py, notes, data), or a run with checkpoints.
 
-    A file counts as the run's when the folder's manifest (`vocseg.files`) records it as written by
-    `vocseg train` and it is unchanged, or when it already holds exactly what would be written.
+    An entry counts as the run's only when the record (`vocseg.files`) proves vocseg created it
+    there and nobody changed it (files), or created it (folders: MMEngine's log folders, eval/,
+    predict/), or when it already holds exactly what would be written; names alone prove nothing
+    (a user's curves.png, eval/, *.pth or timestamp-named folder is the user's).
     """
     work_dir = experiment.work_dir
     if not work_dir.exists() and not work_dir.is_symlink():
@@ -152,13 +148,14 @@ def check_run_folder(experiment: Experiment) -> None:
     if experiment.recipe is not None:
         planned[RECIPE_NAME] = experiment.recipe.to_json() + "\n"
     foreign = []
+    temps = folder_record(work_dir).temps
     for entry in sorted(work_dir.iterdir()):
         name = entry.name
-        if name in (LOCK_NAME, MANIFEST_NAME) or (_RUN_ENTRY.match(name) and name not in planned):
+        if name in OWN_NAMES or name in temps or (name == LOCK_NAME and entry.is_file() and entry.stat().st_size <= 32):
+            continue
+        if recorded(entry) and (name not in planned or recorded(entry, role=RUN_ROLE)):  # a `config -o` file is the user's
             continue
         if entry.is_file() and not entry.is_symlink():
-            if written_by_vocseg(entry, role=RUN_ROLE):
-                continue
             if name in planned and entry.stat().st_size == len(planned[name].encode()) and entry.read_text(errors="replace") == planned[name]:
                 continue
         foreign.append(name)
@@ -178,12 +175,11 @@ def start_run(experiment: Experiment) -> Path:
     checkpoints, nor over files vocseg did not write (`check_run_folder`)."""
     work_dir = experiment.work_dir
     check_run_folder(experiment)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    owned_mkdir(work_dir, role=RUN_ROLE)
     config_path = work_dir / CONFIG_NAME
-    write_text_atomic(config_path, experiment.config_text)
-    written = [config_path]
+    owned_write_text(config_path, experiment.config_text, role=RUN_ROLE)
     if experiment.recipe is not None:
-        write_text_atomic(work_dir / RECIPE_NAME, experiment.recipe.to_json() + "\n")
-        written.append(work_dir / RECIPE_NAME)
-    record_written(*written, role=RUN_ROLE)
+        recipe_text = experiment.recipe.to_json() + "\n"
+        owned_write_text(work_dir / RECIPE_NAME, recipe_text, role=RUN_ROLE)
     return config_path
+

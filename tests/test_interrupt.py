@@ -1,0 +1,245 @@
+"""Interruption is a normal event (issue 19): each multi-step write is killed (SIGKILL, or SIGINT /
+SIGTERM) at seeded points and run again; the result equals an uninterrupted run, no temporary
+file is left, and the user's files are unchanged.
+
+The kill points come from the fault-injection hook of the one write module
+(`VOCSEG_TEST_KILL_AFTER=N`: the process kills itself right after its N-th record line, i.e.
+between any two steps of any write), so they are deterministic and cheap: the cheap commands run
+in a forked child of this process (no interpreter start), the commands with a model in a
+subprocess at fewer points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vocseg.files import OWN_NAMES
+
+KILL_POINTS = 20  # per cheap command
+SEED = 19
+
+
+def content_tree(folder: Path) -> dict[str, str]:
+    """Every path under `folder` -> sha256 of its bytes ('dir', 'link:...', 'special'); vocseg's
+    record files are left out (their lines differ between an interrupted and a clean run)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            if name in OWN_NAMES:
+                continue
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            rel = path.relative_to(folder).as_posix()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = "link:" + os.readlink(path)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = "dir"
+            elif stat.S_ISREG(st.st_mode):
+                data = path.read_bytes()
+                out[rel] = hashlib.sha256(data[128:] if name.endswith(".mat") else data).hexdigest()  # a MAT header holds its creation time
+            else:
+                out[rel] = "special"
+    return out
+
+
+def temporary_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vocseg-extract-"))
+
+
+def count_events(fn: Callable[[], object]) -> int:
+    """How many record lines an uninterrupted `fn()` writes."""
+    import vocseg.files
+
+    before = vocseg.files._EVENTS
+    fn()
+    return vocseg.files._EVENTS - before
+
+
+def killed_in_child(fn: Callable[[], object], after: int, sig: str = "KILL") -> bool:
+    """Run `fn` in a forked child that kills itself after its `after`-th record line; True when
+    it was killed (or interrupted) before finishing."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        import vocseg.files
+
+        code = 0
+        try:
+            vocseg.files._EVENTS = 0
+            os.environ["VOCSEG_TEST_KILL_AFTER"] = str(after)
+            os.environ["VOCSEG_TEST_KILL_SIGNAL"] = sig
+            fn()
+        except BaseException:  # noqa: BLE001 - SIGINT / SIGTERM end it with an exception
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 3
+
+
+def kill_points(total: int, n: int = KILL_POINTS, seed: int = SEED) -> list[int]:
+    rng = random.Random(seed)
+    return sorted(rng.sample(range(1, total + 1), min(n, total)))
+
+
+# ---------------------------------------------------------------- prepare --demo (write, convert, list)
+
+
+def _quiet_console():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(file=open(os.devnull, "w"), quiet=True)  # noqa: SIM115
+
+
+def _small_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    import vocseg.data.demo
+
+    monkeypatch.setattr(vocseg.data.demo, "write_demo_dataset", functools.partial(vocseg.data.demo.write_demo_dataset, n_train=4, n_val=2, n_sbd_only=4))
+
+
+def test_prepare_demo_killed_anywhere_is_completed_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vocseg.data.prepare import prepare_demo
+
+    _small_demo(monkeypatch)
+    console = _quiet_console()
+    reference = tmp_path / "reference"
+    total = count_events(lambda: prepare_demo(reference, force=False, workers=1, console=console))
+    expected = content_tree(reference)
+    assert total > 40 and temporary_files(reference) == []
+
+    signals = ["KILL", "KILL", "TERM", "INT"]
+    for i, after in enumerate(kill_points(total)):
+        root = tmp_path / f"root{after}"
+        root.mkdir()
+        (root / "my_notes.txt").write_text("the user's\n")
+        assert killed_in_child(lambda root=root: prepare_demo(root, force=False, workers=1, console=console), after, signals[i % len(signals)])
+        prepare_demo(root, force=False, workers=1, console=console)  # the same command again
+        got = content_tree(root)
+        assert got.pop("my_notes.txt") == hashlib.sha256(b"the user's\n").hexdigest()
+        assert got == expected, f"killed after record line {after}"
+        assert temporary_files(root) == [], f"killed after record line {after}"
+
+
+# ---------------------------------------------------------------- RGB-mask conversion (write, move aside, rename)
+
+
+def _rgb_masks(folder: Path, n: int = 8) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    from vocseg.data.voc import PALETTE
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        labels = rng.integers(0, 4, size=(6, 8))
+        rgb = np.array(PALETTE, dtype=np.uint8)[labels]
+        path = folder / f"m{i}.png"
+        Image.fromarray(rgb, mode="RGB").save(path)
+        paths.append(path)
+    return paths
+
+
+def test_rgb_mask_conversion_killed_anywhere_loses_no_mask(tmp_path: Path) -> None:
+    from vocseg.data.rgb_masks import convert_rgb_masks
+
+    reference = tmp_path / "reference" / "SegmentationClass"
+    masks = _rgb_masks(reference)
+    originals = content_tree(reference)
+    total = count_events(lambda: convert_rgb_masks(masks))
+    expected = content_tree(reference.parent)
+    assert set(content_tree(reference.parent / "SegmentationClass-rgb-originals").values()) == set(originals.values()) - {"dir"}
+
+    for after in kill_points(total):
+        folder = tmp_path / f"run{after}" / "SegmentationClass"
+        paths = _rgb_masks(folder)
+        assert killed_in_child(lambda paths=paths: convert_rgb_masks(paths), after)
+        convert_rgb_masks(sorted(folder.glob("*.png")))  # the next run finds what is there
+        assert content_tree(folder.parent) == expected, f"killed after record line {after}"
+        assert temporary_files(folder.parent) == []
+
+
+# ---------------------------------------------------------------- commands with a model (subprocess, fewer points)
+
+
+def _vocseg(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "vocseg.cli", *map(str, args)], capture_output=True, text=True, env=full, cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_predict_and_eval_killed_are_completed_by_the_next_run(trained_run: Path, demo_root: Path, tmp_path: Path) -> None:
+    """predict -o and eval -o, SIGKILLed after seeded record lines, then run again: the same files
+    as an uninterrupted run (predictions' bytes; eval's result names), nothing called the user's,
+    no NAME-2 copies, no temporary files; the run folder is unchanged."""
+    images = sorted((demo_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:3]
+    run_before = content_tree(trained_run)
+    reference = tmp_path / "reference"
+    assert _vocseg("predict", "-c", trained_run, *images, "-o", reference).returncode == 0
+    expected = {k: v for k, v in content_tree(reference).items() if k.endswith(".png")}
+    for after in kill_points(24, n=3, seed=SEED):  # 3 images: 2 files each, 4 record lines per file
+        out = tmp_path / f"predict{after}"
+        killed = _vocseg("predict", "-c", trained_run, *images, "-o", out, env={"VOCSEG_TEST_KILL_AFTER": str(after)})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        again = _vocseg("predict", "-c", trained_run, *images, "-o", out)
+        assert again.returncode == 0, again.stderr
+        got = {k: v for k, v in content_tree(out).items() if k.endswith(".png")}
+        assert got == expected, f"killed after record line {after}"
+        assert temporary_files(out) == []
+
+    for after in kill_points(12, n=2, seed=SEED):
+        out = tmp_path / f"eval{after}"
+        killed = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0", env={"VOCSEG_TEST_KILL_AFTER": str(after)})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        again = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0")
+        assert again.returncode == 0, again.stderr  # its own files are never called the user's
+        assert (out / "val.json").is_file() and temporary_files(out) == []
+    assert content_tree(trained_run) == run_before
+
+
+@pytest.mark.slow
+def test_resuming_a_copied_run_leaves_the_original_byte_for_byte(trained_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns(".vocseg.lock"))
+    from vocseg.files import owned_delete, owned_write_text
+
+    # The copy as a run stopped after iteration 7 (what vocseg itself leaves): resume trains iteration 8,
+    # saves, and deletes old checkpoints and the previous best, whose paths inside the checkpoint
+    # name the original folder.
+    owned_delete(copy / "iter_8.pth")
+    owned_write_text(copy / "last_checkpoint", str(trained_run / "iter_7.pth"), role="run")
+    before = content_tree(trained_run)
+    before_records = {p: p.read_bytes() for p in trained_run.rglob(".vocseg-written.jsonl")}
+    result = _vocseg("resume", copy)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "iter_8.pth").is_file()
+    assert content_tree(trained_run) == before
+    assert {p: p.read_bytes() for p in trained_run.rglob(".vocseg-written.jsonl")} == before_records
+
+
+def test_ctrl_c_prints_one_line_with_what_was_finished_and_how_to_continue(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vocseg.files
+
+    _small_demo(monkeypatch)
+    monkeypatch.setattr(vocseg.files, "_EVENTS", 0)
+    monkeypatch.setenv("VOCSEG_TEST_KILL_AFTER", "30")
+    monkeypatch.setenv("VOCSEG_TEST_KILL_SIGNAL", "INT")  # as Ctrl-C: a KeyboardInterrupt in this process
+    root = tmp_path / "data"
+    result = cli("prepare", "--demo", "--data-root", root)
+    assert result.code == 130
+    line = " ".join(result.err.split())
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err, result.err
+    assert "written completely in" in line and f"run `vocseg prepare --demo --data-root {root}` again to finish" in line
+    assert cli("prepare", "--demo", "--data-root", root).code == 0 and temporary_files(root) == []
