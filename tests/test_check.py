@@ -198,4 +198,4 @@ def test_an_incomplete_extraction_vocseg_made_is_an_error_with_the_command_that_
     result = cli("prepare", "--check", "--data-root", demo_copy, "--workers", "1")
     text = " ".join(result.out.split())
     assert result.code == 1
-    assert f"missing list {lst}: the extraction vocseg made is incomplete (run `vocseg prepare --force --data-root {demo_copy}`" in text
+    assert f"missing list {lst}: the extraction vocseg made is incomplete (run `vocseg prepare --redo --data-root {demo_copy}`" in text

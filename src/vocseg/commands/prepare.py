@@ -79,7 +79,7 @@ def prepare(
     has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
     from vocseg.console import command, shown
 
-    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"]), *cpu_hint()]
+    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"])]
     console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
 
 
@@ -164,13 +164,7 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
         spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))
     report = check_own_dataset(spec, workers=workers or os.cpu_count())
     print_report(report, fix=f"Fix them, then run `{command('prepare', '--check', '--data-root', root)}` again.")
-    train = ["train", "--data-root", root, *(["--classes", classes] if classes else []), *cpu_hint()]
+    train = ["train", "--data-root", root, *(["--classes", classes] if classes else [])]
     console.print(f"[green]ok:[/] {shown(root)} is ready ({spec.num_classes} classes). Train with: {shown(command(*train))}", soft_wrap=True)
     return True
 
-
-def cpu_hint() -> list[str]:
-    """`--device cpu` where this machine has no GPU (the default device would be refused there)."""
-    from vocseg.training.launch import query_gpus
-
-    return ["--device", "cpu"] if Recipe.device == "cuda" and not query_gpus() else []

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES
+from vocseg.errors import VocsegError
 
 if TYPE_CHECKING:
     from vocseg.data.precheck import ListSpec

@@ -137,14 +137,14 @@ def sbd_coarse(label_map: np.ndarray, block: int = 4) -> np.ndarray:
     return coarse[: label_map.shape[0], : label_map.shape[1]].astype(np.uint8)
 
 
-def save_palette_png(label_map: np.ndarray, path: Path) -> None:
+def save_palette_png(label_map: np.ndarray, path: Path, role: str = "demo") -> None:
     from PIL import Image
 
     from vocseg.files import atomic_writer
 
     image = Image.fromarray(label_map, mode="P")
     image.putpalette([c for rgb in PALETTE for c in rgb])
-    with atomic_writer(path, role=DEMO_ROLE) as tmp:
+    with atomic_writer(path, role=role) as tmp:
         image.save(tmp, format="PNG")
 
 
@@ -254,6 +254,7 @@ def demo_split_sizes(root: Path) -> dict[str, int] | None:
 
 
 OWN_DEMO_CLASSES = ("_background_", "crack", "hole", "rust")  # as labelme's class_names.txt writes them
+OWN_DEMO_ROLE = "own-demo"  # what vocseg.files records for the own-classes demo's files
 
 
 def write_own_demo(root: Path, *, n_images: int = 40, seed: int = 0) -> int:
@@ -262,27 +263,38 @@ def write_own_demo(root: Path, *, n_images: int = 40, seed: int = 0) -> int:
     class ids 0..3, labelme's colours = VOC's colour map), `SegmentationClassVisualization/`, no
     split lists. The shapes are the demo's (classes 1-3's looks), learnable on a CPU. Deterministic
     in `seed`; refuses a folder that holds anything but an earlier own demo. Returns the image count."""
+    import io
+
     from PIL import Image
 
     from vocseg.errors import VocsegError
+    from vocseg.files import OWN_NAMES, owned_mkdir, owned_write_bytes, owned_write_text, recorded
 
     marker = root / DEMO_MARKER
-    if root.is_dir() and any(root.iterdir()) and not marker.is_file():
-        raise VocsegError(f"{root} is not empty; the own-classes demo is written only into an empty folder.", "Pass a new --data-root for the demo.")
+    if root.is_dir():  # only an empty folder, or one holding an earlier (maybe killed) own demo
+        foreign = [e for e in sorted(root.iterdir()) if e.name not in OWN_NAMES and not recorded(e, role=OWN_DEMO_ROLE)]
+        if foreign:
+            raise VocsegError(f"{root} holds {foreign[0]}, which is not the own-classes demo's; the demo is written only into an empty folder.",
+                              "Pass a new --data-root for the demo.")
+    owned_mkdir(root, role=OWN_DEMO_ROLE)
     rng = np.random.default_rng(seed)
-    folders = [root / n for n in ("JPEGImages", "SegmentationClass", "SegmentationClassVisualization")]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
+    folders = [owned_mkdir(root / n, role=OWN_DEMO_ROLE) for n in ("JPEGImages", "SegmentationClass", "SegmentationClassVisualization")]
+
+    def jpeg(array: np.ndarray, quality: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        return buffer.getvalue()
+
     objects = list(range(1, len(OWN_DEMO_CLASSES)))
+    lut = np.array(PALETTE, dtype=np.uint8)
     for k in range(n_images):
         image_id = f"img_{k:04d}"
         labels = [objects[(k + j) % len(objects)] for j in range(int(rng.integers(1, 3)))]
         image, label_map = render_sample(rng, labels)
-        Image.fromarray(image).save(folders[0] / f"{image_id}.jpg", quality=92)
-        save_palette_png(label_map, folders[1] / f"{image_id}.png")
-        lut = np.array(PALETTE, dtype=np.uint8)
+        owned_write_bytes(folders[0] / f"{image_id}.jpg", jpeg(image, 92), role=OWN_DEMO_ROLE)
+        save_palette_png(label_map, folders[1] / f"{image_id}.png", role=OWN_DEMO_ROLE)
         viz = (0.5 * image + 0.5 * lut[label_map]).astype(np.uint8)
-        Image.fromarray(viz).save(folders[2] / f"{image_id}.jpg", quality=85)
-    (root / "class_names.txt").write_text("".join(f"{n}\n" for n in OWN_DEMO_CLASSES))
-    marker.write_text(json.dumps({"demo": True, "own": True, "seed": seed, "images": n_images}, indent=1))
+        owned_write_bytes(folders[2] / f"{image_id}.jpg", jpeg(viz, 85), role=OWN_DEMO_ROLE)
+    owned_write_text(root / "class_names.txt", "".join(f"{n}\n" for n in OWN_DEMO_CLASSES), role=OWN_DEMO_ROLE)
+    owned_write_text(marker, json.dumps({"demo": True, "own": True, "seed": seed, "images": n_images}, indent=1), role=OWN_DEMO_ROLE)
     return n_images
