@@ -203,6 +203,9 @@ def evaluate(
     dataset_spec = dataset_of_config(cfg)
     use_dataset(dataset_spec)
     if not dataset_spec.is_voc:
+        if data_root is not None:
+            raise VocsegError(f"--data-root does not apply to a run of the own dataset {dataset_spec.name!r}: it reads the folders in its config.",
+                              "Drop --data-root (evaluate another list of the same dataset with --split FILE).")
         return evaluate_own(target, checkpoint, run, cfg, split=split, tta=tta, verbose=verbose, out_dir=out_dir,
                             num_workers=num_workers, save_predictions=save_predictions, galleries=galleries)
     root = data_root
@@ -262,17 +265,16 @@ def evaluate_own(target: str | Path, checkpoint: Path, run: Path | None, cfg: An
     from vocseg.data.precheck import precheck, specs_from_dataset
 
     dataset, name = own_dataset_of(cfg, split)
+    if tta and "tta_pipeline" not in cfg:
+        from vocseg.recipe.mmconfig import tta_pipeline
+
+        cfg.tta_pipeline = tta_pipeline()
     dataset["pipeline"] = with_vocseg_loading(cfg.tta_pipeline if tta else cfg.val_dataloader.dataset.pipeline)
     dataset["test_mode"] = True
     root = Path(str(dataset.get("data_root", "."))).expanduser().resolve()
     results_dir = (out_dir or default_out_dir(target, checkpoint, run)).expanduser().resolve()
     if save_predictions is not None:
         save_predictions = save_predictions.expanduser().resolve()
-    if tta and "tta_pipeline" not in cfg:
-        from vocseg.recipe.mmconfig import tta_pipeline
-
-        cfg.tta_pipeline = tta_pipeline()
-        dataset["pipeline"] = with_vocseg_loading(cfg.tta_pipeline)
     specs = specs_from_dataset(dataset)
     checked = precheck(specs)
     loader = cfg.val_dataloader.copy()

@@ -195,12 +195,18 @@ def run_holder(work_dir: Path) -> str | None:
         import fcntl
     except ImportError:  # Windows: no run locks
         return None
+    import os
+    import stat
+
     path = work_dir / LOCK_NAME
-    try:
-        f = open(path)  # noqa: SIM115 - closed below, after the probe
+    try:  # never through a link, never blocking on a FIFO: only a regular file can be vocseg's lock
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    with f:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
