@@ -36,8 +36,9 @@ def resolve_load_from(text: str, *, quiet: bool = False) -> Path:
     from vocseg.recipe import official
     from vocseg.runs.folders import resolve_checkpoint
 
-    if official.is_official(text):
-        return official.fetch(official.lookup(text), quiet=quiet)
+    ref = official.ModelRef.parse(text, onnx=False, command="train --load-from")
+    if ref.is_official:
+        return official.fetch(ref.official, quiet=quiet)
     path = Path(text).expanduser()
     if not path.exists():
         raise VocsegError(f"--load-from {text}: no such file or folder.", LOAD_FROM_HINT)
