@@ -57,7 +57,7 @@ def demo(session: nox.Session) -> None:
     session.run("vocseg", "prepare", "--demo", "--data-root", data)
     session.run(
         "vocseg", "train", "--data-root", data, "--model", "tiny", "--device", "cpu",
-        "--batch", "8", "--iters", "3000", "--num-workers", "2", "--work-dir", f"{DEMO}/train",
+        "--batch", "8", "--iters", "3000", "--workers", "2", "--work-dir", f"{DEMO}/train",
     )
     session.run("vocseg", "predict", f"{data}/VOCdevkit/VOC2012/JPEGImages/2026_00008[1-6].jpg", "--checkpoint", f"{DEMO}/train", "--out", f"{DEMO}/predictions")
     session.run("vocseg", "eval", f"{DEMO}/train", "--json", f"{DEMO}/eval.json")

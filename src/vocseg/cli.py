@@ -117,9 +117,9 @@ def run(argv: list[str] | None = None) -> int:
         return fail(escape(line), 1)
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0))
-        if code == 130:  # typer turns Ctrl-C into Exit(130)
+        if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C
             return fail(escape_line(interrupted_line(args)), 130)
-        return code
+        return code  # a command's own exit code (a stopped training printed its resume command already)
     except aborts:
         return fail(escape_line(interrupted_line(args)), 130)
     except usage_errors as exc:

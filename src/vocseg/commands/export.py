@@ -28,7 +28,7 @@ def export(
     force: ForceOpt = False,
 ) -> None:
     """Export the model as ONNX for onnxruntime, TensorRT, OpenVINO: input `image` (N, 3, H, W)
-    float32 RGB 0-255 at any size (normalisation inside), output `logits` (N, 21, H, W).
+    float32 RGB 0-255 at any size (normalisation inside), output `logits` (N, classes, H, W).
 
     The export is checked with onnx.checker and by running it in onnxruntime on the val images:
     at least 99.9% of pixels must get the class vocseg's PyTorch inference gives, else nothing is

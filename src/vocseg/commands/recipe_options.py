@@ -58,7 +58,7 @@ RECIPE_PARAMS: list[tuple[str, Any]] = [
     ("num_workers", WorkersOpt),
     ("name", Annotated[Optional[str], _opt("--name", panel=OUTPUT, help="Run name (default: model-data-schedule).")]),
     ("log_to", Annotated[Optional[str], _opt("--log-to", panel=OUTPUT, help="Experiment trackers besides vocseg's own files: any of tensorboard,wandb,mlflow (comma-separated), or none (default: none). Each needs its extra: pip install \"vocseg[wandb]\".")]),
-    ("class_weight", Annotated[Optional[str], _opt("--class-weight", panel=RECIPE, help="Loss weight per class: auto (median-frequency balancing of the training split's pixels, computed once and cached), none, or 21 comma-separated numbers w0,...,w20 (default: none).")]),
+    ("class_weight", Annotated[Optional[str], _opt("--class-weight", panel=RECIPE, help="Loss weight per class: auto (median-frequency balancing of the training split's pixels, computed once and cached), none, or one comma-separated number per class in class-id order (21 for PASCAL VOC: w0,...,w20) (default: none).")]),
     ("load_from", Annotated[Optional[str], _opt("--load-from", panel=RECIPE, help="Fine-tune the whole model from a checkpoint .pth, a run folder (its newest checkpoint) or official:NAME: tensors whose name and shape match load, the rest (a head of another class count) start fresh (default: none).")]),
     ("work_dir", Annotated[Optional[Path], _opt("--work-dir", "-w", panel=OUTPUT, help="Run folder (default: runs/NAME, never reusing one).")]),
     ("classes", ClassesOpt),

@@ -7,7 +7,7 @@ the batch, height and width left dynamic.
 
 - Input `image`: float32 (N, 3, H, W), RGB, pixel values 0-255. The mean/std subtraction (and the
   RGB -> BGR swap for a model trained on BGR) is inside the graph, so a caller only resizes.
-- Output `logits`: float32 (N, 21, H, W), class scores before softmax at the input's size. Logits
+- Output `logits`: float32 (N, C, H, W) for the run's C classes (21 for VOC), class scores before softmax at the input's size. Logits
   rather than the argmax map: mmseg resizes the *logits* to the image's own size and takes the
   argmax there (an argmax map resized afterwards moves class borders), and logits keep the
   confidence (softmax) that the argmax throws away. `vocseg.inference.onnx_model` does the resize

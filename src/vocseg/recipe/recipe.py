@@ -123,7 +123,7 @@ class Recipe:
     dataset: str = ""  # "" = PASCAL VOC 2012; else the name of an own dataset found under data_root (vocseg.data.dataset)
     classes_file: str = ""  # --classes FILE: the class names of an own dataset, when no export file names them
     # Loss weight per class: "none", "auto" (median-frequency balancing of the training split's
-    # pixels, vocseg.data.class_pixels) or 21 comma-separated numbers (class ids 0..20).
+    # pixels, vocseg.data.class_pixels) or one number per class of the dataset (21 for VOC).
     class_weight: str = "none"
     class_weight_values: tuple[float, ...] = ()  # the weights written into the loss (from class_weight; filled by vocseg)
     # Whole-model weights to fine-tune from (MMEngine's load_from): a checkpoint file, a run folder

@@ -182,9 +182,10 @@ def runs_newest_first(root: Path = RUNS_ROOT) -> list[Path]:
 
 
 def latest_trained_run(root: Path = RUNS_ROOT) -> Path | None:
-    """The run folder under `root` that trained last and has a checkpoint to use (the default
-    model of `predict`, `eval`, `report` and `export` when none is named), or None."""
-    return next((run for run in runs_newest_first(root) if latest_checkpoint(run) is not None), None)
+    """The run folder under `root` that trained last, has a checkpoint to use and is not being
+    trained by another process right now (the default model of `predict`, `eval`, `report` and
+    `export` when none is named: a run in training is neither done nor ours to write into), or None."""
+    return next((run for run in runs_newest_first(root) if latest_checkpoint(run) is not None and run_holder(run) is None), None)
 
 
 def run_holder(work_dir: Path) -> str | None:
