@@ -89,9 +89,13 @@ def run(argv: list[str] | None = None) -> int:
         with click_context(command) as ctx:
             typer.echo(command.get_help(ctx))
         return 0
+    from vocseg.console import exit_was_reported, mark_exit_reported
+
+    mark_exit_reported(False)  # per call: tests run several commands in one process
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
-        if result == 130:  # Ctrl-C: click/typer return Exit(130)'s code
+
+        if result == 130 and not exit_was_reported():  # Ctrl-C: Typer returns it as Exit(130)'s code
             return fail(escape_line(interrupted_line(args)), 130)
         return result if isinstance(result, int) else 0
     except VocsegError as exc:
