@@ -12,7 +12,7 @@ import typer
 
 from vocseg import __version__
 from vocseg.commands import compare, config, evaluate, export, predict, prepare, report, resume, train
-from vocseg.errors import VocsegError, describe_os_error, describe_worker_death
+from vocseg.errors import VocsegError, describe_os_error, describe_worker_death, exit_was_reported, mark_exit_reported
 
 app = typer.Typer(
     name="vocseg",
@@ -89,8 +89,6 @@ def run(argv: list[str] | None = None) -> int:
         with click_context(command) as ctx:
             typer.echo(command.get_help(ctx))
         return 0
-    from vocseg.console import exit_was_reported, mark_exit_reported
-
     mark_exit_reported(False)  # per call: tests run several commands in one process
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)

@@ -227,16 +227,3 @@ def progress(label: str, total: int | None, *, unit: str = "images", out: Consol
     """`with progress("eval", 40) as p: ... p.advance()`: see `ProgressDisplay`."""
     return ProgressDisplay(label, total, unit=unit, out=out)
 
-
-# A command that ends with an exit code it has already explained (a training stopped by Ctrl-C or
-# SIGTERM printed its checkpoint and `vocseg resume` command) marks it, so that the CLI does not add
-# its generic Ctrl-C line: Typer returns a Ctrl-C as the same exit code 130.
-_EXIT_REPORTED = [False]
-
-
-def mark_exit_reported(reported: bool = True) -> None:
-    _EXIT_REPORTED[0] = reported
-
-
-def exit_was_reported() -> bool:
-    return _EXIT_REPORTED[0]

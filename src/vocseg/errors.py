@@ -126,3 +126,17 @@ def describe_worker_death(exc: BaseException, argv: list[str]) -> str | None:
         f"{f' {kept.rstrip(chr(46))}.' if kept else ''} Use fewer --workers or a smaller --batch "
         f"(or free memory), then run `{next_command}`."
     )
+
+
+# A command that ends with an exit code it has already explained (a training stopped by Ctrl-C or
+# SIGTERM printed its checkpoint and `vocseg resume` command) marks it, so that the CLI does not add
+# its generic Ctrl-C line: Typer returns a Ctrl-C as the same exit code 130.
+_EXIT_REPORTED = [False]
+
+
+def mark_exit_reported(reported: bool = True) -> None:
+    _EXIT_REPORTED[0] = reported
+
+
+def exit_was_reported() -> bool:
+    return _EXIT_REPORTED[0]

@@ -67,7 +67,7 @@ def resume(
         console.print(f"next: {shown(command('eval', target.run_dir))}   (to train longer, start a new run with more --iters/--epochs)", soft_wrap=True)
         return
     if outcome.code:
-        from vocseg.console import mark_exit_reported
+        from vocseg.errors import mark_exit_reported
 
         mark_exit_reported()  # the training said why it stopped and how to go on
         raise typer.Exit(outcome.code)

@@ -51,7 +51,7 @@ def train(
     outcome = start(options, recipe=recipe, config_file=config_file, flags=flags, on_plan=print_plan,
                     on_resume=lambda target: console.print(resume_line(target), soft_wrap=True))  # a requeued job's second start
     if outcome.code:
-        from vocseg.console import mark_exit_reported
+        from vocseg.errors import mark_exit_reported
 
         mark_exit_reported()  # the training said why it stopped and how to go on
         raise typer.Exit(outcome.code)
