@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from vocseg.commands.options import OUTPUT, ForceOpt, command
-from vocseg.reports.compare import DEFAULT_THRESHOLDS as T  # light: no heavy imports there
+from vocseg.reports.thresholds import DEFAULT_THRESHOLDS as T  # light: `vocseg --help` imports it
 
 THRESHOLDS = "Flag thresholds"
 

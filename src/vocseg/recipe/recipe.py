@@ -14,16 +14,25 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vocseg.console import command
-from vocseg.data.dataset import VOC, DatasetSpec
 from vocseg.data.voc import NUM_CLASSES, SPLITS_SUBDIR, VOC_SUBDIR
 from vocseg.errors import VocsegError
 from vocseg.recipe import schedule as sched
 from vocseg.recipe.models import DEFAULT_MODEL, PRESETS
 from vocseg.recipe.trackers import LOG_TO_HINT, TRACKERS
 from vocseg.stack.threads import AUTO, loader_workers, machine_cpu_count
+
+if TYPE_CHECKING:
+    from vocseg.data.dataset import DatasetSpec
+
+
+def command(*argv: object) -> str:
+    """`vocseg.console.command` (a pasteable shell command), imported only when a hint is built:
+    the console imports rich, which `vocseg --help` must not (benchmarks/startup.py)."""
+    from vocseg.console import command as shell_command
+
+    return shell_command(*argv)
 
 DATA_ROOT_ENV = "VOCSEG_DATA_ROOT"
 MIN_CROP = 32  # pixels: ResNet backbones downsample by 32 (mmseg ResNetV1c, strides 2-2-2-2-2)
@@ -363,9 +372,10 @@ def _count_ids(path: Path) -> int:
 def dataset_spec(recipe: Recipe) -> DatasetSpec:
     """The dataset a recipe trains on: VOC, or the own dataset under its data root, its split lists
     written into `<dataset>/.vocseg/` where the export has none (`vocseg.data.dataset.resolve`)."""
+    from vocseg.data.dataset import VOC, resolve
+
     if recipe.is_voc:
         return VOC
-    from vocseg.data.dataset import resolve
 
     spec = resolve(Path(recipe.data_root), Path(recipe.classes_file) if recipe.classes_file else None)
     if spec.is_voc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,12 @@ from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import format_value
 from vocseg.recipe.official import ModelRef
 from vocseg.reports.explain import RunFacts, facts_from_run, memorisation_cause, overfill_cause, recipe_differences, weak_cause
+from vocseg.reports.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 OFFICIAL_SAMPLES = 40_000 * 16  # the official 40k schedule at batch 16
 OFFICIAL_LR, OFFICIAL_BATCH = 0.01, 16
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The flags' thresholds (percentage points, or a ratio of areas): `vocseg compare`'s options,
-    the report's flags and the sentences that explain them all read this one object."""
-
-    min_change: float = 3.0  # over-filled: IoU down and Acc up by at least this many points against the baseline
-    area_limit: float = 1.5  # over-filled: predicted area at least this many times the true area
-    gap: float = 10.0  # memorisation: train mIoU at least this many points above val
-    weak_margin: float = 10.0  # weak: class IoU at least this many points below its run's mIoU in every result
-
-    def to_json(self) -> dict[str, float]:
-        return asdict(self)
-
-
-DEFAULT_THRESHOLDS = Thresholds()
 
 
 @dataclass
