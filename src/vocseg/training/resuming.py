@@ -209,7 +209,7 @@ def pick_unfinished_run(root: Path = RUNS_ROOT) -> RunPick:
     shown_runs = "; ".join(passed[:5]) + (f"; and {len(passed) - 5} more" if len(passed) > 5 else "")
     raise VocsegError(
         f"No unfinished run under {root}/ to resume: {shown_runs}.",
-        f"Name one (`{command('resume', runs[0])}`), or train longer in a new run (`{command('train', '--iters', 'N')}`).",
+        f"Name one to resume (`{command('resume', 'RUN')}`; a run being trained continues by itself), or train longer in a new run (`{command('train', '--iters', 'N')}`).",
     )
 
 
