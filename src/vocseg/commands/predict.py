@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from vocseg.commands.options import CheckpointOpt, ConfigOpt, DeviceOpt, ModeOpt, command, model_of, out_option
+from vocseg.commands.options import OUTPUT, CheckpointOpt, ConfigOpt, DeviceOpt, ModeOpt, command, model_of, out_option
 from vocseg.errors import VocsegError
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def predict(
     checkpoint: CheckpointOpt = None,
     out: Annotated[Optional[Path], out_option("Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).")] = None,
     config: ConfigOpt = None,
-    opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.")] = 0.5,
+    opacity: Annotated[float, typer.Option("--opacity", min=0.0, max=1.0, help="Overlay opacity of the class colours.", rich_help_panel=OUTPUT)] = 0.5,
     device: DeviceOpt = "auto",
     mode: ModeOpt = "whole",
     every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).", rich_help_panel=VIDEO)] = 1,
