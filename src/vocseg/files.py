@@ -636,20 +636,6 @@ def owned_write_text(path: str | Path, text: str, **kwargs) -> Path:
     return owned_write_bytes(path, text.encode("utf-8"), **kwargs)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, *, force: bool = False, role: str = "output") -> None:
-    """`owned_write_bytes` (the name earlier versions used)."""
-    owned_write_bytes(path, data, force=force, role=role)
-
-
-def write_text_atomic(path: str | Path, text: str, *, force: bool = False, role: str = "output") -> None:
-    """`owned_write_text` (the name earlier versions used)."""
-    owned_write_bytes(path, text.encode("utf-8"), force=force, role=role)
-
-
-write_owned_bytes = owned_write_bytes
-write_owned_text = owned_write_text
-
-
 def owned_delete(path: str | Path, *, missing_ok: bool = True) -> bool:
     """Delete a file (or empty folder) vocseg created and nobody changed; False when there is
     nothing. Raises `VocsegError` (one line) for anything else: it is left as it is."""

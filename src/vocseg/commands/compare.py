@@ -34,7 +34,7 @@ def compare(
 
     from vocseg.commands.render import compare_table, print_flags
     from vocseg.console import console
-    from vocseg.files import check_may_write, write_owned_text
+    from vocseg.files import check_may_write, owned_write_text
     from vocseg.reports.compare import Thresholds, compare_paths
     from vocseg.reports.compare_chart import compare_chart
 
@@ -56,7 +56,7 @@ def compare(
         chart = numbered_output_dir("compare") / "compare.png"
     saved = [compare_chart(comparison, chart, force=force)]  # recorded as it is written (vocseg.files)
     if json_out:
-        write_owned_text(json_out, json.dumps(comparison.to_json(), indent=1) + "\n", force=force, inputs=protected, option="--json")
+        owned_write_text(json_out, json.dumps(comparison.to_json(), indent=1) + "\n", force=force, inputs=protected, option="--json")
         saved.append(json_out)
     from vocseg.console import shown
 

@@ -25,7 +25,7 @@ def config(
     """Write a complete MMSeg config: scaled LR, schedule equivalents, matching pretrained weights."""
     from vocseg.commands.render import print_plan
     from vocseg.console import console, err_console
-    from vocseg.files import check_may_write, write_owned_text
+    from vocseg.files import check_may_write, owned_write_text
     from vocseg.training.experiment import plan_experiment
 
     if output is not None:
@@ -36,7 +36,7 @@ def config(
     if output is None:
         sys.stdout.write(experiment.config_text)
         return
-    write_owned_text(output, experiment.config_text, force=force, option="-o")
+    owned_write_text(output, experiment.config_text, force=force, option="-o")
     from vocseg.console import command, shown
 
     console.print(f"wrote {shown(output)}  (train it: {shown(command('train', output))})", soft_wrap=True)

@@ -128,10 +128,10 @@ def _read(path: Path) -> list[list[int]] | None:
 
 
 def _write(path: Path, rows: list[list[int]]) -> None:
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     try:
-        write_text_atomic(path, json.dumps(rows, separators=(",", ":")) + "\n")
+        owned_write_text(path, json.dumps(rows, separators=(",", ":")) + "\n")
     except (OSError, VocsegError):
         pass  # a read-only data root, or a file there that vocseg did not write: counted again next time
 

@@ -483,7 +483,7 @@ def write_own_files(spec: DatasetSpec, *, console_print: Callable[[str], None] |
     Nothing outside `.vocseg/` is written. VOC is returned unchanged."""
     if spec.is_voc or spec.base is None:
         return spec
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     say = console_print or (lambda _: None)
     own = spec.own_dir
@@ -496,11 +496,11 @@ def write_own_files(spec: DatasetSpec, *, console_print: Callable[[str], None] |
             path = own / "splits" / f"{name}.txt"
             text = "".join(f"{i}\n" for i in ids)
             if not path.is_file() or path.read_text() != text:
-                write_text_atomic(path, text)
+                owned_write_text(path, text)
             lists[name] = path
         meta = json.dumps({"seed": SPLIT_SEED, "val_ratio": VAL_RATIO, "train": len(split["train"]), "val": len(split["val"]), "note": note}, indent=1) + "\n"
         if not (own / "splits" / "split.json").is_file() or (own / "splits" / "split.json").read_text() != meta:
-            write_text_atomic(own / "splits" / "split.json", meta)
+            owned_write_text(own / "splits" / "split.json", meta)
             say(f"split: {len(split['train'])} train / {len(split['val'])} val ids written to {own / 'splits'} ({note})")
     if spec.colour_masks:
         converted = convert_colour_export(spec, [i for p in lists.values() for i in _ids(p)])
@@ -511,7 +511,7 @@ def write_own_files(spec: DatasetSpec, *, console_print: Callable[[str], None] |
     spec = replace(spec, lists=lists, split_note=note)
     info = json.dumps(spec.to_json(), indent=1) + "\n"
     if not (own / "dataset.json").is_file() or (own / "dataset.json").read_text() != info:
-        write_text_atomic(own / "dataset.json", info)
+        owned_write_text(own / "dataset.json", info)
     return spec
 
 
@@ -526,7 +526,7 @@ def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
     written now. A mask with a colour the labelmap does not name is left out (the check names it)."""
     from vocseg.data.images import MASK_SUFFIXES, FolderIndex, read_mask
     from vocseg.data.rgb_masks import palette_png_bytes
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
 
     index = FolderIndex(spec.source_mask_dir)
     done = 0
@@ -543,7 +543,7 @@ def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
             continue
         if unknown:
             continue
-        write_bytes_atomic(target, palette_png_bytes(ids_mask, spec.full_palette))  # type: ignore[arg-type]
+        owned_write_bytes(target, palette_png_bytes(ids_mask, spec.full_palette))  # type: ignore[arg-type]
         done += 1
     return done
 

@@ -139,10 +139,10 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     try:
-        write_text_atomic(path, json.dumps(data) + "\n")
+        owned_write_text(path, json.dumps(data) + "\n")
     except (OSError, VocsegError):
         pass  # a read-only data root, or a file there that vocseg did not write: checked again next time
 

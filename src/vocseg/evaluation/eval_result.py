@@ -95,9 +95,9 @@ def most_confused_with(result: EvalResult, index: int) -> str:
 
 
 def write_json(result: EvalResult, path: Path, *, force: bool = False) -> None:
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
-    write_text_atomic(path, json.dumps(result.to_json(), indent=1) + "\n", force=force)
+    owned_write_text(path, json.dumps(result.to_json(), indent=1) + "\n", force=force)
 
 
 def csv_text(result: EvalResult) -> str:
@@ -118,9 +118,9 @@ def csv_text(result: EvalResult) -> str:
 
 
 def write_csv(result: EvalResult, path: Path, *, force: bool = False) -> None:
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
-    write_text_atomic(path, csv_text(result), force=force)
+    owned_write_text(path, csv_text(result), force=force)
 
 
 REWRITE_HINT = "Run `vocseg eval` on the run again to rewrite it, or move the file away."

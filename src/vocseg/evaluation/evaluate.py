@@ -128,7 +128,7 @@ def test_lists(root: Path, source: SplitSource, lists_dir: Path) -> dict[str, Pa
     """Mask folder -> the absolute list file of its ids: the split's own list when it is one
     named split with one label folder, else a list written under `lists_dir` (rewritten only
     when its content changes, so the pre-check's cache keeps holding)."""
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     lists: dict[str, Path] = {}
     for masks, ids in source.by_masks.items():
@@ -138,7 +138,7 @@ def test_lists(root: Path, source: SplitSource, lists_dir: Path) -> dict[str, Pa
         ann = (lists_dir / f"{source.name}_{masks}.txt").absolute()
         text = "\n".join(ids) + "\n"
         if not ann.is_file() or ann.read_text() != text:
-            write_text_atomic(ann, text)
+            owned_write_text(ann, text)
         lists[masks] = ann
     return lists
 
@@ -407,12 +407,12 @@ def write_image_stats(stats: Any, result: EvalResult, path: Path) -> Path:
     import json
 
     from vocseg.evaluation.galleries import gallery_document
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     classes = list(result.per_class)
     galleries = stats.tracker.galleries(classes) if stats.tracker is not None else {}
     doc = gallery_document(stats.per_image, stats.predictions, galleries, classes, stats.limit, checkpoint=result.checkpoint, split=result.split, data_root=result.extra.get("data_root"))
-    write_text_atomic(path, json.dumps(doc, separators=(",", ":")) + "\n")
+    owned_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n")
     return path
 
 

@@ -269,7 +269,7 @@ def export_model(
     except ImportError:
         raise missing_extra("onnxruntime", "vocseg export (its check)") from None
     from vocseg.data.download import hash_of
-    from vocseg.files import write_bytes_atomic, write_text_atomic
+    from vocseg.files import owned_write_bytes, owned_write_text
     from vocseg.inference.segmenter import load_model
     from vocseg.runs.run_config import load_run_config
 
@@ -302,8 +302,8 @@ def export_model(
     metadata = {**metadata, "parity": parity.to_json()}
     final = with_metadata(onnx_bytes, metadata)
     try:
-        write_bytes_atomic(path, final, force=force)
-        write_text_atomic(sidecar_of(path), force=force, text=json.dumps({**metadata, "file": path.name, "size_bytes": len(final)}, indent=1) + "\n")
+        owned_write_bytes(path, final, force=force)
+        owned_write_text(sidecar_of(path), force=force, text=json.dumps({**metadata, "file": path.name, "size_bytes": len(final)}, indent=1) + "\n")
     except OSError as exc:
         raise VocsegError(f"Could not write {path}: {exc.strerror or exc}.", "Pass -o on a writable disk with free space.") from None
     return ExportResult(path, sidecar_of(path), metadata, parity, len(final), replaced), notes

@@ -99,18 +99,18 @@ def previous_outputs(folder: Path) -> set[str]:
 
 def save_png_atomic(image: Any, path: Path) -> None:
     """A PIL image as PNG, written whole or not at all."""
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
 
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    owned_write_bytes(path, buffer.getvalue())
 
 
 def save_label_atomic(label_map: np.ndarray, path: Path) -> None:
     """`visualize.save_label_png`, written whole or not at all."""
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
 
     buffer = io.BytesIO()
     buffer.name = path.name  # Pillow picks the format from the name
     save_label_png(label_map, buffer)  # type: ignore[arg-type]
-    write_bytes_atomic(path, buffer.getvalue())
+    owned_write_bytes(path, buffer.getvalue())

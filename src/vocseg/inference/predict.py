@@ -268,7 +268,7 @@ def _write_partial_report(results: list[Prediction], out_dir: Path, folder: Outp
 
 def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, mode: str, folder: OutputFolder | None = None) -> Path:
     """predictions.json: every input, and every file vocseg has written to `out_dir` (this run and before)."""
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     path = out_dir / REPORT_NAME
     previous = folder.previous if folder is not None else previous_outputs(out_dir)
@@ -281,5 +281,5 @@ def write_report(results: list[Prediction], out_dir: Path, *, checkpoint: str, m
         "files": sorted((previous | written | {REPORT_NAME}) - {REPORT_NAME}),
     }
     # ASCII with \u escapes: a file name that is not UTF-8 (surrogate escapes) is kept exactly, and json.load gives it back
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=True) + "\n")
+    owned_write_text(path, json.dumps(data, indent=1, ensure_ascii=True) + "\n")
     return path

@@ -174,14 +174,14 @@ def config_text(model: OfficialModel, data_root: str = "") -> str:
 
 def resolve(ref: ModelRef, *, quiet: bool = False) -> tuple[Path, Path]:
     """`official:KEY` -> (cached checkpoint, its config file written next to it)."""
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     model = ref.official
     checkpoint = fetch(model, quiet=quiet)
     config = checkpoint.with_name(f"{model.key}.py")
     text = config_text(model)
     if not config.is_file() or config.read_text() != text:
-        write_text_atomic(config, text)
+        owned_write_text(config, text)
     return checkpoint, config
 
 

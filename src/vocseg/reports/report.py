@@ -420,7 +420,7 @@ def render(context: dict[str, Any]) -> str:
 
 def build_report(run: Path, *, out: Path | None = None, photos: Path | None = None, compare: Path | None = None, verbose: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write the report; return its path and a summary (sections, sizes, the seconds each took)."""
-    from vocseg.files import write_text_atomic
+    from vocseg.files import owned_write_text
 
     run = check_run(run)
     from vocseg.data.dataset import dataset_of_run, use_dataset
@@ -460,7 +460,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         "evaluated": str(evaluated) if evaluated else "",
     }
     html = timed("render", render, context)
-    write_text_atomic(path, html)
+    owned_write_text(path, html)
     timings["total"] = time.perf_counter() - start
     summary = {
         "splits": [e.split for e in evals],

@@ -73,7 +73,7 @@ def write_curves(work_dir: str | Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
 
     curves = read_curves(work_dir)
     if not curves:
@@ -95,5 +95,5 @@ def write_curves(work_dir: str | Path) -> Path | None:
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):  # texts are data, never mathtext
         fig.savefig(buf, format="png")
     target = Path(work_dir) / CURVES_NAME
-    write_bytes_atomic(target, buf.getvalue())
+    owned_write_bytes(target, buf.getvalue())
     return target

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.errors import VocsegError
-from vocseg.files import write_bytes_atomic
+from vocseg.files import owned_write_bytes
 
 _applied = False
 
@@ -191,7 +191,7 @@ def _atomic_local_writes() -> None:
     from mmengine.fileio.backends import LocalBackend
 
     def put(self: Any, obj: bytes, filepath: str | Path) -> None:
-        write_bytes_atomic(filepath, obj)
+        owned_write_bytes(filepath, obj)
 
     LocalBackend.put = put  # type: ignore[method-assign]
 

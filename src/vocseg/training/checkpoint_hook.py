@@ -18,7 +18,7 @@ from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
 from vocseg.errors import VocsegError
-from vocseg.files import owned_delete, record_folder, write_bytes_atomic
+from vocseg.files import owned_delete, owned_write_bytes, record_folder
 from vocseg.training.rng import gather_rng_states
 
 
@@ -78,7 +78,7 @@ class SafeCheckpointHook(CheckpointHook):
         self.saved_step = step
         if not is_main_process():
             return
-        write_bytes_atomic(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode(), role="run")
+        owned_write_bytes(os.path.join(runner.work_dir, "last_checkpoint"), str(self.last_ckpt).encode(), role="run")
         if stale is not None and stale != step:
             self._delete(runner, self.filename_tmpl.format(stale))
 

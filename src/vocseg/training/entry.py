@@ -187,7 +187,7 @@ def start_run_on_this_node(experiment: Experiment, primary: bool) -> Path:
     write the same files only where they are missing or differ (a folder not shared between
     machines), each through its own temporary file."""
     from vocseg.console import command
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
     from vocseg.runs.folders import CONFIG_NAME, RECIPE_NAME, latest_checkpoint
     from vocseg.training.experiment import start_run
 
@@ -202,7 +202,7 @@ def start_run_on_this_node(experiment: Experiment, primary: bool) -> Path:
     for name, text in files.items():
         path = work_dir / name
         if not path.is_file() or path.read_text() != text:
-            write_bytes_atomic(path, text.encode())
+            owned_write_bytes(path, text.encode())
     return work_dir / CONFIG_NAME
 
 

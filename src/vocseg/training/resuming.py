@@ -302,11 +302,11 @@ def commit_rescale(target: ResumeTarget) -> None:
     """Record the new process count in the run's recipe.json. Every launching process (each node,
     each Slurm task) calls this: the file is written only where it differs, through a temporary
     file, so a shared folder and one folder per machine both end up the same."""
-    from vocseg.files import write_bytes_atomic
+    from vocseg.files import owned_write_bytes
 
     old, new = target.original_recipe, target.recipe
     if not target.rescale_lr or old is None or new is None or old == new:
         return
     path, text = target.run_dir / RECIPE_NAME, new.to_json() + "\n"
     if not path.is_file() or path.read_text() != text:
-        write_bytes_atomic(path, text.encode())
+        owned_write_bytes(path, text.encode())

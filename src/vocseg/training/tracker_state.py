@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vocseg.files import write_text_atomic
+from vocseg.files import owned_write_text
 
 STATE_NAME = "trackers.json"
 
@@ -27,4 +27,4 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 def update_state(run_dir: Path, **values: Any) -> None:
     """Set top-level keys, keeping the others."""
-    write_text_atomic(run_dir / STATE_NAME, json.dumps({**read_state(run_dir), **values}, indent=1, sort_keys=True) + "\n")
+    owned_write_text(run_dir / STATE_NAME, json.dumps({**read_state(run_dir), **values}, indent=1, sort_keys=True) + "\n")

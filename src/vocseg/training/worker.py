@@ -61,19 +61,19 @@ def run_worker(config_path: Path, *, resume: bool, verbose: bool, rescale_lr: bo
         stop_file = os.environ.get(STOP_FILE_ENV)
         if stop_file:
             if os.environ.get("LOCAL_RANK", "0") == "0":
-                from vocseg.files import write_bytes_atomic
+                from vocseg.files import owned_write_bytes
 
                 note = {"iteration": unhealthy.iteration, "error": unhealthy.message, "hint": unhealthy.hint}
-                write_bytes_atomic(stop_file, json.dumps(note).encode())
+                owned_write_bytes(stop_file, json.dumps(note).encode())
             return 0
         raise VocsegError(unhealthy.message, unhealthy.hint, exit_code=EXIT_UNHEALTHY) from None
     except TrainingInterrupted as stop:
         stop_file = os.environ.get(STOP_FILE_ENV)
         if stop_file:
             if os.environ.get("LOCAL_RANK", "0") == "0":
-                from vocseg.files import write_bytes_atomic
+                from vocseg.files import owned_write_bytes
 
-                write_bytes_atomic(stop_file, json.dumps({"iteration": stop.iteration, "signal": stop.signum}).encode())
+                owned_write_bytes(stop_file, json.dumps({"iteration": stop.iteration, "signal": stop.signum}).encode())
             return 0
         if stop.signum == REQUEUE_SIGNAL:  # --requeue: in-process or one Slurm task per GPU
             if _is_rank0():
