@@ -14,10 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vocseg.inference.inputs import real_path
-from vocseg.visualization.overlays import save_label_png
 
 REPORT_NAME = "predictions.json"
 WRITTEN_BY = "vocseg predict"
@@ -105,12 +102,3 @@ def save_png_atomic(image: Any, path: Path) -> None:
     image.save(buffer, format="PNG")
     owned_write_bytes(path, buffer.getvalue())
 
-
-def save_label_atomic(label_map: np.ndarray, path: Path) -> None:
-    """`visualize.save_label_png`, written whole or not at all."""
-    from vocseg.files import owned_write_bytes
-
-    buffer = io.BytesIO()
-    buffer.name = path.name  # Pillow picks the format from the name
-    save_label_png(label_map, buffer)  # type: ignore[arg-type]
-    owned_write_bytes(path, buffer.getvalue())

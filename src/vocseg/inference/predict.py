@@ -32,10 +32,10 @@ import numpy as np
 from vocseg.console import ProgressDisplay
 from vocseg.errors import VocsegError
 from vocseg.inference.inputs import InputFile, real_path
-from vocseg.inference.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_label_atomic, save_png_atomic
+from vocseg.inference.outputs import REPORT_NAME, WRITTEN_BY, OutputFolder, output_stems, previous_outputs, save_png_atomic
 from vocseg.inference.segmenter import Segmenter, predict_array
 from vocseg.runs.provenance import DEMO_CAVEAT, trained_on_demo
-from vocseg.visualization.overlays import DEMO_LEGEND, class_shares, overlay_image
+from vocseg.visualization.overlays import DEMO_LEGEND, class_shares, overlay_image, save_label_png
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".ico", ".pcx", ".sgi", ".exr", ".hdr"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
@@ -208,7 +208,7 @@ def _predict_image(path: Path, stem: str, model: Segmenter, folder: OutputFolder
     item.shares = class_shares(label_map)
     label, overlay = folder.folder / f"{stem}_label.png", folder.folder / f"{stem}_overlay.png"
     try:
-        save_label_atomic(label_map, label)
+        save_label_png(label_map, label, option="-o")
         save_png_atomic(overlay_image(rgb, label_map, opacity, item.shares, caveat), overlay)
     except OSError as exc:
         with contextlib.suppress(OSError):  # no half pair left behind: the label was this run's

@@ -10,7 +10,6 @@ colour, and it lists only the classes drawn.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -173,20 +172,16 @@ def error_map(rgb: np.ndarray, pred: np.ndarray, label: np.ndarray, cls: int, ig
     return out
 
 
-def save_label_png(label_map: np.ndarray, path: Path, *, protect: tuple[Path, ...] = (), force: bool = False) -> None:
+def save_label_png(label_map: np.ndarray, path: Path, *, protect: tuple[Path, ...] = (), force: bool = False, option: str = "--save-predictions") -> None:
     """A palette PNG: pixel values are class ids, colours are the active dataset's (VOC's by default). Written through
     `vocseg.files.atomic_writer` (recorded temporary file, renamed into place): never in place,
     never into a folder in `protect` (the dataset's masks), never over a file of the user's
-    unless `force`."""
+    unless `force` (`option`: the flag named in a refusal)."""
     from PIL import Image
 
     from vocseg.files import atomic_writer
 
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
     image.putpalette([c for rgb in _palette() for c in rgb])
-    if not isinstance(path, (str, os.PathLike)):  # a file object (an in-memory buffer)
-        buffer = path
-        image.save(buffer, format="PNG")
-        return
-    with atomic_writer(path, protect=protect, force=force, option="--save-predictions") as tmp:
+    with atomic_writer(path, protect=protect, force=force, option=option) as tmp:
         image.save(tmp, format="PNG")
