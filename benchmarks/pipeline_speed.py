@@ -130,7 +130,7 @@ def stock_config() -> Any:
     return cfg
 
 
-def build_path(cfg: Any, data_root: Path, split: str, stock: bool, preprocessor: str | None = None) -> tuple[Any, Any]:
+def build_path(cfg: Any, data_root: Path, split: str, stock: bool) -> tuple[Any, Any]:
     """(dataset, data preprocessor) of a config's `split` ("train" or "val") dataloader, over data_root."""
     import copy
 
@@ -153,10 +153,7 @@ def build_path(cfg: Any, data_root: Path, split: str, stock: bool, preprocessor:
     if stock:
         ds_cfg["type"] = "PascalVOCDataset"
     dataset = DATASETS.build(ds_cfg)
-    pre_cfg = copy.deepcopy(cfg["model"]["data_preprocessor"])
-    if preprocessor:
-        pre_cfg["type"] = preprocessor
-    preprocessor = MODELS.build(pre_cfg)
+    preprocessor = MODELS.build(copy.deepcopy(cfg["model"]["data_preprocessor"]))
     return dataset, preprocessor
 
 
@@ -298,8 +295,6 @@ def main() -> None:
         results = {}
         for split, training in (("train", True), ("val", False)):
             paths = {"vocseg": build_path(ours, root, split, stock=False), "mmseg": build_path(theirs, root, split, stock=True)}
-            if training:  # the written config with its data preprocessor swapped for vocseg's table-lookup one
-                paths["vocseg+fastpre"] = build_path(ours, root, split, stock=False, preprocessor="VocsegFastSegDataPreProcessor")
             for dataset, preprocessor in paths.values():  # warm-up: imports, first-call caches
                 time_path(dataset, preprocessor, indices[:8], batch_of(training), training)
             ms = compare(paths, indices, args.rounds, training)

@@ -121,7 +121,7 @@ def test_cuda_defaults_are_fast_and_each_can_be_turned_off(tmp_path: Path) -> No
 
     plain = cfg_for(amp=False, channels_last=False, cudnn_benchmark=False, pin_memory=False, num_workers=3)
     assert plain.optim_wrapper.type == "OptimWrapper"
-    assert plain.model.data_preprocessor.type == "SegDataPreProcessor"
+    assert plain.model.data_preprocessor.type == "VocsegSegDataPreProcessor" and not plain.model.data_preprocessor.get("channels_last")
     assert "model_wrapper_cfg" not in plain
     assert plain.env_cfg.cudnn_benchmark is False
     assert plain.train_dataloader.pin_memory is False and plain.train_dataloader.num_workers == 3

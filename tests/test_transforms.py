@@ -191,7 +191,7 @@ def packed_batch(seeds: range, sizes: list[tuple[int, int]]) -> dict:
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("sizes", [[(320, 320)] * 4, [(320, 320), (200, 320), (320, 250), (100, 90)]])
 def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[tuple[int, int]]) -> None:
-    """VocsegFastSegDataPreProcessor against SegDataPreProcessor (+ channels-last, as VocsegSegDataPreProcessor): same floats, labels, metainfo."""
+    """VocsegFastSegDataPreProcessor against SegDataPreProcessor (+ a channels-last copy): same floats, labels, metainfo, training and evaluation."""
     import torch
     from mmseg.models.data_preprocessor import SegDataPreProcessor
 
@@ -205,10 +205,25 @@ def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[t
     for x, y in zip(a["data_samples"], b["data_samples"]):
         assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
         assert x.metainfo == y.metainfo
-    # evaluation batches go through MMSeg's own code
-    c = VocsegFastSegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
-    d = SegDataPreProcessor(**kwargs)(packed_batch(range(1), sizes[:1]), training=False)
-    assert torch.equal(c["inputs"], d["inputs"])
+    # contiguous (3, H, W) images (MMSeg's PackSegInputs) are looked up plane by plane: the same batch
+    planar = packed_batch(range(4), sizes)
+    planar["inputs"] = [t.contiguous() for t in planar["inputs"]]
+    e = VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(planar, training=True)
+    assert torch.equal(a["inputs"], e["inputs"])
+    # evaluation batches (same-sized images, no test-time padding) are MMSeg's stack, bit for bit
+    for n, contiguous in ((1, False), (1, True), (3, True)):
+        batch = packed_batch(range(n), sizes[:1] * n)
+        if contiguous:
+            batch["inputs"] = [t.contiguous() for t in batch["inputs"]]
+        c = VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(batch, training=False)
+        d = SegDataPreProcessor(**kwargs)(packed_batch(range(n), sizes[:1] * n), training=False)
+        assert c["inputs"].shape == d["inputs"].shape and torch.equal(c["inputs"], d["inputs"])
+        assert c["inputs"].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # test-time padding goes through MMSeg's own code
+    padded = dict(kwargs, test_cfg=dict(size_divisor=64))
+    c = VocsegFastSegDataPreProcessor(**padded)(packed_batch(range(1), [(100, 90)]), training=False)
+    d = SegDataPreProcessor(**padded)(packed_batch(range(1), [(100, 90)]), training=False)
+    assert c["inputs"].shape == d["inputs"].shape == (1, 3, 128, 128) and torch.equal(c["inputs"], d["inputs"])
 
 
 def stock_resize_crop(crop: tuple[int, int]):

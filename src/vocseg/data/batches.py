@@ -5,13 +5,20 @@ Imported by `vocseg.mmseg_plugin`, never at `vocseg --help`.
 MMSeg's `SegDataPreProcessor` makes a training batch from uint8 (3, H, W) images in five passes
 over float32 copies (channel swap, `.float()`, `- mean`, `/ std`, pad, stack: ~2 ms per 512x512
 image on one core, plus ~1 ms for a channels-last copy), which counts wherever it runs on the CPU
-(issue 22). This class gives the same tensor from one `cv2.LUT` per image: every uint8 value's
+(issue 22). This class gives the same tensor from table lookups (`cv2.LUT`): every uint8 value's
 normalised float32 is computed once, by the same float32 torch operations MMSeg applies per pixel
 (`(v - mean) / std`), into a (256, 3) table, and each image is looked up straight into its place in
-the padded batch (channels-last memory when asked). Bit for bit MMSeg's batch and padded labels
-(tests/test_transforms.py); anything else (a batch already on a GPU, which is where
-training on a GPU preprocesses, evaluation, non-uint8 or non-3-channel inputs, batch augments,
-edge or depth maps) goes through MMSeg's own code.
+the padded batch: plane by plane into NCHW memory (the channel swap is the choice of plane), or
+pixel by pixel into NHWC memory when `channels_last` is asked and the images are packed as
+(H, W, 3) views (`VocsegPackSegInputs`). Bit for bit MMSeg's batch and padded labels
+(tests/test_transforms.py). Evaluation batches of same-sized uint8 images without `test_cfg`
+padding (vocseg's configs) are made the same way, stacked as MMSeg stacks them. Anything else (a
+batch already on a GPU, which is where training on a GPU preprocesses, non-uint8 or non-3-channel
+inputs, batch augments, edge or depth maps, test-time padding) goes through MMSeg's own code.
+
+Written into every config vocseg writes as `VocsegSegDataPreProcessor` (the name configs of earlier
+versions already carry, then for a channels-last copy only); `VocsegFastSegDataPreProcessor` is
+the same class.
 """
 
 from __future__ import annotations
@@ -35,33 +42,38 @@ def normalise_table(mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool) -> 
     return np.ascontiguousarray(table[:, :, 0].T.numpy())[None]
 
 
-@MODELS.register_module()
+@MODELS.register_module(name=["VocsegSegDataPreProcessor", "VocsegFastSegDataPreProcessor"])
 class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
-    """SegDataPreProcessor computing CPU training batches by table lookup (module docstring);
-    `channels_last=True` also returns them channels-last, as `VocsegSegDataPreProcessor` does."""
+    """SegDataPreProcessor computing CPU batches by table lookup (module docstring);
+    `channels_last=True` returns every 4-D batch channels-last (NHWC memory, NCHW shape)."""
 
     def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.channels_last = channels_last
-        self._table: np.ndarray | None = None
+        self._table: np.ndarray | None = None  # (1, 256, 3) float32, normalise_table
+        self._plane_tables: list[np.ndarray] = []  # its three (1, 256) columns
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        if training and self._fast_path_applies(data):
-            return self._training_batch(data)
+        if self._fast_path_applies(data, training):
+            return self._lookup_batch(data, training)
         out = super().forward(data, training)
         if self.channels_last and out["inputs"].dim() == 4:
             out["inputs"] = out["inputs"].contiguous(memory_format=torch.channels_last)
         return out
 
-    def _fast_path_applies(self, data: dict) -> bool:
+    def _fast_path_applies(self, data: dict, training: bool) -> bool:
         inputs, samples = data.get("inputs"), data.get("data_samples")
-        if not isinstance(inputs, (list, tuple)) or not inputs or samples is None or len(samples) != len(inputs):
+        if not isinstance(inputs, (list, tuple)) or not inputs:
             return False
-        if self.device.type != "cpu" or not self._enable_normalize or self.batch_augments is not None:
+        if training and (samples is None or len(samples) != len(inputs)):
             return False
+        if self.device.type != "cpu" or not self._enable_normalize or (training and self.batch_augments is not None):
+            return False
+        if not training and (self.test_cfg or len({tuple(t.shape) for t in inputs}) != 1):
+            return False  # test-time padding, or sizes MMSeg refuses to stack: its own code and messages
         if not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 3 and t.shape[0] == 3 and t.device.type == "cpu" for t in inputs):
             return False
-        if any("gt_edge_map" in s or "gt_depth_map" in s for s in samples):
+        if training and any("gt_edge_map" in s or "gt_depth_map" in s for s in samples):
             return False
         shapes = {self._padded_shape(t.shape[-2:], inputs) for t in inputs}
         return len(shapes) == 1
@@ -76,32 +88,61 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
         d = self.size_divisor if self.size_divisor and self.size_divisor > 1 else 1
         return max(-(-max_h // d) * d, h), max(-(-max_w // d) * d, w)
 
-    def _training_batch(self, data: dict) -> dict:
-        inputs, samples = list(data["inputs"]), data["data_samples"]
+    def _lookup_batch(self, data: dict, training: bool) -> dict:
+        """MMSeg's batch: training padded to `_padded_shape` with padded labels and pad metainfo,
+        evaluation stacked as it is (same-sized images, samples untouched)."""
+        inputs, samples = list(data["inputs"]), data.get("data_samples")
         if self._table is None:
             self._table = normalise_table(self.mean, self.std, self.channel_conversion)
-        height, width = self._padded_shape(inputs[0].shape[-2:], inputs)
-        batch = torch.empty((len(inputs), height, width, 3), dtype=torch.float32)  # NHWC memory
-        nhwc = batch.numpy()
-        for i, (tensor, sample) in enumerate(zip(inputs, samples)):
+            self._plane_tables = [np.ascontiguousarray(self._table[0, :, c]).reshape(1, 256) for c in range(3)]
+        if training:
+            height, width = self._padded_shape(inputs[0].shape[-2:], inputs)
+        else:
+            height, width = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
+        # plane by plane into NCHW memory (the CPU's layout; also for (3, H, W) images, copied to
+        # channels-last after when asked: cheaper than transposing each image), else pixel by
+        # pixel into NHWC memory; each image straight into its place in the batch
+        planar = not self.channels_last or inputs[0].is_contiguous()
+        shape = (len(inputs), 3, height, width) if planar else (len(inputs), height, width, 3)
+        batch = torch.empty(shape, dtype=torch.float32)
+        array = batch.numpy()
+        for i, tensor in enumerate(inputs):
             h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
-            img = np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())  # a view when packed by VocsegPackSegInputs
-            if self.channel_conversion:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-            if (h, w) == (height, width):
-                cv2.LUT(img, self._table, dst=nhwc[i])
+            whole = (h, w) == (height, width)
+            if not whole:
+                array[i] = self.pad_val
+            if planar and tensor.is_contiguous():  # (3, H, W) memory: MMSeg's PackSegInputs
+                planes = list(tensor.numpy())
+            else:  # (H, W, 3) memory: VocsegPackSegInputs' view (any other layout is copied into it)
+                pixels = np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())
+                planes = [cv2.extractChannel(pixels, c) for c in range(3)] if planar else []
+            if planar:
+                for c in range(3):  # output channel c from input plane 2 - c when swapping BGR to RGB
+                    plane = np.ascontiguousarray(planes[2 - c if self.channel_conversion else c])
+                    if whole:
+                        cv2.LUT(plane, self._plane_tables[c], dst=array[i, c])
+                    else:
+                        array[i, c, :h, :w] = cv2.LUT(plane, self._plane_tables[c])
             else:
-                nhwc[i] = self.pad_val
-                nhwc[i, :h, :w] = cv2.LUT(img, self._table)
+                if self.channel_conversion:
+                    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+                if whole:
+                    cv2.LUT(pixels, self._table, dst=array[i])
+                else:
+                    array[i, :h, :w] = cv2.LUT(pixels, self._table)
+            if not training:
+                continue
+            sample = samples[i]
             padding = (0, width - w, 0, height - h)
             pad_shape = None
             if "gt_sem_seg" in sample:
                 seg = sample.gt_sem_seg.data
-                del sample.gt_sem_seg.data
-                sample.gt_sem_seg.data = F.pad(seg, padding, value=self.seg_pad_val)
+                if any(padding):  # F.pad by nothing is a copy of the (1, H, W) int64 labels
+                    del sample.gt_sem_seg.data
+                    sample.gt_sem_seg.data = F.pad(seg, padding, value=self.seg_pad_val)
                 pad_shape = sample.gt_sem_seg.shape
             sample.set_metainfo({"img_shape": tensor.shape[-2:], "pad_shape": pad_shape, "padding_size": padding})
-        out = batch.permute(0, 3, 1, 2)  # (N, 3, H, W) values, channels-last strides
-        if not self.channels_last:
-            out = out.contiguous()
+        out = batch.permute(0, 3, 1, 2) if not planar else batch  # (N, 3, H, W) values
+        if self.channels_last and planar:
+            out = out.contiguous(memory_format=torch.channels_last)
         return dict(inputs=out, data_samples=samples)

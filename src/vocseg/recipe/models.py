@@ -81,8 +81,9 @@ def model_config(preset: ModelPreset, *, sync_bn: bool, pretrained_checkpoint: s
     return dict(
         type="EncoderDecoder",
         data_preprocessor=dict(
-            # vocseg's variant only adds the channels_last output layout
-            **(dict(type="VocsegSegDataPreProcessor", channels_last=True) if channels_last else dict(type="SegDataPreProcessor")),
+            # vocseg's: MMSeg's batch bit for bit, by table lookup on the CPU (data/batches.py), channels_last when asked
+            type="VocsegSegDataPreProcessor",
+            **(dict(channels_last=True) if channels_last else {}),
             mean=[123.675, 116.28, 103.53],
             std=[58.395, 57.12, 57.375],
             bgr_to_rgb=True,

@@ -27,8 +27,6 @@ from mmengine.model import MMDistributedDataParallel  # noqa: E402
 from mmengine.optim import AmpOptimWrapper, OptimWrapper  # noqa: E402
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-from mmseg.models.data_preprocessor import SegDataPreProcessor  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
 
 AMP_DTYPES = ("auto", "bfloat16", "float16")
 
@@ -74,21 +72,6 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
         if scaler and self.loss_scaler.is_enabled():
             self.loss_scaler.load_state_dict(scaler)
         OptimWrapper.load_state_dict(self, state_dict)
-
-
-@MODELS.register_module(name="VocsegSegDataPreProcessor")
-class ChannelsLastDataPreProcessor(SegDataPreProcessor):
-    """SegDataPreProcessor whose batches come out channels_last (NHWC in memory) when asked."""
-
-    def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.channels_last = channels_last
-
-    def forward(self, data: dict, training: bool = False) -> dict:
-        out = super().forward(data, training)
-        if self.channels_last and out["inputs"].dim() == 4:
-            out["inputs"] = out["inputs"].contiguous(memory_format=torch.channels_last)
-        return out
 
 
 def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:

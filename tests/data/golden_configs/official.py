@@ -13,7 +13,7 @@ crop_size = (512, 512)
 
 # UPerNet + ResNetV1c-101; BN (SyncBN needs several GPUs); the checkpoint holds the weights
 model = {'type': 'EncoderDecoder',
- 'data_preprocessor': {'type': 'SegDataPreProcessor',
+ 'data_preprocessor': {'type': 'VocsegSegDataPreProcessor',
                        'mean': [123.675, 116.28, 103.53],
                        'std': [58.395, 57.12, 57.375],
                        'bgr_to_rgb': True,

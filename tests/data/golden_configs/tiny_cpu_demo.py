@@ -48,7 +48,7 @@ crop_size = (96, 96)
 
 # narrow UPerNet + ResNetV1c-18 for CPU tests and the demo; SyncBN only when several GPUs share the batch; pretrained: none
 model = {'type': 'EncoderDecoder',
- 'data_preprocessor': {'type': 'SegDataPreProcessor',
+ 'data_preprocessor': {'type': 'VocsegSegDataPreProcessor',
                        'mean': [123.675, 116.28, 103.53],
                        'std': [58.395, 57.12, 57.375],
                        'bgr_to_rgb': True,
