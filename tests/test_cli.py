@@ -145,3 +145,20 @@ def test_most_confused_with_omits_shares_that_round_to_zero() -> None:
     text = out.export_text()
     assert "background 30%" in text  # aeroplane: 30% of its pixels predicted background
     assert not re.search(r"\b0%", text)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["config", "--iters", "abc"], "--iters abc is not a whole number"),
+        (["config", "--crop=1.5"], "--crop 1.5 is not a whole number"),
+        (["config", "--lr", "x"], "--lr x is not a number"),
+        (["config", "--model", "foo"], "'foo' is not one of 'r50', 'r101', 'r18', 'tiny'"),
+    ],
+)
+def test_a_bad_flag_value_is_named_in_plain_words(cli, args: list[str], line: str) -> None:
+    """Typer checks values with pydantic; its sentences ("Input should be a valid integer, unable
+    to parse string as an integer", "Value error, ...") are reworded, with the value given."""
+    r = cli(*args)
+    assert r.code == 2 and line in r.err and "Input should" not in r.err and "Value error" not in r.err
+    assert len(r.err.strip().splitlines()) == 1

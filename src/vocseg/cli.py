@@ -130,9 +130,35 @@ def run(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         name = getattr(getattr(ctx, "command", None), "name", None)
         hint = f" (see `vocseg {name} --help`)" if name and name != "vocseg" else " (see `vocseg --help`)"
-        return fail(escape(exc.format_message()) + hint, int(getattr(exc, "exit_code", 2)))
+        return fail(escape(plain_usage_message(exc.format_message(), args)) + hint, int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         return fail(escape_line(interrupted_line(args)), 130)
+
+
+# pydantic's wording (Typer >= 0.2x checks values with it) -> what a person reads
+_PYDANTIC_PHRASES = {
+    "Input should be a valid integer, unable to parse string as an integer": "is not a whole number",
+    "Input should be a valid integer, got a number with a fractional part": "is not a whole number",
+    "Input should be a valid number, unable to parse string as a number": "is not a number",
+    "Input should be a valid boolean, unable to interpret input": "is not true or false",
+}
+
+
+def plain_usage_message(message: str, args: list[str]) -> str:
+    """Click's "Invalid value for '--iters': <pydantic's sentence>" as "--iters 'abc' is not a
+    whole number"; pydantic's "Value error, " prefix dropped. Other messages are returned as they are."""
+    import re
+    import shlex
+
+    message = message.replace("Value error, ", "")
+    match = re.match(r"Invalid value for '(--[\w-]+)'(?: / '-\w')?: (.+)$", message)
+    if not match or match.group(2) not in _PYDANTIC_PHRASES:
+        return message
+    option, phrase = match.group(1), _PYDANTIC_PHRASES[match.group(2)]
+    value = next((a.split("=", 1)[1] for a in args if a.startswith(option + "=")), None)
+    if value is None and option in args and args.index(option) + 1 < len(args):
+        value = args[args.index(option) + 1]
+    return f"{option} {shlex.quote(value)} {phrase}" if value is not None else f"{option}: the value {phrase}"
 
 
 def interrupted_line(args: list[str]) -> str:
