@@ -107,8 +107,8 @@ def run(argv: list[str] | None = None) -> int:
 
         if verbose:
             _print_traceback(exc)
-        return fail(escape(describe_os_error(exc, args)), 1)
-    except RuntimeError as exc:
+        return fail(escape(describe_worker_death(exc, args) or describe_os_error(exc, args)), 1)
+    except (RuntimeError, EOFError) as exc:
         line = describe_worker_death(exc, args)
         if line is None:
             raise

@@ -45,7 +45,7 @@ class FaultContext:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, (OSError, RuntimeError)) and not hasattr(exc, NEXT_ATTR):
+        if isinstance(exc, (OSError, RuntimeError, EOFError)) and not hasattr(exc, NEXT_ATTR):
             try:
                 kept = self.kept() if callable(self.kept) else self.kept
                 next_command = self.next_command() if callable(self.next_command) else self.next_command
@@ -114,10 +114,24 @@ def describe_os_error(exc: OSError, argv: list[str]) -> str:
     return f"{kind}{at} ({exc.strerror or exc}).{kept_text} {fix}, then run `{next_command}`."
 
 
+def _loader_connection_lost(exc: BaseException) -> bool:
+    """A connection to a data-loader worker broke under the main process (ConnectionResetError,
+    BrokenPipeError, EOFError raised inside torch's DataLoader or multiprocessing): what a worker
+    killed while it hands over a batch looks like, before torch notices the death itself."""
+    import traceback
+
+    if not isinstance(exc, (ConnectionError, EOFError)):
+        return False
+    files = [frame.f_code.co_filename.replace("\\", "/") for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    return any("/torch/utils/data/" in f or "/multiprocessing/" in f for f in files)
+
+
 def describe_worker_death(exc: BaseException, argv: list[str]) -> str | None:
     """One line for a data-loader worker killed by the kernel, or None for other errors."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not _WORKER_DIED.search(first):
+    if _loader_connection_lost(exc):
+        first = f"its connection broke: {first or type(exc).__name__}"
+    elif not _WORKER_DIED.search(first):
         return None
     kept = getattr(exc, KEPT_ATTR, None)
     next_command = getattr(exc, NEXT_ATTR, None) or rerun_command(argv)

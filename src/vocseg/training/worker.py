@@ -107,12 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         if _is_rank0():
             print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, EOFError) as exc:
         # Under torchrun the launcher's CLI never sees this process's exception: the same one line
         # (full disk, read-only folder, a killed loader worker) as a one-process run prints.
         from vocseg.errors import describe_os_error, describe_worker_death
 
-        line = describe_os_error(exc, []) if isinstance(exc, OSError) else describe_worker_death(exc, [])
+        line = describe_worker_death(exc, []) or (describe_os_error(exc, []) if isinstance(exc, OSError) else None)
         if line is None or args.verbose:
             raise
         if _is_rank0():
