@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import copy_run
 from vocseg.files import OWN_NAMES
 
 KILL_POINTS = 20  # per cheap command
@@ -243,3 +244,44 @@ def test_ctrl_c_prints_one_line_with_what_was_finished_and_how_to_continue(cli, 
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err, result.err
     assert "written completely in" in line and f"run `vocseg prepare --demo --data-root {root}` again to finish" in line
     assert cli("prepare", "--demo", "--data-root", root).code == 0 and temporary_files(root) == []
+
+
+# ---------------------------------------------------------------- SIGTERM is a Ctrl-C for every command but training
+
+_TERM_COMMANDS = ["prepare-demo", "eval", "predict", "report", "export"]
+
+
+def _term_args(command: str, ws: Path, run: Path | None, demo_root: Path | None) -> list[str | Path]:
+    if command == "prepare-demo":
+        return ["prepare", "--demo", "--data-root", ws / "data"]
+    assert run is not None and demo_root is not None
+    image = sorted((demo_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    return {
+        "eval": ["eval", run, "-o", ws / "eval", "--no-plots", "--num-workers", "0"],
+        "predict": ["predict", "-c", run, image, "-o", ws / "predict"],
+        "report": ["report", run],
+        "export": ["export", run, "-o", ws / "model.onnx"],
+    }[command]
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c != "prepare-demo" else c for c in _TERM_COMMANDS])
+def test_sigterm_prints_one_line_exits_143_and_the_next_run_finishes(command: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """SIGTERM (VOCSEG_TEST_KILL_SIGNAL=TERM, right after the first record line) stops the command as
+    Ctrl-C does: exit 143, one line on stderr (what was finished, the command that continues), no
+    traceback, no temporary file; the same command then completes."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    run = demo_root = None
+    if command != "prepare-demo":
+        trained, demo_root = request.getfixturevalue("trained_run"), request.getfixturevalue("demo_root")
+        run = copy_run(trained, ws / "run")  # report and export write into the run
+    args = _term_args(command, ws, run, demo_root)
+    killed = _vocseg(*args, env={"VOCSEG_TEST_KILL_AFTER": "1", "VOCSEG_TEST_KILL_SIGNAL": "TERM"})
+    assert killed.returncode == 143, killed.stdout + killed.stderr
+    lines = killed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in killed.stderr, killed.stderr
+    assert "stopped by SIGTERM" in lines[0] and "again to finish" in lines[0], lines[0]
+    assert temporary_files(ws) == []
+    again = _vocseg(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert temporary_files(ws) == []
