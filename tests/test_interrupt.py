@@ -74,6 +74,7 @@ def killed_in_child(fn: Callable[[], object], after: int, sig: str = "KILL") -> 
     if pid == 0:  # the child: never returns into pytest
         import vocseg.files
 
+        signal.alarm(600)  # a child that hangs (a lock inherited mid-use) dies instead of the suite
         code = 0
         try:
             vocseg.files._EVENTS = 0
@@ -170,6 +171,118 @@ def test_rgb_mask_conversion_killed_anywhere_loses_no_mask(tmp_path: Path) -> No
         convert_rgb_masks(sorted(folder.glob("*.png")))  # the next run finds what is there
         assert content_tree(folder.parent) == expected, f"killed after record line {after}"
         assert temporary_files(folder.parent) == []
+
+
+# ---------------------------------------------------------------- extraction, report, export, --save-predictions (CLI in forked children)
+
+
+def _cli_ok(args: list[str | Path]) -> None:
+    """`vocseg ARGS` in this process; an exit code other than 0 (Ctrl-C: 130, SIGTERM: 143) raises."""
+    from vocseg.cli import run
+
+    code = run([str(a) for a in args])
+    if code:
+        raise SystemExit(code)
+
+
+USER_FILE = "my_notes.txt"
+USER_BYTES = b"the user's, beside the outputs\n"
+
+
+def _killed_and_rerun_everywhere(tmp_path: Path, fresh: Callable[[Path], None], args: list[str | Path], user_folders: list[str]) -> int:
+    """Kill `vocseg ARGS` (writing into the workspace tmp_path/ws, made by `fresh`) at KILL_POINTS
+    seeded record lines (SIGKILL, SIGTERM, SIGINT in turn) in a forked child, then run it again in
+    this process. Each time: the same tree as an uninterrupted run (files whose bytes differ between
+    two uninterrupted runs, e.g. a time or a pid inside, compared by name), no temporary file, the
+    user's files in `user_folders` unchanged. Every run uses the same path (outputs name it).
+    Returns the number of kill points."""
+    ws = tmp_path / "ws"
+
+    def prepared() -> Path:
+        if ws.exists():
+            shutil.rmtree(ws)
+        ws.mkdir()
+        fresh(ws)
+        for folder in user_folders:
+            (ws / folder).mkdir(parents=True, exist_ok=True)
+            (ws / folder / USER_FILE).write_bytes(USER_BYTES)
+        return ws
+
+    prepared()
+    total = count_events(lambda: _cli_ok(args))
+    expected = content_tree(ws)
+    prepared()
+    _cli_ok(args)
+    volatile = {k for k, v in content_tree(ws).items() if expected.get(k) != v}
+    assert volatile != set(expected) and temporary_files(ws) == []
+    signals = ["KILL", "TERM", "INT"]
+    points = kill_points(total)
+    for i, after in enumerate(points):
+        prepared()
+        assert killed_in_child(lambda: _cli_ok(args), after, signals[i % len(signals)]), f"not killed after record line {after}"
+        _cli_ok(args)  # the same command again
+        got = content_tree(ws)
+        assert got.keys() == expected.keys(), f"killed after record line {after}: {sorted(got.keys() ^ expected.keys())}"
+        assert {k: v for k, v in got.items() if k not in volatile} == {k: v for k, v in expected.items() if k not in volatile}, f"killed after record line {after}"
+        assert temporary_files(ws) == [], f"killed after record line {after}"
+        for folder in user_folders:
+            assert (ws / folder / USER_FILE).read_bytes() == USER_BYTES
+    return len(points)
+
+
+def _tar(root: Path, out: Path, members: list[str], mode: str) -> Path:
+    import tarfile
+
+    with tarfile.open(out, mode) as tar:
+        for member in members:
+            tar.add(root / member, member)
+    return out
+
+
+def test_extraction_killed_anywhere_is_completed_by_the_next_run(tmp_path: Path) -> None:
+    """`prepare --aug --from-dir` (VOC and SBD archives of a small demo: verify, extract, place,
+    convert SBD, write the lists), killed at seeded points."""
+    import hashlib as _hashlib
+
+    from tests.helpers import make_demo
+    from vocseg.data.demo import DEMO_MARKER
+    from vocseg.data.voc import SBD_ARCHIVE, SBD_SUBDIR, SPLITS_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR
+
+    source = make_demo(tmp_path / "source", n_train=4, n_val=2, n_sbd_only=4)
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    voc = _tar(source, archives / VOC_ARCHIVE, [f"{VOC_SUBDIR}/JPEGImages", f"{VOC_SUBDIR}/SegmentationClass", *(f"{VOC_SUBDIR}/{SPLITS_SUBDIR}/{n}.txt" for n in ("train", "val", "trainval"))], "w")
+    sbd = _tar(source, archives / SBD_ARCHIVE, [SBD_SUBDIR], "w:gz")
+    md5s = [f"{p.name}={_hashlib.md5(p.read_bytes()).hexdigest()}" for p in (voc, sbd)]
+
+    def fresh(ws: Path) -> None:
+        (ws / "data").mkdir()
+        shutil.copy(source / DEMO_MARKER, ws / "data" / DEMO_MARKER)  # the demo's split sizes
+
+    args: list[str | Path] = ["prepare", "--aug", "--data-root", tmp_path / "ws" / "data", "--from-dir", archives, "--workers", "1", "--md5", md5s[0], "--md5", md5s[1]]
+    assert _killed_and_rerun_everywhere(tmp_path, fresh, args, ["data"]) >= KILL_POINTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["report", "export", "eval-save-predictions"])
+def test_report_export_and_saved_predictions_killed_anywhere_are_completed(command: str, trained_run: Path, tmp_path: Path) -> None:
+    """report (its eval, pictures and page), export (ONNX file and its sidecar) and
+    `eval --save-predictions` (one PNG per image), killed at seeded points of a run on the tiny model."""
+    ws = tmp_path / "ws"
+    args: list[str | Path] = {
+        "report": ["report", ws / "run"],
+        "export": ["export", ws / "run", "-o", ws / "out" / "model.onnx"],
+        "eval-save-predictions": ["eval", trained_run, "--save-predictions", ws / "out" / "pred", "-o", ws / "out" / "eval", "--no-plots", "--num-workers", "0"],
+    }[command]
+
+    def fresh(ws: Path) -> None:
+        if command != "eval-save-predictions":
+            copy_run(trained_run, ws / "run")
+
+    users = {"report": ["run"], "export": ["run", "out"], "eval-save-predictions": ["out"]}[command]
+    run_before = content_tree(trained_run)
+    assert _killed_and_rerun_everywhere(tmp_path, fresh, args, users) >= KILL_POINTS
+    assert content_tree(trained_run) == run_before
 
 
 # ---------------------------------------------------------------- commands with a model (subprocess, fewer points)

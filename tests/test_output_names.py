@@ -30,7 +30,7 @@ from vocseg.files import OWN_NAMES
 
 SITUATIONS = ("user", "edited", "link", "fifo")
 SEED_RUNS = Path(__file__).parent / "data" / "seed_runs.json"
-FIFO_LIMIT_S = 300.0  # a command still running this long after start with a FIFO in its way is taken as blocked in open()
+FIFO_LIMIT_S = 120.0  # a command still running this long after start with a FIFO in its way is taken as blocked in open()
 
 # command -> the names it writes, relative to its workspace (see `_args`): "out/" an output folder
 # given with -o / --save-predictions / --chart, "run/" a copy of the tiny run, "data/" a data root.
@@ -211,9 +211,10 @@ def _guarded(invoke: Callable[[list[str | Path]], tuple[int, str, str]], args: l
         if fifo is None or done.wait(FIFO_LIMIT_S):
             return
         blocked.set()
-        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-        done.wait(1.0)
-        os.close(fd)
+        while not done.is_set():  # release each open() on it until the command ends
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            done.wait(0.5)
+            os.close(fd)
 
     watchdog = threading.Thread(target=watch, daemon=True)
     watchdog.start()
