@@ -57,7 +57,12 @@ TABLE: dict[str, tuple[str, ...]] = {
         "data/benchmark_RELEASE/dataset/img/ID.jpg", "data/benchmark_RELEASE/dataset/cls/ID.mat",
     ),
 }
-NEEDS_RUN = {"eval", "eval-save-predictions", "predict", "report", "export"}
+# Commands that, run again over their own complete results, reuse them and write nothing at that
+# name: report takes the run's existing eval/ results (it evaluates only when there are none), and
+# prepare --demo finds the complete demo dataset. A file of theirs the user edited is then left as
+# it is and the command succeeds (the `edited` situation only; a user's file, a link or a FIFO
+# there is refused as everywhere else).
+REUSES = {"report": "run/eval/", "prepare-demo": "data/"}
 _ID = re.compile(r"\d{4}_\d{6}|(?<=iter_)\d+")
 _TIMESTAMP = re.compile(r"(^|/)\d{8}_\d{6}(/|$)")
 
@@ -166,7 +171,11 @@ def workspaces(trained_run: Path, demo_root: Path, tmp_path_factory: pytest.Temp
             code = vocseg_run([str(a) for a in args])
         return code, out.getvalue(), err.getvalue()
 
+    from tests.helpers import file_tree
+
+    before = file_tree(trained_run)
     yield Workspaces(tmp_path_factory.mktemp("names"), trained_run, demo_root, invoke)
+    assert file_tree(trained_run) == before, "the session's run was changed (through a hard link?)"
 
 
 def _concrete(command: str, name: str, ws: Workspaces) -> str:
@@ -240,8 +249,9 @@ def test_nothing_placed_at_an_output_name_is_changed_and_it_is_named(command: st
     if situation == "edited":
         ws = workspaces.edited_copy(command)
         target = ws / concrete
-        with open(target, "ab") as f:  # the user edits vocseg's file
-            f.write(b"\n# edited by hand\n")
+        data = target.read_bytes()  # the user edits vocseg's file (a new inode: never the hard-linked original's)
+        target.unlink()
+        target.write_bytes(data + b"\n# edited by hand\n")
     else:
         ws = workspaces.fresh(command)
         target = ws / concrete
@@ -261,13 +271,19 @@ def test_nothing_placed_at_an_output_name_is_changed_and_it_is_named(command: st
     assert outside.read_bytes() == b"a file of the user's outside the folder\n"
     text = out + err
     assert "Traceback" not in text, text
-    naming = [line for line in text.splitlines() if target.name in line]
-    assert len(naming) == 1, f"not one line naming {target} (exit {code}):\n{text}"
-    line = naming[0]
+    if code == 0 and situation == "edited" and concrete.startswith(REUSES.get(command, "\0")):
+        return  # nothing was to be written at that name (see REUSES); it was left as it is
     if code == 0:  # a mature tool writes elsewhere and says so (predict's NAME-2_* scheme)
         assert command == "predict", f"{command} went on over {target}:\n{text}"
-        assert "instead" in line, line
-        stem, _, rest = target.name.partition("_")
-        assert (target.parent / f"{stem}-2_{rest}").is_file() or target.name == "predictions.json"
-    else:
-        assert str(target) in line or str(target.parent) in line, line
+        naming = [line for line in text.splitlines() if target.name in line]
+        assert len(naming) == 1 and "instead" in naming[0], f"not one line naming {target}:\n{text}"
+        if target.name != "predictions.json":
+            stem, kind = target.name.rsplit("_", 1)
+            assert (target.parent / f"{stem}-2_{kind}").is_file(), naming[0]
+        return
+    # Refused: one error line, naming the path or the folder (inside the workspace) that holds it
+    # (a data root's tree that is not the demo's, a run folder that already holds a run).
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"not one error line (exit {code}):\n{text}"
+    named = [target, *(p for p in target.parents if ws in p.parents)]
+    assert any(str(p) in errors[0] for p in named) or (str(target.parent) in errors[0] and target.name in errors[0]), f"{target} not named:\n{errors[0]}"
