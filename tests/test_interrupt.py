@@ -319,7 +319,7 @@ def test_report_export_and_saved_predictions_killed_anywhere_are_completed(comma
     args: list[str | Path] = {
         "report": ["report", ws / "run"],
         "export": ["export", ws / "run", "-o", ws / "out" / "model.onnx"],
-        "eval-save-predictions": ["eval", trained_run, "--save-predictions", ws / "out" / "pred", "-o", ws / "out" / "eval", "--no-plots", "--num-workers", "0"],
+        "eval-save-predictions": ["eval", trained_run, "--save-predictions", ws / "out" / "pred", "-o", ws / "out" / "eval", "--no-plots", "--workers", "0"],
     }[command]
 
     def fresh(ws: Path) -> None:
@@ -366,9 +366,9 @@ def test_predict_and_eval_killed_are_completed_by_the_next_run(trained_run: Path
 
     for after in kill_points(12, n=2, seed=SEED):
         out = tmp_path / f"eval{after}"
-        killed = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0", env={"VOCSEG_TEST_KILL_AFTER": str(after)})
+        killed = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--workers", "0", env={"VOCSEG_TEST_KILL_AFTER": str(after)})
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-        again = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--num-workers", "0")
+        again = _vocseg("eval", trained_run, "-o", out, "--no-plots", "--workers", "0")
         assert again.returncode == 0, again.stderr  # its own files are never called the user's
         assert (out / "val.json").is_file() and temporary_files(out) == []
     assert content_tree(trained_run) == run_before
@@ -421,7 +421,7 @@ def _term_args(command: str, ws: Path, run: Path | None, demo_root: Path | None)
     assert run is not None and demo_root is not None
     image = sorted((demo_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
     return {
-        "eval": ["eval", run, "-o", ws / "eval", "--no-plots", "--num-workers", "0"],
+        "eval": ["eval", run, "-o", ws / "eval", "--no-plots", "--workers", "0"],
         "predict": ["predict", "-c", run, image, "-o", ws / "predict"],
         "report": ["report", run],
         "export": ["export", run, "-o", ws / "model.onnx"],

@@ -76,8 +76,8 @@ def _args(command: str, ws: Path, run: Path, demo_root: Path) -> list[str | Path
     image = sorted((demo_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
     return {
         "config": ["config", "--data-root", demo_root, "--model", "tiny", "-o", ws / "out" / "c.py"],
-        "eval": ["eval", run, "-o", ws / "out", "--num-workers", "0"],
-        "eval-save-predictions": ["eval", run, "--save-predictions", ws / "out", "-o", ws / "results", "--no-plots", "--num-workers", "0"],
+        "eval": ["eval", run, "-o", ws / "out", "--workers", "0"],
+        "eval-save-predictions": ["eval", run, "--save-predictions", ws / "out", "-o", ws / "results", "--no-plots", "--workers", "0"],
         "predict": ["predict", "-c", run, image, "-o", ws / "out"],
         "compare": ["compare", SEED_RUNS, "--chart", ws / "out" / "c.png", "--json", ws / "out" / "c.json"],
         "report": ["report", ws / "run"],
