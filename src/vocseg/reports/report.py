@@ -28,8 +28,8 @@ from typing import Any
 
 from vocseg.console import command
 from vocseg.errors import VocsegError
-from vocseg.files import read_regular
 from vocseg.evaluation.eval_result import EvalResult, format_value, load_result, most_confused_with
+from vocseg.files import read_regular
 from vocseg.reports import pictures as pics
 from vocseg.reports.compare import DEFAULT_THRESHOLDS, Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, run_label, weak_flags
 from vocseg.reports.explain import RunFacts, facts_from_run, schedule_note
