@@ -172,3 +172,19 @@ class ArchiveServer:
         self.httpd.server_close()
 
 
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of a run folder for a test that writes into it: checkpoints and ONNX files
+    hard-linked (vocseg replaces a file by renaming a new one onto it, so the original is never
+    written through the link), everything else copied (vocseg's records are appended in place)."""
+    import shutil
+
+    def copy(s: str, d: str) -> None:
+        if s.endswith((".pth", ".onnx")):
+            os.link(s, d)
+        else:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=copy, symlinks=True)
+    return dst

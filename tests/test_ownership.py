@@ -340,3 +340,47 @@ def test_check_may_write_names_a_special_file_for_what_it_is(tmp_path: Path) -> 
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(VocsegError, match="a FIFO"):
         check_may_write(tmp_path / "pipe", force=True)
+
+
+def test_a_checkpoint_naming_outside_paths_deletes_nothing_end_to_end(cli, trained_run: Path, tmp_path: Path) -> None:
+    """A run whose checkpoint names, as its previous best and last checkpoint, a user's file outside
+    the run and a file inside another run (MMEngine's `best_ckpt` / `last_ckpt` in `message_hub`),
+    resumed through the CLI with a best score it is sure to beat: the hook's "delete the previous
+    best" and "delete old checkpoints" touch only the run's own files; the outside ones stay byte
+    for byte."""
+    import hashlib
+
+    import torch
+
+    from tests.helpers import copy_run
+    from vocseg.stack.compat import load_checkpoint_file
+
+    run, other = copy_run(trained_run, tmp_path / "run"), copy_run(trained_run, tmp_path / "other")
+    users = tmp_path / "mine"
+    users.mkdir()
+    precious = users / "best_mIoU_iter_3.pth"  # the name the run's own best has: re-rooted, not followed
+    precious.write_bytes(b"the user's weights\n")
+    elsewhere = users / "notes.pth"
+    elsewhere.write_bytes(b"the user's notes\n")
+
+    checkpoint = load_checkpoint_file(run / "iter_7.pth")
+    info = checkpoint["message_hub"]["runtime_info"]
+    info["best_ckpt"] = str(precious)
+    info["last_ckpt"] = str(other / "iter_7.pth")
+    info["best_score"] = -1.0  # iteration 8's mIoU beats it: the hook removes "the previous best"
+    info["keep_ckpt_ids"] = [5, 6, 7]
+    owned_delete(run / "iter_8.pth")
+    with atomic_writer(run / "iter_7.pth", role="run") as tmp:
+        torch.save(checkpoint, tmp)
+    owned_write_text(run / "last_checkpoint", str(other / "iter_7.pth"), role="run")  # another run's, as a copied folder has
+
+    def hashed(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+    before_users, before_other = hashed(users), tree(other)
+    result = cli("resume", run)
+    assert result.code == 0, result.out + result.err
+    assert (run / "iter_8.pth").is_file()
+    assert hashed(users) == before_users  # the outside "previous best" and the user's notes
+    assert tree(other) == before_other  # the other run, record included
+    assert not (run / "best_mIoU_iter_3.pth").exists() and list(run.glob("best_mIoU_iter_8.pth"))  # the run's own best moved on

@@ -12,7 +12,15 @@ import typer
 
 from vocseg import __version__
 from vocseg.commands import compare, config, evaluate, export, predict, prepare, report, resume, train
-from vocseg.errors import VocsegError, describe_os_error, describe_worker_death, exit_was_reported, mark_exit_reported
+from vocseg.errors import (
+    VocsegError,
+    describe_os_error,
+    describe_worker_death,
+    exit_was_reported,
+    interrupt_exit_code,
+    mark_exit_reported,
+    sigterm_as_interrupt,
+)
 
 app = typer.Typer(
     name="vocseg",
@@ -80,7 +88,13 @@ def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[ty
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (tests call this, `main` exits with it)."""
+    """Run the CLI; return the exit code (tests call this, `main` exits with it). SIGTERM stops a
+    command as Ctrl-C does (one line: what was finished, how to continue), with exit code 143."""
+    with sigterm_as_interrupt():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -93,8 +107,9 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
 
-        if result == 130 and not exit_was_reported():  # Ctrl-C: Typer returns it as Exit(130)'s code
-            return fail(escape_line(interrupted_line(args)), 130)
+        if result == 130 and not exit_was_reported():  # Ctrl-C or SIGTERM: Typer returns it as Exit(130)'s code
+            code = interrupt_exit_code()
+            return fail(escape_line(interrupted_line(args, code)), code)
         return result if isinstance(result, int) else 0
     except VocsegError as exc:
         from rich.markup import escape
@@ -119,11 +134,13 @@ def run(argv: list[str] | None = None) -> int:
         return fail(escape(line), 1)
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0))
-        if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C
-            return fail(escape_line(interrupted_line(args)), 130)
+        if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C (or SIGTERM)
+            code = interrupt_exit_code(exc)
+            return fail(escape_line(interrupted_line(args, code)), code)
         return code  # a command's own exit code (a stopped training printed its resume command already)
-    except aborts:
-        return fail(escape_line(interrupted_line(args)), 130)
+    except aborts as exc:
+        code = interrupt_exit_code(exc)
+        return fail(escape_line(interrupted_line(args, code)), code)
     except usage_errors as exc:
         from rich.markup import escape
 
@@ -131,8 +148,9 @@ def run(argv: list[str] | None = None) -> int:
         name = getattr(getattr(ctx, "command", None), "name", None)
         hint = f" (see `vocseg {name} --help`)" if name and name != "vocseg" else " (see `vocseg --help`)"
         return fail(escape(plain_usage_message(exc.format_message(), args)) + hint, int(getattr(exc, "exit_code", 2)))
-    except KeyboardInterrupt:
-        return fail(escape_line(interrupted_line(args)), 130)
+    except KeyboardInterrupt as exc:
+        code = interrupt_exit_code(exc)
+        return fail(escape_line(interrupted_line(args, code)), code)
 
 
 # pydantic's wording (Typer >= 0.2x checks values with it) -> what a person reads
@@ -161,15 +179,17 @@ def plain_usage_message(message: str, args: list[str]) -> str:
     return f"{option} {shlex.quote(value)} {phrase}" if value is not None else f"{option}: the value {phrase}"
 
 
-def interrupted_line(args: list[str]) -> str:
-    """Ctrl-C: what was finished (the files written completely, `vocseg.files`) and how to go on."""
+def interrupted_line(args: list[str], code: int = 130) -> str:
+    """Ctrl-C (code 130) or SIGTERM (143): what was finished (the files written completely,
+    `vocseg.files`) and how to go on."""
     import shlex
 
     from vocseg.files import written_this_process
 
     count, folders = written_this_process()
     done = f"{count} file{'' if count == 1 else 's'} written completely in {folders[0]}{' and other folders' if len(folders) > 1 else ''}" if count else "nothing written"
-    return f"interrupted: {done}, no half-written file left; run `vocseg {shlex.join(args)}` again to finish."
+    how = "interrupted" if code == 130 else "stopped by SIGTERM"
+    return f"{how}: {done}, no half-written file left; run `vocseg {shlex.join(args)}` again to finish."
 
 
 def escape_line(line: str) -> str:

@@ -154,3 +154,71 @@ def mark_exit_reported(reported: bool = True) -> None:
 
 def exit_was_reported() -> bool:
     return _EXIT_REPORTED[0]
+
+
+# ---------------------------------------------------------------- SIGTERM is a Ctrl-C with its own exit code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the handler `sigterm_as_interrupt` installs: every
+    command stops as on Ctrl-C (its own cleanup runs; the CLI prints what was finished and the
+    command that continues) and exits 143 (128 + SIGTERM, the shell's convention) instead of 130.
+    A KeyboardInterrupt, so code that handles Ctrl-C handles it too."""
+
+
+_TERMINATED = [False]  # set by the SIGTERM handler: click may hand back only Exit(130)'s code
+
+
+def interrupt_exit_code(exc: BaseException | None = None) -> int:
+    """143 when the stop was a SIGTERM (`exc`, or what caused it, is `Terminated`: click turns a
+    KeyboardInterrupt into Abort / Exit(130); or the handler fired during this command), else 130
+    (Ctrl-C)."""
+    if _TERMINATED[0]:
+        return 143
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, Terminated):
+            return 143
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return 130
+
+
+class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like contextlib's
+    """While active (in the main thread, where SIGTERM still has its default action), SIGTERM
+    raises `Terminated` in this process. A child forked meanwhile (a multiprocessing pool worker,
+    a data-loader worker) keeps the default: it dies of the signal as before. Training replaces the
+    handler with its own stop request (`vocseg.training.stop.StopRequest`) for as long as it
+    trains and puts this one back afterwards; the previous handler is restored on exit."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._previous: object = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        if os.getpid() != self._pid:  # a forked child: the default action, as if never installed
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        _TERMINATED[0] = True
+        raise Terminated()
+
+    def __enter__(self) -> sigterm_as_interrupt:
+        import signal
+        import threading
+
+        _TERMINATED[0] = False
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+            self._installed = False

@@ -45,6 +45,7 @@ API (small on purpose; everything else in vocseg goes through it):
   alone, before a long computation.
 - `recorded(path, role=)`: whether vocseg created `path` and it is unchanged.
 - `remove_stale_temps(folder)`: delete the temporary files of killed processes the record names.
+- `read_regular(path)`: read an earlier output back (a regular file only: no link, no FIFO).
 - `lock(folder, name)`: one process at a time (flock on a file created with O_NOFOLLOW in
   `folder`, which holds only a pid and is removed on release).
 
@@ -135,6 +136,14 @@ def _read_regular(path: Path) -> tuple[os.stat_result, bytes] | None:
         return st, b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_regular(path: str | Path) -> bytes | None:
+    """The bytes of `path` when it is a regular file; None for a link (never followed), a FIFO or
+    device (never blocked on), a folder or nothing. For inputs that sit at output names (an
+    earlier result vocseg may reuse)."""
+    got = _read_regular(Path(path))
+    return None if got is None else got[1]
 
 
 def _legacy(folder: Path, record: FolderRecord) -> None:

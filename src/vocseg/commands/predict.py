@@ -94,7 +94,7 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
         console.print(predict_table([r for r in results if r.error], title="Skipped inputs"))
     for r in results[:25]:
         for note in r.notes:
-            console.print(f"note: {shown(r.image.name)}: {shown(note)}")
+            console.print(f"note: {shown(r.image.name)}: {shown(note)}", soft_wrap=True)
     left_out = len(inputs) - len(results)
     if left_out:
         console.print(f"note: {left_out} file(s) that vocseg wrote to {shown(out_dir)} earlier were not segmented again.")

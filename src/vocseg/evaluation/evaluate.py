@@ -429,12 +429,15 @@ def _record_mmengine_outputs(runner: Any, cfg: Any) -> None:
 
 def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = True, force: bool = False) -> list[Path]:
     """JSON, CSV and (unless told not to) the confusion heatmap and the IoU bar chart; `force`:
-    a regular file of the user's under those names is replaced (`vocseg.files` rule)."""
+    a regular file of the user's under those names is replaced (`vocseg.files` rule).
+
+    The JSON is written last: `vocseg report` and `compare` take its presence as "this eval is
+    complete", so a command stopped after the JSON but before the CSV or a chart would leave a set
+    that no re-run completes (report reuses the JSON). Returns [JSON, CSV, charts...]."""
     from vocseg.files import owned_mkdir
 
     owned_mkdir(out_dir)
     written = [out_dir / f"{tag}.json", out_dir / f"{tag}.csv"]
-    write_json(result, written[0], force=force)
     write_csv(result, written[1], force=force)
     if plots:
         from vocseg.evaluation.charts import confusion_heatmap, iou_bar_chart
@@ -443,6 +446,7 @@ def save_outputs(result: EvalResult, out_dir: Path, tag: str, *, plots: bool = T
         if result.confusion is not None:
             written.append(confusion_heatmap(result.confusion, list(result.per_class), out_dir / f"{tag}_confusion.png", title=title, force=force))
         written.append(iou_bar_chart(result, out_dir / f"{tag}_iou.png", title=title, force=force))
+    write_json(result, written[0], force=force)
     return written
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from vocseg.console import command
 from vocseg.errors import VocsegError
 from vocseg.evaluation.eval_result import EvalResult, format_value, load_result, most_confused_with
+from vocseg.files import read_regular
 from vocseg.reports import pictures as pics
 from vocseg.reports.compare import DEFAULT_THRESHOLDS, Comparison, Flag, RunResult, load_results, memorisation_flags, overfill_flags, run_label, weak_flags
 from vocseg.reports.explain import RunFacts, facts_from_run, schedule_note
@@ -89,14 +90,15 @@ def latest_evals(run: Path) -> dict[str, Path]:
     for path in sorted((run / "eval").glob("*.json")):
         if path.name.endswith(IMAGES_SUFFIX):
             continue
+        raw = read_regular(path)  # a link or a FIFO at that name is not an eval result (and is never opened blocking)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = json.loads(raw) if raw is not None else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
         if not isinstance(data, dict) or not isinstance(data.get("per_class"), dict):
             continue
         split = str(data.get("split") or "val") + (" (TTA)" if data.get("tta") else "")
-        mtime = path.stat().st_mtime
+        mtime = path.lstat().st_mtime
         if split not in found or mtime > found[split][0]:
             found[split] = (mtime, path)
     order = {"val": 0, "train": 1}

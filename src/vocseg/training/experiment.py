@@ -142,7 +142,8 @@ def check_run_folder(experiment: Experiment) -> None:
         return
     if not work_dir.is_dir():
         raise VocsegError(f"--work-dir {work_dir} is a file, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
-    if latest_checkpoint(work_dir) is not None:
+    checkpoint = latest_checkpoint(work_dir)
+    if checkpoint is not None and recorded(checkpoint):  # a user's file named iter_6.pth (or a FIFO) is no run to resume
         raise VocsegError(f"{work_dir} already holds a run with checkpoints.", f"Continue it with `{command('resume', work_dir)}`, or pass another --work-dir.")
     planned = {CONFIG_NAME: experiment.config_text}
     if experiment.recipe is not None:
