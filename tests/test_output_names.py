@@ -30,7 +30,7 @@ from vocseg.files import OWN_NAMES
 
 SITUATIONS = ("user", "edited", "link", "fifo")
 SEED_RUNS = Path(__file__).parent / "data" / "seed_runs.json"
-FIFO_LIMIT_S = 120.0  # a command still running this long after start with a FIFO in its way is taken as blocked in open()
+FIFO_LIMIT_S = 420.0  # a command still running this long after start with a FIFO in its way is taken as blocked in open()
 
 # command -> the names it writes, relative to its workspace (see `_args`): "out/" an output folder
 # given with -o / --save-predictions / --chart, "run/" a copy of the tiny run, "data/" a data root.

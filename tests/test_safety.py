@@ -465,15 +465,15 @@ def test_every_accepted_recipe_makes_a_config_that_loads(tmp_path: Path) -> None
 
 def test_a_connection_broken_inside_the_loader_is_a_worker_death_not_a_disk_fault() -> None:
     """Under load, a worker killed while it hands over a batch surfaces in the main process as
-    ConnectionResetError (or EOFError) inside torch's DataLoader before torch notices the death
-    (seen once in a suite run beside two others): the same one line as a dead worker, not
-    "Connection reset by peer while writing in RUN"."""
+    ConnectionResetError raised in multiprocessing under torch's DataLoader, before torch notices
+    the death (seen once in a suite run beside two others): the same one line as a dead worker,
+    not "Connection reset by peer while writing in RUN". Raised elsewhere it stays a fault."""
     from vocseg.errors import FaultContext, describe_os_error, describe_worker_death
 
-    def raised_in(filename: str, exc: BaseException) -> BaseException:
-        code = compile("def fetch(exc):\n    raise exc\n", filename, "exec")
+    def raised_in(outer: str, inner: str, exc: BaseException) -> BaseException:
         scope: dict = {}
-        exec(code, scope)  # noqa: S102 - a frame whose file is torch's loader, as in a real traceback
+        exec(compile("def recv(exc):\n    raise exc\n", inner, "exec"), scope)  # noqa: S102 - frames whose files are
+        exec(compile("def fetch(exc):\n    recv(exc)\n", outer, "exec"), scope)  # noqa: S102 - torch's and multiprocessing's
         try:
             with FaultContext(kept="The checkpoint of iteration 2 is intact", next_command="vocseg resume RUN", where="RUN"):
                 scope["fetch"](exc)
@@ -482,10 +482,11 @@ def test_a_connection_broken_inside_the_loader_is_a_worker_death_not_a_disk_faul
         raise AssertionError("not raised")
 
     loader = "/venv/lib/python3.11/site-packages/torch/utils/data/dataloader.py"
-    for exc in (ConnectionResetError(104, "Connection reset by peer"), EOFError()):
-        line = describe_worker_death(raised_in(loader, exc), ["train"])
-        assert line is not None and "data-loader worker died" in line and "out-of-memory" in line
-        assert "iteration 2 is intact" in line and "`vocseg resume RUN`" in line
-    elsewhere = raised_in("/work/code/upload.py", ConnectionResetError(104, "Connection reset by peer"))
-    assert describe_worker_death(elsewhere, ["train"]) is None
-    assert "Connection reset by peer" in describe_os_error(elsewhere, ["train"])  # type: ignore[arg-type]
+    connection = "/usr/lib/python3.11/multiprocessing/connection.py"
+    line = describe_worker_death(raised_in(loader, connection, ConnectionResetError(104, "Connection reset by peer")), ["train"])
+    assert line is not None and "data-loader worker died" in line and "out-of-memory" in line
+    assert "iteration 2 is intact" in line and "`vocseg resume RUN`" in line
+    for outer, inner in ((loader, "/work/code/dataset.py"), ("/work/code/upload.py", "/work/code/net.py")):
+        elsewhere = raised_in(outer, inner, ConnectionResetError(104, "Connection reset by peer"))
+        assert describe_worker_death(elsewhere, ["train"]) is None
+        assert "Connection reset by peer" in describe_os_error(elsewhere, ["train"])  # type: ignore[arg-type]

@@ -162,9 +162,10 @@ def test_channels_last_preprocessor_and_hook() -> None:
     from vocseg.stack.compat import ensure_stack
 
     ensure_stack()
-    from vocseg.stack.speed import ChannelsLastDataPreProcessor, to_channels_last
+    from vocseg.data.batches import VocsegFastSegDataPreProcessor
+    from vocseg.stack.speed import to_channels_last
 
-    pre = ChannelsLastDataPreProcessor(channels_last=True, mean=[0, 0, 0], std=[1, 1, 1], size=(8, 8))
+    pre = VocsegFastSegDataPreProcessor(channels_last=True, mean=[0, 0, 0], std=[1, 1, 1], size=(8, 8))
     out = pre({"inputs": [torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8)] * 2, "data_samples": None}, training=False)
     assert out["inputs"].is_contiguous(memory_format=torch.channels_last)
     conv = to_channels_last(torch.nn.Conv2d(3, 8, 3))

@@ -205,6 +205,11 @@ def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[t
     for x, y in zip(a["data_samples"], b["data_samples"]):
         assert torch.equal(x.gt_sem_seg.data, y.gt_sem_seg.data)
         assert x.metainfo == y.metainfo
+    # the loader's own batch is left as it was (MMSeg's forward works on new sample objects)
+    loaded = packed_batch(range(4), sizes)
+    shapes = [s.gt_sem_seg.data.shape for s in loaded["data_samples"]]
+    VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(loaded, training=True)
+    assert [s.gt_sem_seg.data.shape for s in loaded["data_samples"]] == shapes
     # contiguous (3, H, W) images (MMSeg's PackSegInputs) are looked up plane by plane: the same batch
     planar = packed_batch(range(4), sizes)
     planar["inputs"] = [t.contiguous() for t in planar["inputs"]]

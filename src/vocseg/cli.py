@@ -123,7 +123,7 @@ def _run(argv: list[str] | None) -> int:
         if verbose:
             _print_traceback(exc)
         return fail(escape(describe_worker_death(exc, args) or describe_os_error(exc, args)), 1)
-    except (RuntimeError, EOFError) as exc:
+    except RuntimeError as exc:
         line = describe_worker_death(exc, args)
         if line is None:
             raise

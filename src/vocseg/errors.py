@@ -45,7 +45,7 @@ class FaultContext:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, (OSError, RuntimeError, EOFError)) and not hasattr(exc, NEXT_ATTR):
+        if isinstance(exc, (OSError, RuntimeError)) and not hasattr(exc, NEXT_ATTR):
             try:
                 kept = self.kept() if callable(self.kept) else self.kept
                 next_command = self.next_command() if callable(self.next_command) else self.next_command
@@ -115,15 +115,16 @@ def describe_os_error(exc: OSError, argv: list[str]) -> str:
 
 
 def _loader_connection_lost(exc: BaseException) -> bool:
-    """A connection to a data-loader worker broke under the main process (ConnectionResetError,
-    BrokenPipeError, EOFError raised inside torch's DataLoader or multiprocessing): what a worker
-    killed while it hands over a batch looks like, before torch notices the death itself."""
+    """A connection to a data-loader worker broke under the main process: ConnectionError
+    (ConnectionResetError, BrokenPipeError) raised inside multiprocessing while torch's DataLoader
+    receives a batch, which is what a worker killed while it hands one over looks like before
+    torch notices the death itself. A dataset's own errors are raised elsewhere."""
     import traceback
 
-    if not isinstance(exc, (ConnectionError, EOFError)):
+    if not isinstance(exc, ConnectionError):
         return False
     files = [frame.f_code.co_filename.replace("\\", "/") for frame, _ in traceback.walk_tb(exc.__traceback__)]
-    return any("/torch/utils/data/" in f or "/multiprocessing/" in f for f in files)
+    return bool(files) and "/multiprocessing/" in files[-1] and any("/torch/utils/data/" in f for f in files)
 
 
 def describe_worker_death(exc: BaseException, argv: list[str]) -> str | None:

@@ -67,6 +67,8 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
             return False
         if training and (samples is None or len(samples) != len(inputs)):
             return False
+        if training and (self.size is None) == (self.size_divisor is None):
+            return False  # MMSeg's stack_batch asserts exactly one of them: its own code and message
         if self.device.type != "cpu" or not self._enable_normalize or (training and self.batch_augments is not None):
             return False
         if not training and (self.test_cfg or len({tuple(t.shape) for t in inputs}) != 1):
@@ -91,6 +93,7 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
     def _lookup_batch(self, data: dict, training: bool) -> dict:
         """MMSeg's batch: training padded to `_padded_shape` with padded labels and pad metainfo,
         evaluation stacked as it is (same-sized images, samples untouched)."""
+        data = self.cast_data(data)  # new sample objects, as MMSeg's forward: the loader's batch is left as it was
         inputs, samples = list(data["inputs"]), data.get("data_samples")
         if self._table is None:
             self._table = normalise_table(self.mean, self.std, self.channel_conversion)

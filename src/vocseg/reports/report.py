@@ -252,7 +252,7 @@ def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) ->
     if val is None:
         return {"note": "No val eval in the run's eval/ folder.", "classes": []}
     images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
-    if not images_path.is_file():
+    if images_path.is_symlink() or not images_path.is_file():  # a link at an output name is never followed
         return {"note": f"{val.path.name} was written without per-image statistics: run `{command('eval', val.path.parent.parent)}` again to compute the galleries.", "classes": []}
     from vocseg.evaluation.galleries import load_gallery_document
 

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         if _is_rank0():
             print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except (OSError, RuntimeError, EOFError) as exc:
+    except (OSError, RuntimeError) as exc:
         # Under torchrun the launcher's CLI never sees this process's exception: the same one line
         # (full disk, read-only folder, a killed loader worker) as a one-process run prints.
         from vocseg.errors import describe_os_error, describe_worker_death
