@@ -108,8 +108,7 @@ def _run(argv: list[str] | None) -> int:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
 
         if result == 130 and not exit_was_reported():  # Ctrl-C or SIGTERM: Typer returns it as Exit(130)'s code
-            code = interrupt_exit_code()
-            return fail(escape_line(interrupted_line(args, code)), code)
+            return interrupted(args)
         return result if isinstance(result, int) else 0
     except VocsegError as exc:
         from rich.markup import escape
@@ -135,12 +134,10 @@ def _run(argv: list[str] | None) -> int:
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0))
         if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C (or SIGTERM)
-            code = interrupt_exit_code(exc)
-            return fail(escape_line(interrupted_line(args, code)), code)
+            return interrupted(args, exc)
         return code  # a command's own exit code (a stopped training printed its resume command already)
     except aborts as exc:
-        code = interrupt_exit_code(exc)
-        return fail(escape_line(interrupted_line(args, code)), code)
+        return interrupted(args, exc)
     except usage_errors as exc:
         from rich.markup import escape
 
@@ -149,8 +146,13 @@ def _run(argv: list[str] | None) -> int:
         hint = f" (see `vocseg {name} --help`)" if name and name != "vocseg" else " (see `vocseg --help`)"
         return fail(escape(plain_usage_message(exc.format_message(), args)) + hint, int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt as exc:
-        code = interrupt_exit_code(exc)
-        return fail(escape_line(interrupted_line(args, code)), code)
+        return interrupted(args, exc)
+
+
+def interrupted(args: list[str], exc: BaseException | None = None) -> int:
+    """Print the interrupted line and return its exit code: 143 for SIGTERM, 130 for Ctrl-C."""
+    code = interrupt_exit_code(exc)
+    return fail(escape_line(interrupted_line(args, code)), code)
 
 
 # pydantic's wording (Typer >= 0.2x checks values with it) -> what a person reads

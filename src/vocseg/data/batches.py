@@ -42,6 +42,15 @@ def normalise_table(mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool) -> 
     return np.ascontiguousarray(table[:, :, 0].T.numpy())[None]
 
 
+def look_up_into(src: np.ndarray, table: np.ndarray, target: np.ndarray) -> None:
+    """`cv2.LUT(src, table)` written into `target` (a view of the batch): straight into it when it
+    is contiguous (the image fills its slot), else computed and copied into the padded slot."""
+    if target.flags.c_contiguous:
+        cv2.LUT(src, table, dst=target)
+    else:
+        target[...] = cv2.LUT(src, table)
+
+
 @MODELS.register_module(name=["VocsegSegDataPreProcessor", "VocsegFastSegDataPreProcessor"])
 class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
     """SegDataPreProcessor computing CPU batches by table lookup (module docstring);
@@ -111,8 +120,7 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
         array = batch.numpy()
         for i, tensor in enumerate(inputs):
             h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
-            whole = (h, w) == (height, width)
-            if not whole:
+            if (h, w) != (height, width):
                 array[i] = self.pad_val
             if planar and tensor.is_contiguous():  # (3, H, W) memory: MMSeg's PackSegInputs
                 planes = list(tensor.numpy())
@@ -122,17 +130,11 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
             if planar:
                 for c in range(3):  # output channel c from input plane 2 - c when swapping BGR to RGB
                     plane = np.ascontiguousarray(planes[2 - c if self.channel_conversion else c])
-                    if whole:
-                        cv2.LUT(plane, self._plane_tables[c], dst=array[i, c])
-                    else:
-                        array[i, c, :h, :w] = cv2.LUT(plane, self._plane_tables[c])
+                    look_up_into(plane, self._plane_tables[c], array[i, c, :h, :w])
             else:
                 if self.channel_conversion:
                     pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-                if whole:
-                    cv2.LUT(pixels, self._table, dst=array[i])
-                else:
-                    array[i, :h, :w] = cv2.LUT(pixels, self._table)
+                look_up_into(pixels, self._table, array[i, :h, :w])
             if not training:
                 continue
             sample = samples[i]
