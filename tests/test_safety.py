@@ -280,16 +280,23 @@ def test_a_killed_loader_worker_is_one_line_with_the_resume_command(cli, demo_ro
 
     run = tmp_path / "run"
     stop = threading.Event()
+    # Children this process had before training (a multiprocessing resource tracker or fork
+    # server left by an earlier test) are not loader workers: killing one of those instead let
+    # the training finish in the whole suite.
+    not_workers = set(worker_pids(os.getpid()))
+    own_cmdline = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
 
     def kill_a_worker() -> None:  # as the out-of-memory killer does
         while not stop.is_set():
             if latest_checkpoint(run) is not None:
-                for pid in worker_pids(os.getpid()):
+                for pid in set(worker_pids(os.getpid())) - not_workers:
                     try:
+                        if Path(f"/proc/{pid}/cmdline").read_bytes() != own_cmdline:
+                            continue  # forked loader workers share this process's command line
                         os.kill(pid, 9)
-                    except ProcessLookupError:
+                        return
+                    except (ProcessLookupError, FileNotFoundError):
                         pass
-                    return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_a_worker, daemon=True)
