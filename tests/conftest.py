@@ -110,6 +110,31 @@ def demo_copy(demo_root: Path, tmp_path: Path) -> Path:
     return target
 
 
+def _shape(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` -> (size, mtime in ns): cheap enough to take around every test."""
+    out = {}
+    for path in folder.rglob("*"):
+        st = path.lstat()
+        out[path.relative_to(folder).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _the_shared_run_stays_as_it_was(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that writes into the session's `trained_run` (a report that evaluates into its
+    eval/, an export beside its checkpoint) fails here, naming itself: otherwise the tests after
+    it see another run and fail far away, depending on the order. Write into `copy_run(...)`."""
+    if "trained_run" not in request.fixturenames:
+        yield
+        return
+    run_folder = request.getfixturevalue("trained_run")
+    before = _shape(run_folder)
+    yield
+    after = _shape(run_folder)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"{request.node.nodeid} changed the shared trained_run (use tests.helpers.copy_run): {changed}"
+
+
 @pytest.fixture(scope="session")
 def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder of the tiny model trained 8 iterations on the demo data. Read-only."""

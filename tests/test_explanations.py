@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import copy_run
 from vocseg.reports.compare import compare_paths
 from vocseg.reports.explain import RunFacts, facts_from_run, overfill_cause, recipe_differences, schedule_note, val_trend, weak_cause
 from vocseg.runs.provenance import DataSource, data_source, is_demo_root
@@ -123,7 +124,7 @@ def test_predict_and_report_say_demo(cli, trained_run: Path, demo_root: Path, tm
     photos.mkdir()
     (photos / image.name).write_bytes(image.read_bytes())
     report = tmp_path / "report.html"
-    r = cli("report", trained_run, "--photos", photos, "-o", report)
+    r = cli("report", copy_run(trained_run, tmp_path / "run"), "--photos", photos, "-o", report)  # it evaluates into RUN/eval/
     assert r.code == 0, r.err
     html = unescape(report.read_text())
     assert html.count("Demo model: trained on vocseg's synthetic demo shapes") == 2  # top of the page and the photos section

@@ -193,8 +193,6 @@ def _concrete(command: str, name: str, ws: Workspaces) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(TABLE))
 def test_the_table_is_every_name_the_commands_write(command: str, workspaces: Workspaces) -> None:
-    if command in ("report", "train"):
-        pytest.xfail("order-dependent in the whole suite (passes alone): the shared run's eval/ outputs; open in issue 19")
     workspaces.clean(command)
     written = {_general(n) for n in workspaces.written[command] if not n.startswith("results/")}
     assert written == set(TABLE[command])
@@ -244,8 +242,6 @@ CASES = [(c, n) for c, names in TABLE.items() for n in names]
 @pytest.mark.parametrize("situation", SITUATIONS)
 @pytest.mark.parametrize(("command", "name"), CASES, ids=[f"{c}:{n}" for c, n in CASES])
 def test_nothing_placed_at_an_output_name_is_changed_and_it_is_named(command: str, name: str, situation: str, workspaces: Workspaces, tmp_path: Path) -> None:
-    if command == "report" and name.startswith("run/eval/"):
-        pytest.xfail("order-dependent in the whole suite (passes alone): the shared run's eval/ outputs; open in issue 19")
     workspaces.clean(command)
     concrete = _concrete(command, name, workspaces)
     outside = tmp_path / "outside.txt"
