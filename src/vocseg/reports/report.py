@@ -105,15 +105,27 @@ def latest_evals(run: Path) -> dict[str, Path]:
     return {s: p for s, (_, p) in sorted(found.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))}
 
 
-def ensure_val_eval(run: Path, *, verbose: bool = False) -> Path | None:
-    """Run `vocseg eval RUN` (val) when RUN/eval/ has no val result; return the JSON written, or None if one exists."""
+EVALUATED_BY = "evaluated_by"  # the eval JSON's key saying which command computed it
+
+
+def ensure_val_eval(run: Path, *, verbose: bool = False) -> None:
+    """Run `vocseg eval RUN` (val) when RUN/eval/ has no val result. The JSON says that the report
+    computed it (`"evaluated_by": "vocseg report"`), so the page's note about it comes from the
+    run's files, not from this invocation: a second report, or one completing a report that was
+    stopped after its eval, writes the same page."""
     if "val" in latest_evals(run):
-        return None
+        return
     from vocseg.evaluation.evaluate import evaluate, save_outputs
 
     evaluation = evaluate(run, split="val", verbose=verbose)
+    evaluation.result.extra[EVALUATED_BY] = "vocseg report"
     save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the same files as `vocseg eval RUN`
-    return evaluation.out_dir / f"{evaluation.tag}.json"
+
+
+def evaluated_by_report(evals: list[SplitEval]) -> str:
+    """The val eval's path when `vocseg report` computed it (see `ensure_val_eval`), else ""."""
+    val = next((e for e in evals if e.split == "val"), None)
+    return str(val.path) if val is not None and val.result.extra.get(EVALUATED_BY) == "vocseg report" else ""
 
 
 def _num(v: Any) -> float | None:
@@ -435,7 +447,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         load_results(compare)  # a one-line error now, before any work is done
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    evaluated = ensure_val_eval(run, verbose=verbose)
+    ensure_val_eval(run, verbose=verbose)
     timings["eval"] = time.perf_counter() - start
 
     def timed(name: str, fn: Any, *args: Any) -> Any:
@@ -459,7 +471,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         "gallery": timed("galleries", gallery_section, evals),
         "photos": timed("photos", photos_section, run, photos) if photos is not None else None,
         "compare": timed("compare", compare_section, run, compare) if compare is not None else None,
-        "evaluated": str(evaluated) if evaluated else "",
+        "evaluated": evaluated_by_report(evals),
     }
     html = timed("render", render, context)
     owned_write_text(path, html)
