@@ -22,7 +22,7 @@ Images: no real VOC here, so VOC-like pairs are written deterministically to a t
 regions and noise (~75 KB each, VOC's JPEGs average ~110 KB), palette PNG masks with 1-3
 large class regions and 255 borders, 30% dominated by one class (so `cat_max_ratio` retries).
 
-Run: python benchmarks/pipeline_speed.py [--samples 320] [--rounds 5] [--keep DIR]
+Run: python benchmarks/pipeline_speed.py [--samples 320] [--rounds 5] [--keep DIR] [--profile]
 """
 
 from __future__ import annotations
@@ -271,11 +271,52 @@ def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, f
     return ratios
 
 
+def profile(dataset: Any, preprocessor: Any, indices: list[int], training: bool, top: int = 15) -> None:
+    """Print the `top` calls by own time (cProfile) of one pass over `indices`, in ms per image.
+    Python-level calls carry the profiler's own overhead; the C calls (decoders, OpenCV) do not."""
+    import cProfile
+    import pstats
+
+    np.random.seed(1000)
+    prof = cProfile.Profile()
+    prof.enable()
+    time_path(dataset, preprocessor, indices, batch_of(training), training)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (calls, primitive calls, own s, cumulative s, callers)
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    print(f"  profile of vocseg's path, top {top} by own time, ms/image:")
+    for (file, line, name), (calls, _, own, _, _) in rows:
+        where = name if file == "~" else f"{Path(file).name}:{line}({name})"
+        print(f"    {where:60s} {1e3 * own / len(indices):6.2f}  ({calls / len(indices):.1f} calls/image)")
+
+
+def decoders(root: Path, n: int) -> None:
+    """JPEG decode of the same files, ms/image: vocseg's reader, OpenCV's (MMSeg's), Pillow's."""
+    import cv2
+    from PIL import Image
+
+    from vocseg.data.images import read_image_bgr
+
+    files = sorted((root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:n]
+
+    def pillow(path: Path) -> Any:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+    for name, fn in (("vocseg read_image_bgr", read_image_bgr), ("cv2.imread (MMSeg)", lambda p: cv2.imread(str(p))), ("Pillow", pillow)):
+        fn(files[0])
+        start = time.perf_counter()
+        for path in files:
+            fn(path)
+        print(f"  decode {name:24s} {1e3 * (time.perf_counter() - start) / len(files):6.2f} ms/image")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=320)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--keep", type=Path, help="write the images there and keep them (default: a temporary folder)")
+    ap.add_argument("--profile", action="store_true", help="also profile vocseg's training path and compare JPEG decoders")
     args = ap.parse_args()
     one_thread()
     with tempfile.TemporaryDirectory(prefix="vocseg-pipeline-") as tmp:
@@ -300,6 +341,9 @@ def main() -> None:
             ms = compare(paths, indices, args.rounds, training)
             stages = {name: breakdown(*paths[name], indices, training, seed=1000) for name in paths}
             results[split] = report(f"{'training' if training else 'eval/test'} path ({split}_dataloader)", ms, stages)
+            if args.profile and training:
+                profile(*paths["vocseg"], indices, training)
+                decoders(root, args.samples)
         print(f"load after: {Path('/proc/loadavg').read_text().strip() if Path('/proc/loadavg').exists() else '?'}")
 
 

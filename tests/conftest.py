@@ -119,20 +119,23 @@ def _shape(folder: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+_SHARED_RUN: dict[Path, dict[str, tuple[int, int]]] = {}  # the session's trained_run -> its _shape when made
+
+
 @pytest.fixture(autouse=True)
 def _the_shared_run_stays_as_it_was(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that writes into the session's `trained_run` (a report that evaluates into its
-    eval/, an export beside its checkpoint) fails here, naming itself: otherwise the tests after
-    it see another run and fail far away, depending on the order. Write into `copy_run(...)`."""
-    if "trained_run" not in request.fixturenames:
-        yield
-        return
-    run_folder = request.getfixturevalue("trained_run")
-    before = _shape(run_folder)
+    """A test that writes into the session's `trained_run` (a report or eval that writes into its
+    eval/, an export beside its checkpoint), however it got the fixture (an argument,
+    `request.getfixturevalue`, another fixture), fails here, naming itself: otherwise the tests
+    after it see another run and fail far away, depending on the order. Write into `copy_run(...)`
+    or pass `-o`."""
     yield
-    after = _shape(run_folder)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"{request.node.nodeid} changed the shared trained_run (use tests.helpers.copy_run): {changed}"
+    for folder, made in _SHARED_RUN.items():
+        now = _shape(folder)
+        changed = sorted(k for k in made.keys() | now.keys() if made.get(k) != now.get(k))
+        if changed:
+            _SHARED_RUN[folder] = now  # named once, here: not again for every later test
+        assert not changed, f"{request.node.nodeid} changed the shared trained_run (use tests.helpers.copy_run or -o): {changed}"
 
 
 @pytest.fixture(scope="session")
@@ -141,4 +144,5 @@ def trained_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     work_dir = tmp_path_factory.mktemp("run") / "tiny"
     code = run(["train", "--data-root", str(demo_root), *TINY_TRAIN, "--iters", "8", "--work-dir", str(work_dir)])
     assert code == 0
+    _SHARED_RUN[work_dir] = _shape(work_dir)
     return work_dir

@@ -18,7 +18,7 @@ def words(text: str) -> str:
 
 
 def _eval_miou(cli, target: Path, out: Path) -> float:
-    r = cli("eval", target, "--json", out)
+    r = cli("eval", target, "--json", out, "-o", out.parent / f"{out.stem}-outputs")  # never into the shared run's eval/
     assert r.code == 0, r.err
     return float(json.loads(out.read_text())["mIoU"])
 
