@@ -87,14 +87,17 @@ def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[ty
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
     """Run the CLI; return the exit code (tests call this, `main` exits with it). SIGTERM stops a
-    command as Ctrl-C does (one line: what was finished, how to continue), with exit code 143."""
-    with sigterm_as_interrupt():
-        return _run(argv)
+    command as Ctrl-C does (one line: what was finished, how to continue), with exit code 143;
+    once the command has returned (its outputs written, its last line printed) a SIGTERM no longer
+    stops anything and the exit code stays the command's, also while the interpreter shuts down
+    (`process_ends`, `main`): a success never ends as a silent 143."""
+    with sigterm_as_interrupt(process_ends=process_ends) as sigterm:
+        return _run(argv, sigterm)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, sigterm: sigterm_as_interrupt | None = None) -> int:
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -106,6 +109,8 @@ def _run(argv: list[str] | None) -> int:
     mark_exit_reported(False)  # per call: tests run several commands in one process
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
+        if sigterm is not None:
+            sigterm.finished()
 
         if result == 130 and not exit_was_reported():  # Ctrl-C or SIGTERM: Typer returns it as Exit(130)'s code
             return interrupted(args)
@@ -183,14 +188,21 @@ def plain_usage_message(message: str, args: list[str]) -> str:
 
 def interrupted_line(args: list[str], code: int = 130) -> str:
     """Ctrl-C (code 130) or SIGTERM (143): what was finished (the files written completely,
-    `vocseg.files`) and how to go on."""
+    `vocseg.files`) and how to go on: the continuing command the interrupted work noted
+    (`vocseg.errors.interrupted_next_command`: a training run's `vocseg resume RUN`, or `vocseg
+    train RUN/config.py` before its first checkpoint, which reuse the run folder), else the same
+    command again."""
     import shlex
 
+    from vocseg.errors import interrupted_next_command
     from vocseg.files import written_this_process
 
     count, folders = written_this_process()
     done = f"{count} file{'' if count == 1 else 's'} written completely in {folders[0]}{' and other folders' if len(folders) > 1 else ''}" if count else "nothing written"
     how = "interrupted" if code == 130 else "stopped by SIGTERM"
+    continuing = interrupted_next_command()
+    if continuing:
+        return f"{how}: {done}, no half-written file left; run `{continuing}` to finish."
     return f"{how}: {done}, no half-written file left; run `vocseg {shlex.join(args)}` again to finish."
 
 
@@ -212,7 +224,7 @@ def _print_traceback(exc: BaseException) -> None:
 
 
 def main() -> None:
-    sys.exit(run())
+    sys.exit(run(process_ends=True))
 
 
 if __name__ == "__main__":
