@@ -33,7 +33,7 @@ def prepare(
     mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL of a VOC mirror to try first.", rich_help_panel=DOWNLOAD)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).", rich_help_panel=DOWNLOAD)] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.", rich_help_panel=DOWNLOAD)] = None,
-    md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).", rich_help_panel=DOWNLOAD)] = None,
+    md5: Annotated[Optional[list[str]], typer.Option("--md5", metavar="NAME=MD5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).", rich_help_panel=DOWNLOAD)] = None,
     own: Annotated[bool, typer.Option("--own", help="With --demo: a small own-classes dataset in labelme's layout (class_names.txt, palette PNG ids, no lists) instead of VOC's.", rich_help_panel=DATA)] = False,
     classes: ClassesOpt = None,
     convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
