@@ -64,6 +64,13 @@ def test_prepare_demo_writes_real_layouts(cli, tmp_path: Path) -> None:
     # Idempotent: a second run skips the generation.
     again = cli("prepare", "--demo", "--data-root", root)
     assert again.code == 0 and "already" in again.out
+    # Trial 2, item 5: the next step is the README's demo recipe (the noxfile's demo session), not r50 for 160k iterations.
+    from vocseg.data.demo import DEMO_TRAIN_FLAGS
+
+    hint = f"Train with: vocseg train --data-root {root} {' '.join(DEMO_TRAIN_FLAGS)}"
+    assert " ".join(r.out.split()).endswith(hint) and " ".join(again.out.split()).endswith(hint), r.out
+    noxfile = (Path(__file__).resolve().parents[1] / "noxfile.py").read_text()
+    assert ", ".join(f'"{flag}"' for flag in DEMO_TRAIN_FLAGS) in " ".join(noxfile.split())
 
 
 def test_pipeline_on_demo_data(cli, demo_root: Path, tmp_path: Path) -> None:
