@@ -323,6 +323,12 @@ def _kind(st: os.stat_result) -> str:
     return "a file"
 
 
+def never_replaced(named: str, st: os.stat_result) -> str:
+    """The one wording for something vocseg never replaces, whatever --force says (a link, a FIFO,
+    a socket, a device, a folder): "NAMED is a FIFO; vocseg never replaces one (--force included)"."""
+    return f"{named} is {_kind(st)}; vocseg never replaces one (--force included)"
+
+
 def _inside(target: Path, root: Path | None) -> None:
     """Refuse a target outside `root`, or reached through a link below `root` (or its parent,
     without a root)."""
@@ -398,7 +404,7 @@ def check_may_write(
         return
     if not stat.S_ISREG(st.st_mode):
         hint = "Pass a file name inside it or another path." if stat.S_ISDIR(st.st_mode) else f"Move {target} away, or pass another path."
-        raise VocsegError(f"{named} is {_kind(st)}; vocseg never replaces one (--force included).", hint)
+        raise VocsegError(f"{never_replaced(named, st)}.", hint)
     if recorded(target, role=role):
         return
     if data is not None and st.st_size == len(data):
@@ -420,6 +426,7 @@ def check_output_folder(
     may_write: Callable[[str], bool] | None = None,
     root: str | Path | None = None,
     role: str | None = None,
+    force_option: str | None = "--force",
 ) -> None:
     """Refuse (one line) an output folder that holds entries vocseg did not create there (with
     `role`: in that role; a dataset's masks vocseg wrote are not outputs).
@@ -429,7 +436,9 @@ def check_output_folder(
     fine; so is one where every such entry is recorded (unchanged files, folders vocseg made).
     `own_dirs` is kept for callers of earlier versions and ignored: folders count only when the
     record names them. With `force`, regular files of the user's may be replaced; links, special
-    files and the user's folders still refuse.
+    files and the user's folders still refuse, named for what they are (`never_replaced`), without
+    offering --force. `force_option`: the command's flag that allows replacing the user's regular
+    files (None: none does, e.g. eval's --save-predictions), for the message.
     """
     target = Path(os.path.abspath(folder))
     named = f"{option} {target}" if option else str(target)
@@ -441,18 +450,27 @@ def check_output_folder(
     if not stat.S_ISDIR(st.st_mode):
         raise VocsegError(f"{named} is {_kind(st)}, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
     foreign = []
+    never: list[tuple[str, os.stat_result]] = []  # not regular files: --force does not replace them either
     for entry in sorted(target.iterdir()):
         if entry.name in OWN_NAMES or (may_write is not None and not may_write(entry.name)):
             continue
         if recorded(entry, role=role):
             continue
         est = os.lstat(entry)
-        if force and stat.S_ISREG(est.st_mode):
+        if not stat.S_ISREG(est.st_mode):
+            never.append((entry.name, est))
+            continue
+        if force:
             continue
         foreign.append(entry.name)
+    if never:
+        name, est = never[0]
+        others = f" ({len(never) - 1} more such: {', '.join(n for n, _ in never[1:4])}{' ...' if len(never) > 4 else ''})" if len(never) > 1 else ""
+        raise VocsegError(f"{named} holds what vocseg did not write: {never_replaced(name, est)}{others}; nothing was written there.",
+                          f"Move {target / name} away, or pass a new or empty folder.")
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        more = "" if force else ", or --force to replace your files of the same names"
+        more = f", or {force_option} to replace your files of the same names" if force_option and not force else ""
         raise VocsegError(f"{named} holds files vocseg did not write ({shown}); nothing was written there.", f"Pass a new or empty folder{more}.")
 
 
