@@ -171,6 +171,16 @@ def test_report_refuses_bad_inputs(cli, tmp_path: Path, trained_run: Path) -> No
     assert mine.read_text() == "<html>my own notes</html>"
     r = cli("report", trained_run, "-o", tmp_path / "r.html", "--compare", tmp_path / "missing")
     assert r.code != 0 and "--compare" in r.err
+    # Trial 2, item 9: no -o given: the refusal names the default output and how to pick another, not an -o never given.
+    from tests.helpers import copy_run
+
+    run = copy_run(trained_run, tmp_path / "run")
+    (run / "report.html").write_text("<html>my own page</html>")
+    r = cli("report", run)
+    line = " ".join(r.err.split())
+    assert r.code == 2 and line.startswith(f"error: the default output {run / 'report.html'} exists and was not written by vocseg"), line
+    assert line.endswith("Pass another path with -o PATH.") and " -o /" not in line, line
+    assert (run / "report.html").read_text() == "<html>my own page</html>"
 
 
 @pytest.fixture(scope="module")

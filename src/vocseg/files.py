@@ -373,6 +373,7 @@ def check_may_write(
     role: str | None = None,
     option: str = "",
     force_option: str | None = "--force",
+    another: str = "another path",
 ) -> None:
     """Raise `VocsegError` (one line: the path and the next step) unless vocseg may write `path`.
 
@@ -381,19 +382,20 @@ def check_may_write(
     regular file. Never (`force` included): an input of this command (`inputs`; a folder's files
     count), a file under a folder in `protect` or equal to one (a dataset's masks), a folder, a
     symbolic link, a FIFO, device or socket, a path outside `root` or reached through a link.
-    `option` names the flag that chose the path, `force_option` the command's flag that allows
-    replacing (None: it has none), for the message.
+    `option` names the flag that chose the path (or, for a default path, words such as "the
+    default output"), `force_option` the command's flag that allows replacing (None: it has none),
+    `another` how to pick another path ("another path with -o PATH" where none was given), for the message.
     """
     target = Path(os.path.abspath(path))
     named = f"{option} {target}" if option else str(target)
     if target.name in OWN_NAMES:
-        raise VocsegError(f"{named} is vocseg's record of that folder; it is never an output.", "Pass another output path.")
+        raise VocsegError(f"{named} is vocseg's record of that folder; it is never an output.", f"Pass {another}.")
     _inside(target, Path(root) if root is not None else None)
     guarded = [Path(p) for p in inputs]
     guarded += [f for p in guarded if p.is_dir() and not p.is_symlink() for f in p.iterdir() if f.is_file()]  # a run folder's files
     for given in guarded:
         if _same(target, given):
-            raise VocsegError(f"{named} is one of this command's inputs; it would be replaced.", "Pass another output path.")
+            raise VocsegError(f"{named} is one of this command's inputs; it would be replaced.", f"Pass {another}.")
     for kept in protect:
         kept = Path(os.path.abspath(kept))
         if target == kept or kept in target.parents or _same(target, kept):
@@ -403,7 +405,7 @@ def check_may_write(
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode):
-        hint = "Pass a file name inside it or another path." if stat.S_ISDIR(st.st_mode) else f"Move {target} away, or pass another path."
+        hint = f"Pass a file name inside it or {another}." if stat.S_ISDIR(st.st_mode) else f"Move {target} away, or pass {another}."
         raise VocsegError(f"{never_replaced(named, st)}.", hint)
     if recorded(target, role=role):
         return
@@ -414,7 +416,7 @@ def check_may_write(
     if force:
         return
     more = f" or {force_option} to replace it" if force_option else ""
-    raise VocsegError(f"{named} exists and was not written by vocseg (or was changed since); it is left as it is.", f"Pass another path{more}.")
+    raise VocsegError(f"{named} exists and was not written by vocseg (or was changed since); it is left as it is.", f"Pass {another}{more}.")
 
 
 def check_output_folder(

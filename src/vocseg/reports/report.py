@@ -425,7 +425,11 @@ def output_path(run: Path, out: Path | None) -> Path:
         path = path / REPORT_NAME
     from vocseg.files import check_may_write
 
-    check_may_write(path, option="-o", force_option=None)  # the one rule: new, or vocseg's and unchanged
+    # the one rule: new, or vocseg's and unchanged; without -o the message names the default, not an -o never given
+    if out is None:
+        check_may_write(path, option="the default output", force_option=None, another="another path with -o PATH")
+    else:
+        check_may_write(path, option="-o", force_option=None)
     return path
 
 
