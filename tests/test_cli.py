@@ -160,6 +160,9 @@ def test_most_confused_with_omits_shares_that_round_to_zero() -> None:
         (["config", "--iters", "abc"], "--iters abc is not a whole number"),
         (["config", "--crop=1.5"], "--crop 1.5 is not a whole number"),
         (["config", "--lr", "x"], "--lr x is not a number"),
+        (["train", "-b", "x"], "-b x is not a whole number"),  # trial 2, item 8: a short flag, named as given, with its value
+        (["train", "-bx"], "-b x is not a whole number"),
+        (["train", "-b", "2", "--batch=1.5"], "--batch 1.5 is not a whole number"),  # the last one given is the one Click read
         (["config", "--model", "foo"], "'foo' is not one of 'r50', 'r101', 'r18', 'tiny'"),
     ],
 )

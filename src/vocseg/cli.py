@@ -170,20 +170,43 @@ _PYDANTIC_PHRASES = {
 
 
 def plain_usage_message(message: str, args: list[str]) -> str:
-    """Click's "Invalid value for '--iters': <pydantic's sentence>" as "--iters 'abc' is not a
-    whole number"; pydantic's "Value error, " prefix dropped. Other messages are returned as they are."""
+    """Click's "Invalid value for '--iters': <pydantic's sentence>" as "--iters abc is not a whole
+    number", the flag as the user spelled it (`-b x is not a whole number`, also for `-bx`);
+    pydantic's "Value error, " prefix dropped. Other messages (Click's own, such as a fixed
+    choice's "'foo' is not one of ...") are returned as they are."""
     import re
     import shlex
 
     message = message.replace("Value error, ", "")
-    match = re.match(r"Invalid value for '(--[\w-]+)'(?: / '-\w')?: (.+)$", message)
-    if not match or match.group(2) not in _PYDANTIC_PHRASES:
+    match = re.match(r"Invalid value for '(--[\w-]+)'(?: / '(-\w)')?: (.+)$", message)
+    if not match:
         return message
-    option, phrase = match.group(1), _PYDANTIC_PHRASES[match.group(2)]
-    value = next((a.split("=", 1)[1] for a in args if a.startswith(option + "=")), None)
-    if value is None and option in args and args.index(option) + 1 < len(args):
-        value = args[args.index(option) + 1]
-    return f"{option} {shlex.quote(value)} {phrase}" if value is not None else f"{option}: the value {phrase}"
+    option, short, reason = match.group(1), match.group(2), match.group(3)
+    if reason not in _PYDANTIC_PHRASES:
+        return message
+    phrase = _PYDANTIC_PHRASES[reason]
+    given = _given_value(args, [option, *([short] if short else [])])
+    if given is None:
+        return f"{option}: the value {phrase}"
+    spelled, value = given
+    return f"{spelled} {shlex.quote(value)} {phrase}"
+
+
+def _given_value(args: list[str], names: list[str]) -> tuple[str, str] | None:
+    """(the spelling used, the value) of the last of `names` in `args`: `--batch x`, `--batch=x`,
+    `-b x`, `-bx`; None when not found (or no value follows). Stops at `--`."""
+    found: tuple[str, str] | None = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                found = (name, args[i + 1])
+            elif name.startswith("--") and arg.startswith(name + "="):
+                found = (name, arg[len(name) + 1:])
+            elif len(name) == 2 and arg.startswith(name) and len(arg) > 2 and not arg.startswith("--"):
+                found = (name, arg[2:])
+    return found
 
 
 def interrupted_line(args: list[str], code: int = 130) -> str:
