@@ -138,6 +138,8 @@ def _run(argv: list[str] | None, sigterm: sigterm_as_interrupt | None = None) ->
         return fail(escape(line), 1)
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0))
+        if code == 0 and sigterm is not None:  # typer.Exit(): the command (or --version) ended normally
+            sigterm.finished()
         if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C (or SIGTERM)
             return interrupted(args, exc)
         return code  # a command's own exit code (a stopped training printed its resume command already)

@@ -115,7 +115,7 @@ def start(launch: LaunchOptions, *, recipe: Recipe | None, config_file: Path | N
     # From the first file of the run folder on, a full disk, a killed loader worker or an interruption
     # (Ctrl-C, SIGTERM) names the command that continues this folder (`vocseg train RUN/config.py`,
     # `vocseg resume RUN`): the same `vocseg train` command line would start a new folder.
-    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), _set_env(CHECKED_ENV), fault_context(experiment.work_dir):
+    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), _set_env(CHECKED_ENV), fault_context(experiment.work_dir, interruptions=True):
         config_path = start_run_on_this_node(experiment, primary)
         if primary:
             console.print(f"run folder: {shown(config_path.parent)}", soft_wrap=True)
