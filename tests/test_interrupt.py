@@ -497,3 +497,19 @@ def test_sigterm_after_the_work_is_done_keeps_the_exit_code() -> None:
     late = "import atexit, os, signal, sys; atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM)); from vocseg.cli import main; sys.argv = ['vocseg', '--version']; main()"
     result = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("vocseg "), (result.returncode, result.stdout, result.stderr)
+
+
+def test_an_interruption_a_library_turned_into_its_own_error_stays_an_interruption(tmp_path: Path) -> None:
+    """Trial 2, item 1 (seen at 6 s): SIGTERM while MMEngine formats config.py (yapf inside a bare
+    `except:` that raises SyntaxError) must not read as a broken config: it is the interruption."""
+    from vocseg.errors import Terminated
+    from vocseg.training.runner import _config_errors_in_one_line
+
+    def build() -> None:
+        try:
+            raise Terminated()
+        except:  # noqa: E722 - as mmengine.config.Config does
+            raise SyntaxError("Failed to format the config file") from None
+
+    with pytest.raises(Terminated):
+        _config_errors_in_one_line(tmp_path / "config.py", build, verbose=False)
