@@ -64,6 +64,13 @@ def test_prepare_demo_writes_real_layouts(cli, tmp_path: Path) -> None:
     # Idempotent: a second run skips the generation.
     again = cli("prepare", "--demo", "--data-root", root)
     assert again.code == 0 and "already" in again.out
+    # Trial 2, item 5: the next step is the README's demo recipe (the noxfile's demo session), not r50 for 160k iterations.
+    from vocseg.data.demo import DEMO_TRAIN_FLAGS
+
+    hint = f"Train with: vocseg train --data-root {root} {' '.join(DEMO_TRAIN_FLAGS)}"
+    assert " ".join(r.out.split()).endswith(hint) and " ".join(again.out.split()).endswith(hint), r.out
+    noxfile = (Path(__file__).resolve().parents[1] / "noxfile.py").read_text()
+    assert ", ".join(f'"{flag}"' for flag in DEMO_TRAIN_FLAGS) in " ".join(noxfile.split())
 
 
 def test_pipeline_on_demo_data(cli, demo_root: Path, tmp_path: Path) -> None:
@@ -153,6 +160,9 @@ def test_most_confused_with_omits_shares_that_round_to_zero() -> None:
         (["config", "--iters", "abc"], "--iters abc is not a whole number"),
         (["config", "--crop=1.5"], "--crop 1.5 is not a whole number"),
         (["config", "--lr", "x"], "--lr x is not a number"),
+        (["train", "-b", "x"], "-b x is not a whole number"),  # trial 2, item 8: a short flag, named as given, with its value
+        (["train", "-bx"], "-b x is not a whole number"),
+        (["train", "-b", "2", "--batch=1.5"], "--batch 1.5 is not a whole number"),  # the last one given is the one Click read
         (["config", "--model", "foo"], "'foo' is not one of 'r50', 'r101', 'r18', 'tiny'"),
     ],
 )

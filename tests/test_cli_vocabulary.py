@@ -132,3 +132,24 @@ def test_one_device_rule() -> None:
     assert device_flags("cpu", None) == {"device": "cpu"}
     with pytest.raises(VocsegError, match="name different GPUs"):
         device_flags("cuda:3", "1")
+
+
+@pytest.mark.parametrize("name", sorted(commands()))
+def test_help_shows_placeholders_not_type_names(cli, name: str) -> None:
+    """Trial 2, item 10: `--workers N`, `IMAGE...`, `--lr X`, not Typer's `<int range>`,
+    `<list[str]>`, `<float>`; docs/cli.md's value column shows the same placeholders."""
+    r = cli(name, "--help")
+    assert r.code == 0, r.err
+    assert not re.search(r"<(int|float|path|str|list\[)", r.out), r.out
+    docs = DOCS.read_text()
+    for opt, placeholder in re.findall(r"^\s+(?:-\w, )?(--[\w-]+) ([A-Z][\w=.]*)\b", r.out, flags=re.M):
+        if placeholder in ("N", "X", "PATH", "TEXT"):
+            assert re.search(rf"^\| (?:`-\w`, )?`{opt}`[^|]* \| {placeholder} \|", docs, flags=re.M), (opt, placeholder)
+
+
+def test_predict_help_names_images_and_the_default_model(cli) -> None:
+    r = cli("predict", "--help")
+    text = " ".join(r.out.split())
+    assert "Usage: vocseg predict [OPTIONS] {IMAGE}..." in text and "IMAGE... Image or video files" in text
+    assert "Default: the newest trained run under runs/" in text and "was --batch" not in text
+    assert "--workers N" in " ".join(cli("eval", "--help").out.split())

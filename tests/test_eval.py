@@ -203,3 +203,27 @@ def test_the_published_json_holds_only_results() -> None:
 
     data = EvalResult(mIoU=1.0, mAcc=2.0, aAcc=3.0, per_class={"background": {"IoU": 1.0}}, extra={"tta": False}).to_json()
     assert not {"out_dir", "tag", "data_warnings"} & set(data)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_an_output_folder_holding_a_fifo_or_a_link_names_it_and_offers_no_force(cli, trained_run: Path, tmp_path: Path, kind: str) -> None:
+    """Trial 2, item 6: `eval -o DIR` with a FIFO (or a link) of a result's name in DIR: one line
+    naming it for what it is, in the single-file options' wording, without offering --force (which
+    never replaces one); nothing is written there, the FIFO or link stays."""
+    import os
+
+    out = tmp_path / "eout"
+    out.mkdir()
+    if kind == "fifo":
+        os.mkfifo(out / "val.json")
+        said = "val.json is a FIFO; vocseg never replaces one (--force included)"
+    else:
+        (tmp_path / "mine.png").write_bytes(b"mine")
+        (out / "val_iou.png").symlink_to(tmp_path / "mine.png")
+        said = "val_iou.png is a symbolic link; vocseg never replaces one (--force included)"
+    for force in ([], ["--force"]):
+        r = cli("eval", trained_run, "-o", out, "--workers", "0", *force)
+        line = " ".join(r.err.split())
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+        assert said in line and "--force to replace" not in line and f"Move {out / said.split(' ')[0]} away" in line, line
+    assert sorted(p.name for p in out.iterdir()) == ["val.json" if kind == "fifo" else "val_iou.png"]

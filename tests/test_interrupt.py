@@ -453,3 +453,63 @@ def test_sigterm_prints_one_line_exits_143_and_the_next_run_finishes(command: st
     again = _vocseg(*args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert temporary_files(ws) == []
+
+
+@pytest.mark.slow
+def test_train_stopped_before_its_first_checkpoint_names_the_command_that_reuses_its_folder(
+    cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial 2, item 1: a SIGTERM as the training starts (config.py and recipe.json written, no
+    checkpoint yet): the line suggests `vocseg train RUN/config.py` (as `vocseg resume RUN` does),
+    not the same `train ... --name early` again, which would start a new folder early-2; that
+    command then trains RUN itself."""
+    import vocseg.training.launch
+    from tests.helpers import TINY_TRAIN
+
+    def sigterm_at_launch(*args: object, **kwargs: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated here, in the main thread
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "early"
+    with monkeypatch.context() as patched:
+        patched.setattr(vocseg.training.launch, "launch_training", sigterm_at_launch)
+        stopped = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "2", "--val-interval", "2", "--name", "early")
+    line = " ".join(stopped.err.split())
+    assert stopped.code == 143 and "Traceback" not in stopped.err, stopped.err
+    assert f"run `vocseg train {run_dir / 'config.py'}` to finish." in line and "--name" not in line, line
+    again = cli("train", run_dir / "config.py")
+    assert again.code == 0, again.out + again.err
+    assert (run_dir / "iter_2.pth").is_file() and [p.name for p in (tmp_path / "runs").iterdir() if p.name not in OWN_NAMES] == ["early"]
+
+
+def test_sigterm_after_the_work_is_done_keeps_the_exit_code() -> None:
+    """Trial 2, item 2: a SIGTERM once the command has returned (outputs written, success printed)
+    stops nothing: in the CLI's SIGTERM mechanism it is ignored, and while the `vocseg` process
+    shuts down (here: from an atexit hook, after `main` returned) it does not end a success as a
+    silent exit 143."""
+    from vocseg.errors import sigterm_as_interrupt
+
+    with sigterm_as_interrupt() as sigterm:
+        sigterm.finished()
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread: no Terminated
+        assert sum(range(1000)) == 499500
+    late = "import atexit, os, signal, sys; atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM)); from vocseg.cli import main; sys.argv = ['vocseg', '--version']; main()"
+    result = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("vocseg "), (result.returncode, result.stdout, result.stderr)
+
+
+def test_an_interruption_a_library_turned_into_its_own_error_stays_an_interruption(tmp_path: Path) -> None:
+    """Trial 2, item 1 (seen at 6 s): SIGTERM while MMEngine formats config.py (yapf inside a bare
+    `except:` that raises SyntaxError) must not read as a broken config: it is the interruption."""
+    from vocseg.errors import Terminated
+    from vocseg.training.runner import _config_errors_in_one_line
+
+    def build() -> None:
+        try:
+            raise Terminated()
+        except:  # noqa: E722 - as mmengine.config.Config does
+            raise SyntaxError("Failed to format the config file") from None
+
+    with pytest.raises(Terminated):
+        _config_errors_in_one_line(tmp_path / "config.py", build, verbose=False)

@@ -259,6 +259,7 @@ def test_the_own_demo_is_a_labelme_export(cli, tmp_path: Path) -> None:
     assert result.code == 0, text
     assert "found a labelme export with 4 classes (classes from class_names.txt): background, crack, hole, rust" in text
     assert (root / "class_names.txt").read_text().startswith("_background_\n")
+    assert text.rstrip().endswith(f"Train with: vocseg train --data-root {root} --model tiny --device cpu --batch 8 --iters 3000 --workers 2")
 
 
 def test_config_before_the_data_exist_plans_with_the_official_sizes(cli, tmp_path: Path) -> None:

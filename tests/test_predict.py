@@ -56,6 +56,7 @@ def test_folder_glob_corrupt_and_non_images(cli, varied_run: Path, photos: Path,
     by_name = {Path(item["image"]).name: item for item in report["images"] if "more" not in item["image"]}
     assert len(report["images"]) == 6
     assert "4 input(s) segmented, 2 skipped" in " ".join(r.out.split())
+    assert f"written to {out} (list: predictions.json)" in " ".join(r.out.split())  # trial 2, item 10: not "(report ...)"
     assert "damaged" in by_name["broken.jpg"]["error"] and "not an image" in by_name["notes.txt"]["error"]
     done = [item for item in report["images"] if item["error"] is None]
     assert len(done) == 4

@@ -173,7 +173,7 @@ def test_data_already_in_place_is_used_as_is(cli, demo_copy: Path) -> None:
     assert "already there (not extracted by vocseg)" in out and f"converted {mats} of {mats}" in out
     aug = len(sbd.read_ids(root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt"))
     assert f"aug.txt {aug} ids: the {mats} SBD labels minus {mats - aug} images that are in VOC train" in out
-    assert out.rstrip().endswith(f"Train with: vocseg train --data-root {root}")
+    assert out.rstrip().endswith(f"Train with: vocseg train --data-root {root} --model tiny --device cpu --batch 8 --iters 3000 --workers 2")  # a demo root: the demo's recipe
     pngs = root / VOC_SUBDIR / "SegmentationClassAug"
     assert len(list(pngs.glob("*.png"))) == mats and not [p for p in pngs.glob(".*") if p.name != RECORD_NAME]  # no temporary files left
     for name in ("aug.txt", "trainaug.txt"):

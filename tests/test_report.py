@@ -171,6 +171,16 @@ def test_report_refuses_bad_inputs(cli, tmp_path: Path, trained_run: Path) -> No
     assert mine.read_text() == "<html>my own notes</html>"
     r = cli("report", trained_run, "-o", tmp_path / "r.html", "--compare", tmp_path / "missing")
     assert r.code != 0 and "--compare" in r.err
+    # Trial 2, item 9: no -o given: the refusal names the default output and how to pick another, not an -o never given.
+    from tests.helpers import copy_run
+
+    run = copy_run(trained_run, tmp_path / "run")
+    (run / "report.html").write_text("<html>my own page</html>")
+    r = cli("report", run)
+    line = " ".join(r.err.split())
+    assert r.code == 2 and line.startswith(f"error: the default output {run / 'report.html'} exists and was not written by vocseg"), line
+    assert line.endswith("Pass another path with -o PATH.") and " -o /" not in line, line
+    assert (run / "report.html").read_text() == "<html>my own page</html>"
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +213,32 @@ def test_report_of_a_tiny_run(cli, report_run: Path, demo_root: Path, tmp_path: 
     assert "notes.txt is not an image" in html
     # a second run replaces its own page
     assert cli("report", report_run).code == 0
+
+
+@pytest.mark.slow
+def test_report_says_how_many_photos_it_left_out(cli, report_run: Path, demo_root: Path, tmp_path: Path, one_thread: None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial 2, item 3: more files in --photos than the report shows (the limit lowered to 1 here):
+    the CLI line and the page say "1 of 3 photos (the first 1 by name; `vocseg predict DIR` for all)",
+    and --help names the limit."""
+    import vocseg.reports.report
+    from vocseg.reports.report import MAX_PHOTOS, photos_count_text
+
+    assert photos_count_text(60, 150, Path("many")) == "60 of 150 photos (the first 60 by name; `vocseg predict many` for all)"
+    assert photos_count_text(2, 2, Path("few")) == "2 photos"
+    help_text = " ".join(cli("report", "--help").out.split())
+    assert f"at most {MAX_PHOTOS}, the first by name" in help_text
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((demo_root / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))[:3]:
+        shutil.copy(p, photos / p.name)
+    monkeypatch.setattr(vocseg.reports.report, "MAX_PHOTOS", 1)
+    r = cli("report", report_run, "--photos", photos, "-o", tmp_path / "r.html")
+    assert r.code == 0, r.err
+    said = f"1 of 3 photos (the first 1 by name; `vocseg predict {photos}` for all)"
+    assert said in " ".join(r.out.split())
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('class="photo-img"') == 2 and said in html
 
 
 def _browser_or_skip() -> None:

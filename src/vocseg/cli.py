@@ -87,14 +87,17 @@ def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[ty
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
     """Run the CLI; return the exit code (tests call this, `main` exits with it). SIGTERM stops a
-    command as Ctrl-C does (one line: what was finished, how to continue), with exit code 143."""
-    with sigterm_as_interrupt():
-        return _run(argv)
+    command as Ctrl-C does (one line: what was finished, how to continue), with exit code 143;
+    once the command has returned (its outputs written, its last line printed) a SIGTERM no longer
+    stops anything and the exit code stays the command's, also while the interpreter shuts down
+    (`process_ends`, `main`): a success never ends as a silent 143."""
+    with sigterm_as_interrupt(process_ends=process_ends) as sigterm:
+        return _run(argv, sigterm)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, sigterm: sigterm_as_interrupt | None = None) -> int:
     command = typer.main.get_command(app)
     usage_errors, exits, aborts = _cli_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -106,6 +109,8 @@ def _run(argv: list[str] | None) -> int:
     mark_exit_reported(False)  # per call: tests run several commands in one process
     try:
         result = command.main(args=args, prog_name="vocseg", standalone_mode=False)
+        if sigterm is not None:
+            sigterm.finished()
 
         if result == 130 and not exit_was_reported():  # Ctrl-C or SIGTERM: Typer returns it as Exit(130)'s code
             return interrupted(args)
@@ -133,6 +138,8 @@ def _run(argv: list[str] | None) -> int:
         return fail(escape(line), 1)
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0))
+        if code == 0 and sigterm is not None:  # typer.Exit(): the command (or --version) ended normally
+            sigterm.finished()
         if code == 130 and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # typer's Exit(130) for a Ctrl-C (or SIGTERM)
             return interrupted(args, exc)
         return code  # a command's own exit code (a stopped training printed its resume command already)
@@ -165,32 +172,62 @@ _PYDANTIC_PHRASES = {
 
 
 def plain_usage_message(message: str, args: list[str]) -> str:
-    """Click's "Invalid value for '--iters': <pydantic's sentence>" as "--iters 'abc' is not a
-    whole number"; pydantic's "Value error, " prefix dropped. Other messages are returned as they are."""
+    """Click's "Invalid value for '--iters': <pydantic's sentence>" as "--iters abc is not a whole
+    number", the flag as the user spelled it (`-b x is not a whole number`, also for `-bx`);
+    pydantic's "Value error, " prefix dropped. Other messages (Click's own, such as a fixed
+    choice's "'foo' is not one of ...") are returned as they are."""
     import re
     import shlex
 
     message = message.replace("Value error, ", "")
-    match = re.match(r"Invalid value for '(--[\w-]+)'(?: / '-\w')?: (.+)$", message)
-    if not match or match.group(2) not in _PYDANTIC_PHRASES:
+    match = re.match(r"Invalid value for '(--[\w-]+)'(?: / '(-\w)')?: (.+)$", message)
+    if not match:
         return message
-    option, phrase = match.group(1), _PYDANTIC_PHRASES[match.group(2)]
-    value = next((a.split("=", 1)[1] for a in args if a.startswith(option + "=")), None)
-    if value is None and option in args and args.index(option) + 1 < len(args):
-        value = args[args.index(option) + 1]
-    return f"{option} {shlex.quote(value)} {phrase}" if value is not None else f"{option}: the value {phrase}"
+    option, short, reason = match.group(1), match.group(2), match.group(3)
+    if reason not in _PYDANTIC_PHRASES:
+        return message
+    phrase = _PYDANTIC_PHRASES[reason]
+    given = _given_value(args, [option, *([short] if short else [])])
+    if given is None:
+        return f"{option}: the value {phrase}"
+    spelled, value = given
+    return f"{spelled} {shlex.quote(value)} {phrase}"
+
+
+def _given_value(args: list[str], names: list[str]) -> tuple[str, str] | None:
+    """(the spelling used, the value) of the last of `names` in `args`: `--batch x`, `--batch=x`,
+    `-b x`, `-bx`; None when not found (or no value follows). Stops at `--`."""
+    found: tuple[str, str] | None = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                found = (name, args[i + 1])
+            elif name.startswith("--") and arg.startswith(name + "="):
+                found = (name, arg[len(name) + 1:])
+            elif len(name) == 2 and arg.startswith(name) and len(arg) > 2 and not arg.startswith("--"):
+                found = (name, arg[2:])
+    return found
 
 
 def interrupted_line(args: list[str], code: int = 130) -> str:
     """Ctrl-C (code 130) or SIGTERM (143): what was finished (the files written completely,
-    `vocseg.files`) and how to go on."""
+    `vocseg.files`) and how to go on: the continuing command the interrupted work noted
+    (`vocseg.errors.interrupted_next_command`: a training run's `vocseg resume RUN`, or `vocseg
+    train RUN/config.py` before its first checkpoint, which reuse the run folder), else the same
+    command again."""
     import shlex
 
+    from vocseg.errors import interrupted_next_command
     from vocseg.files import written_this_process
 
     count, folders = written_this_process()
     done = f"{count} file{'' if count == 1 else 's'} written completely in {folders[0]}{' and other folders' if len(folders) > 1 else ''}" if count else "nothing written"
     how = "interrupted" if code == 130 else "stopped by SIGTERM"
+    continuing = interrupted_next_command()
+    if continuing:
+        return f"{how}: {done}, no half-written file left; run `{continuing}` to finish."
     return f"{how}: {done}, no half-written file left; run `vocseg {shlex.join(args)}` again to finish."
 
 
@@ -212,7 +249,7 @@ def _print_traceback(exc: BaseException) -> None:
 
 
 def main() -> None:
-    sys.exit(run())
+    sys.exit(run(process_ends=True))
 
 
 if __name__ == "__main__":

@@ -36,15 +36,27 @@ class FaultContext:
     """`with FaultContext(kept=lambda: "...", next_command="vocseg resume RUN", where=RUN):` notes
     on any OSError (or a data-loader worker's death) raised inside what was kept, where, and the
     command that continues; the exception itself goes on unchanged. `kept` and `next_command`
-    may be callables, asked only when a fault happens (what is on disk then)."""
+    may be callables, asked only when a fault happens (what is on disk then).
 
-    def __init__(self, *, kept: object = None, next_command: object = "", where: object = None) -> None:
+    With `interruptions=True`, an interruption inside (Ctrl-C, or SIGTERM as `Terminated`) is
+    noted too: its continuing command (`next_command`, when it gives one) is what the CLI's
+    interrupted line suggests (`interrupted_next_command`) instead of the same command line again,
+    for work whose rerun would not continue it (a `vocseg train` run starts a new folder)."""
+
+    def __init__(self, *, kept: object = None, next_command: object = "", where: object = None, interruptions: bool = False) -> None:
         self.kept, self.next_command, self.where = kept, next_command, where
+        self.interruptions = interruptions
 
     def __enter__(self) -> FaultContext:
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, KeyboardInterrupt) and self.interruptions and not _INTERRUPT_NEXT[0]:  # the innermost context knows best
+            try:
+                _INTERRUPT_NEXT[0] = str((self.next_command() if callable(self.next_command) else self.next_command) or "")
+            except Exception:  # noqa: BLE001 - the note must never hide the interruption
+                pass
+            return False
         if isinstance(exc, (OSError, RuntimeError)) and not hasattr(exc, NEXT_ATTR):
             try:
                 kept = self.kept() if callable(self.kept) else self.kept
@@ -150,7 +162,22 @@ _EXIT_REPORTED = [False]
 
 
 def mark_exit_reported(reported: bool = True) -> None:
+    """Note (or, with False, forget at the start of a command) that the exit code was explained;
+    forgetting also forgets an interruption's continuing command (`interrupted_next_command`)."""
     _EXIT_REPORTED[0] = reported
+    if not reported:
+        _INTERRUPT_NEXT[0] = ""
+
+
+# The command that continues after an interruption, noted by the innermost `FaultContext` the
+# interruption passed through (training: `vocseg resume RUN`, or `vocseg train RUN/config.py`
+# before the first checkpoint); "" when none did: the CLI then suggests the same command again.
+_INTERRUPT_NEXT = [""]
+
+
+def interrupted_next_command() -> str:
+    """The continuing command a `FaultContext` noted for this command's interruption, or ""."""
+    return _INTERRUPT_NEXT[0]
 
 
 def exit_was_reported() -> bool:
@@ -190,12 +217,25 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
     raises `Terminated` in this process. A child forked meanwhile (a multiprocessing pool worker,
     a data-loader worker) keeps the default: it dies of the signal as before. Training replaces the
     handler with its own stop request (`vocseg.training.stop.StopRequest`) for as long as it
-    trains and puts this one back afterwards; the previous handler is restored on exit."""
+    trains and puts this one back afterwards; the previous handler is restored on exit.
 
-    def __init__(self) -> None:
+    A SIGTERM after the command's work is done (`finished()`: its outputs written, its success
+    text printed) no longer interrupts: the command ends with its own exit code (0 after a
+    success), as the work it was asked for is complete. With `process_ends` (the `vocseg`
+    executable, not a test calling `vocseg.cli.run`), SIGTERM stays ignored after the block, while
+    the interpreter shuts down (seconds after torch or onnxruntime), instead of killing the
+    process with exit code 143 and no line after a success."""
+
+    def __init__(self, *, process_ends: bool = False) -> None:
         self._pid = os.getpid()
         self._previous: object = None
         self._installed = False
+        self._finished = False
+        self._process_ends = process_ends
+
+    def finished(self) -> None:
+        """The command's work is done: a SIGTERM from now on is ignored (the exit code stays the command's)."""
+        self._finished = True
 
     def _handle(self, signum: int, frame: object) -> None:
         import signal
@@ -203,6 +243,8 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
         if os.getpid() != self._pid:  # a forked child: the default action, as if never installed
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if self._finished:  # nothing left to stop: the outputs are written, the success printed
             return
         _TERMINATED[0] = True
         raise Terminated()
@@ -221,5 +263,5 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
         import signal
 
         if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if self._process_ends else self._previous)  # type: ignore[arg-type]
             self._installed = False

@@ -323,6 +323,12 @@ def _kind(st: os.stat_result) -> str:
     return "a file"
 
 
+def never_replaced(named: str, st: os.stat_result) -> str:
+    """The one wording for something vocseg never replaces, whatever --force says (a link, a FIFO,
+    a socket, a device, a folder): "NAMED is a FIFO; vocseg never replaces one (--force included)"."""
+    return f"{named} is {_kind(st)}; vocseg never replaces one (--force included)"
+
+
 def _inside(target: Path, root: Path | None) -> None:
     """Refuse a target outside `root`, or reached through a link below `root` (or its parent,
     without a root)."""
@@ -367,6 +373,7 @@ def check_may_write(
     role: str | None = None,
     option: str = "",
     force_option: str | None = "--force",
+    another: str = "another path",
 ) -> None:
     """Raise `VocsegError` (one line: the path and the next step) unless vocseg may write `path`.
 
@@ -375,19 +382,20 @@ def check_may_write(
     regular file. Never (`force` included): an input of this command (`inputs`; a folder's files
     count), a file under a folder in `protect` or equal to one (a dataset's masks), a folder, a
     symbolic link, a FIFO, device or socket, a path outside `root` or reached through a link.
-    `option` names the flag that chose the path, `force_option` the command's flag that allows
-    replacing (None: it has none), for the message.
+    `option` names the flag that chose the path (or, for a default path, words such as "the
+    default output"), `force_option` the command's flag that allows replacing (None: it has none),
+    `another` how to pick another path ("another path with -o PATH" where none was given), for the message.
     """
     target = Path(os.path.abspath(path))
     named = f"{option} {target}" if option else str(target)
     if target.name in OWN_NAMES:
-        raise VocsegError(f"{named} is vocseg's record of that folder; it is never an output.", "Pass another output path.")
+        raise VocsegError(f"{named} is vocseg's record of that folder; it is never an output.", f"Pass {another}.")
     _inside(target, Path(root) if root is not None else None)
     guarded = [Path(p) for p in inputs]
     guarded += [f for p in guarded if p.is_dir() and not p.is_symlink() for f in p.iterdir() if f.is_file()]  # a run folder's files
     for given in guarded:
         if _same(target, given):
-            raise VocsegError(f"{named} is one of this command's inputs; it would be replaced.", "Pass another output path.")
+            raise VocsegError(f"{named} is one of this command's inputs; it would be replaced.", f"Pass {another}.")
     for kept in protect:
         kept = Path(os.path.abspath(kept))
         if target == kept or kept in target.parents or _same(target, kept):
@@ -397,8 +405,8 @@ def check_may_write(
     except FileNotFoundError:
         return
     if not stat.S_ISREG(st.st_mode):
-        hint = "Pass a file name inside it or another path." if stat.S_ISDIR(st.st_mode) else f"Move {target} away, or pass another path."
-        raise VocsegError(f"{named} is {_kind(st)}; vocseg never replaces one (--force included).", hint)
+        hint = f"Pass a file name inside it or {another}." if stat.S_ISDIR(st.st_mode) else f"Move {target} away, or pass {another}."
+        raise VocsegError(f"{never_replaced(named, st)}.", hint)
     if recorded(target, role=role):
         return
     if data is not None and st.st_size == len(data):
@@ -408,7 +416,7 @@ def check_may_write(
     if force:
         return
     more = f" or {force_option} to replace it" if force_option else ""
-    raise VocsegError(f"{named} exists and was not written by vocseg (or was changed since); it is left as it is.", f"Pass another path{more}.")
+    raise VocsegError(f"{named} exists and was not written by vocseg (or was changed since); it is left as it is.", f"Pass {another}{more}.")
 
 
 def check_output_folder(
@@ -420,6 +428,7 @@ def check_output_folder(
     may_write: Callable[[str], bool] | None = None,
     root: str | Path | None = None,
     role: str | None = None,
+    force_option: str | None = "--force",
 ) -> None:
     """Refuse (one line) an output folder that holds entries vocseg did not create there (with
     `role`: in that role; a dataset's masks vocseg wrote are not outputs).
@@ -429,7 +438,9 @@ def check_output_folder(
     fine; so is one where every such entry is recorded (unchanged files, folders vocseg made).
     `own_dirs` is kept for callers of earlier versions and ignored: folders count only when the
     record names them. With `force`, regular files of the user's may be replaced; links, special
-    files and the user's folders still refuse.
+    files and the user's folders still refuse, named for what they are (`never_replaced`), without
+    offering --force. `force_option`: the command's flag that allows replacing the user's regular
+    files (None: none does, e.g. eval's --save-predictions), for the message.
     """
     target = Path(os.path.abspath(folder))
     named = f"{option} {target}" if option else str(target)
@@ -441,18 +452,27 @@ def check_output_folder(
     if not stat.S_ISDIR(st.st_mode):
         raise VocsegError(f"{named} is {_kind(st)}, not a folder; it is left as it is.", "Pass a folder (a new one is created).")
     foreign = []
+    never: list[tuple[str, os.stat_result]] = []  # not regular files: --force does not replace them either
     for entry in sorted(target.iterdir()):
         if entry.name in OWN_NAMES or (may_write is not None and not may_write(entry.name)):
             continue
         if recorded(entry, role=role):
             continue
         est = os.lstat(entry)
-        if force and stat.S_ISREG(est.st_mode):
+        if not stat.S_ISREG(est.st_mode):
+            never.append((entry.name, est))
+            continue
+        if force:
             continue
         foreign.append(entry.name)
+    if never:
+        name, est = never[0]
+        others = f" ({len(never) - 1} more such: {', '.join(n for n, _ in never[1:4])}{' ...' if len(never) > 4 else ''})" if len(never) > 1 else ""
+        raise VocsegError(f"{named} holds what vocseg did not write: {never_replaced(name, est)}{others}; nothing was written there.",
+                          f"Move {target / name} away, or pass a new or empty folder.")
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        more = "" if force else ", or --force to replace your files of the same names"
+        more = f", or {force_option} to replace your files of the same names" if force_option and not force else ""
         raise VocsegError(f"{named} holds files vocseg did not write ({shown}); nothing was written there.", f"Pass a new or empty folder{more}.")
 
 

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def compare(
-    inputs: Annotated[list[Path], typer.Argument(help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Eval JSONs (vocseg eval --json), run folders (their eval/val.json and eval/train.json), or files of runs like seed_runs.json.", show_default=False)],
     chart: Annotated[Optional[Path], typer.Option("--chart", help="Write the per-class IoU chart PNG here (default: runs/compare/compare.png, or runs/compare2/, ... when taken).", show_default=False, rich_help_panel=OUTPUT)] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the comparison (values, deltas, flags) as JSON here.", rich_help_panel=OUTPUT)] = None,
     min_change: Annotated[float, typer.Option("--min-change", min=0.0, help="Over-filled: IoU down and Acc up by at least this many points.", rich_help_panel=THRESHOLDS)] = T.min_change,

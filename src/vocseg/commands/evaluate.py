@@ -59,7 +59,7 @@ def evaluate(
     if out is not None:  # a folder the user named: results, lists/ and MMEngine's timestamped logs go there
         check_output_folder(out, force=force, option="-o", own_dirs=EVAL_DIRS, may_write=eval_writes(split))
     if save_predictions is not None:  # label maps named after image ids: never over the data's own masks or a user's files
-        check_output_folder(save_predictions, option="--save-predictions", role="output")  # --force included: PNGs of the user's (or the dataset's masks) are never replaced
+        check_output_folder(save_predictions, option="--save-predictions", role="output", force_option=None)  # --force included: PNGs of the user's (or the dataset's masks) are never replaced
     evaluation = run_eval(target, split=split, config=config, data_root=data_root, tta=tta, verbose=verbose, out_dir=out, num_workers=num_workers, save_predictions=save_predictions)
     result = evaluation.result
     name = target if ref.is_official else Path(result.checkpoint).name

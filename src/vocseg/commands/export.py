@@ -23,7 +23,7 @@ def export(
     out: Annotated[Optional[Path], out_option("The .onnx file to write (default: RUN/<checkpoint>.onnx).")] = None,
     fmt: Annotated[Literal["onnx"], typer.Option("--format", help="The export format (ONNX only: TorchScript is deprecated in PyTorch).", rich_help_panel=OUTPUT)] = "onnx",
     config: ConfigOpt = None,
-    check_images: Annotated[Optional[list[str]], typer.Option("--check-images", help="Images to check the export on (files, folders, globs; repeatable). Default: the config's val images.", rich_help_panel=CHECK)] = None,
+    check_images: Annotated[Optional[list[str]], typer.Option("--check-images", metavar="IMAGE", help="Images to check the export on (files, folders, globs; repeatable). Default: the config's val images.", rich_help_panel=CHECK)] = None,
     check_count: Annotated[int, typer.Option("--check-count", min=0, help="How many check images at most (0: all given).", rich_help_panel=CHECK)] = 10,
     force: ForceOpt = False,
 ) -> None:

@@ -31,7 +31,8 @@ OUTPUT = "Output"
 PANEL_ORDER = ("Options", MODEL, DATA, RECIPE, HARDWARE, LAUNCH, OUTPUT)
 
 MODEL_HELP = ("The model: a run folder (its newest checkpoint), a checkpoint .pth, official:NAME (upernet-r50-40k, -r50-20k, "
-              "-r101-20k, -r101-40k; downloaded once), or a .onnx from `vocseg export` (predict only).")
+              "-r101-20k, -r101-40k; downloaded once), or a .onnx from `vocseg export` (predict only). "
+              "Default: the newest trained run under runs/ (said when used).")
 DEVICE_HELP = "auto (cuda if a GPU is visible, else cpu), cpu, cuda or cuda:N (default: auto)."
 FORCE_HELP = "Overwrite an output file that vocseg would otherwise refuse to replace (one it did not write, or edited since); never an input."
 LOG_HELP = "Also show MMEngine's log (progress as plain lines)."
@@ -125,9 +126,35 @@ def replace_deprecated(command: str, args: list[str]) -> tuple[list[str], list[s
     return out, notes
 
 
+# Typer's type labels in `--help` (`<int range>`, `<list[str]>`) -> the placeholder a person types;
+# fixed choices (`<whole|slide>`) stay as they are. A list option or argument names its own metavar.
+_PLACEHOLDERS = {"int": "N", "int range": "N", "float": "X", "float range": "X", "path": "PATH", "str": "TEXT"}
+
+
+def plain_metavars(name_column: str) -> str:
+    """A help record's name column with Typer's type labels replaced by placeholders:
+    "--workers <int range>" -> "--workers N", "--lr <float>" -> "--lr X" (X as in "[x>=0.0]"),
+    "-o, --out <path>" -> "-o, --out PATH", "--name <str>" -> "--name TEXT"."""
+    import re
+
+    return re.sub(r"<(int range|int|float range|float|path|str)>", lambda m: _PLACEHOLDERS[m.group(1)], name_column)
+
+
+def argument_name_column(param: Any, record_name: str) -> str:
+    """An argument's name column: its metavar ("IMAGE..." for several values), without Typer's
+    type label ("MODEL <str>", "images... <list[str]>"); one without a metavar as Typer shows it,
+    placeholders plain."""
+    metavar = getattr(param, "metavar", None)
+    if metavar:
+        return f"{metavar}..." if getattr(param, "nargs", 1) != 1 else str(metavar)
+    return plain_metavars(record_name)
+
+
 class VocsegCommand(TyperCommand):
     """A command whose plain `--help` shows its options grouped by `rich_help_panel` (Typer's plain
-    formatter, used for start-up speed, lists them flat) and that accepts the old spellings."""
+    formatter, used for start-up speed, lists them flat), with placeholders a person types
+    (`plain_metavars`: `--workers N`, `IMAGE...`, not `<int range>`, `<list[str]>`), and that
+    accepts the old spellings."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         args, notes = replace_deprecated(self.name or "", list(args))
@@ -143,9 +170,9 @@ class VocsegCommand(TyperCommand):
             if record is None:
                 continue
             if param.param_type_name == "argument":
-                arguments.append(record)
+                arguments.append((argument_name_column(param, record[0]), record[1]))
             else:
-                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append((plain_metavars(record[0]), record[1]))
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    images: Annotated[list[str], typer.Argument(help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Image or video files, folders or globs (quote globs: 'photos/**/*.jpg').", show_default=False)],
     checkpoint: CheckpointOpt = None,
     out: Annotated[Optional[Path], out_option("Output folder (default: a new RUN/predict*/ for a run folder, else runs/predict*/).")] = None,
     config: ConfigOpt = None,
@@ -29,7 +29,7 @@ def predict(
     device: DeviceOpt = "auto",
     mode: ModeOpt = "whole",
     every: Annotated[int, typer.Option("--every", min=1, help="Videos: segment every N-th frame (the frames between keep the last classes).", rich_help_panel=VIDEO)] = 1,
-    batch: Annotated[int, typer.Option("--frames-per-batch", min=1, help="Videos: frames per forward pass (was --batch).", rich_help_panel=VIDEO)] = 8,
+    batch: Annotated[int, typer.Option("--frames-per-batch", min=1, help="Videos: frames per forward pass.", rich_help_panel=VIDEO)] = 8,
 ) -> None:
     """Per image: OUT/NAME_overlay.png (with a legend of the classes present and their share) and
     OUT/NAME_label.png (VOC palette); per video: OUT/NAME_overlay.mp4 (same frames and frame
@@ -104,7 +104,7 @@ def run_predict(inputs: list[Any], model: Any, out: Path | None, *, checkpoint: 
         raise VocsegError(f"None of the {len(results)} inputs could be segmented{more}. The first: {first}")
     console.print(
         f"[green]{len(ok)} input(s) segmented[/]{f', [yellow]{skipped} skipped[/]' if skipped else ''}; "
-        f"written to {shown(out_dir)} (report {shown(report.name)})", soft_wrap=True,
+        f"written to {shown(out_dir)} (list: {shown(report.name)})", soft_wrap=True,
     )
 
 

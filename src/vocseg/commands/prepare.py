@@ -33,7 +33,7 @@ def prepare(
     mirror: Annotated[Optional[str], typer.Option("--mirror", help="Base URL of a VOC mirror to try first.", rich_help_panel=DOWNLOAD)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where downloaded archives are kept (default: the user cache folder).", rich_help_panel=DOWNLOAD)] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Take the archives from this folder instead of downloading.", rich_help_panel=DOWNLOAD)] = None,
-    md5: Annotated[Optional[list[str]], typer.Option("--md5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).", rich_help_panel=DOWNLOAD)] = None,
+    md5: Annotated[Optional[list[str]], typer.Option("--md5", metavar="NAME=MD5", help="Accept an unofficial archive: NAME=MD5 (e.g. VOCtrainval_11-May-2012.tar=...).", rich_help_panel=DOWNLOAD)] = None,
     own: Annotated[bool, typer.Option("--own", help="With --demo: a small own-classes dataset in labelme's layout (class_names.txt, palette PNG ids, no lists) instead of VOC's.", rich_help_panel=DATA)] = False,
     classes: ClassesOpt = None,
     convert_rgb_masks: Annotated[bool, typer.Option("--convert-rgb-masks", help="Masks saved as RGB pictures in VOC palette colours become palette PNGs of class ids; "
@@ -79,8 +79,17 @@ def prepare(
     has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
     from vocseg.console import command, shown
 
-    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"])]
+    train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"]), *demo_train_flags(root)]
     console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
+
+
+def demo_train_flags(root: Path, *, own: bool = False) -> tuple[str, ...]:
+    """The demo's training flags (`vocseg.data.demo.DEMO_TRAIN_FLAGS`, the README's demo recipe)
+    for the "Train with:" hint when `root` is a demo dataset (`own`: the own-classes demo, written
+    just now), else none: a bare `vocseg train` is the VOC recipe (r50, 160k iterations)."""
+    from vocseg.data.demo import DEMO_TRAIN_FLAGS, demo_split_sizes
+
+    return DEMO_TRAIN_FLAGS if own or demo_split_sizes(root) is not None else ()
 
 
 def convert_colour_masks(root: Path) -> None:
@@ -164,7 +173,7 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
         spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))
     report = check_own_dataset(spec, workers=workers or os.cpu_count())
     print_report(report, fix=f"Fix them, then run `{command('prepare', '--check', '--data-root', root)}` again.")
-    train = ["train", "--data-root", root, *(["--classes", classes] if classes else [])]
+    train = ["train", "--data-root", root, *(["--classes", classes] if classes else []), *(demo_train_flags(root, own=True) if demo else [])]
     console.print(f"[green]ok:[/] {shown(root)} is ready ({spec.num_classes} classes). Train with: {shown(command(*train))}", soft_wrap=True)
     return True
 

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 def report(
     run: Annotated[Optional[Path], typer.Argument(help="A run folder (written by `vocseg train`; default: the newest trained run under runs/).", show_default=False)] = None,
     out: Annotated[Optional[Path], out_option("Write the page here (default: RUN/report.html).")] = None,
-    photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added.")] = None,
+    photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added (at most 60, the first by name; `vocseg predict DIR` predicts them all).")] = None,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Another run folder, eval JSON or file of runs, shown side by side as `vocseg compare` does.")] = None,
     log: LogOpt = False,
 ) -> None:
@@ -39,5 +39,5 @@ def report(
     console.print(
         f"report: {shown(path)}  ({summary['bytes'] / 1e6:.1f} MB; splits {', '.join(summary['splits']) or 'none'}; "
         f"galleries: {summary['gallery_images']} images for {summary['gallery_classes']} classes; "
-        f"{summary['photos']} photos; {seconds['total']:.1f} s)"
+        f"{shown(summary['photos_text'])}; {seconds['total']:.1f} s)"
     )

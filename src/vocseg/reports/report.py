@@ -378,7 +378,19 @@ def photos_section(run: Path, photos: Path) -> dict[str, Any]:
             item.note = share_text(shares.get(item.name, 0.0))
         items.append({"name": path.name, "photo": photo, "overlay": overlay, "legend": legend, "background": share_text(shares.get("background", 0.0)) if "background" in shares else ""})
     more = len(paths) - MAX_PHOTOS
-    return {"shots": items, "skipped": skipped, "more": max(0, more), "folder": str(photos)}
+    return {"shots": items, "skipped": skipped, "more": max(0, more), "folder": str(photos),
+            "count": photos_count_text(len(items), len(paths), photos)}
+
+
+def photos_count_text(shown: int, total: int, folder: Path, limit: int | None = None) -> str:
+    """How many of the files in `--photos` the report shows, for the CLI line and the page:
+    "60 of 150 photos (the first 60 by name; `vocseg predict DIR` for all)" when the folder holds
+    more than `limit` (default `MAX_PHOTOS`) files, else "N photos". `shown`: the photos on the
+    page (files that are not images are listed as skipped instead); `total`: the files in `folder`."""
+    limit = MAX_PHOTOS if limit is None else limit
+    if total <= limit:
+        return f"{shown} photo{'' if shown == 1 else 's'}"
+    return f"{shown} of {total} photos (the first {limit} by name; `{command('predict', folder)}` for all)"
 
 
 def compare_section(run: Path, other: Path) -> dict[str, Any]:
@@ -413,7 +425,11 @@ def output_path(run: Path, out: Path | None) -> Path:
         path = path / REPORT_NAME
     from vocseg.files import check_may_write
 
-    check_may_write(path, option="-o", force_option=None)  # the one rule: new, or vocseg's and unchanged
+    # the one rule: new, or vocseg's and unchanged; without -o the message names the default, not an -o never given
+    if out is None:
+        check_may_write(path, option="the default output", force_option=None, another="another path with -o PATH")
+    else:
+        check_may_write(path, option="-o", force_option=None)
     return path
 
 
@@ -481,6 +497,7 @@ def build_report(run: Path, *, out: Path | None = None, photos: Path | None = No
         "gallery_classes": len(context["gallery"]["classes"]),
         "gallery_images": sum(len(c["entries"]) for c in context["gallery"]["classes"]),
         "photos": len(context["photos"]["shots"]) if context["photos"] else 0,
+        "photos_text": context["photos"]["count"] if context["photos"] else "0 photos",
         "bytes": len(html.encode("utf-8")),
         "seconds": timings,
         "evaluated": context["evaluated"],

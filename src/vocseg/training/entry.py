@@ -112,12 +112,14 @@ def start(launch: LaunchOptions, *, recipe: Recipe | None, config_file: Path | N
 
         owned_mkdir(experiment.work_dir, role="run")
     # Locked before anything is written: --work-dir may name a folder that is training right now.
-    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), _set_env(CHECKED_ENV):
+    # From the first file of the run folder on, a full disk, a killed loader worker or an interruption
+    # (Ctrl-C, SIGTERM) names the command that continues this folder (`vocseg train RUN/config.py`,
+    # `vocseg resume RUN`): the same `vocseg train` command line would start a new folder.
+    with run_lock(experiment.work_dir) if primary else contextlib.nullcontext(), _set_env(CHECKED_ENV), fault_context(experiment.work_dir, interruptions=True):
         config_path = start_run_on_this_node(experiment, primary)
         if primary:
             console.print(f"run folder: {shown(config_path.parent)}", soft_wrap=True)
-        with fault_context(config_path.parent):  # a full disk or a killed loader worker: one line, what is kept, how to go on
-            code = launch_training(config_path, launch_plan, launch, resume=False)
+        code = launch_training(config_path, launch_plan, launch, resume=False)
     return RunOutcome(config_path.parent, code)
 
 

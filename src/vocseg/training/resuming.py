@@ -279,23 +279,29 @@ def batch_change(saved_world: int, saved_batch: int, world: int, batch: int, con
     return ", ".join(parts) or "unchanged"
 
 
-def fault_context(run_dir: Path) -> FaultContext:
+def fault_context(run_dir: Path, *, interruptions: bool = False) -> FaultContext:
     """What a file-system fault or a dead loader worker during training leaves: the newest complete
     checkpoint (the one `last_checkpoint` names: a save cut short never replaces it) and the
-    command that continues (`vocseg resume RUN`, or `vocseg train RUN/config.py` before the first)."""
+    command that continues (`vocseg resume RUN`, or `vocseg train RUN/config.py` before the first,
+    which reuses RUN; nothing, i.e. the same command again, before config.py is written). With
+    `interruptions` (`vocseg train`, whose same command line would start a new folder), the same
+    command is what an interruption (Ctrl-C, SIGTERM) inside suggests; `vocseg resume` is
+    interrupted and run again as it is (its flags kept)."""
 
-    def kept() -> str:
+    def kept() -> str | None:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
-            return f"No checkpoint was written yet; {run_dir / CONFIG_NAME} is kept"
+            return f"No checkpoint was written yet; {run_dir / CONFIG_NAME} is kept" if (run_dir / CONFIG_NAME).is_file() else None
         return f"Run folder {run_dir} is consistent: checkpoint {ckpt.name} (the newest complete one) is intact"
 
     def next_command() -> str:
-        if latest_checkpoint(run_dir) is None:
+        if latest_checkpoint(run_dir) is not None:
+            return command("resume", run_dir)
+        if (run_dir / CONFIG_NAME).is_file():
             return command("train", run_dir / CONFIG_NAME)
-        return command("resume", run_dir)
+        return ""
 
-    return FaultContext(kept=kept, next_command=next_command, where=run_dir)
+    return FaultContext(kept=kept, next_command=next_command, where=run_dir, interruptions=interruptions)
 
 
 def commit_rescale(target: ResumeTarget) -> None:

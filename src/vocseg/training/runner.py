@@ -157,12 +157,17 @@ def train(config_path: Path, *, resume: bool = False, verbose: bool = False, res
 
 def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) -> Any:
     """A hand-edited config that MMEngine cannot build (a wrong argument, an unknown type) is the
-    user's to fix: one line naming it. --verbose keeps the traceback."""
+    user's to fix: one line naming it. --verbose keeps the traceback. A Ctrl-C or SIGTERM that a
+    library turned into its own error on the way (MMEngine formats the config inside a bare
+    `except:` and raises SyntaxError) is raised again as the interruption it was."""
     try:
         return build()
     except VocsegError:
         raise
     except Exception as exc:
+        interrupt = _interruption_behind(exc)
+        if interrupt is not None:
+            raise interrupt from None
         if verbose:
             raise
         text = str(exc).strip()
@@ -171,6 +176,19 @@ def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) 
             f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
             "Fix the config (or write one with `vocseg config`); `vocseg --verbose train ...` shows the traceback.",
         ) from None
+
+
+def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that `exc` was raised while
+    handling, if any (its `__cause__` / `__context__` chain, a few links deep)."""
+    seen = 0
+    link: BaseException | None = exc
+    while link is not None and seen < 8:
+        if isinstance(link, KeyboardInterrupt):
+            return link
+        link = link.__cause__ or link.__context__
+        seen += 1
+    return None
 
 
 def _close_process_group() -> None:
