@@ -94,7 +94,8 @@ def run(argv: list[str] | None = None, *, process_ends: bool = False) -> int:
     stops anything and the exit code stays the command's, also while the interpreter shuts down
     (`process_ends`, `main`): a success never ends as a silent 143."""
     with sigterm_as_interrupt(process_ends=process_ends) as sigterm:
-        return _run(argv, sigterm)
+        sigterm.exit_code = _run(argv, sigterm)
+        return sigterm.exit_code
 
 
 def _run(argv: list[str] | None, sigterm: sigterm_as_interrupt | None = None) -> int:

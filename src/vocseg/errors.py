@@ -222,9 +222,10 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
     A SIGTERM after the command's work is done (`finished()`: its outputs written, its success
     text printed) no longer interrupts: the command ends with its own exit code (0 after a
     success), as the work it was asked for is complete. With `process_ends` (the `vocseg`
-    executable, not a test calling `vocseg.cli.run`), SIGTERM stays ignored after the block, while
-    the interpreter shuts down (seconds after torch or onnxruntime), instead of killing the
-    process with exit code 143 and no line after a success."""
+    executable, not a test calling `vocseg.cli.run`), a SIGTERM after the block, while the
+    interpreter shuts down (seconds after torch or onnxruntime), ends the process at once with the
+    command's exit code (`exit_code`, set by the caller), instead of killing it with exit code 143
+    and no line after a success; a shutdown that hangs still ends on SIGTERM."""
 
     def __init__(self, *, process_ends: bool = False) -> None:
         self._pid = os.getpid()
@@ -232,10 +233,24 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
         self._installed = False
         self._finished = False
         self._process_ends = process_ends
+        self.exit_code = 0  # the command's, for a SIGTERM during shutdown (`process_ends`)
 
     def finished(self) -> None:
         """The command's work is done: a SIGTERM from now on is ignored (the exit code stays the command's)."""
         self._finished = True
+
+    def _exit_now(self, signum: int, frame: object) -> None:
+        """SIGTERM while the interpreter shuts down after the command: its exit code, at once."""
+        import sys
+
+        if os.getpid() != self._pid:
+            os._exit(128 + signum)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S112 - a closed or broken stream: nothing more to say
+                continue
+        os._exit(self.exit_code)
 
     def _handle(self, signum: int, frame: object) -> None:
         import signal
@@ -263,5 +278,5 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
         import signal
 
         if self._installed:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN if self._process_ends else self._previous)  # type: ignore[arg-type]
+            signal.signal(signal.SIGTERM, self._exit_now if self._process_ends else self._previous)  # type: ignore[arg-type]
             self._installed = False
