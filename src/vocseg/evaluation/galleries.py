@@ -245,16 +245,22 @@ def gallery_problem(doc: Any) -> str | None:
     return None
 
 
-def load_gallery_document(path: Path) -> dict[str, Any]:
-    """`<tag>_images.json` as written by `gallery_document`; a one-line VocsegError naming the file
-    when it cannot be read or has another shape (`gallery_problem`)."""
+def load_gallery_document(path: Path) -> dict[str, Any] | None:
+    """`<tag>_images.json` as written by `gallery_document`; None when no regular file is there
+    (missing, a link: never followed, a FIFO: never opened; `vocseg.files.read_regular`, the one
+    way an earlier output is read back); a one-line VocsegError naming the file when it cannot be
+    read or has another shape (`gallery_problem`)."""
     import json
 
     from vocseg.errors import VocsegError
+    from vocseg.files import read_regular
 
+    raw = read_regular(path)
+    if raw is None:
+        return None
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VocsegError(f"{path} cannot be read ({exc}).", "Run `vocseg eval` on the run again to rewrite it.") from None
     problem = gallery_problem(doc)
     if problem is not None:

@@ -264,14 +264,14 @@ def gallery_section(evals: list[SplitEval], limit_classes: int | None = None) ->
     if val is None:
         return {"note": "No val eval in the run's eval/ folder.", "classes": []}
     images_path = val.path.with_name(val.path.stem + IMAGES_SUFFIX)
-    if images_path.is_symlink() or not images_path.is_file():  # a link at an output name is never followed
-        return {"note": f"{val.path.name} was written without per-image statistics: run `{command('eval', val.path.parent.parent)}` again to compute the galleries.", "classes": []}
     from vocseg.evaluation.galleries import load_gallery_document
 
     try:
         doc = load_gallery_document(images_path)  # shape checked: a damaged file is a note naming it, not a traceback
     except VocsegError as exc:
         return {"note": str(exc), "classes": []}
+    if doc is None:  # none there, or a link (never followed) or a FIFO (never opened) at that name
+        return {"note": f"{val.path.name} was written without per-image statistics: run `{command('eval', val.path.parent.parent)}` again to compute the galleries.", "classes": []}
     classes = doc.get("classes", [])
     by_iou = {r["name"]: r["IoU"] for r in val.rows}
     order = sorted(doc.get("galleries", {}), key=lambda c: (by_iou.get(c) is None, by_iou.get(c) or 0.0))
