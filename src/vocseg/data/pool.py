@@ -43,6 +43,21 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="vocseg-parent-watch").start()
 
 
+class _StoppablePool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose `with` block, left by an exception (Ctrl-C, vocseg's
+    `Terminated` on SIGTERM, a failed job), cancels the jobs not yet started instead of waiting for
+    every submitted one (`ProcessPoolExecutor.__exit__` is `shutdown(wait=True)`): the command ends
+    within the time of the jobs already running. Their files stay complete (temporary name +
+    rename); a re-run converts or checks only what is missing."""
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is not None:
+            self.shutdown(wait=False, cancel_futures=True)
+            return False
+        return bool(super().__exit__(exc_type, exc, tb))
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A ProcessPoolExecutor of `workers` processes that exit when this process dies."""
-    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+    """A ProcessPoolExecutor of `workers` processes that exit when this process dies; leaving its
+    `with` block by an exception cancels the pending jobs (`_StoppablePool`)."""
+    return _StoppablePool(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
