@@ -313,7 +313,7 @@ def test_extraction_killed_anywhere_is_completed_by_the_next_run(tmp_path: Path)
         shutil.copy(source / DEMO_MARKER, ws / "data" / DEMO_MARKER)  # the demo's split sizes
 
     args: list[str | Path] = ["prepare", "--aug", "--data-root", tmp_path / "ws" / "data", "--from-dir", archives, "--workers", "1", "--md5", md5s[0], "--md5", md5s[1]]
-    points, _ = _killed_and_rerun_everywhere(tmp_path, fresh, args, ["data"])
+    points, _ = _killed_and_rerun_everywhere(tmp_path, fresh, args, ["data"], fork_server=True)  # no plain fork after threads of earlier tests
     assert points >= KILL_POINTS
 
 
