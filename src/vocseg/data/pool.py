@@ -5,7 +5,9 @@ its terminal closes), they keep converting or checking as orphans. Each worker h
 kernel for SIGKILL when its parent dies (Linux `prctl(PR_SET_PDEATHSIG)`), and also watches its
 parent's pid from a thread (other systems; and the case where the parent died before the worker
 set the signal). Workers write only through temporary names and renames, so a killed worker leaves
-no half file.
+no half file. An interruption of the parent (Ctrl-C, SIGTERM as vocseg's `Terminated`) leaving the
+pool's `with` block cancels the jobs not yet started: the command ends within the time of the jobs
+already running, not of every submitted one.
 """
 
 from __future__ import annotations
