@@ -226,3 +226,26 @@ def test_exportable_pooling_equals_adaptive_average_pooling() -> None:
         for pool, original in zip(wrapped.model.pools, (1, 2, 3, 6)):
             assert not isinstance(pool, nn.AdaptiveAvgPool2d)
             assert torch.allclose(pool(x), nn.functional.adaptive_avg_pool2d(x, original), atol=1e-6)
+
+
+def test_an_export_of_a_demo_model_keeps_the_demo_caveat(cli, exported: Path, trained_run: Path, demo_root: Path, tmp_path: Path) -> None:
+    """The tiny run trained on the demo data: its `.onnx` (metadata and sidecar) carries the caveat,
+    and predict with it says what predict with the run says (table title, overlay legend, predictions.json)."""
+    import onnx
+    from PIL import Image
+
+    from vocseg.runs.provenance import DEMO_CAVEAT
+
+    assert json.loads(Path(f"{exported}.json").read_text())["model_caveat"] == DEMO_CAVEAT
+    inside = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert json.loads(inside["vocseg"])["model_caveat"] == DEMO_CAVEAT  # the .onnx alone is enough
+    photo = val_images(demo_root)[0]
+    overlays = {}
+    for name, model in (("onnx", exported), ("pth", trained_run)):
+        r = cli("predict", photo, "-c", model, "-o", tmp_path / name)
+        assert r.code == 0, r.err
+        assert "demo model" in " ".join(r.out.split()), name
+        assert json.loads((tmp_path / name / "predictions.json").read_text())["images"][0]["model_caveat"] == DEMO_CAVEAT
+        (overlay,) = (tmp_path / name).glob("*_overlay.png")
+        overlays[name] = Image.open(overlay).size
+    assert overlays["onnx"] == overlays["pth"]  # the same legend, caveat lines included

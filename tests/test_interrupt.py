@@ -313,7 +313,7 @@ def test_extraction_killed_anywhere_is_completed_by_the_next_run(tmp_path: Path)
         shutil.copy(source / DEMO_MARKER, ws / "data" / DEMO_MARKER)  # the demo's split sizes
 
     args: list[str | Path] = ["prepare", "--aug", "--data-root", tmp_path / "ws" / "data", "--from-dir", archives, "--workers", "1", "--md5", md5s[0], "--md5", md5s[1]]
-    points, _ = _killed_and_rerun_everywhere(tmp_path, fresh, args, ["data"])
+    points, _ = _killed_and_rerun_everywhere(tmp_path, fresh, args, ["data"], fork_server=True)  # no plain fork after threads of earlier tests
     assert points >= KILL_POINTS
 
 
@@ -513,3 +513,85 @@ def test_an_interruption_a_library_turned_into_its_own_error_stays_an_interrupti
 
     with pytest.raises(Terminated):
         _config_errors_in_one_line(tmp_path / "config.py", build, verbose=False)
+
+
+# ---------------------------------------------------------------- SIGTERM during the SBD conversion pool
+
+
+def test_sigterm_during_sbd_conversion_cancels_the_pending_jobs(tmp_path: Path) -> None:
+    """`prepare --aug --workers 2` on a demo whose SBD labels are not converted yet, SIGTERMed while
+    both workers are busy: the jobs not yet started are cancelled (not waited for), so fewer labels
+    than all are converted; one line, exit 143; the next run converts the rest.
+
+    Deterministic without timing: one `.mat` in each of the first two jobs is a FIFO, so each worker
+    blocks on it. The FIFOs are released (then put back as their `.mat`) only once the command has
+    printed its stop line, i.e. after it cancelled the pending jobs; without the cancellation it
+    would go on converting every job."""
+    import errno
+    import threading
+    import time
+
+    from vocseg.data.demo import write_demo_dataset
+    from vocseg.data.sbd import _chunks
+    from vocseg.data.voc import SBD_SUBDIR, VOC_SUBDIR
+
+    root = tmp_path / "data"
+    write_demo_dataset(root, n_train=2, n_val=2, n_sbd_only=40)
+    cls_dir, out_dir = root / SBD_SUBDIR / "cls", root / VOC_SUBDIR / "SegmentationClassAug"
+    names = sorted(p.name for p in cls_dir.glob("*.mat"))
+    chunks = _chunks(names, 2)
+    assert len(chunks) >= 8  # 2 running + at most 3 queued in the pool's call queue: the rest are pending
+    blockers = [cls_dir / chunks[0][-1], cls_dir / chunks[1][-1]]
+    saved = {p: p.read_bytes() for p in blockers}
+    for path in blockers:
+        path.unlink()
+        os.mkfifo(path)
+    args = ["prepare", "--aug", "--data-root", str(root), "--workers", "2"]
+    lines: list[str] = []
+    proc = subprocess.Popen([sys.executable, "-m", "vocseg.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not any(out_dir.glob("*.png")):
+            time.sleep(0.05)  # a worker has started converting
+        proc.send_signal(signal.SIGTERM)
+        stopped = threading.Event()
+
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                if "stopped by SIGTERM" in line:
+                    stopped.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        # The stop line comes once the pending jobs are cancelled. Without the cancellation it never
+        # comes while the workers are blocked: the wait is only a guard against a hang, never an
+        # assertion (the FIFOs are released either way and the count below decides).
+        stopped.wait(timeout=300)
+        released: set[Path] = set()
+        while proc.poll() is None and len(released) < len(blockers):  # let each blocked worker read an empty file
+            for path in set(blockers) - released:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                    released.add(path)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: no reader (yet)
+                        raise
+            time.sleep(0.05)
+        proc.wait(timeout=600)
+        reader.join(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, "".join(lines)
+    assert len(lines) == 1 and "Traceback" not in lines[0] and "again to finish" in lines[0], lines
+    converted = len(list(out_dir.glob("*.png")))
+    assert 0 < converted < len(names) - len(blockers), converted
+    assert temporary_files(out_dir) == []
+    for path, data in saved.items():
+        path.unlink()
+        path.write_bytes(data)
+    again = _vocseg(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(list(out_dir.glob("*.png"))) == len(names) and temporary_files(root) == []

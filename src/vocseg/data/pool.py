@@ -5,7 +5,9 @@ its terminal closes), they keep converting or checking as orphans. Each worker h
 kernel for SIGKILL when its parent dies (Linux `prctl(PR_SET_PDEATHSIG)`), and also watches its
 parent's pid from a thread (other systems; and the case where the parent died before the worker
 set the signal). Workers write only through temporary names and renames, so a killed worker leaves
-no half file.
+no half file. An interruption of the parent (Ctrl-C, SIGTERM as vocseg's `Terminated`) leaving the
+pool's `with` block cancels the jobs not yet started: the command ends within the time of the jobs
+already running, not of every submitted one.
 """
 
 from __future__ import annotations
@@ -43,6 +45,21 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="vocseg-parent-watch").start()
 
 
+class _StoppablePool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose `with` block, left by an exception (Ctrl-C, vocseg's
+    `Terminated` on SIGTERM, a failed job), cancels the jobs not yet started instead of waiting for
+    every submitted one (`ProcessPoolExecutor.__exit__` is `shutdown(wait=True)`): the command ends
+    within the time of the jobs already running. Their files stay complete (temporary name +
+    rename); a re-run converts or checks only what is missing."""
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is not None:
+            self.shutdown(wait=False, cancel_futures=True)
+            return False
+        return bool(super().__exit__(exc_type, exc, tb))
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A ProcessPoolExecutor of `workers` processes that exit when this process dies."""
-    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))
+    """A ProcessPoolExecutor of `workers` processes that exit when this process dies; leaving its
+    `with` block by an exception cancels the pending jobs (`_StoppablePool`)."""
+    return _StoppablePool(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),))

@@ -146,9 +146,14 @@ def preprocessing_of(cfg: Any) -> dict[str, Any]:
     }
 
 
-def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -> dict[str, Any]:
-    """The metadata stored in the model (metadata_props["vocseg"]) and, with the parity figures, beside it."""
+def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any], demo: bool = False) -> dict[str, Any]:
+    """The metadata stored in the model (metadata_props["vocseg"]) and, with the parity figures, beside it.
+
+    `demo`: the model was trained on vocseg's synthetic demo data (`vocseg.runs.provenance.trained_on_demo`);
+    then `model_caveat` says so (`DEMO_CAVEAT`), and `vocseg predict` with the `.onnx` shows the same
+    note as with the run (table title, overlay legend, predictions.json)."""
     from vocseg import __version__
+    from vocseg.runs.provenance import DEMO_CAVEAT
 
     spec = active_dataset()  # the run's dataset: set when its model was loaded
     classes = list(spec.classes) if num_classes == spec.num_classes else [f"class_{i}" for i in range(num_classes)]
@@ -178,6 +183,7 @@ def describe(pre: dict[str, Any], *, num_classes: int, source: dict[str, Any]) -
         "opset": OPSET,
         "inference": "whole image (mmseg EncoderDecoder.encode_decode)",
         "source": source,
+        **({"model_caveat": DEMO_CAVEAT} if demo else {}),
     }
 
 
@@ -285,7 +291,9 @@ def export_model(
     model.test_cfg = ConfigDict(mode="whole")  # the graph is whole-image inference; so is its reference
     num_classes = int(model.decode_head.num_classes)
     source = {"target": str(target), "checkpoint": str(checkpoint), "checkpoint_sha256": hash_of(checkpoint, "sha256"), "config": str(config or (run / "config.py" if run else ""))}
-    metadata = describe(pre, num_classes=num_classes, source=source)
+    from vocseg.runs.provenance import trained_on_demo
+
+    metadata = describe(pre, num_classes=num_classes, source=source, demo=trained_on_demo(run, cfg))
 
     scale = pre["resize"]["scale"] if pre["resize"] else [512, 512]
     sample_hw = (min(scale), min(scale)) if pre["resize"] else (512, 512)

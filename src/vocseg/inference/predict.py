@@ -167,7 +167,12 @@ def predict(
 
 
 def model_trained_on_demo(model: Segmenter) -> bool:
-    """True for a model from a run (or a checkpoint whose config) trained on the demo data's root (its marker)."""
+    """True for a model from a run (or a checkpoint whose config) trained on the demo data's root (its
+    marker), or an exported `.onnx` whose metadata carries the demo caveat (`model_caveat`, written by
+    `vocseg export` from the same test)."""
+    metadata = getattr(model, "metadata", None)
+    if isinstance(metadata, dict) and metadata.get("model_caveat"):
+        return True
     return trained_on_demo(getattr(model, "run", None), getattr(getattr(model, "model", None), "cfg", None))
 
 
