@@ -497,6 +497,11 @@ def test_sigterm_after_the_work_is_done_keeps_the_exit_code() -> None:
     late = "import atexit, os, signal, sys; atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM)); from vocseg.cli import main; sys.argv = ['vocseg', '--version']; main()"
     result = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("vocseg "), (result.returncode, result.stdout, result.stderr)
+    # A command that failed with an exception (a traceback) and is then SIGTERMed while the process
+    # shuts down is still a failure, never exit 0.
+    crashed = "import atexit, os, signal, sys; atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM)); import vocseg.cli as c; c._run = lambda *a, **k: 1 / 0; c.main()"
+    result = subprocess.run([sys.executable, "-c", crashed], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, (result.returncode, result.stdout, result.stderr)
 
 
 def test_an_interruption_a_library_turned_into_its_own_error_stays_an_interruption(tmp_path: Path) -> None:
@@ -523,10 +528,12 @@ def test_sigterm_during_sbd_conversion_cancels_the_pending_jobs(tmp_path: Path) 
     both workers are busy: the jobs not yet started are cancelled (not waited for), so fewer labels
     than all are converted; one line, exit 143; the next run converts the rest.
 
-    Deterministic without timing: one `.mat` in each of the first two jobs is a FIFO, so each worker
-    blocks on it. The FIFOs are released (then put back as their `.mat`) only once the command has
-    printed its stop line, i.e. after it cancelled the pending jobs; without the cancellation it
-    would go on converting every job."""
+    One `.mat` in each of the first two jobs is a FIFO, so each worker blocks on it. The FIFOs are
+    released (then put back as their `.mat`) once the command's main thread has taken the signal
+    (no longer pending in /proc) and half a second more (the handler raises at once: the pending
+    jobs are cancelled within microseconds); the command waits for the two running jobs (so its
+    lock and its line are true), not for the rest. Without the cancellation it would go on
+    converting every job."""
     import errno
     import threading
     import time
@@ -549,10 +556,24 @@ def test_sigterm_during_sbd_conversion_cancels_the_pending_jobs(tmp_path: Path) 
     args = ["prepare", "--aug", "--data-root", str(root), "--workers", "2"]
     lines: list[str] = []
     proc = subprocess.Popen([sys.executable, "-m", "vocseg.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def signal_pending(pid: int) -> bool:
+        """SIGTERM still pending for the process or its main thread (bit 15 of SigPnd/ShdPnd)."""
+        try:
+            status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+        except OSError:
+            return False
+        masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+        return any(mask & (1 << (signal.SIGTERM - 1)) for mask in masks)
+
     try:
-        while proc.poll() is None and not any(out_dir.glob("*.png")):
+        deadline = time.monotonic() + 300  # a guard against a hang, never an assertion on time
+        while proc.poll() is None and not any(out_dir.glob("*.png")) and time.monotonic() < deadline:
             time.sleep(0.05)  # a worker has started converting
+        assert any(out_dir.glob("*.png")), "no label converted: the command did not start its workers"
         proc.send_signal(signal.SIGTERM)
+        while proc.poll() is None and signal_pending(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
         stopped = threading.Event()
 
         def read_stderr() -> None:
@@ -564,12 +585,8 @@ def test_sigterm_during_sbd_conversion_cancels_the_pending_jobs(tmp_path: Path) 
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
-        # The stop line comes once the pending jobs are cancelled. Without the cancellation it never
-        # comes while the workers are blocked: the wait is only a guard against a hang, never an
-        # assertion (the FIFOs are released either way and the count below decides).
-        stopped.wait(timeout=300)
         released: set[Path] = set()
-        while proc.poll() is None and len(released) < len(blockers):  # let each blocked worker read an empty file
+        while proc.poll() is None and len(released) < len(blockers) and time.monotonic() < deadline:  # let each blocked worker read an empty file
             for path in set(blockers) - released:
                 try:
                     os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
@@ -578,7 +595,8 @@ def test_sigterm_during_sbd_conversion_cancels_the_pending_jobs(tmp_path: Path) 
                     if exc.errno != errno.ENXIO:  # ENXIO: no reader (yet)
                         raise
             time.sleep(0.05)
-        proc.wait(timeout=600)
+        stopped.wait(timeout=300)  # the line comes once the two running jobs ended: a guard, not an assertion
+        proc.wait(timeout=300)
         reader.join(timeout=60)
     finally:
         if proc.poll() is None:

@@ -233,7 +233,7 @@ class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like cont
         self._installed = False
         self._finished = False
         self._process_ends = process_ends
-        self.exit_code = 0  # the command's, for a SIGTERM during shutdown (`process_ends`)
+        self.exit_code = 1  # the command's, for a SIGTERM during shutdown (`process_ends`): set when it returns; an exception escaping it is a failure
 
     def finished(self) -> None:
         """The command's work is done: a SIGTERM from now on is ignored (the exit code stays the command's)."""

@@ -6,8 +6,9 @@ kernel for SIGKILL when its parent dies (Linux `prctl(PR_SET_PDEATHSIG)`), and a
 parent's pid from a thread (other systems; and the case where the parent died before the worker
 set the signal). Workers write only through temporary names and renames, so a killed worker leaves
 no half file. An interruption of the parent (Ctrl-C, SIGTERM as vocseg's `Terminated`) leaving the
-pool's `with` block cancels the jobs not yet started: the command ends within the time of the jobs
-already running, not of every submitted one.
+pool's `with` block cancels the jobs not yet handed to a worker and waits for the others (at most
+workers + 1): the command ends within the time of those, not of every submitted one, and only
+once no worker writes any more.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ class _StoppablePool(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose `with` block, left by an exception (Ctrl-C, vocseg's
     `Terminated` on SIGTERM, a failed job), cancels the jobs not yet started instead of waiting for
     every submitted one (`ProcessPoolExecutor.__exit__` is `shutdown(wait=True)`): the command ends
-    within the time of the jobs already running. Their files stay complete (temporary name +
+    within the time of the jobs already handed to a worker (at most workers + 1), which it waits for. Their files stay complete (temporary name +
     rename); a re-run converts or checks only what is missing."""
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is not None:
-            self.shutdown(wait=False, cancel_futures=True)
+            # Wait for the jobs already handed to a worker (at most workers + 1): until they end,
+            # their files are being written, so the command's lock and its "no half-written file"
+            # line must wait for them; only the ones never started are dropped.
+            self.shutdown(wait=True, cancel_futures=True)
             return False
         return bool(super().__exit__(exc_type, exc, tb))
 
