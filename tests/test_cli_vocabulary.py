@@ -141,6 +141,8 @@ def test_help_shows_placeholders_not_type_names(cli, name: str) -> None:
     r = cli(name, "--help")
     assert r.code == 0, r.err
     assert not re.search(r"<(int|float|path|str|list\[)", r.out), r.out
+    usage = r.out.splitlines()[0]  # positional arguments by what they are (RUN, CONFIG, MODEL), never a Python name
+    assert not re.search(r"\[[a-z_]+\]|\b[a-z]+_[a-z_]+\b", usage.split("[OPTIONS]", 1)[-1]), usage
     docs = DOCS.read_text()
     for opt, placeholder in re.findall(r"^\s+(?:-\w, )?(--[\w-]+) ([A-Z][\w=.]*)\b", r.out, flags=re.M):
         if placeholder in ("N", "X", "PATH", "TEXT"):

@@ -219,13 +219,13 @@ def test_report_of_a_tiny_run(cli, report_run: Path, demo_root: Path, tmp_path: 
 def test_report_says_how_many_photos_it_left_out(cli, report_run: Path, demo_root: Path, tmp_path: Path, one_thread: None,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Trial 2, item 3: more files in --photos than the report shows (the limit lowered to 1 here):
-    the CLI line and the page say "1 of 3 photos (the first 1 by name; `vocseg predict DIR` for all)",
+    the CLI line and the page say "1 of 3 photos (the first 1 by name; `vocseg predict DIR -c RUN` for all)",
     and --help names the limit."""
     import vocseg.reports.report
     from vocseg.reports.report import MAX_PHOTOS, photos_count_text
 
-    assert photos_count_text(60, 150, Path("many")) == "60 of 150 photos (the first 60 by name; `vocseg predict many` for all)"
-    assert photos_count_text(2, 2, Path("few")) == "2 photos"
+    assert photos_count_text(60, 150, Path("many"), Path("run")) == "60 of 150 photos (the first 60 by name; `vocseg predict many -c run` for all)"
+    assert photos_count_text(2, 2, Path("few"), Path("run")) == "2 photos"
     help_text = " ".join(cli("report", "--help").out.split())
     assert f"at most {MAX_PHOTOS}, the first by name" in help_text
     photos = tmp_path / "photos"
@@ -235,7 +235,7 @@ def test_report_says_how_many_photos_it_left_out(cli, report_run: Path, demo_roo
     monkeypatch.setattr(vocseg.reports.report, "MAX_PHOTOS", 1)
     r = cli("report", report_run, "--photos", photos, "-o", tmp_path / "r.html")
     assert r.code == 0, r.err
-    said = f"1 of 3 photos (the first 1 by name; `vocseg predict {photos}` for all)"
+    said = f"1 of 3 photos (the first 1 by name; `vocseg predict {photos} -c {report_run}` for all)"
     assert said in " ".join(r.out.split())
     html = (tmp_path / "r.html").read_text()
     assert html.count('class="photo-img"') == 2 and said in html

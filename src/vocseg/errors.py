@@ -197,19 +197,26 @@ class Terminated(KeyboardInterrupt):
 _TERMINATED = [False]  # set by the SIGTERM handler: click may hand back only Exit(130)'s code
 
 
+def interruption_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that `exc` is or was raised while
+    handling (its `__cause__` / `__context__` chain, 8 links deep), else None: a library that
+    catches everything (MMEngine's config formatting, click) turns an interruption into its own error."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
     """143 when the stop was a SIGTERM (`exc`, or what caused it, is `Terminated`: click turns a
     KeyboardInterrupt into Abort / Exit(130); or the handler fired during this command), else 130
     (Ctrl-C)."""
     if _TERMINATED[0]:
         return 143
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, Terminated):
-            return 143
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return 130
+    return 143 if isinstance(interruption_behind(exc), Terminated) else 130
 
 
 class sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like contextlib's

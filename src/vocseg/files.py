@@ -362,6 +362,15 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def output_named_by(option: str | None) -> dict[str, str]:
+    """`check_may_write`'s wording for an output path: chosen with `option` (e.g. "-o"), or, with
+    None, the command's default path (the message says "the default output" and how to choose
+    another with -o, never an -o the user did not give)."""
+    if option:
+        return {"option": option}
+    return {"option": "the default output", "another": "another path with -o PATH"}
+
+
 def check_may_write(
     path: str | Path,
     *,

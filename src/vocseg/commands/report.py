@@ -15,9 +15,9 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    run: Annotated[Optional[Path], typer.Argument(help="A run folder (written by `vocseg train`; default: the newest trained run under runs/).", show_default=False)] = None,
+    run: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="A run folder (written by `vocseg train`; default: the newest trained run under runs/).", show_default=False)] = None,
     out: Annotated[Optional[Path], out_option("Write the page here (default: RUN/report.html).")] = None,
-    photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added (at most 60, the first by name; `vocseg predict DIR` predicts them all).")] = None,
+    photos: Annotated[Optional[Path], typer.Option("--photos", help="A folder of your own photos: the model's predictions on them are added (at most 60, the first by name; `vocseg predict DIR -c RUN` for all).")] = None,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Another run folder, eval JSON or file of runs, shown side by side as `vocseg compare` does.")] = None,
     log: LogOpt = False,
 ) -> None:

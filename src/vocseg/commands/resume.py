@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def resume(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="The run folder (default: the newest under runs/).", show_default=False)] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="The run folder (default: the newest under runs/).", show_default=False)] = None,
     log: LogOpt = False,
     rescale_lr: Annotated[bool, typer.Option("--rescale-lr", help="Allow another total batch than the checkpoint was trained with (another number of GPUs/processes, "
                                              "or batch_size edited in config.py): the LR schedule is rescaled linearly to the new total batch "

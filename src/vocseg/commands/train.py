@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 @with_recipe_options
 def train(
     flags: dict[str, Any],
-    config_file: Annotated[Optional[Path], typer.Argument(help="A config written by `vocseg config` (flags then only pick --work-dir).", show_default=False)] = None,
+    config_file: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="A config written by `vocseg config` (flags then only pick --work-dir).", show_default=False)] = None,
     log: LogOpt = False,
     nnodes: NnodesOpt = 1,
     node_rank: NodeRankOpt = 0,

@@ -101,16 +101,17 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def check_output(path: Path, *, force: bool) -> bool:
-    """Refuse to write over a file vocseg did not write (unless `force`); return whether one is replaced."""
+def check_output(path: Path, *, force: bool, given: bool = True) -> bool:
+    """Refuse to write over a file vocseg did not write (unless `force`); return whether one is
+    replaced. `given`: the path came with -o (else it is the default, RUN/<checkpoint>.onnx)."""
     if path.suffix.lower() != ".onnx":
         raise VocsegError(f"-o {path}: an ONNX model's file name ends in .onnx.", f"Pass -o {path.with_suffix('.onnx').name} (vocseg predict recognises models by it).")
     if path.is_dir():
         raise VocsegError(f"-o {path} is a folder.", "Pass a file name, e.g. -o model.onnx.")
-    from vocseg.files import check_may_write
+    from vocseg.files import check_may_write, output_named_by
 
     for file in (path, sidecar_of(path)):  # the one rule: new, or vocseg's and unchanged, or --force on a user's regular file
-        check_may_write(file, force=force, option="-o")
+        check_may_write(file, force=force, **output_named_by("-o" if given else None))
     return path.exists()
 
 
@@ -281,7 +282,7 @@ def export_model(
 
     checkpoint, run, cfg = load_run_config(target, config)
     path = (output or default_output(target, checkpoint, run)).expanduser()
-    replaced = check_output(path, force=force)
+    replaced = check_output(path, force=force, given=output is not None)
     pre = preprocessing_of(cfg)
     images = check_images_of(cfg, check_images or [], check_count)
 

@@ -119,7 +119,7 @@ def ensure_val_eval(run: Path, *, verbose: bool = False) -> None:
 
     evaluation = evaluate(run, split="val", verbose=verbose)
     evaluation.result.extra[EVALUATED_BY] = "vocseg report"
-    save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the same files as `vocseg eval RUN`
+    save_outputs(evaluation.result, evaluation.out_dir, evaluation.tag)  # the files of `vocseg eval RUN` (the JSON also says who computed it)
 
 
 def evaluated_by_report(evals: list[SplitEval]) -> str:
@@ -379,18 +379,19 @@ def photos_section(run: Path, photos: Path) -> dict[str, Any]:
         items.append({"name": path.name, "photo": photo, "overlay": overlay, "legend": legend, "background": share_text(shares.get("background", 0.0)) if "background" in shares else ""})
     more = len(paths) - MAX_PHOTOS
     return {"shots": items, "skipped": skipped, "more": max(0, more), "folder": str(photos),
-            "count": photos_count_text(len(items), len(paths), photos)}
+            "count": photos_count_text(len(items), len(paths), photos, run)}
 
 
-def photos_count_text(shown: int, total: int, folder: Path, limit: int | None = None) -> str:
+def photos_count_text(shown: int, total: int, folder: Path, run: Path, limit: int | None = None) -> str:
     """How many of the files in `--photos` the report shows, for the CLI line and the page:
-    "60 of 150 photos (the first 60 by name; `vocseg predict DIR` for all)" when the folder holds
-    more than `limit` (default `MAX_PHOTOS`) files, else "N photos". `shown`: the photos on the
-    page (files that are not images are listed as skipped instead); `total`: the files in `folder`."""
+    "60 of 150 photos (the first 60 by name; `vocseg predict DIR -c RUN` for all)" when the folder
+    holds more than `limit` (default `MAX_PHOTOS`) files, else "N photos". `shown`: the photos on
+    the page (files that are not images are listed as skipped instead); `total`: the files in
+    `folder`; `run`: the reported run (predict without -c would take the newest run instead)."""
     limit = MAX_PHOTOS if limit is None else limit
     if total <= limit:
         return f"{shown} photo{'' if shown == 1 else 's'}"
-    return f"{shown} of {total} photos (the first {limit} by name; `{command('predict', folder)}` for all)"
+    return f"{shown} of {total} photos (the first {limit} by name; `{command('predict', folder, '-c', run)}` for all)"
 
 
 def compare_section(run: Path, other: Path) -> dict[str, Any]:
@@ -423,13 +424,10 @@ def output_path(run: Path, out: Path | None) -> Path:
     path = out if out is not None else run / REPORT_NAME
     if path.is_dir():
         path = path / REPORT_NAME
-    from vocseg.files import check_may_write
+    from vocseg.files import check_may_write, output_named_by
 
     # the one rule: new, or vocseg's and unchanged; without -o the message names the default, not an -o never given
-    if out is None:
-        check_may_write(path, option="the default output", force_option=None, another="another path with -o PATH")
-    else:
-        check_may_write(path, option="-o", force_option=None)
+    check_may_write(path, force_option=None, **output_named_by("-o" if out is not None else None))
     return path
 
 

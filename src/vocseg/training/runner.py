@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vocseg.console import quiet_stdout
-from vocseg.errors import VocsegError
+from vocseg.errors import VocsegError, interruption_behind
 from vocseg.recipe.mmconfig import COLLECT_DIR
 from vocseg.runs.folders import latest_checkpoint
 from vocseg.stack.instance_names import unique_instance_names
@@ -165,7 +165,7 @@ def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) 
     except VocsegError:
         raise
     except Exception as exc:
-        interrupt = _interruption_behind(exc)
+        interrupt = interruption_behind(exc)
         if interrupt is not None:
             raise interrupt from None
         if verbose:
@@ -176,19 +176,6 @@ def _config_errors_in_one_line(config_path: Path, build: Any, *, verbose: bool) 
             f"Cannot build the training run from {config_path}: {type(exc).__name__}: {first}.",
             "Fix the config (or write one with `vocseg config`); `vocseg --verbose train ...` shows the traceback.",
         ) from None
-
-
-def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that `exc` was raised while
-    handling, if any (its `__cause__` / `__context__` chain, a few links deep)."""
-    seen = 0
-    link: BaseException | None = exc
-    while link is not None and seen < 8:
-        if isinstance(link, KeyboardInterrupt):
-            return link
-        link = link.__cause__ or link.__context__
-        seen += 1
-    return None
 
 
 def _close_process_group() -> None:
