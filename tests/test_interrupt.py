@@ -456,13 +456,18 @@ def test_sigterm_prints_one_line_exits_143_and_the_next_run_finishes(command: st
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop_at", ["launch", "runner"])
 def test_train_stopped_before_its_first_checkpoint_names_the_command_that_reuses_its_folder(
-    cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
 ) -> None:
     """Trial 2, item 1: a SIGTERM as the training starts (config.py and recipe.json written, no
     checkpoint yet): the line suggests `vocseg train RUN/config.py` (as `vocseg resume RUN` does),
     not the same `train ... --name early` again, which would start a new folder early-2; that
-    command then trains RUN itself."""
+    command then trains RUN itself. `runner`: stopped inside MMEngine's Runner, after it created
+    its timestamped log folder in RUN (trial 3, item 1: that folder, unrecorded, made the
+    suggested command refuse RUN as holding the user's files)."""
+    import mmengine.runner
+
     import vocseg.training.launch
     from tests.helpers import TINY_TRAIN
 
@@ -470,10 +475,18 @@ def test_train_stopped_before_its_first_checkpoint_names_the_command_that_reuses
         os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated here, in the main thread
         raise AssertionError("SIGTERM did not stop the command")
 
+    def sigterm_after_the_log_folder(self: object, *args: object, **kwargs: object) -> object:
+        assert Path(self.log_dir).is_dir()  # type: ignore[attr-defined]
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "early"
     with monkeypatch.context() as patched:
-        patched.setattr(vocseg.training.launch, "launch_training", sigterm_at_launch)
+        if stop_at == "launch":
+            patched.setattr(vocseg.training.launch, "launch_training", sigterm_at_launch)
+        else:
+            patched.setattr(mmengine.runner.Runner, "build_logger", sigterm_after_the_log_folder)
         stopped = cli("train", "--data-root", demo_root, *TINY_TRAIN, "--iters", "2", "--val-interval", "2", "--name", "early")
     line = " ".join(stopped.err.split())
     assert stopped.code == 143 and "Traceback" not in stopped.err, stopped.err

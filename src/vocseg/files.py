@@ -25,6 +25,10 @@ point (SIGKILL included) leaves a record that is true:
     {"d": ".", "r": ROLE}                         vocseg created this folder (recorded inside the folder
                                                   itself, so the folder it was created in, e.g. the
                                                   current folder, gets no record)
+    {"d": NAME, "r": ROLE}                        vocseg is about to create the folder NAME here (only in
+                                                  a folder that already has a record: a run folder, a
+                                                  results folder), so that a kill between the mkdir
+                                                  and the folder's own line leaves a true record
     {"x": NAME}                                   NAME (file, folder or temporary) is gone
 
 A half-written last line (a kill inside `write`) is ignored. `ROLE` says who wrote the file
@@ -273,7 +277,7 @@ def recorded(path: str | Path, role: str | None = None) -> bool:
     except OSError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        made = folder_record(target).dirs.get(".")
+        made = folder_record(target).dirs.get(".") or record.dirs.get(target.name)
         return made is not None and (role is None or made == role)
     entry = record.files.get(target.name)
     if entry is None or (role is not None and entry[0] != role):
@@ -529,9 +533,16 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
             raise FileExistsError(errno.EEXIST, "exists", str(target))
         break
     for folder in reversed(missing):
+        # Noted first in the folder it is made in, where that folder has a record already (no new
+        # record file in a folder of the user's): a kill right after the mkdir leaves it vocseg's.
+        intent = os.path.lexists(folder.parent / RECORD_NAME)
+        if intent:
+            _append(folder.parent, {"d": folder.name, "r": role})
         try:
             os.mkdir(folder)
         except FileExistsError:
+            if intent:  # another process made it meanwhile: not ours
+                _append(folder.parent, {"x": folder.name})
             if folder == target and not exist_ok:
                 raise
             if not folder.is_dir() or folder.is_symlink():
@@ -539,6 +550,21 @@ def owned_mkdir(path: str | Path, *, root: str | Path | None = None, role: str =
             continue
         _append(folder, {"d": ".", "r": role})
     return target
+
+
+def record_folder_made_here(path: str | Path, role: str = "output") -> None:
+    """Note, before another library creates it, a folder it will create for vocseg inside a folder
+    that has a record (MMEngine's timestamped log folder in a run folder): a kill between its mkdir
+    and `record_folder` then leaves it vocseg's."""
+    target = Path(os.path.abspath(path))
+    if os.path.lexists(target.parent / RECORD_NAME) and not os.path.lexists(target) and target.name not in folder_record(target.parent).dirs:
+        _append(target.parent, {"d": target.name, "r": role})
+
+
+def _forget_in_parent(folder: Path) -> None:
+    """After a folder vocseg made is removed: its note in the folder above, if any, goes too."""
+    if folder.name in folder_record(folder.parent).dirs:
+        _append(folder.parent, {"x": folder.name})
 
 
 def _new_temp(target: Path) -> tuple[Path, int]:
@@ -692,6 +718,7 @@ def owned_delete(path: str | Path, *, missing_ok: bool = True) -> bool:
                 os.unlink(target / own)
         _CACHE.pop(target, None)
         os.rmdir(target)
+        _forget_in_parent(target)
     else:
         os.unlink(target)
         _append(target.parent, {"x": target.name})
@@ -717,6 +744,7 @@ def owned_rmtree(path: str | Path) -> list[Path]:
                 kept += owned_rmtree(child)
             elif entry.is_dir(follow_symlinks=False) and not os.listdir(child):
                 os.rmdir(child)  # empty: made by a command killed before it recorded it (nothing to lose)
+                _forget_in_parent(child)
             elif may_delete(child):
                 os.unlink(child)
                 _append(target, {"x": entry.name})
@@ -731,6 +759,7 @@ def owned_rmtree(path: str | Path) -> list[Path]:
                 pass
         _CACHE.pop(target, None)
         os.rmdir(target)
+        _forget_in_parent(target)
         return kept
     if may_delete(target):
         os.unlink(target)

@@ -327,6 +327,14 @@ def run_test(target: str | Path, checkpoint: Path, run: Path | None, cfg: Any, l
     from mmengine.runner import Runner as MMEngineRunner
 
     class Runner(MMEngineRunner):
+        def setup_env(self, env_cfg: Any) -> None:
+            """MMEngine's, then its timestamped log folder noted in the results folder's record
+            before MMEngine creates it (right after this): a kill in between leaves it vocseg's."""
+            super().setup_env(env_cfg)
+            from vocseg.files import record_folder_made_here
+
+            record_folder_made_here(Path(self._work_dir) / self._timestamp)
+
         def dump_config(self) -> None:
             """MMEngine's copy of the config, written through `vocseg.files` (recorded before it is
             renamed into place: a kill never leaves a copy the next run calls the user's)."""

@@ -113,6 +113,18 @@ def build_runner(
     warnings.filterwarnings("ignore", message=".*broadcast_buffers.*deprecated.*")
     # MMLogger binds sys.stdout when it is created: route it away unless asked for.
     class VocsegRunner(Runner):
+        def setup_env(self, env_cfg: Any) -> None:
+            """MMEngine's, then its timestamped log folder noted in the run folder's record before
+            MMEngine creates it (right after this): a run stopped before its first checkpoint then
+            holds only vocseg's entries, and `vocseg train RUN/config.py` continues it."""
+            super().setup_env(env_cfg)
+            from mmengine.dist import is_main_process
+
+            from vocseg.files import record_folder_made_here
+
+            if is_main_process():
+                record_folder_made_here(Path(self._work_dir) / self._timestamp, role="run")
+
         def dump_config(self) -> None:
             """Keep vocseg's config.py as written: MMEngine would overwrite it with runtime settings
             (resume, load_from, launcher). The effective config still goes to the log folder
