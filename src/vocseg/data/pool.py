@@ -48,10 +48,10 @@ def die_with_parent(parent: int) -> None:
 
 class _StoppablePool(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose `with` block, left by an exception (Ctrl-C, vocseg's
-    `Terminated` on SIGTERM, a failed job), cancels the jobs not yet started instead of waiting for
-    every submitted one (`ProcessPoolExecutor.__exit__` is `shutdown(wait=True)`): the command ends
-    within the time of the jobs already handed to a worker (at most workers + 1), which it waits for. Their files stay complete (temporary name +
-    rename); a re-run converts or checks only what is missing."""
+    `Terminated` on SIGTERM, a failed job), cancels the jobs not yet handed to a worker and waits
+    only for those that were (at most workers + 1), instead of every submitted one
+    (`ProcessPoolExecutor.__exit__` waits for all): the command ends within their time. Their
+    files stay complete (temporary name + rename); a re-run converts or checks only what is missing."""
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         if exc_type is not None:
