@@ -166,6 +166,12 @@ def batch_of(training: bool) -> int:
     return BATCH if training else 1
 
 
+CLOCK = time.process_time
+"""CPU seconds of this process (all its threads), not wall time: the figure is CPU work per core,
+and a shared machine's other jobs then slow neither path's clock (what they still change, cache
+and memory bandwidth, the interleaving spreads over both)."""
+
+
 def one_thread() -> None:
     import cv2
     import torch
@@ -178,11 +184,11 @@ def time_path(dataset: Any, preprocessor: Any, indices: list[int], batch: int, t
     """Seconds for every sample of `indices`: __getitem__, then the preprocessor per batch."""
     from mmengine.dataset import pseudo_collate
 
-    start = time.perf_counter()
+    start = CLOCK()
     for first in range(0, len(indices), batch):
         items = [dataset[i] for i in indices[first : first + batch]]
         preprocessor(pseudo_collate(items), training=training)
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 class StageTimer:
@@ -199,9 +205,9 @@ class StageTimer:
 
     def _wrap(self, name: str, transform: Any) -> Any:
         def call(results: dict) -> Any:
-            start = time.perf_counter()
+            start = CLOCK()
             out = transform(results)
-            self.seconds[name] += time.perf_counter() - start
+            self.seconds[name] += CLOCK() - start
             return out
 
         return call
@@ -219,12 +225,12 @@ def breakdown(dataset: Any, preprocessor: Any, indices: list[int], training: boo
     pre = getitem = 0.0
     try:
         for first in range(0, len(indices), batch_of(training)):
-            start = time.perf_counter()
+            start = CLOCK()
             items = [dataset[i] for i in indices[first : first + batch_of(training)]]
-            middle = time.perf_counter()
+            middle = CLOCK()
             preprocessor(pseudo_collate(items), training=training)
             getitem += middle - start
-            pre += time.perf_counter() - middle
+            pre += CLOCK() - middle
     finally:
         timer.restore()
     n = len(indices)
@@ -234,16 +240,25 @@ def breakdown(dataset: Any, preprocessor: Any, indices: list[int], training: boo
     return stages
 
 
+CHUNK = 32  # samples: both paths alternate every CHUNK samples (ABBA), so a slower spell of a shared machine hits both
+
+
 def compare(paths: dict[str, tuple[Any, Any]], indices: list[int], rounds: int, training: bool) -> dict[str, list[float]]:
-    """Per-image milliseconds of each path per round, interleaved (ABBA...), same seed per round."""
+    """Per-image milliseconds of each path per round. Within a round the paths alternate every
+    CHUNK samples (ABBA...), each chunk from the same seed for both, so both draw the same scales,
+    crops, flips and photometric choices, and a change of the machine's speed (other jobs, CPU
+    frequency) lands on both: the per-round ratio is what is compared."""
     names = list(paths)
     ms: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            np.random.seed(1000 + r)
-            dataset, preprocessor = paths[name]
-            ms[name].append(1e3 * time_path(dataset, preprocessor, indices, batch_of(training), training) / len(indices))
+        seconds = dict.fromkeys(names, 0.0)
+        for c, first in enumerate(range(0, len(indices), CHUNK)):
+            chunk = indices[first : first + CHUNK]
+            for name in names if (r + c) % 2 == 0 else names[::-1]:
+                np.random.seed(100_000 * (r + 1) + c)
+                seconds[name] += time_path(*paths[name], chunk, batch_of(training), training)
+        for name in names:
+            ms[name].append(1e3 * seconds[name] / len(indices))
     return ms
 
 
@@ -305,10 +320,10 @@ def decoders(root: Path, n: int) -> None:
 
     for name, fn in (("vocseg read_image_bgr", read_image_bgr), ("cv2.imread (MMSeg)", lambda p: cv2.imread(str(p))), ("Pillow", pillow)):
         fn(files[0])
-        start = time.perf_counter()
+        start = CLOCK()
         for path in files:
             fn(path)
-        print(f"  decode {name:24s} {1e3 * (time.perf_counter() - start) / len(files):6.2f} ms/image")
+        print(f"  decode {name:24s} {1e3 * (CLOCK() - start) / len(files):6.2f} ms/image")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_bgr, read_mask
 from vocseg.data.lists import read_id_list
+from vocseg.data.transforms import SEG_LABELS_KEY, label_counts
 from vocseg.data.voc import IGNORE_INDEX, NUM_CLASSES
 from vocseg.errors import VocsegError
 
@@ -68,13 +69,16 @@ def labels_are_valid(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> bool:
     """True when a 2-D uint8 mask holds only 0..num_classes-1 and IGNORE_INDEX: one count of its
     values (`cv2.calcHist`, ~0.1 ms for a VOC mask), against `mask_problem`'s boolean masks (~0.5 ms
     when the mask holds 255 borders, as VOC's do). False: ask `mask_problem` what is wrong."""
-    if mask.ndim != 2 or mask.dtype != np.uint8 or not mask.size:
-        return False
-    import cv2
+    return valid_labels_held(mask, num_classes) is not None
 
-    counts = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256]).ravel()
-    counts[IGNORE_INDEX] = 0
-    return not counts[num_classes:].any()
+
+def valid_labels_held(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> tuple[int, ...] | None:
+    """The values a 2-D uint8 mask holds (sorted), when all are 0..num_classes-1 or IGNORE_INDEX;
+    None otherwise (`labels_are_valid`'s count, whose values the crop's `cat_max_ratio` test reuses)."""
+    if mask.ndim != 2 or mask.dtype != np.uint8 or not mask.size:
+        return None
+    held = tuple(int(v) for v in np.flatnonzero(label_counts(mask)))
+    return held if all(v < num_classes or v == IGNORE_INDEX for v in held) else None
 
 
 @DATASETS.register_module()
@@ -153,7 +157,8 @@ class VocsegLoadAnnotations(LoadAnnotations):
         if mask.ndim == 3 and mask.shape[2] == 1:
             mask = mask[..., 0]
         num_classes = results.get("num_classes", NUM_CLASSES)
-        why = None if labels_are_valid(mask, num_classes) else mask_problem(mask, num_classes, IGNORE_INDEX)
+        held = valid_labels_held(mask, num_classes)
+        why = None if held is not None else mask_problem(mask, num_classes, IGNORE_INDEX)
         if why:
             raise data_file_error(path, why)
         shape = results.get("ori_shape")
@@ -173,6 +178,8 @@ class VocsegLoadAnnotations(LoadAnnotations):
                 seg[original == old_id] = new_id
         results["gt_seg_map"] = seg
         results["seg_fields"].append("gt_seg_map")
+        if held is not None and not self.reduce_zero_label and results.get("label_map") is None:
+            results[SEG_LABELS_KEY] = (seg, held)  # the crop's cat_max_ratio test counts only these
 
     def transform(self, results: dict) -> dict:
         if self.with_seg and not results.get("seg_map_path"):

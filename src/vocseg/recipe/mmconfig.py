@@ -37,7 +37,9 @@ VOC_DATASET = "VocsegVOCDataset"  # PascalVOCDataset reading its list as the che
 def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
     """The official VOC augmentation (mmseg's pascal_voc12.py) with vocseg's faster transforms
     (vocseg.data.transforms): the same options and draws; MMSeg's labels and pixels bit for bit,
-    except the resized image, which is interpolated only where the crop keeps it (within 1 level)."""
+    except the resized image, which is interpolated only where the crop keeps it (within 1 level),
+    and the images that take both HSV steps, converted to HSV once instead of twice (within
+    HSV_MERGE_MAX_DIFF levels). `exact_resize=True` / `exact_hsv=True` make both bit for bit."""
     return [
         dict(type=LOAD_IMAGE),
         dict(type=LOAD_MASK),
