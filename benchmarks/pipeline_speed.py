@@ -11,8 +11,9 @@ Both are built from configs, not from hand-picked functions:
 
 What is timed, per sample: the dataset's `__getitem__` (list lookup, decode, augmentation,
 packing), and the data preprocessor on batches of 4 (`SegDataPreProcessor` on the CPU: stack,
-BGR->RGB, normalise, pad), one thread (torch, OpenCV, OpenMP, BLAS), in interleaved rounds
-(vocseg, stock, stock, vocseg, ...) with the same NumPy seed per round, so both draw the same
+BGR->RGB, normalise, pad), one thread (torch, OpenCV, OpenMP, BLAS), in CPU seconds of the
+process (`CLOCK`), in rounds within which the paths alternate every `CHUNK` samples (vocseg,
+stock, stock, vocseg, ...), each chunk from the same NumPy seed for both, so both draw the same
 scales, crops and photometric choices. The figure is the median over rounds of stock time /
 vocseg time. The per-stage breakdown times each pipeline transform separately (a wrapper
 around each `transform` call, in a separate pass after the timed rounds).

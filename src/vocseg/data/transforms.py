@@ -1,18 +1,18 @@
-"""vocseg's training transforms: MMSeg's augmentation, bit for bit, at a fraction of its CPU cost.
+"""vocseg's training transforms: MMSeg's augmentation, bit for bit where claimed, at a fraction of its CPU cost.
 
 Imported by `vocseg.mmseg_plugin` (every config vocseg writes names it), never at `vocseg --help`.
 Each class subclasses the MMSeg/MMCV transform it replaces, takes the same options, draws the same
 random numbers from the same generator (NumPy's global one) in the same order, and returns the
-same arrays for the same draws (tests/test_transforms.py checks every one against MMSeg's over
-many seeds). What changes is how the work is done (issue 22; figures in docs/performance.md):
+same arrays for the same draws, except where the table says otherwise (tests/test_transforms.py
+checks every one against MMSeg's over many seeds, and the distribution where not bit for bit). What changes is how the work is done (issue 22; figures in docs/performance.md):
 
 | vocseg | replaces | how |
 |---|---|---|
 | `VocsegRandomResizeCrop` | `RandomResize` + `RandomCrop` | the label map as MMSeg (same windows, same labels), the image only where the crop keeps it: not bit for bit (max 1 level, mean 0.12); `exact_resize=True` is |
-| `VocsegRandomCrop` | `RandomCrop` | `cat_max_ratio` by counting the crop's labels (`cv2.calcHist`, ~0.1 ms) instead of `np.unique` (sorts 262,144 labels, ~7 ms per try, ~2-3 tries per image) |
-| `VocsegRandomFlip` | `RandomFlip` | flips with `cv2.flip` into a contiguous array (the next steps would otherwise copy NumPy's negative-stride view, ~1 ms) |
-| `VocsegPhotoMetricDistortion` | `PhotoMetricDistortion` | brightness/contrast/saturation/hue as 256-entry lookup tables on uint8 (`cv2.LUT`), built with MMSeg's own float32 arithmetic, clip and cast, so each entry is MMSeg's value; consecutive tables are composed into one; the HSV round trips are MMSeg's (`cv2.cvtColor` on uint8, one per op, as `mmcv.bgr2hsv`/`hsv2bgr`) |
-| `VocsegPackSegInputs` | `PackSegInputs` | the image tensor is a (3, H, W) view of the (H, W, 3) array (no transposing copy); same values, channels-last strides, which `SegDataPreProcessor` reads as fast or faster |
+| `VocsegRandomCrop` | `RandomCrop` | `cat_max_ratio` by counting the crop's labels instead of `np.unique` (sorts 262,144 labels, ~7 ms per try, ~2-3 tries per image): only the labels the mask holds (`SEG_LABELS_KEY`, from the loader's check), one comparison each (~0.02 ms), else a 256-bin count (`cv2.calcHist`, ~0.1 ms) |
+| `VocsegRandomFlip` | `RandomFlip` | the direction from the same single `random_sample()` draw as `np.random.choice` (without its ~30 us of checks); flips with `cv2.flip` into a contiguous array (the next steps would otherwise copy NumPy's negative-stride view, ~1 ms) |
+| `VocsegPhotoMetricDistortion` | `PhotoMetricDistortion` | brightness/contrast/saturation/hue as 256-entry lookup tables on uint8 (`cv2.LUT`), built with MMSeg's own float32 arithmetic, clip and cast, so each entry is MMSeg's value; consecutive tables are composed into one, a table that is a saturating add applied as `cv2.add`; the HSV round trips are MMSeg's (`cv2.cvtColor` on uint8) except when saturation and hue are both drawn: one round trip instead of two, not bit for bit (max `HSV_MERGE_MAX_DIFF` levels); `exact_hsv=True` is |
+| `VocsegPackSegInputs` | `PackSegInputs` | the image tensor is a (3, H, W) view of the (H, W, 3) array (no transposing copy); same values, channels-last strides, which `SegDataPreProcessor` reads as fast or faster; the metadata set without deep copies of immutable values (`vocseg.data.samples`) |
 
 Anything these do not handle (a float image, a 2-D image, options MMSeg's transform supports that
 are not the VOC recipe's) goes to MMSeg's own code path unchanged.
