@@ -14,7 +14,9 @@ packing), and the data preprocessor on batches of 4 (`SegDataPreProcessor` on th
 BGR->RGB, normalise, pad), one thread (torch, OpenCV, OpenMP, BLAS), in CPU seconds of the
 process (`CLOCK`), in rounds within which the paths alternate every `CHUNK` samples (vocseg,
 stock, stock, vocseg, ...), each chunk from the same NumPy seed for both, so both draw the same
-scales, crops and photometric choices. The figure is the median over rounds of stock time /
+scales, crops and photometric choices. vocseg's training figures include the per-sample seeding
+its config wraps the dataset in (`VocsegSeededDataset`, for exact resume: `seeding_ms`, timed
+apart so that the draws stay the same). The figure is the median over rounds of stock time /
 vocseg time. The per-stage breakdown times each pipeline transform separately (a wrapper
 around each `transform` call, in a separate pass after the timed rounds).
 
@@ -263,6 +265,23 @@ def compare(paths: dict[str, tuple[Any, Any]], indices: list[int], rounds: int, 
     return ms
 
 
+def seeding_ms(samples: int) -> float:
+    """Milliseconds per sample that vocseg's written config adds around each training sample:
+    `VocsegSeededDataset` seeds `random`, NumPy and torch from (seed, position) and restores them
+    after (exact resume). `build_path` unwraps it so that both paths draw the same numbers; its
+    cost is timed here on the real class over a dataset that does nothing, and added to vocseg's
+    training figures (the stock pipeline has no such step)."""
+    from vocseg.training.sampler import SeededDataset
+
+    seeded = SeededDataset([None] * samples, seed=0)
+    for i in range(8):
+        seeded[i]
+    start = CLOCK()
+    for i in range(samples):
+        seeded[i]
+    return 1e3 * (CLOCK() - start) / samples
+
+
 def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> dict[str, float]:
     """Print one path's figures; returns the median ratio (mmseg / X) of each other path."""
     print(f"\n== {title} ==")
@@ -356,6 +375,10 @@ def main() -> None:
                 time_path(dataset, preprocessor, indices[:8], batch_of(training), training)
             ms = compare(paths, indices, args.rounds, training)
             stages = {name: breakdown(*paths[name], indices, training, seed=1000) for name in paths}
+            if training:  # vocseg's per-sample seeding, which build_path unwrapped (seeding_ms)
+                seeding = seeding_ms(len(indices))
+                ms["vocseg"] = [t + seeding for t in ms["vocseg"]]
+                stages["vocseg"]["per-sample seeding (VocsegSeededDataset)"] = seeding
             results[split] = report(f"{'training' if training else 'eval/test'} path ({split}_dataloader)", ms, stages)
             if args.profile and training:
                 profile(*paths["vocseg"], indices, training)

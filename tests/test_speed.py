@@ -195,3 +195,16 @@ def test_benchmark_script_runs_on_cpu() -> None:
     out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "train images/s" in out.stdout and "ratio" in out.stdout
+
+
+def test_pipeline_benchmark_prints_its_ratios_and_breakdown() -> None:
+    """benchmarks/pipeline_speed.py (issue 22's figure) at toy size: both paths built from their
+    configs, the ratios, the per-stage breakdowns (vocseg's with its per-sample seeding)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_speed.py"
+    out = subprocess.run([sys.executable, str(script), "--samples", "8", "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("RATIO mmseg / vocseg:") == 2
+    assert "per-sample seeding (VocsegSeededDataset)" in out.stdout and "3. RandomCrop" in out.stdout

@@ -162,8 +162,9 @@ def test_a_table_applied_as_a_saturating_add_gives_the_lookups_pixels() -> None:
         table = (brightness, contrast, compose(brightness, contrast))[trial % 3]
         for img in (every, every[:, ::-1], every[..., 0], photo(rng, 20, 33)):
             assert np.array_equal(apply_table(img, table), cv2.LUT(img, table)), trial
-        adds += trial % 3 == 0 and int(table[128]) - 128 != 0
-    assert adds > 120  # the brightness tables took the saturating add
+        c = int(table[128]) - 128
+        adds += trial % 3 == 0 and c != 0 and np.array_equal(table, np.clip(np.arange(256) + c, 0, 255))
+    assert adds > 120  # most brightness tables took the saturating add (the branch apply_table takes)
 
 
 def test_photometric_lookup_tables_reproduce_convert_on_every_value() -> None:
@@ -459,6 +460,44 @@ def test_crop_counting_only_the_labels_the_mask_holds_is_mmsegs(classes: int) ->
         a, b = run_both(stock, ours, results, seed)
         assert_same(a, b, ("gt_seg_map",))
         assert a["img"].shape == b["img"].shape
+
+
+def test_the_written_pipeline_counts_crops_with_the_loaders_label_set(voc_like_files: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the files: every crop try of the written pipeline gets the label set that
+    VocsegLoadAnnotations recorded (so the fast count is what runs), and no record is made for a
+    dataset whose labels the loader changes (reduce_zero_label)."""
+    from vocseg.data import transforms
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    seen: list[object] = []
+    original = transforms.crop_accepted
+    monkeypatch.setattr(transforms, "crop_accepted", lambda *args: seen.append(args[3]) or original(*args))
+    for i in range(6):
+        run_pipeline(train_pipeline(512, (2048, 512)), voc_like_files[i], i)
+    assert seen and all(present is not None for present in seen)
+    seen.clear()
+    item = dict(voc_like_files[0], reduce_zero_label=True)
+    run_pipeline(train_pipeline(512, (2048, 512)), item, 0)
+    assert seen and all(present is None for present in seen)
+
+
+def test_a_mask_changed_in_place_after_loading_is_counted_in_full(voc_like_files: list[dict]) -> None:
+    """MMSeg's RandomCutOut fills label rectangles in place, after VocsegLoadAnnotations recorded
+    the mask's labels: the crop must then count in full and make MMSeg's decisions."""
+    import torch
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    cutout = dict(type="RandomCutOut", prob=1.0, n_holes=(3, 6), cutout_shape=[(80, 80), (160, 120)], seg_fill_in=7)
+    for i in range(12):
+        stock, ours = stock_voc_pipeline(), train_pipeline(512, (2048, 512))
+        ours[2]["exact_resize"], ours[4]["exact_hsv"] = True, True
+        stock.insert(2, dict(cutout))
+        ours.insert(2, dict(cutout))
+        item = voc_like_files[i % len(voc_like_files)]
+        a, b = run_pipeline(stock, item, 900 + i), run_pipeline(ours, item, 900 + i)
+        assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
+        assert torch.equal(a["inputs"], b["inputs"]), i
 
 
 def test_a_label_set_of_another_map_is_not_trusted() -> None:

@@ -46,9 +46,17 @@ def normalise_into(src: np.ndarray, mean: np.ndarray, std: np.ndarray, target: n
     against ~0.65 ms for a 256-entry float table lookup, `cv2.LUT`)."""
     if src.ndim == 3:
         h, w = src.shape[:2]
-        src, target, mean, std = src.reshape(h, w * 3), target.reshape(h, w * 3), mean[: w * 3], std[: w * 3]
+        src, target, mean, std = src.reshape(h, w * 3), rows_view(target, h, w * 3), mean[: w * 3], std[: w * 3]
     np.subtract(src, mean, out=target, dtype=np.float32)
     np.divide(target, std, out=target)
+
+
+def rows_view(target: np.ndarray, h: int, width: int) -> np.ndarray:
+    """`target` seen as (h, width) without copying: writes through it land in the batch. Raises
+    AttributeError where that needs a copy (NumPy refuses to set such a shape on a view)."""
+    view = target.view()
+    view.shape = (h, width)
+    return view
 
 
 def channel_rows(values: torch.Tensor, width: int) -> np.ndarray:
@@ -59,7 +67,7 @@ def channel_rows(values: torch.Tensor, width: int) -> np.ndarray:
 
 @MODELS.register_module(name=["VocsegSegDataPreProcessor", "VocsegFastSegDataPreProcessor"])
 class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
-    """SegDataPreProcessor computing CPU batches by table lookup (module docstring);
+    """SegDataPreProcessor computing CPU batches in two vectorised passes per image (module docstring);
     `channels_last=True` returns every 4-D batch channels-last (NHWC memory, NCHW shape)."""
 
     def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
@@ -69,7 +77,7 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         if self._fast_path_applies(data, training):
-            return self._lookup_batch(data, training)
+            return self._cpu_batch(data, training)
         out = super().forward(data, training)
         if self.channels_last and out["inputs"].dim() == 4:
             out["inputs"] = out["inputs"].contiguous(memory_format=torch.channels_last)
@@ -85,6 +93,8 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
             return False  # MMSeg's stack_batch asserts exactly one of them: its own code and message
         if self.device.type != "cpu" or not self._enable_normalize or (training and self.batch_augments is not None):
             return False
+        if self.mean.dtype != torch.float32 or self.std.dtype != torch.float32:
+            return False  # MMSeg's batch then has their dtype: its own code
         if not training and (self.test_cfg or len({tuple(t.shape) for t in inputs}) != 1):
             return False  # test-time padding, or sizes MMSeg refuses to stack: its own code and messages
         if not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 3 and t.shape[0] == 3 and t.device.type == "cpu" for t in inputs):
@@ -104,7 +114,7 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
         d = self.size_divisor if self.size_divisor and self.size_divisor > 1 else 1
         return max(-(-max_h // d) * d, h), max(-(-max_w // d) * d, w)
 
-    def _lookup_batch(self, data: dict, training: bool) -> dict:
+    def _cpu_batch(self, data: dict, training: bool) -> dict:
         """MMSeg's batch: training padded to `_padded_shape` with padded labels and pad metainfo,
         evaluation stacked as it is (same-sized images, samples untouched)."""
         # new sample objects, as MMSeg's forward makes with cast_data (the loader's batch is left

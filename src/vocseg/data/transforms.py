@@ -31,7 +31,7 @@ from mmseg.registry import TRANSFORMS
 from vocseg.data.samples import set_metainfo
 
 _FLIP_CODES = {"horizontal": 1, "vertical": 0, "diagonal": -1}
-HSV_MERGE_MAX_DIFF = 4  # levels: VocsegPhotoMetricDistortion's one HSV round trip against MMSeg's two (measured max)
+HSV_MERGE_MAX_DIFF = 5  # levels: VocsegPhotoMetricDistortion's one HSV round trip against MMSeg's two (measured: 4 on photos, 5 on noise)
 
 
 def label_counts(labels: np.ndarray) -> np.ndarray:
@@ -49,16 +49,17 @@ def crop_accepted(labels: np.ndarray, cat_max_ratio: float, ignore_index: int, p
     """MMSeg's RandomCrop test: more than one class (ignore_index left out) and no class above
     `cat_max_ratio` of the counted pixels. `np.unique`'s counts without sorting: the same ints.
 
-    `present`: the values the whole label map holds (`SEG_LABELS_KEY`), when known: then only
-    those other than ignore_index are counted, one comparison each (`cv2.compare` +
-    `cv2.countNonZero`, ~0.02 ms for a 512x512 window, against ~0.1 ms for a 256-bin count), and
-    a map holding at most one class fails every window without counting (MMSeg's `len(cnt) > 1`)."""
-    classes = None if present is None else [value for value in present if value != ignore_index]
-    if classes is not None and len(classes) <= 1:
-        return False
-    if classes is not None and len(classes) <= _COMPARE_AT_MOST and labels.dtype == np.uint8 and labels.ndim == 2:
-        cnt = [n for n in (cv2.countNonZero(cv2.compare(labels, value, cv2.CMP_EQ)) for value in classes) if n]
-    else:
+    `present`: the values the label map was counted to hold (`SEG_LABELS_KEY`), when known: then
+    only those are counted, one comparison each (`cv2.compare` + `cv2.countNonZero`, ~0.02 ms a
+    value for a 512x512 window, against ~0.1 ms for a 256-bin count), and the counts are used only
+    when they add up to the window's size, i.e. when the window holds no other value (a map
+    changed in place since it was counted, e.g. by `RandomCutOut`, is counted in full)."""
+    cnt: list[int] | None = None
+    if present is not None and len(present) <= _COMPARE_AT_MOST and labels.dtype == np.uint8 and labels.ndim == 2:
+        held = [(value, cv2.countNonZero(cv2.compare(labels, value, cv2.CMP_EQ))) for value in present]
+        if sum(n for _, n in held) == labels.size:
+            cnt = [n for value, n in held if n and value != ignore_index]
+    if cnt is None:
         counts = label_counts(labels)
         if 0 <= ignore_index < counts.size:
             counts[ignore_index] = 0
@@ -66,13 +67,14 @@ def crop_accepted(labels: np.ndarray, cat_max_ratio: float, ignore_index: int, p
     return len(cnt) > 1 and max(cnt) / sum(cnt) < cat_max_ratio
 
 
-_COMPARE_AT_MOST = 5  # classes counted one comparison each; above, one 256-bin count is cheaper
+_COMPARE_AT_MOST = 6  # values counted one comparison each; above, one 256-bin count is cheaper
 
 SEG_LABELS_KEY = "vocseg_seg_labels"
 """results key: (the label map, the values it holds as a sorted tuple of ints), set by
 `VocsegLoadAnnotations` from the count that checks the mask. Nearest resizing, cropping and
-flipping only move values, so it stays true for every map cut from that one; the crop trusts it
-only while `gt_seg_map` is that same array or cut from it (`VocsegRandomResizeCrop`)."""
+flipping only move values, so it stays true for every map cut from that one; the crop uses it
+only while `gt_seg_map` is that same array or its resized copy (`present_labels`), and only where
+a window's counts of those values add up to its size (`crop_accepted`)."""
 
 
 def present_labels(results: dict, seg: np.ndarray) -> tuple[int, ...] | None:
@@ -292,7 +294,8 @@ def compose(first: np.ndarray | None, then: np.ndarray | None) -> np.ndarray | N
 
 @TRANSFORMS.register_module()
 class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
-    """PhotoMetricDistortion as lookup tables on uint8: the same draws, the same pixels.
+    """PhotoMetricDistortion as lookup tables on uint8: the same draws; the same pixels, except one
+    HSV round trip where MMSeg makes two (below).
 
     Draw order (MMSeg's): brightness? (beta), mode, [contrast? (alpha) if mode 1], saturation?
     (alpha), hue? (delta), [contrast? (alpha) if mode 0]. Brightness and a contrast applied
@@ -300,8 +303,9 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
 
     When both saturation and hue are drawn (a quarter of the images), MMSeg converts to HSV and
     back twice; this does it once, both channels through their tables in one lookup: not bit for
-    bit, since the uint8 round trip in between is lossy (measured on VOC-like photos: at most
-    `HSV_MERGE_MAX_DIFF` levels, mean 0.21 over those images, tests/test_transforms.py).
+    bit, since the uint8 round trip in between is lossy (measured: at most 4 levels on VOC-like
+    photos, mean 0.21 over those images, tests/test_transforms.py; 5 on noise and all-colour
+    images, `HSV_MERGE_MAX_DIFF`: a following contrast step scales a difference of 3 by up to 1.5).
     `exact_hsv=True` keeps MMSeg's two round trips, bit for bit.
     """
 
