@@ -138,10 +138,12 @@ def print_report(report: CheckReport, *, fix: str) -> None:
         if len(warnings) > 8:
             console.print(f"  ({len(warnings) - 8} more)", soft_wrap=True)
     if not report.ok:
+        count = f"{len(report.problems)} problem{'' if len(report.problems) == 1 else 's'}"
+        console.print(f"[bold red]{count}[/] that `train` and `eval` refuse:", soft_wrap=True)  # apart from the warnings above
         for problem in report.problems[:20]:
             console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
         more = len(report.problems) - 20
-        raise VocsegError(f"{len(report.problems)} problems in {report.root}" + (f" ({more} more not shown)" if more > 0 else "") + ".", fix, exit_code=1)
+        raise VocsegError(f"{count} in {report.root}" + (f" ({more} more not shown)" if more > 0 else "") + ".", fix, exit_code=1)
 
 
 def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: int | None, demo: bool) -> bool:

@@ -333,7 +333,7 @@ def fill_split(report: SplitReport, pairs: list[tuple[str, str]], results: dict[
             void.append(pair[1])
         seen.update(result.present)
     if void and len(void) == len(pairs):
-        report.problems.append(f"every mask of {report.name} ({len(void)}) holds no labelled pixel (all ignore): nothing to train or score; the export wrote only the ignore layer?")
+        report.problems.append(f"every mask of {report.name} ({len(void)}) holds no labelled pixel (all ignore): nothing to train or score; check that the export wrote the class layers, not only the ignore layer")
     else:
         report.warnings += [f"mask {m} holds no labelled pixel (all ignore): it teaches nothing" for m in void]
     if pairs and not report.problems:

@@ -22,7 +22,7 @@ IMAGE_SIZE = (160, 120)  # width, height: VOC photos are ~500x375, scaled down f
 
 # How the demo trains (`vocseg train --data-root ROOT` + these): the README's demo recipe, i.e. the
 # noxfile's `demo` session (tests/test_prepare.py checks that they agree): the tiny model on the CPU,
-# 3000 iterations of batch 8 (~10 min on 2 cores; 96.5 mIoU on the demo val split, README). The
+# 3000 iterations of batch 8 (~10 min on 2 cores; 96.8 mIoU on the demo val split, README). The
 # defaults (r50, 160k iterations, pretrained weights) are the VOC recipe, days on a CPU.
 DEMO_TRAIN_FLAGS = ("--model", "tiny", "--device", "cpu", "--batch", "8", "--iters", "3000", "--workers", "2")
 
