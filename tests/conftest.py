@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,12 @@ from vocseg.cli import run
 
 # Keep tests reproducible and off the user's folders.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A suite started as a background job of a non-interactive shell (`cmd &` in a script, a CI
+# runner) inherits SIGINT ignored, and so would every process the tests fork or start: the
+# Ctrl-C tests (tests/test_interrupt.py) would send a signal nobody receives. Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # hypothesis's files (its example database, its constants cache) under the temp dir, never
 # `.hypothesis/` in the working folder: the variable is read at hypothesis's first write.
