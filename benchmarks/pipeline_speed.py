@@ -25,7 +25,7 @@ Images: no real VOC here, so VOC-like pairs are written deterministically to a t
 regions and noise (~75 KB each, VOC's JPEGs average ~110 KB), palette PNG masks with 1-3
 large class regions and 255 borders, 30% dominated by one class (so `cat_max_ratio` retries).
 
-Run: python benchmarks/pipeline_speed.py [--samples 320] [--rounds 5] [--keep DIR] [--profile]
+Run: python benchmarks/pipeline_speed.py [--samples 320] [--rounds 5] [--keep DIR] [--profile] [--fidelity N]
 """
 
 from __future__ import annotations
@@ -282,6 +282,34 @@ def seeding_ms(samples: int) -> float:
     return 1e3 * (CLOCK() - start) / samples
 
 
+def fidelity(vocseg_dataset: Any, stock_dataset: Any, indices: list[int]) -> None:
+    """How far vocseg's packed training samples are from MMSeg's for the same draws (the same
+    NumPy seed per sample): the image's mean and largest absolute difference in levels, the
+    images differing anywhere by more than one level, and whether the label maps are identical;
+    with vocseg's defaults, with `exact_hsv=True` (the resize alone differs), with
+    `exact_resize=True` (the HSV merge alone), and with both (expected: identical)."""
+    import torch
+
+    steps = {type(t).__name__: t for t in vocseg_dataset.pipeline.transforms}
+    resize_crop, photometric = steps["VocsegRandomResizeCrop"], steps["VocsegPhotoMetricDistortion"]
+    print("\n== fidelity: vocseg's packed training samples against MMSeg's, same draws ==")
+    for label, exact_resize, exact_hsv in (("defaults", False, False), ("exact_hsv=True", False, True), ("exact_resize=True", True, False), ("both exact", True, True)):
+        resize_crop.exact_resize, photometric.exact_hsv = exact_resize, exact_hsv
+        means, worst, over_one, labels_same = [], 0, 0, True
+        for i in indices:
+            np.random.seed(7000 + i)
+            a = stock_dataset[i]
+            np.random.seed(7000 + i)
+            b = vocseg_dataset[i]
+            diff = (a["inputs"].int() - b["inputs"].int()).abs()
+            means.append(float(diff.float().mean()))
+            worst = max(worst, int(diff.max()))
+            over_one += int(diff.max()) > 1
+            labels_same &= torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data)
+        print(f"  {label:18s} mean {np.mean(means):.3f} levels, max {worst}, {over_one} of {len(indices)} images above 1 level somewhere, labels {'identical' if labels_same else 'DIFFER'}")
+    resize_crop.exact_resize, photometric.exact_hsv = False, False
+
+
 def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> dict[str, float]:
     """Print one path's figures; returns the median ratio (mmseg / X) of each other path."""
     print(f"\n== {title} ==")
@@ -352,6 +380,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--keep", type=Path, help="write the images there and keep them (default: a temporary folder)")
     ap.add_argument("--profile", action="store_true", help="also profile vocseg's training path and compare JPEG decoders")
+    ap.add_argument("--fidelity", type=int, default=0, metavar="N", help="also compare N packed training samples with MMSeg's, same draws (pixel differences)")
     args = ap.parse_args()
     one_thread()
     with tempfile.TemporaryDirectory(prefix="vocseg-pipeline-") as tmp:
@@ -380,6 +409,8 @@ def main() -> None:
                 ms["vocseg"] = [t + seeding for t in ms["vocseg"]]
                 stages["vocseg"]["per-sample seeding (VocsegSeededDataset)"] = seeding
             results[split] = report(f"{'training' if training else 'eval/test'} path ({split}_dataloader)", ms, stages)
+            if args.fidelity and training:
+                fidelity(paths["vocseg"][0], paths["mmseg"][0], indices[: args.fidelity])
             if args.profile and training:
                 profile(*paths["vocseg"], indices, training)
                 decoders(root, args.samples)

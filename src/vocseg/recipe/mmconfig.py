@@ -40,7 +40,7 @@ def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
     interpolated only where the crop keeps it (within 1 level of MMSeg's resize) and converted to
     HSV once where MMSeg converts twice (both HSV steps drawn). The photometric steps amplify the
     resize's level in places: over 200 draws on VOC-like photos the packed image differs from
-    MMSeg's by 0.20 levels on average, at most 14 (docs/performance.md). `exact_resize=True` /
+    MMSeg's by 0.22 levels on average, at most 13 (docs/performance.md, `benchmarks/pipeline_speed.py --fidelity`). `exact_resize=True` /
     `exact_hsv=True` make both steps bit for bit, hence the whole pipeline."""
     return [
         dict(type=LOAD_IMAGE),
