@@ -341,15 +341,15 @@ def test_resize_crop_keeps_the_crop_distribution() -> None:
 
 def test_fast_label_check_agrees_with_mask_problem() -> None:
     from vocseg.data.images import mask_problem
-    from vocseg.data.loading import labels_are_valid
+    from vocseg.data.loading import valid_labels_held
 
     rng = np.random.default_rng(0)
     for trial in range(200):
         mask = rng.choice([0, 5, 20, 255, int(rng.integers(21, 255))], size=(30, 40), p=[0.4, 0.3, 0.1, 0.19, 0.01]).astype(np.uint8)
         if trial % 2:
             mask[mask > 20] = 255
-        assert labels_are_valid(mask) == (mask_problem(mask, 21, 255) is None), trial
-    assert not labels_are_valid(np.zeros((4, 4, 3), np.uint8))
+        assert (valid_labels_held(mask) is not None) == (mask_problem(mask, 21, 255) is None), trial
+    assert valid_labels_held(np.zeros((4, 4, 3), np.uint8)) is None
 
 
 @pytest.fixture(scope="module")

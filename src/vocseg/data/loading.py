@@ -65,16 +65,11 @@ def data_file_error(path: str, what: str) -> DataFileError:
     )
 
 
-def labels_are_valid(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> bool:
-    """True when a 2-D uint8 mask holds only 0..num_classes-1 and IGNORE_INDEX: one count of its
-    values (`cv2.calcHist`, ~0.1 ms for a VOC mask), against `mask_problem`'s boolean masks (~0.5 ms
-    when the mask holds 255 borders, as VOC's do). False: ask `mask_problem` what is wrong."""
-    return valid_labels_held(mask, num_classes) is not None
-
-
 def valid_labels_held(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> tuple[int, ...] | None:
     """The values a 2-D uint8 mask holds (sorted), when all are 0..num_classes-1 or IGNORE_INDEX;
-    None otherwise (`labels_are_valid`'s count, whose values the crop's `cat_max_ratio` test reuses)."""
+    None otherwise: one count of its values (`cv2.calcHist`, ~0.1 ms for a VOC mask), against
+    `mask_problem`'s boolean masks (~0.5 ms when the mask holds 255 borders, as VOC's do); the
+    crop's `cat_max_ratio` test reuses the values. None: ask `mask_problem` what is wrong."""
     if mask.ndim != 2 or mask.dtype != np.uint8 or not mask.size:
         return None
     held = tuple(int(v) for v in np.flatnonzero(label_counts(mask)))

@@ -198,6 +198,27 @@ class _ShapeOnly:
         self.shape = shape
 
 
+def flip_directions(direction: object, prob: object) -> tuple[list, np.ndarray] | None:
+    """(directions with None last, their cumulative probabilities as `np.random.choice` makes them
+    in MMCV's `RandomFlip._choose_direction`: float64 cumsum divided by its last entry); None for
+    what MMCV alone handles (a list of probabilities, probabilities that do not add up to 1)."""
+    if isinstance(direction, str):
+        directions: list = [direction, None]
+    elif isinstance(direction, (list, tuple)):
+        directions = list(direction) + [None]
+    else:
+        return None
+    if not isinstance(prob, float):
+        return None  # a list of probabilities: MMCV's own checks and draw
+    single = prob / (len(directions) - 1)
+    p = np.asarray([single] * (len(directions) - 1) + [1.0 - prob], dtype=np.float64)
+    if p.min() < 0 or not np.isclose(p.sum(), 1.0):
+        return None
+    cdf = p.cumsum()
+    cdf /= cdf[-1]
+    return directions, cdf
+
+
 @TRANSFORMS.register_module()
 class VocsegRandomFlip(RandomFlip):
     """RandomFlip whose flipped image and mask are contiguous copies (`cv2.flip`), not NumPy views
@@ -206,38 +227,16 @@ class VocsegRandomFlip(RandomFlip):
     The direction is MMCV's draw without `np.random.choice`'s checks and object arrays (~30 us a
     call): the same one `random_sample()` draw placed in the same cumulative probabilities."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._directions = flip_directions(self.direction, self.prob)
+
     @cache_randomness
     def _choose_direction(self) -> str | None:
-        table = self._direction_table()
-        if table is None:
+        if self._directions is None:
             return RandomFlip.__dict__["_choose_direction"].func(self)
-        directions, cdf = table
+        directions, cdf = self._directions
         return directions[int(np.searchsorted(cdf, np.random.random_sample(), side="right"))]
-
-    def _direction_table(self) -> tuple[list, np.ndarray] | None:
-        """(directions with None last, their cumulative probabilities as `np.random.choice` makes
-        them: float64 cumsum divided by its last entry); None for what MMCV alone handles."""
-        cached = self.__dict__.get("_vocseg_directions")
-        if cached is not None:
-            return cached
-        if isinstance(self.direction, str):
-            directions: list = [self.direction, None]
-        elif isinstance(self.direction, (list, tuple)):
-            directions = list(self.direction) + [None]
-        else:
-            return None
-        if isinstance(self.prob, float):
-            single = self.prob / (len(directions) - 1)
-            probs = [single] * (len(directions) - 1) + [1.0 - self.prob]
-        else:
-            return None  # a list of probabilities: MMCV's own checks and draw
-        p = np.asarray(probs, dtype=np.float64)
-        if p.min() < 0 or not np.isclose(p.sum(), 1.0):
-            return None
-        cdf = p.cumsum()
-        cdf /= cdf[-1]
-        self._vocseg_directions = (directions, cdf)
-        return self._vocseg_directions
 
     def _flip(self, results: dict) -> None:
         img, seg = results.get("img"), results.get("gt_seg_map")
