@@ -286,11 +286,15 @@ def fidelity(vocseg_dataset: Any, stock_dataset: Any, indices: list[int]) -> Non
     """How far vocseg's packed training samples are from MMSeg's for the same draws (the same
     NumPy seed per sample): the image's mean and largest absolute difference in levels, the
     images differing anywhere by more than one level, and whether the label maps are identical;
-    with vocseg's defaults, with `exact_hsv=True` (the resize alone differs), with
-    `exact_resize=True` (the HSV merge alone), and with both (expected: identical)."""
+    with vocseg's defaults, with `exact_hsv=True` (the resize inside the crop and the distortion
+    before it differ), with `exact_resize=True` (MMSeg's order: the HSV merge alone differs), and
+    with both (expected: identical)."""
     import torch
 
-    steps = {type(t).__name__: t for t in vocseg_dataset.pipeline.transforms}
+    steps = {}
+    for step in vocseg_dataset.pipeline.transforms:  # the fused step's parts too (vocseg.data.fused)
+        for part in (step, *(getattr(step, name) for name in ("resize_crop", "flip", "photometric") if hasattr(step, name))):
+            steps[type(part).__name__] = part
     resize_crop, photometric = steps["VocsegRandomResizeCrop"], steps["VocsegPhotoMetricDistortion"]
     print("\n== fidelity: vocseg's packed training samples against MMSeg's, same draws ==")
     for label, exact_resize, exact_hsv in (("defaults", False, False), ("exact_hsv=True", False, True), ("exact_resize=True", True, False), ("both exact", True, True)):

@@ -285,6 +285,48 @@ def test_fast_preprocessor_gives_mmsegs_batch(channels_last: bool, sizes: list[t
     assert c["inputs"].shape == d["inputs"].shape == (1, 3, 128, 128) and torch.equal(c["inputs"], d["inputs"])
 
 
+@pytest.mark.parametrize(("mean", "std"), [(123.675, 58.395), (116.28, 57.12), (103.53, 57.375), (127.5, 127.5), (0.5, 0.25), (1e-3, 3.3e-7)])
+def test_opencv_normalisation_is_numpys_for_every_uint8_value(mean: float, std: float) -> None:
+    """cv_normalised_into (cv2.subtract, cv2.divide) against NumPy's float32 `- mean`, `/ std`:
+    every uint8 value, in runs of several lengths (OpenCV's vector and scalar loops), into a
+    padded slot of a batch (a strided view), bit for bit; written in place, nothing around it."""
+    from vocseg.data.batches import cv_normalised_into, normalise_into
+
+    m, s = np.float32(mean), np.float32(std)
+    rng = np.random.default_rng(0)
+    for width in (1, 7, 16, 33, 256, 1001):
+        values = rng.permutation(np.tile(np.arange(256, dtype=np.uint8), -(-3 * width // 256) * 2))[: 3 * width * 2]
+        plane = np.ascontiguousarray(values[: 3 * width].reshape(3, width))
+        expected = np.divide(np.subtract(plane, m, dtype=np.float32), s, dtype=np.float32)
+        batch = np.full((2, 3, 5, width + 3), -7.0, dtype=np.float32)
+        target = batch[1, 2, 1:4, :width]
+        assert cv_normalised_into(plane, m, s, target)
+        assert np.array_equal(target.view(np.uint32), expected.view(np.uint32))
+        around = batch.copy()
+        around[1, 2, 1:4, :width] = -7.0
+        assert (around == -7.0).all()
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = np.empty((16, 16), dtype=np.float32)
+    normalise_into(every, m, s, out)
+    assert np.array_equal(out, (every.astype(np.float32) - m) / s)
+    # three planes interleaved into a padded NHWC slot (channels-last batches), nothing around it
+    from vocseg.data.batches import merge_into
+
+    planes = [rng.standard_normal((7, 31)).astype(np.float32) for _ in range(3)]
+    nhwc = np.full((2, 9, 40, 3), -7.0, dtype=np.float32)
+    merge_into(planes, nhwc[1, :7, :31])
+    assert np.array_equal(nhwc[1, :7, :31], np.stack(planes, axis=-1))
+    assert (nhwc[0] == -7.0).all() and (nhwc[1, 7:] == -7.0).all() and (nhwc[1, :, 31:] == -7.0).all()
+    apart = np.zeros((7, 62, 3), dtype=np.float32)[:, ::2]  # pixels apart: NumPy's stack
+    merge_into(planes, apart)
+    assert np.array_equal(apart, np.stack(planes, axis=-1))
+    # a target OpenCV cannot write into (columns apart) is left to NumPy: False, still the same result
+    strided = np.zeros((16, 32), dtype=np.float32)[:, ::2]
+    assert not cv_normalised_into(every, m, s, strided)
+    normalise_into(every, m, s, strided)
+    assert np.array_equal(strided, out)
+
+
 def stock_resize_crop(crop: tuple[int, int]):
     from mmcv.transforms import Compose, RandomResize
     from mmseg.datasets.transforms import RandomCrop
@@ -374,11 +416,16 @@ def voc_like_files(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return items
 
 
-def run_pipeline(pipeline: list[dict], item: dict, seed: int) -> dict:
+def run_pipeline(pipeline: list[dict], item: dict, seed: int, fused: bool = False) -> dict:
+    """`pipeline` built and run on a copy of `item` from `seed`; `fused`: with the resize-crop,
+    flip and distortion fused as vocseg's dataset runs them (vocseg.data.fused)."""
     from mmcv.transforms import Compose
     from mmseg.registry import TRANSFORMS
 
-    transforms = Compose([TRANSFORMS.build(step) for step in pipeline])
+    from vocseg.data.fused import fuse_steps
+
+    steps = [TRANSFORMS.build(step) for step in pipeline]
+    transforms = Compose(fuse_steps(steps) if fused else steps)
     np.random.seed(seed)
     return transforms(copy.deepcopy(item))
 
@@ -414,9 +461,10 @@ def test_written_pipeline_with_exact_resize_is_mmsegs_stock_pipeline_bit_for_bit
 
 
 def test_written_pipeline_keeps_the_stock_distribution(voc_like_files: list[dict]) -> None:
-    """vocseg's written train pipeline as it runs (image resized only inside the crop) against the
-    stock pipeline over 48 draws: the same labels, crop sizes and flips draw for draw, and pixel
-    statistics (per-channel mean and spread, photometric range) within a fraction of a level."""
+    """vocseg's written train pipeline as its dataset runs it (image resized only inside the crop,
+    the distortion on the fewer pixels: vocseg.data.fused) against the stock pipeline over 48
+    draws: the same labels, crop sizes and flips draw for draw, and pixel statistics (per-channel
+    mean and spread, photometric range) within a fraction of a level."""
     import torch
 
     from vocseg.recipe.mmconfig import train_pipeline
@@ -426,7 +474,7 @@ def test_written_pipeline_keeps_the_stock_distribution(voc_like_files: list[dict
     diffs = []
     for i in range(48):
         item = voc_like_files[i % len(voc_like_files)]
-        a, b = run_pipeline(stock, item, 500 + i), run_pipeline(ours, item, 500 + i)
+        a, b = run_pipeline(stock, item, 500 + i), run_pipeline(ours, item, 500 + i, fused=True)
         assert torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data), i
         assert a["inputs"].shape == b["inputs"].shape and a["data_samples"].flip == b["data_samples"].flip
         for name, out in (("mmseg", a), ("vocseg", b)):
@@ -542,3 +590,158 @@ def test_samples_filled_without_deep_copies_equal_mmengines() -> None:
     copy_.gt_sem_seg.data = torch.ones(1, 5, 5, dtype=torch.int64)
     set_metainfo(copy_, {"img_shape": (5, 5)})
     assert ours.gt_sem_seg.shape == (4, 4) and ours.img_shape == torch.Size([512, 512])
+
+
+def fused_and_three_steps(exact_resize: bool = False):
+    from vocseg.data.fused import FusedResizeCropFlipPhotometric
+    from vocseg.data.transforms import VocsegPhotoMetricDistortion, VocsegRandomFlip, VocsegRandomResizeCrop
+
+    steps = (
+        VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=(512, 512), cat_max_ratio=0.75, exact_resize=exact_resize),
+        VocsegRandomFlip(prob=0.5),
+        VocsegPhotoMetricDistortion(),
+    )
+
+    class Three:
+        def transform(self, results: dict) -> dict:
+            for step in steps:
+                results = step(results)
+            return results
+
+    return FusedResizeCropFlipPhotometric(*steps), Three()
+
+
+def test_fused_step_makes_the_three_steps_draws_labels_and_keys() -> None:
+    """FusedResizeCropFlipPhotometric against VocsegRandomResizeCrop, VocsegRandomFlip and
+    VocsegPhotoMetricDistortion run one after the other, over 60 seeds: the same random draws, label
+    maps, flips and results keys; the image bit for bit where the distortion runs on the window
+    (fewer window pixels than source pixels under it), else within the bounds docs/performance.md
+    states (the distortion before the interpolation: rounding, colours mixed at edges)."""
+    fused, three = fused_and_three_steps()
+    means, worst, before = [], 0, 0
+    for seed in range(60):
+        results = sample(seed, *((375, 500) if seed % 2 else (500, 375)))
+        a, b = run_both(three, fused, results, seed)
+        assert_same(a, b, ("gt_seg_map",))
+        assert sorted(a) == sorted(b)
+        for key in ("flip", "flip_direction", "scale", "scale_factor", "keep_ratio", "img_shape"):
+            assert str(a[key]) == str(b[key]), key
+        assert a["img"].shape == b["img"].shape and a["img"].dtype == b["img"].dtype
+        diff = np.abs(a["img"].astype(np.int16) - b["img"])
+        h, w = results["img"].shape[:2]
+        scale = a["scale_factor"][0]
+        if scale <= 1.0:  # the window has at least as many source pixels under it: distorted after, as the three steps
+            assert not diff.any(), seed
+        else:
+            before += 1
+            means.append(float(diff.mean()))
+            worst = max(worst, int(diff.max()))
+    assert before > 20
+    assert np.mean(means) < 1.5 and worst <= 80
+
+
+def test_fused_step_with_exact_resize_is_the_three_steps_bit_for_bit() -> None:
+    """exact_resize=True keeps MMSeg's order (resize, crop, flip, distort): the fused step then
+    gives the three steps' image bit for bit."""
+    fused, three = fused_and_three_steps(exact_resize=True)
+    for seed in range(12):
+        a, b = run_both(three, fused, sample(seed, 375, 500), seed)
+        assert_same(a, b)
+
+
+def test_only_the_exact_three_steps_are_fused(voc_like_files: list[dict], tmp_path) -> None:
+    """fuse_steps replaces exactly VocsegRandomResizeCrop, VocsegRandomFlip,
+    VocsegPhotoMetricDistortion in that order (not subclasses, not another order); the dataset
+    built from the written config runs the fused step while its config keeps the three."""
+    from mmcv.transforms import RandomFlip
+
+    from vocseg.data.fused import FusedResizeCropFlipPhotometric, fuse_steps
+    from vocseg.data.transforms import VocsegPackSegInputs, VocsegPhotoMetricDistortion, VocsegRandomFlip, VocsegRandomResizeCrop
+
+    def parts() -> list:
+        return [VocsegRandomResizeCrop(scale=(2048, 512), ratio_range=(0.5, 2.0), crop_size=(64, 64)), VocsegRandomFlip(prob=0.5), VocsegPhotoMetricDistortion()]
+
+    class OwnFlip(VocsegRandomFlip):
+        pass
+
+    def kinds(steps: list) -> list[str]:
+        return [type(step).__name__ for step in fuse_steps(steps)]
+
+    assert kinds([*parts(), VocsegPackSegInputs()]) == ["FusedResizeCropFlipPhotometric", "VocsegPackSegInputs"]
+    assert kinds(parts() + parts()) == ["FusedResizeCropFlipPhotometric"] * 2
+    rc, flip, pm = parts()
+    assert kinds([rc, pm, flip]) == ["VocsegRandomResizeCrop", "VocsegPhotoMetricDistortion", "VocsegRandomFlip"]
+    assert kinds([rc, OwnFlip(prob=0.5), pm])[0] == "VocsegRandomResizeCrop"
+    assert kinds([rc, RandomFlip(prob=0.5), pm])[0] == "VocsegRandomResizeCrop"
+
+    from mmseg.registry import DATASETS
+
+    from vocseg.recipe.mmconfig import train_pipeline
+
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir()
+    (voc / "SegmentationClass").mkdir()
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("a\n")
+    written = train_pipeline(512, (2048, 512))
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        dataset = DATASETS.build(dict(type="VocsegVOCDataset", data_root=str(voc), data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+                                      ann_file="ImageSets/Segmentation/train.txt", pipeline=written, lazy_init=True))
+    assert [type(t).__name__ for t in dataset.pipeline.transforms] == [
+        "VocsegLoadImageFromFile", "VocsegLoadAnnotations", "FusedResizeCropFlipPhotometric", "VocsegPackSegInputs"]
+    assert isinstance(dataset.pipeline.transforms[2], FusedResizeCropFlipPhotometric)
+    assert [step["type"] for step in written][2:5] == ["VocsegRandomResizeCrop", "VocsegRandomFlip", "VocsegPhotoMetricDistortion"]
+
+
+def test_batch_memory_is_written_again_only_when_nothing_holds_it() -> None:
+    """VocsegFastSegDataPreProcessor hands out the last batch's memory again only when the batch
+    it returned (and anything made from it) is gone: a batch, or a part of one, still held keeps
+    its values; a batch written into reused memory is the same batch as into new memory."""
+    import torch
+
+    from vocseg.data.batches import VocsegFastSegDataPreProcessor
+
+    kwargs = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(320, 320))
+
+    def batch(first: int) -> dict:
+        return packed_batch(range(first, first + 4), [(320, 320), (300, 320), (320, 250), (100, 90)])
+
+    for channels_last in (False, True):
+        pre = VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)
+        a = pre(batch(0), training=True)["inputs"]
+        kept_a = a.clone()
+        b = pre(batch(4), training=True)["inputs"]  # a is held: new memory
+        assert torch.equal(a, kept_a) and b.data_ptr() != a.data_ptr()
+        del a
+        part, kept_part, at_b = b[:, :1], b[:, :1].clone(), b.data_ptr()
+        del b
+        c = pre(batch(8), training=True)["inputs"]  # a part of b is held: new memory
+        assert c.data_ptr() != at_b and torch.equal(part, kept_part)
+        at_c = c.data_ptr()
+        del c, part
+        d = pre(batch(12), training=True)["inputs"]  # nothing holds c: its memory again
+        assert d.data_ptr() == at_c
+        assert torch.equal(d, VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(batch(12), training=True)["inputs"])
+
+
+def test_the_source_box_holds_every_pixel_the_warp_reads() -> None:
+    """CropWindow.source_box: the window interpolated from only those source pixels (as the fused
+    step does after distorting them) is the window interpolated from the whole image, bit for bit,
+    over windows of many scales, positions and sizes, at the image's edges and inside it."""
+    from vocseg.data.transforms import CropWindow
+
+    rng = np.random.default_rng(5)
+    img = photo(rng, 375, 500)
+    checked = 0
+    for _ in range(300):
+        scale = float(rng.uniform(0.5, 3.0))
+        new_w, new_h = int(500 * scale + 0.5), int(375 * scale + 0.5)
+        cw, ch = int(rng.integers(1, 513)), int(rng.integers(1, 513))
+        x1, y1 = int(rng.integers(0, max(new_w - cw, 0) + 1)), int(rng.integers(0, max(new_h - ch, 0) + 1))
+        window = CropWindow(x1, y1, min(x1 + cw, new_w), min(y1 + ch, new_h), 500 / new_w, 375 / new_h)
+        x0, y0, xe, ye = window.source_box(500, 375)
+        assert np.array_equal(window.warp(img[y0:ye, x0:xe], origin=(x0, y0)), window.warp(img))
+        checked += (x0, y0, xe, ye) != (0, 0, 500, 375)
+    assert checked > 200

@@ -6,9 +6,9 @@ MMSeg's `SegDataPreProcessor` makes a training batch from uint8 (3, H, W) images
 over float32 copies (channel swap, `.float()`, `- mean`, `/ std`, pad, stack: ~2 ms per 512x512
 image on one core, plus ~1 ms for a channels-last copy), which counts wherever it runs on the CPU
 (issue 22). This class gives the same tensor in two vectorised passes per image, written straight
-into its place in the padded batch (`normalise_into`: `float32(v) - mean`, then `/ std`, the same
-two IEEE float32 operations MMSeg applies, so the same bits; only the padding around an image is
-filled): plane by plane into NCHW memory (the channel swap is the choice of plane), or pixel by
+into its place in the padded batch (`normalise_into`: `float32(v) - mean`, then `/ std` by
+OpenCV plane by plane, the same two IEEE float32 operations MMSeg applies, so the same bits; only
+the padding around an image is filled): plane by plane into NCHW memory (the channel swap is the choice of plane), or pixel by
 pixel into NHWC memory when `channels_last` is asked and the images are packed as (H, W, 3) views
 (`VocsegPackSegInputs`). Bit for bit MMSeg's batch and padded labels
 (tests/test_transforms.py). Evaluation batches of same-sized uint8 images without `test_cfg`
@@ -35,34 +35,88 @@ from mmseg.registry import MODELS
 from vocseg.data.samples import fresh_copy, set_metainfo
 
 
-def normalise_into(src: np.ndarray, mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> None:
-    """`(float32(src) - mean) / std` written into `target`, in float32: the two IEEE operations
+def normalise_into(plane: np.ndarray, mean: np.float32, std: np.float32, target: np.ndarray) -> None:
+    """`(float32(plane) - mean) / std` written into `target`, in float32: the two IEEE operations
     SegDataPreProcessor applies per value (`.float()`, `- mean`, `/ std`), so the same bits.
 
-    src: (H, W) uint8 plane with scalar mean/std (np.float32), or (H, W, 3) uint8 pixels in the
-    output's channel order with (W * 3,) float32 rows of the per-channel mean/std repeated
-    (`channel_rows`), each row computed as one flat run. target: a float32 view of the batch
-    (its slot, padded or not). Two passes of NumPy's vectorised loops (~0.37 ms for 512x512x3,
-    against ~0.65 ms for a 256-entry float table lookup, `cv2.LUT`)."""
-    if src.ndim == 3:
-        h, w = src.shape[:2]
-        src, target, mean, std = src.reshape(h, w * 3), rows_view(target, h, w * 3), mean[: w * 3], std[: w * 3]
-    np.subtract(src, mean, out=target, dtype=np.float32)
+    plane: (H, W) uint8; mean, std: np.float32 scalars (one channel's); target: an (H, W) float32
+    view of the batch (its slot, padded or not). Computed by OpenCV's `subtract` and `divide`
+    (`cv_normalised_into`: ~0.2 ms for the three planes of a 512x512 image, against ~0.6-0.8 ms
+    for NumPy's two passes), else (a layout OpenCV would not write into in place) by NumPy's."""
+    if cv_normalised_into(plane, mean, std, target):
+        return
+    np.subtract(plane, mean, out=target, dtype=np.float32)
     np.divide(target, std, out=target)
 
 
-def rows_view(target: np.ndarray, h: int, width: int) -> np.ndarray:
-    """`target` seen as (h, width) without copying: writes through it land in the batch. Raises
-    AttributeError where that needs a copy (NumPy refuses to set such a shape on a view)."""
-    view = target.view()
-    view.shape = (h, width)
-    return view
+def cv_normalised_into(plane: np.ndarray, mean: np.float32, std: np.float32, target: np.ndarray) -> bool:
+    """`(float32(plane) - mean) / std` into the (H, W) float32 `target` with `cv2.subtract` and
+    `cv2.divide`, `plane` (H, W) uint8; False (nothing written that counts) where OpenCV would not
+    write into `target` itself.
+
+    The same bits as NumPy's float32 operations: a uint8 value and a float32 mean/std are exact in
+    float32 and in double, and whether OpenCV subtracts and divides in float32 or in double
+    rounded to float32, the result is the correctly rounded float32 one (double has more than
+    2 * 24 + 2 bits, so rounding twice cannot differ for + - * /: Figueroa, "When is double
+    rounding innocuous?", 1995); tests/test_transforms.py compares every uint8 value with NumPy's."""
+    if plane.dtype != np.uint8 or target.dtype != np.float32 or plane.ndim != 2 or plane.shape != target.shape:
+        return False
+    if plane.strides[-1] != 1 or target.strides[-1] != 4:  # columns apart: no cv::Mat is that view
+        return False
+    try:
+        if cv2.subtract(plane, float(mean), dst=target, dtype=cv2.CV_32F) is not target:
+            return False  # OpenCV allocated its own array: target holds nothing that counts
+        return cv2.divide(target, float(std), dst=target) is target
+    except cv2.error:  # a layout OpenCV refuses for dst
+        return False
 
 
-def channel_rows(values: torch.Tensor, width: int) -> np.ndarray:
-    """(width * 3,) float32: the three per-channel values (MMSeg's float32 mean or std) repeated
-    for a row of `width` pixels in (H, W, 3) memory."""
-    return np.tile(values.float().cpu().reshape(3).numpy(), width)
+def merge_into(planes: list[np.ndarray], target: np.ndarray) -> None:
+    """Three (H, W) float32 planes interleaved into the (H, W, 3) float32 `target` (a view of an
+    NHWC batch): `cv2.merge` in place (~0.1 ms at 512x512), else NumPy's stack."""
+    try:
+        if cv2.merge(planes, target) is target:
+            return
+    except cv2.error:  # a layout OpenCV refuses for dst
+        pass
+    target[...] = np.stack(planes, axis=-1)
+
+
+class BatchBuffer:
+    """The float32 memory of the last batch, handed out again when nothing outside holds it.
+
+    A new 12 MB batch (4 x 3 x 512 x 512) is memory the kernel maps page by page as it is first
+    written (~0.2 ms per image on one core in `benchmarks/pipeline_speed.py`, where the
+    allocator had returned it). The batch goes out as a view; when the storage's reference
+    count is back to what it was when allocated (the view, the model's saved activations and
+    anything a hook kept are gone), the next batch of the same shape is written into it; else
+    it is left to its holders and a new one made. The count is PyTorch's own
+    (`torch._C._storage_Use_Count`, which its CUDA-graph trees use the same way); without it,
+    every batch is new."""
+
+    def __init__(self) -> None:
+        self.tensor: torch.Tensor | None = None
+        self.alone = 0  # the use count with only this object holding the storage
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float32 tensor of `shape` (contents undefined): the last one when free, else new."""
+        held = self.tensor
+        if _STORAGE_USE_COUNT is None:
+            return torch.empty(shape, dtype=torch.float32)
+        if held is not None and tuple(held.shape) == shape and storage_use_count(held) == self.alone:
+            return held
+        self.tensor = torch.empty(shape, dtype=torch.float32)
+        self.alone = storage_use_count(self.tensor)
+        return self.tensor
+
+
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def storage_use_count(tensor: torch.Tensor) -> int:
+    """How many references PyTorch holds to `tensor`'s storage (tensors and views on it, saved
+    activations, its Python storage object)."""
+    return int(_STORAGE_USE_COUNT(tensor.untyped_storage()._cdata))
 
 
 @MODELS.register_module(name=["VocsegSegDataPreProcessor", "VocsegFastSegDataPreProcessor"])
@@ -73,7 +127,8 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
     def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.channels_last = channels_last
-        self._rows: tuple[np.ndarray, np.ndarray] | None = None  # mean and std rows, channel_rows
+        self._scratch: np.ndarray | None = None  # (3, H, W) float32: an NHWC image's planes before merging
+        self._buffer = BatchBuffer()
 
     def forward(self, data: dict, training: bool = False) -> dict:
         if self._fast_path_applies(data, training):
@@ -114,6 +169,12 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
         d = self.size_divisor if self.size_divisor and self.size_divisor > 1 else 1
         return max(-(-max_h // d) * d, h), max(-(-max_w // d) * d, w)
 
+    def _planes(self, h: int, w: int) -> list[np.ndarray]:
+        """Three (h, w) float32 views of scratch memory kept for the next image (3 MB at 512x512)."""
+        if self._scratch is None or self._scratch.shape[1] < h or self._scratch.shape[2] < w:
+            self._scratch = np.empty((3, h, w), dtype=np.float32)
+        return [self._scratch[c, :h, :w] for c in range(3)]
+
     def _cpu_batch(self, data: dict, training: bool) -> dict:
         """MMSeg's batch: training padded to `_padded_shape` with padded labels and pad metainfo,
         evaluation stacked as it is (same-sized images, samples untouched)."""
@@ -126,15 +187,13 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
             height, width = self._padded_shape(inputs[0].shape[-2:], inputs)
         else:
             height, width = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
-        if self._rows is None or self._rows[0].size < width * 3:
-            self._rows = (channel_rows(self.mean, width), channel_rows(self.std, width))
         means, stds = self.mean.float().cpu().reshape(3).numpy(), self.std.float().cpu().reshape(3).numpy()
         # plane by plane into NCHW memory (the CPU's layout; also for (3, H, W) images, copied to
         # channels-last after when asked: cheaper than transposing each image), else pixel by
         # pixel into NHWC memory; each image straight into its place in the batch
         planar = not self.channels_last or inputs[0].is_contiguous()
         shape = (len(inputs), 3, height, width) if planar else (len(inputs), height, width, 3)
-        batch = torch.empty(shape, dtype=torch.float32)
+        batch = self._buffer.take(shape)  # every element is written below: the images, then their padding
         array = batch.numpy()
         for i, tensor in enumerate(inputs):
             h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
@@ -146,15 +205,15 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
                 planes = list(tensor.numpy())
             else:  # (H, W, 3) memory: VocsegPackSegInputs' view (any other layout is copied into it)
                 pixels = np.ascontiguousarray(tensor.permute(1, 2, 0).numpy())
-                planes = list(cv2.split(pixels)) if planar else []  # one pass (three extractChannel calls: 1.4x its time)
-            if planar:
-                for c in range(3):  # output channel c from input plane 2 - c when swapping BGR to RGB
-                    plane = np.ascontiguousarray(planes[2 - c if self.channel_conversion else c])
-                    normalise_into(plane, means[c], stds[c], array[i, c, :h, :w])
-            else:
-                if self.channel_conversion:
-                    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-                normalise_into(pixels, self._rows[0], self._rows[1], array[i, :h, :w])
+                planes = list(cv2.split(pixels))  # one pass (three extractChannel calls: 1.4x its time)
+            # output channel c from input plane 2 - c when swapping BGR to RGB; into the batch's
+            # planes, or into scratch planes interleaved into its pixels after
+            targets = [array[i, c, :h, :w] for c in range(3)] if planar else self._planes(h, w)
+            for c in range(3):
+                plane = np.ascontiguousarray(planes[2 - c if self.channel_conversion else c])
+                normalise_into(plane, means[c], stds[c], targets[c])
+            if not planar:
+                merge_into(targets, array[i, :h, :w])
             if not training:
                 continue
             sample = samples[i]
@@ -167,7 +226,7 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
                     sample.gt_sem_seg.data = F.pad(seg, padding, value=self.seg_pad_val)
                 pad_shape = sample.gt_sem_seg.shape
             set_metainfo(sample, {"img_shape": tensor.shape[-2:], "pad_shape": pad_shape, "padding_size": padding})
-        out = batch.permute(0, 3, 1, 2) if not planar else batch  # (N, 3, H, W) values
+        out = batch.permute(0, 3, 1, 2) if not planar else batch.view(shape)  # (N, 3, H, W) values; a view, never the buffer itself
         if self.channels_last and planar:
             out = out.contiguous(memory_format=torch.channels_last)
         return dict(inputs=out, data_samples=samples)

@@ -4,7 +4,8 @@ Imported by `vocseg.mmseg_plugin` (every config vocseg writes names it), never a
 
 - `VocsegVOCDataset`: mmseg's `PascalVOCDataset`, but its list is read by
   `vocseg.data.lists.read_id_list` (blank lines, spaces, CRLF, a BOM: the same ids as the check)
-  and `<id>.JPG` / `<id>.jpeg` are found as the check finds them.
+  and `<id>.JPG` / `<id>.jpeg` are found as the check finds them; its built pipeline runs the
+  resize-crop, flip and distortion as one step (`vocseg.data.fused`).
 - `VocsegLoadImageFromFile`: the image through `vocseg.data.images.read_image_bgr` (EXIF
   orientation applied, as `LoadImageFromFile`'s cv2 decoding does too: the same pixels; decoded
   straight into BGR by simplejpeg where installed).
@@ -27,6 +28,7 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
+from vocseg.data.fused import fuse_steps
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, mask_problem, read_image_bgr, read_mask
 from vocseg.data.lists import read_id_list
 from vocseg.data.transforms import SEG_LABELS_KEY, label_counts
@@ -84,6 +86,11 @@ class VocsegVOCDataset(PascalVOCDataset):
     dataset, `vocseg.data.dataset`), the masks' ids are taken as they are: class i is classes[i].
     mmseg's PascalVOCDataset would refuse them ("not a subset of classes in METAINFO").
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the resize-crop, flip and distortion as one step, distorting the fewer pixels (vocseg.data.fused)
+        self.pipeline.transforms = fuse_steps(self.pipeline.transforms)
 
     @classmethod
     def get_label_map(cls, new_classes: Any = None) -> dict | None:

@@ -15,10 +15,15 @@ checks every one against MMSeg's over many seeds, and the distribution where not
 | `VocsegPackSegInputs` | `PackSegInputs` | the image tensor is a (3, H, W) view of the (H, W, 3) array (no transposing copy); same values, channels-last strides, which `SegDataPreProcessor` reads as fast or faster; the metadata set without deep copies of immutable values (`vocseg.data.samples`) |
 
 Anything these do not handle (a float image, a 2-D image, options MMSeg's transform supports that
-are not the VOC recipe's) goes to MMSeg's own code path unchanged.
+are not the VOC recipe's) goes to MMSeg's own code path unchanged. The dataset runs
+`VocsegRandomResizeCrop`, `VocsegRandomFlip`, `VocsegPhotoMetricDistortion` as one step
+(`vocseg.data.fused`: their `choose_window`/`cut` and `draw`/`apply` halves, the distortion on
+an enlarged crop's source pixels).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -155,6 +160,16 @@ class VocsegRandomResizeCrop(BaseTransform):
         self.exact_resize = exact_resize
 
     def transform(self, results: dict) -> dict:
+        window = self.choose_window(results)
+        if window is not None:
+            self.cut(results, window, window.warp(results["img"]))
+        return results
+
+    def choose_window(self, results: dict) -> CropWindow | None:
+        """Everything but the image's pixels: the resize ratio and the crop tries drawn (MMSeg's
+        draws, in its order), `scale`, `scale_factor`, `keep_ratio` set, the label maps resized
+        whole; returns the image's crop window for `cut`. With `exact_resize` (or a non-uint8
+        image) the image is resized whole and cropped here, as MMSeg does: returns None."""
         import mmcv
         from mmcv.transforms import RandomResize
 
@@ -174,21 +189,59 @@ class VocsegRandomResizeCrop(BaseTransform):
         if self.exact_resize or img.dtype != np.uint8:
             results["img"] = mmcv.imresize(img, (new_w, new_h), interpolation="bilinear")
             results["img_shape"] = (new_h, new_w)
-            return self.crop.transform(results)
+            self.crop.transform(results)
+            return None
         results["img"] = _ShapeOnly((new_h, new_w, *img.shape[2:]))
         y1, y2, x1, x2 = self.crop.crop_bbox(results)
-        y2, x2 = min(y2, new_h), min(x2, new_w)
-        sx, sy = w / new_w, h / new_h  # cv2.resize's inverse scales
-        matrix = np.array([[sx, 0.0, (x1 + 0.5) * sx - 0.5], [0.0, sy, (y1 + 0.5) * sy - 0.5]])
-        window = cv2.warpAffine(img, matrix, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        results["img"] = window.reshape(y2 - y1, x2 - x1, *img.shape[2:])
-        results["img_shape"] = results["img"].shape[:2]
+        results["img"] = img
+        return CropWindow(x1, y1, min(x2, new_w), min(y2, new_h), w / new_w, h / new_h)
+
+    @staticmethod
+    def cut(results: dict, window: CropWindow, pixels: np.ndarray) -> None:
+        """Put the window's image `pixels` ((h, w) or (h, w, C), from `CropWindow.warp`) in
+        `results`, with `img_shape`, and cut the window out of every label map."""
+        results["img"] = pixels
+        results["img_shape"] = pixels.shape[:2]
         for key in results.get("seg_fields", []):
-            results[key] = results[key][y1:y2, x1:x2]
-        return results
+            results[key] = results[key][window.y1 : window.y2, window.x1 : window.x2]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scale={self.scale}, ratio_range={self.ratio_range}, crop_size={self.crop.crop_size}, cat_max_ratio={self.crop.cat_max_ratio})"
+
+
+class CropWindow:
+    """A crop window of the resized image, [y1:y2, x1:x2] in its pixels, with `cv2.resize`'s
+    inverse scales `sx`, `sy` (source pixels per resized pixel): what `warp` needs to interpolate
+    the window straight from the source image."""
+
+    def __init__(self, x1: int, y1: int, x2: int, y2: int, sx: float, sy: float) -> None:
+        self.x1, self.y1, self.x2, self.y2, self.sx, self.sy = x1, y1, x2, y2, sx, sy
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in resized pixels."""
+        return self.x2 - self.x1, self.y2 - self.y1
+
+    def source_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the source pixels the bilinear warp reads (each position's two taps,
+        one pixel more on each side for OpenCV's 1/32-pixel rounding), inside a width x height image."""
+        def span(first: int, last: int, scale: float, size: int) -> tuple[int, int]:
+            low = int(np.floor((first + 0.5) * scale - 0.5)) - 1
+            high = int(np.floor((last - 0.5) * scale - 0.5)) + 3
+            return max(low, 0), min(high, size)
+
+        x0, x1 = span(self.x1, self.x2, self.sx, width)
+        y0, y1 = span(self.y1, self.y2, self.sy, height)
+        return x0, y0, x1, y1
+
+    def warp(self, img: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """The window interpolated from `img` (the source image, or a part of it whose top-left
+        pixel is source pixel `origin` = (x, y)): bilinear, `cv2.resize`'s source coordinates
+        `(x + 0.5) * src / dst - 0.5`, edges replicated. (h, w[, C]) like `img`."""
+        sx, sy = self.sx, self.sy
+        matrix = np.array([[sx, 0.0, (self.x1 + 0.5) * sx - 0.5 - origin[0]], [0.0, sy, (self.y1 + 0.5) * sy - 0.5 - origin[1]]])
+        window = cv2.warpAffine(img, matrix, self.size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        return window.reshape(self.y2 - self.y1, self.x2 - self.x1, *img.shape[2:])
 
 
 class _ShapeOnly:
@@ -314,8 +367,18 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
 
     def transform(self, results: dict) -> dict:
         img = results["img"]
-        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+        if not self.handles(img):
             return super().transform(results)
+        results["img"] = self.apply(img, self.draw())
+        return results
+
+    @staticmethod
+    def handles(img: object) -> bool:
+        """An (H, W, 3) uint8 image: what the tables apply to (anything else: MMSeg's code)."""
+        return isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+    def draw(self) -> PhotometricPlan:
+        """MMSeg's draws, in its order, as the tables they make."""
         random = np.random
         before: np.ndarray | None = None
         if random.randint(2):
@@ -331,9 +394,14 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
         after: np.ndarray | None = None
         if mode == 0 and random.randint(2):
             after = convert_lut(random.uniform(self.contrast_lower, self.contrast_upper), 0)
-
         if saturation is None and hue is None:
             before, after = compose(before, after), None
+        return PhotometricPlan(before, saturation, hue, after)
+
+    def apply(self, img: np.ndarray, plan: PhotometricPlan) -> np.ndarray:
+        """The drawn distortion on an (H, W, 3) uint8 BGR image (any part of one: it works pixel by
+        pixel); a new array, or `img` itself when nothing was drawn."""
+        before, saturation, hue, after = plan.before, plan.saturation, plan.hue, plan.after
         if before is not None:
             img = apply_table(img, before)
         if saturation is not None and hue is not None and not self.exact_hsv:
@@ -348,8 +416,18 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
                 img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
         if after is not None:
             img = apply_table(img, after)
-        results["img"] = img
-        return results
+        return img
+
+
+class PhotometricPlan(NamedTuple):
+    """One image's drawn distortion as (256,) uint8 tables, None where not drawn: `before` the HSV
+    steps (brightness, and contrast in MMSeg's mode 1), `saturation` (S channel), `hue` (H
+    channel, OpenCV's 0..179), `after` them (contrast in mode 0)."""
+
+    before: np.ndarray | None
+    saturation: np.ndarray | None
+    hue: np.ndarray | None
+    after: np.ndarray | None
 
 
 @TRANSFORMS.register_module()

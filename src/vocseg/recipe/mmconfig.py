@@ -38,10 +38,12 @@ def train_pipeline(crop: int, scale: tuple[int, int]) -> list[dict[str, Any]]:
     """The official VOC augmentation (mmseg's pascal_voc12.py) with vocseg's faster transforms
     (vocseg.data.transforms): the same options and draws; MMSeg's labels bit for bit; the image
     interpolated only where the crop keeps it (within 1 level of MMSeg's resize) and converted to
-    HSV once where MMSeg converts twice (both HSV steps drawn). The photometric steps amplify the
-    resize's level in places: over 200 draws on VOC-like photos the packed image differs from
-    MMSeg's by 0.22 levels on average, at most 13 (docs/performance.md, `benchmarks/pipeline_speed.py --fidelity`). `exact_resize=True` /
-    `exact_hsv=True` make both steps bit for bit, hence the whole pipeline."""
+    HSV once where MMSeg converts twice (both HSV steps drawn). The dataset runs the resize-crop,
+    flip and distortion as one step (vocseg.data.fused) that distorts an enlarged crop's source
+    pixels before interpolating them: over 200 draws on VOC-like photos the packed image differs
+    from MMSeg's by 0.53 levels on average, at most 38 (docs/performance.md,
+    `benchmarks/pipeline_speed.py --fidelity`). `exact_resize=True` (MMSeg's resize and order) and
+    `exact_hsv=True` make it bit for bit."""
     return [
         dict(type=LOAD_IMAGE),
         dict(type=LOAD_MASK),
