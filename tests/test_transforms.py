@@ -745,3 +745,24 @@ def test_the_source_box_holds_every_pixel_the_warp_reads() -> None:
         assert np.array_equal(window.warp(img[y0:ye, x0:xe], origin=(x0, y0)), window.warp(img))
         checked += (x0, y0, xe, ye) != (0, 0, 500, 375)
     assert checked > 200
+
+
+def test_contrast_scaled_by_opencv_only_where_it_is_the_table() -> None:
+    """apply_table with a contrast's alpha: cv2.convertScaleAbs where it gives MMSeg's table for
+    every value, else the lookup; either way the lookup's pixels, on whole images and parts of
+    them (odd widths: OpenCV's scalar tail), over 300 draws and the ties (alpha 1.3: 10 x 1.3 is 13)."""
+    import cv2
+
+    from vocseg.data.transforms import apply_table, convert_lut, scales_like
+
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 256, (67, 131, 3), dtype=np.uint8)
+    alphas = [1.3, 0.5, 1.5, 1.0, *rng.uniform(0.5, 1.5, 300).tolist()]
+    scaled = 0
+    for alpha in alphas:
+        table = convert_lut(alpha, 0)
+        scaled += scales_like(table, alpha)
+        for part in (img, img[3:60, 5:126]):
+            assert np.array_equal(apply_table(part, table, alpha), cv2.LUT(part, table)), alpha
+    assert not scales_like(convert_lut(1.3, 0), 1.3)
+    assert scaled > 250  # the fast path is the common one
