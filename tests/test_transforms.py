@@ -295,15 +295,17 @@ def test_opencv_normalisation_is_numpys_for_every_uint8_value(mean: float, std: 
     m, s = np.float32(mean), np.float32(std)
     rng = np.random.default_rng(0)
     for width in (1, 7, 16, 33, 256, 1001):
-        values = rng.permutation(np.tile(np.arange(256, dtype=np.uint8), -(-3 * width // 256) * 2))[: 3 * width * 2]
-        plane = np.ascontiguousarray(values[: 3 * width].reshape(3, width))
+        rows = -(-256 // width) + 1  # every value at least once, in rows of this width
+        values = np.concatenate([rng.permutation(256), rng.integers(0, 256, rows * width - 256)]).astype(np.uint8)
+        plane = np.ascontiguousarray(values.reshape(rows, width))
+        assert len(np.unique(plane)) == 256
         expected = np.divide(np.subtract(plane, m, dtype=np.float32), s, dtype=np.float32)
-        batch = np.full((2, 3, 5, width + 3), -7.0, dtype=np.float32)
-        target = batch[1, 2, 1:4, :width]
+        batch = np.full((2, 3, rows + 2, width + 3), -7.0, dtype=np.float32)
+        target = batch[1, 2, 1 : rows + 1, :width]
         assert cv_normalised_into(plane, m, s, target)
         assert np.array_equal(target.view(np.uint32), expected.view(np.uint32))
         around = batch.copy()
-        around[1, 2, 1:4, :width] = -7.0
+        around[1, 2, 1 : rows + 1, :width] = -7.0
         assert (around == -7.0).all()
     every = np.arange(256, dtype=np.uint8).reshape(16, 16)
     out = np.empty((16, 16), dtype=np.float32)
@@ -320,6 +322,11 @@ def test_opencv_normalisation_is_numpys_for_every_uint8_value(mean: float, std: 
     apart = np.zeros((7, 62, 3), dtype=np.float32)[:, ::2]  # pixels apart: NumPy's stack
     merge_into(planes, apart)
     assert np.array_equal(apart, np.stack(planes, axis=-1))
+    # a mean OpenCV would clamp (beyond the int16 range) is left to NumPy
+    big = np.empty((16, 16), dtype=np.float32)
+    assert not cv_normalised_into(every, np.float32(1e5), s, big)
+    normalise_into(every, np.float32(1e5), s, big)
+    assert np.array_equal(big, (every.astype(np.float32) - np.float32(1e5)) / s)
     # a target OpenCV cannot write into (columns apart) is left to NumPy: False, still the same result
     strided = np.zeros((16, 32), dtype=np.float32)[:, ::2]
     assert not cv_normalised_into(every, m, s, strided)
@@ -617,6 +624,8 @@ def test_fused_step_makes_the_three_steps_draws_labels_and_keys() -> None:
     maps, flips and results keys; the image bit for bit where the distortion runs on the window
     (fewer window pixels than source pixels under it), else within the bounds docs/performance.md
     states (the distortion before the interpolation: rounding, colours mixed at edges)."""
+    from vocseg.data.transforms import CropWindow
+
     fused, three = fused_and_three_steps()
     means, worst, before = [], 0, 0
     for seed in range(60):
@@ -629,8 +638,10 @@ def test_fused_step_makes_the_three_steps_draws_labels_and_keys() -> None:
         assert a["img"].shape == b["img"].shape and a["img"].dtype == b["img"].dtype
         diff = np.abs(a["img"].astype(np.int16) - b["img"])
         h, w = results["img"].shape[:2]
-        scale = a["scale_factor"][0]
-        if scale <= 1.0:  # the window has at least as many source pixels under it: distorted after, as the three steps
+        new_h, new_w = int(h * a["scale_factor"][1] + 0.5), int(w * a["scale_factor"][0] + 0.5)
+        out_h, out_w = a["img"].shape[:2]
+        x0, y0, x1, y1 = CropWindow(0, 0, out_w, out_h, w / new_w, h / new_h).source_box(w, h)  # the fused step's rule, at any offset's size
+        if (x1 - x0) * (y1 - y0) >= out_w * out_h * 1.02:  # at least as many source pixels: distorted after, as the three steps
             assert not diff.any(), seed
         else:
             before += 1
@@ -724,6 +735,17 @@ def test_batch_memory_is_written_again_only_when_nothing_holds_it() -> None:
         d = pre(batch(12), training=True)["inputs"]  # nothing holds c: its memory again
         assert d.data_ptr() == at_c
         assert torch.equal(d, VocsegFastSegDataPreProcessor(channels_last=channels_last, **kwargs)(batch(12), training=True)["inputs"])
+        # a convolution's output keeps its input for the backward pass: that batch is held too
+        weight = torch.ones((1, 3, 1, 1), requires_grad=True)
+        out = torch.nn.functional.conv2d(d, weight)
+        at_d = d.data_ptr()
+        kept_d = d.clone()
+        del d
+        e = pre(batch(16), training=True)["inputs"]
+        assert e.data_ptr() != at_d
+        out.sum().backward()
+        assert torch.allclose(weight.grad, kept_d.sum(dim=(0, 2, 3)).reshape(1, 3, 1, 1), rtol=1e-4)  # the kept batch, not e
+        del out, e
 
 
 def test_the_source_box_holds_every_pixel_the_warp_reads() -> None:

@@ -5,12 +5,13 @@ Imported by `vocseg.mmseg_plugin`, never at `vocseg --help`.
 MMSeg's `SegDataPreProcessor` makes a training batch from uint8 (3, H, W) images in five passes
 over float32 copies (channel swap, `.float()`, `- mean`, `/ std`, pad, stack: ~2 ms per 512x512
 image on one core, plus ~1 ms for a channels-last copy), which counts wherever it runs on the CPU
-(issue 22). This class gives the same tensor in two vectorised passes per image, written straight
-into its place in the padded batch (`normalise_into`: `float32(v) - mean`, then `/ std` by
-OpenCV plane by plane, the same two IEEE float32 operations MMSeg applies, so the same bits; only
-the padding around an image is filled): plane by plane into NCHW memory (the channel swap is the choice of plane), or pixel by
-pixel into NHWC memory when `channels_last` is asked and the images are packed as (H, W, 3) views
-(`VocsegPackSegInputs`). Bit for bit MMSeg's batch and padded labels
+(issue 22). This class gives the same tensor in two vectorised passes per image plane, written
+straight into its place in the padded batch (`normalise_into`: `float32(v) - mean`, then `/ std`
+by OpenCV, the same two IEEE float32 operations MMSeg applies, so the same bits; only the padding
+around an image is filled): into NCHW memory (the channel swap is the choice of plane), or, when
+`channels_last` is asked and the images are packed as (H, W, 3) views (`VocsegPackSegInputs`),
+into scratch planes interleaved into NHWC memory by `cv2.merge`. The batch's memory is the last
+batch's when nothing holds that any more (`BatchBuffer`). Bit for bit MMSeg's batch and padded labels
 (tests/test_transforms.py). Evaluation batches of same-sized uint8 images without `test_cfg`
 padding (vocseg's configs) are made the same way, stacked as MMSeg stacks them. Anything else (a
 batch already on a GPU, which is where training on a GPU preprocesses, non-uint8 or non-3-channel
@@ -23,6 +24,7 @@ the same class.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
@@ -61,6 +63,8 @@ def cv_normalised_into(plane: np.ndarray, mean: np.float32, std: np.float32, tar
     rounding innocuous?", 1995); tests/test_transforms.py compares every uint8 value with NumPy's."""
     if plane.dtype != np.uint8 or target.dtype != np.float32 or plane.ndim != 2 or plane.shape != target.shape:
         return False
+    if not (abs(float(mean)) < _CV_SCALAR_LIMIT and abs(float(std)) < _CV_SCALAR_LIMIT):
+        return False  # OpenCV clamps a scalar beyond the int16 range here: NumPy's arithmetic
     if plane.strides[-1] != 1 or target.strides[-1] != 4:  # columns apart: no cv::Mat is that view
         return False
     try:
@@ -69,6 +73,9 @@ def cv_normalised_into(plane: np.ndarray, mean: np.float32, std: np.float32, tar
         return cv2.divide(target, float(std), dst=target) is target
     except cv2.error:  # a layout OpenCV refuses for dst
         return False
+
+
+_CV_SCALAR_LIMIT = 32767.0  # |mean|, |std| OpenCV's subtract/divide take as they are for a uint8 source (beyond: clamped)
 
 
 def merge_into(planes: list[np.ndarray], target: np.ndarray) -> None:
@@ -101,7 +108,7 @@ class BatchBuffer:
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
         """A float32 tensor of `shape` (contents undefined): the last one when free, else new."""
         held = self.tensor
-        if _STORAGE_USE_COUNT is None:
+        if not use_count_tells_holders():
             return torch.empty(shape, dtype=torch.float32)
         if held is not None and tuple(held.shape) == shape and storage_use_count(held) == self.alone:
             return held
@@ -119,9 +126,31 @@ def storage_use_count(tensor: torch.Tensor) -> int:
     return int(_STORAGE_USE_COUNT(tensor.untyped_storage()._cdata))
 
 
+@functools.cache
+def use_count_tells_holders() -> bool:
+    """Whether this torch's `_storage_Use_Count` rises with a view and with an activation autograd
+    saves, and falls back when they are gone (checked once per process): else no batch memory is
+    reused, so a torch that counted otherwise cannot make a held batch be overwritten."""
+    if _STORAGE_USE_COUNT is None:
+        return False
+    try:
+        tensor = torch.zeros((1, 1, 4, 4))
+        alone = storage_use_count(tensor)
+        view = tensor.view(tensor.shape)
+        with_view = storage_use_count(tensor)
+        del view
+        weight = torch.ones((1, 1, 1, 1), requires_grad=True)
+        out = F.conv2d(tensor.view(tensor.shape), weight)  # saves its input for the weight's gradient
+        with_saved = storage_use_count(tensor)
+        del out
+        return with_view > alone and with_saved > alone and storage_use_count(tensor) == alone
+    except Exception:  # noqa: BLE001 - any surprise: no reuse
+        return False
+
+
 @MODELS.register_module(name=["VocsegSegDataPreProcessor", "VocsegFastSegDataPreProcessor"])
 class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
-    """SegDataPreProcessor computing CPU batches in two vectorised passes per image (module docstring);
+    """SegDataPreProcessor computing CPU batches in two vectorised passes per image plane (module docstring);
     `channels_last=True` returns every 4-D batch channels-last (NHWC memory, NCHW shape)."""
 
     def __init__(self, channels_last: bool = False, **kwargs: Any) -> None:
@@ -189,8 +218,8 @@ class VocsegFastSegDataPreProcessor(SegDataPreProcessor):
             height, width = int(inputs[0].shape[-2]), int(inputs[0].shape[-1])
         means, stds = self.mean.float().cpu().reshape(3).numpy(), self.std.float().cpu().reshape(3).numpy()
         # plane by plane into NCHW memory (the CPU's layout; also for (3, H, W) images, copied to
-        # channels-last after when asked: cheaper than transposing each image), else pixel by
-        # pixel into NHWC memory; each image straight into its place in the batch
+        # channels-last after when asked: cheaper than transposing each image), else through
+        # scratch planes merged into NHWC memory; each image straight into its place in the batch
         planar = not self.channels_last or inputs[0].is_contiguous()
         shape = (len(inputs), 3, height, width) if planar else (len(inputs), height, width, 3)
         batch = self._buffer.take(shape)  # every element is written below: the images, then their padding

@@ -377,7 +377,9 @@ class VocsegPhotoMetricDistortion(PhotoMetricDistortion):
     bit, since the uint8 round trip in between is lossy (measured: at most 4 levels on VOC-like
     photos, mean 0.21 over those images, tests/test_transforms.py; 5 on noise and all-colour
     images, `HSV_MERGE_MAX_DIFF`: a following contrast step scales a difference of 3 by up to 1.5).
-    `exact_hsv=True` keeps MMSeg's two round trips, bit for bit.
+    `exact_hsv=True` keeps MMSeg's two round trips, bit for bit. (The dataset runs this step fused
+    with the resize-crop and flip, `vocseg.data.fused`; the image is then bit for bit MMSeg's
+    only with `exact_resize=True` on the resize-crop too.)
     """
 
     def __init__(self, *args: object, exact_hsv: bool = False, **kwargs: object) -> None:
