@@ -6,7 +6,8 @@ The VOC recipe's training pipeline resizes the image by 0.5-2x its 512-pixel sca
 and then distorts the colours of those 262,144 pixels. For four draws in five the crop window
 covers fewer source pixels than that (the image was enlarged: at twice the scale, a quarter),
 so distorting the source pixels under the window and interpolating after does the same
-per-pixel work on about half the pixels on average (~0.3-0.4 ms of ~0.8 per image on one core,
+per-pixel work on fewer pixels: over 400 VOC-sized draws 81% take that path, distorting 0.38 of
+the window's pixels on average (~0.3-0.4 ms of ~1.2 per image on one core for the three steps,
 `benchmarks/pipeline_speed.py`; issue 22). The draws are the same, in the same order (resize
 ratio, crop tries, flip direction, distortion), so are the label maps, windows, flips and
 distortion parameters; only the image differs from distorting after interpolation, by
