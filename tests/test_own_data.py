@@ -337,3 +337,22 @@ def test_a_cvat_export_goes_from_check_to_report_with_its_own_classes(cli, cvat_
     everything = " ".join([train_text, text_of(result), json.dumps(evaluated), json.dumps(predictions), config])
     assert_no_voc_names(everything)
     assert user_tree(root) == before  # the user's export is unchanged: vocseg wrote only into .vocseg/
+
+
+def test_train_and_the_demo_refuse_a_folder_of_images_without_class_names(cli, tmp_path: Path) -> None:
+    """The one refusal (vocseg.data.dataset.unknown_classes_error) for train and for prepare --demo
+    too: the --classes hint, never `prepare --demo` or a VOC download, and nothing written; the
+    demo is not written into an own dataset that has its class file either."""
+    root = write_labelme(tmp_path / "lm", n=2)
+    (root / "class_names.txt").unlink()
+    before = file_tree(root)
+    for args in (("train", "--model", "tiny", "--device", "cpu", "--iters", "2"), ("config",), ("prepare", "--demo")):
+        result = cli(*args, "--data-root", root)
+        text = text_of(result)
+        assert result.code == 2 and "--classes FILE" in text and "prepare --demo" not in text and "Traceback" not in text, (args, text)
+        assert file_tree(root) == before, args
+    labelled = write_labelme(tmp_path / "lm2", n=2)
+    before = file_tree(labelled)
+    result = cli("prepare", "--demo", "--data-root", labelled)
+    assert result.code == 2 and "a folder of its own" in text_of(result), text_of(result)
+    assert file_tree(labelled) == before

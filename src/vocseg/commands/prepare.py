@@ -64,8 +64,15 @@ def prepare(
     # --check alone only reads: no lock, so a read-only (shared) data root can be checked.
     with prepare_lock(root) if not (check_only and not convert_rgb_masks) else nullcontext():
         if demo:
+            from vocseg.data.dataset import detect, unknown_classes_error
             from vocseg.data.prepare import prepare_demo
 
+            # someone's dataset (with or without a class file): the demo goes to a folder of its own
+            refusal = (unknown_classes_error(root, ("prepare", "--check", "--data-root", root)) if detect(root).is_voc else
+                       VocsegError(f"{root} holds a dataset of its own; the demo is written only into a folder of its own.",
+                                   f"Pass a new --data-root for the demo: `vocseg prepare --demo --data-root {root.parent / 'vocseg-demo'}`."))
+            if refusal is not None:
+                raise refusal
             prepare_demo(root, force=force, workers=workers, console=console)
             aug = True
         elif not check_only:
@@ -154,19 +161,15 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
 
     from vocseg.console import command, console, shown
     from vocseg.data.check import check_own_dataset
-    from vocseg.data.dataset import CLASS_NAMES_FILE, IMAGES, LABELMAP_FILE, MASKS, dataset_base, detect, materialize
+    from vocseg.data.dataset import detect, materialize, unknown_classes_error
 
     spec = detect(root, classes.expanduser().resolve() if classes else None)
     if spec.is_voc:
         if (root / VOC_SUBDIR).is_dir():
             return False  # PASCAL VOC (or vocseg's VOC demo): the VOC steps and check
-        base = dataset_base(root)
-        if (base / IMAGES).is_dir() or (base / MASKS).is_dir():
-            raise VocsegError(
-                f"{base} holds {IMAGES}/ and {MASKS}/ without {VOC_SUBDIR}/ above them and without a class file ({CLASS_NAMES_FILE} or {LABELMAP_FILE}): "
-                "vocseg cannot tell which classes the mask ids mean; nothing was downloaded.",
-                f"Pass the class names: `vocseg prepare --check --data-root {root} --classes FILE` (one name per line, background first).",
-            )
+        refusal = unknown_classes_error(root, ("prepare", "--check", "--data-root", root))
+        if refusal is not None:
+            raise refusal
         if check_only:
             raise VocsegError(f"{root} holds no dataset ({VOC_SUBDIR}/, or JPEGImages/ with class_names.txt or labelmap.txt).",
                               f"Get VOC with `vocseg prepare --data-root {root}` (2 GB), or point --data-root at your dataset.")

@@ -257,6 +257,23 @@ def read_class_file(path: Path) -> tuple[tuple[str, ...], tuple[Colour, ...] | N
 
 # ---------------------------------------------------------------------------------------------
 # Detection
+def unknown_classes_error(root: Path, retry: Sequence[str]) -> VocsegError | None:
+    """The one refusal for a data root holding someone's images without a class file: `JPEGImages/`
+    or `SegmentationClass/` in `root` (no `VOCdevkit/VOC2012/` above them) and neither
+    `class_names.txt` nor `labelmap.txt` (the caller found none: `detect` gave VOC); None for any
+    other folder. vocseg never guesses classes, and never writes VOC or its demo into such a
+    folder (docs/own-data.md). `retry`: the command to show again with `--classes FILE`."""
+    from vocseg.console import command
+
+    if (root / VOC_SUBDIR).is_dir() or not ((root / IMAGES).is_dir() or (root / MASKS).is_dir()):
+        return None
+    return VocsegError(
+        f"{root} holds {IMAGES}/ or {MASKS}/ without {VOC_SUBDIR}/ above them and without a class file ({CLASS_NAMES_FILE} or {LABELMAP_FILE}): "
+        "vocseg cannot tell which classes the mask ids mean; nothing was downloaded or written.",
+        f"Pass the class names: `{command(*retry, '--classes', 'FILE')}` (one name per line, background first).",
+    )
+
+
 def dataset_base(root: Path) -> Path:
     """The folder holding JPEGImages/: `root/VOCdevkit/VOC2012` when there, else `root`."""
     voc = root / VOC_SUBDIR

@@ -395,6 +395,8 @@ def train_lists(recipe: Recipe) -> list[Path]:
 
 
 def check_data_root(recipe: Recipe) -> None:
+    from vocseg.data.dataset import unknown_classes_error
+
     root = Path(recipe.data_root)
     if not recipe.is_voc:
         spec = dataset_spec(recipe)
@@ -402,6 +404,9 @@ def check_data_root(recipe: Recipe) -> None:
             if not lst.is_file():
                 raise VocsegError(f"Split list {lst} is missing.", f"`vocseg prepare --check --data-root {root}` shows what the dataset holds.")
         return
+    refusal = unknown_classes_error(root, ("train", "--data-root", root))  # someone's images: never offer VOC or the demo
+    if refusal is not None:
+        raise refusal
     if not (root / VOC_SUBDIR).is_dir():
         raise VocsegError(
             f"Data root {root} has no {VOC_SUBDIR}.",
@@ -445,7 +450,12 @@ def plan(recipe: Recipe, train_size: int | None = None, *, missing_data_ok: bool
     validate(recipe)
     absent_note = ""
     if train_size is None and missing_data_ok and recipe.is_voc and not (Path(recipe.data_root) / VOC_SUBDIR).is_dir():
+        from vocseg.data.dataset import unknown_classes_error
         from vocseg.data.voc import SPLIT_SIZES
+
+        refusal = unknown_classes_error(Path(recipe.data_root), ("config", "--data-root", recipe.data_root))
+        if refusal is not None:  # someone's images, not VOC yet to come: never planned as VOC
+            raise refusal
 
         train_size = SPLIT_SIZES["trainaug"] if recipe.aug else SPLIT_SIZES["train"]
         absent_note = (
