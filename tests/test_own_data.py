@@ -184,6 +184,10 @@ def test_a_colour_not_in_the_labelmap_is_named_with_its_pixels_and_files(cli, tm
     text = text_of(result)
     assert result.code == 1
     assert "colour (7, 7, 7) is not in labelmap.txt: 10 pixels in 1 masks (frame_002.png)" in text
+    # train's fast check names the user's mask (not the class-id file vocseg would have derived) and the check
+    result = cli("train", "--data-root", root, "--model", "tiny", "--device", "cpu", "--iters", "2", "--batch", "2", "--workers", "0")
+    text = text_of(result)
+    assert result.code == 2 and str(mask) in text and "SegmentationClassIds" not in text and "prepare --check" in text, text
 
 
 def test_ids_beyond_the_classes_and_void_masks_are_reported(cli, tmp_path: Path) -> None:

@@ -109,6 +109,19 @@ def missing(kind: str, path: str) -> str:
     return f"missing {kind} {path}{found}"
 
 
+def unconverted_source(mask_path: str) -> Path | None:
+    """For a class-id mask vocseg derives from an RGB export (`.vocseg/SegmentationClassIds/ID.png`,
+    `vocseg.data.dataset.convert_colour_export`) that is not there: the user's mask it comes from
+    (`SegmentationClass/ID.*` beside `.vocseg/`), when that exists; else None."""
+    from vocseg.data.dataset import ID_MASKS, MASKS, OWN_DIR
+    from vocseg.data.images import MASK_SUFFIXES, FolderIndex
+
+    path = Path(mask_path)
+    if path.parent.name != ID_MASKS or path.parent.parent.name != OWN_DIR:
+        return None
+    return FolderIndex(path.parent.parent.parent / MASKS).find(path.stem, MASK_SUFFIXES)
+
+
 def mask_fix(mask: str) -> str:
     """The problem line of an RGB mask drawn in VOC palette colours, with its fix."""
     root = Path(mask).parent.parent.parent.parent
@@ -151,6 +164,10 @@ def check_pair(image_path: str, mask_path: str, rule: MaskRule = VOC_RULE) -> Pa
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
         return PairResult(f"unreadable image {image_path}: {exc}", bad_file=image_path)
     if not os.path.isfile(mask_path):
+        source = unconverted_source(mask_path)
+        if source is not None:  # the user's RGB mask, which vocseg's conversion left out: name that file
+            return PairResult(f"mask {source} was not converted to class ids (a colour its labelmap does not name, or unreadable); "
+                              f"`vocseg prepare --check --data-root {source.parent.parent}` names the cause", bad_file=str(source))
         return PairResult(missing("mask", mask_path), bad_file=mask_path)
     try:
         mask = read_mask(Path(mask_path))
