@@ -184,10 +184,28 @@ def test_a_colour_not_in_the_labelmap_is_named_with_its_pixels_and_files(cli, tm
     text = text_of(result)
     assert result.code == 1
     assert "colour (7, 7, 7) is not in labelmap.txt: 10 pixels in 1 masks (frame_002.png)" in text
-    # train's fast check names the user's mask (not the class-id file vocseg would have derived) and the check
+    # train's fast check names the user's mask (not the class-id file vocseg would have derived) and prepare
     result = cli("train", "--data-root", root, "--model", "tiny", "--device", "cpu", "--iters", "2", "--batch", "2", "--workers", "0")
     text = text_of(result)
-    assert result.code == 2 and str(mask) in text and "SegmentationClassIds" not in text and "prepare --check" in text, text
+    assert result.code == 2 and str(mask) in text and "has no class-id copy" in text and "writes it, or names the colour" in text, text
+
+
+def test_a_converted_mask_changed_to_an_unknown_colour_is_not_trained_on(cli, tmp_path: Path) -> None:
+    """A CVAT mask converted once, then painted with a colour the labelmap does not name: the old
+    class-id copy is deleted (never trained on with its old labels) and train refuses, naming the
+    user's mask in a folder whose path holds a space."""
+    root = write_colour_export(tmp_path / "my cvat", OWN, CVAT_COLOURS, n=6)
+    assert cli("prepare", "--data-root", root, "--workers", "1").code == 0
+    copy = root / ".vocseg" / "SegmentationClassIds" / "frame_002.png"
+    assert copy.is_file()
+    mask = root / "SegmentationClass" / "frame_002.png"
+    pixels = np.asarray(Image.open(mask)).copy()
+    pixels[:2, :5] = (7, 7, 7)
+    Image.fromarray(pixels).save(mask)
+    result = cli("train", "--data-root", root, "--model", "tiny", "--device", "cpu", "--iters", "2", "--batch", "2", "--workers", "0")
+    text = text_of(result)
+    assert result.code == 2 and str(mask) in text and "has no class-id copy" in text, text
+    assert not copy.exists()
 
 
 def test_ids_beyond_the_classes_and_void_masks_are_reported(cli, tmp_path: Path) -> None:
@@ -358,5 +376,18 @@ def test_train_and_the_demo_refuse_a_folder_of_images_without_class_names(cli, t
     labelled = write_labelme(tmp_path / "lm2", n=2)
     before = file_tree(labelled)
     result = cli("prepare", "--demo", "--data-root", labelled)
-    assert result.code == 2 and "a folder of its own" in text_of(result), text_of(result)
+    assert result.code == 2 and "a folder of its own" in text_of(result) and "lm2-demo" in text_of(result), text_of(result)
     assert file_tree(labelled) == before
+    # VOC's own layout without VOCdevkit/VOC2012 above it (with its lists) is VOC, not refused
+    bare = tmp_path / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (bare / folder).mkdir(parents=True)
+    for split in ("train", "val"):
+        (bare / "ImageSets/Segmentation" / f"{split}.txt").write_text("a\n")
+    result = cli("config", "--data-root", bare)
+    assert "--classes FILE" not in text_of(result), text_of(result)
+    # the VOC2012 folder itself given as the data root: the folder above VOCdevkit is the hint
+    deep = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    (deep / "JPEGImages").mkdir(parents=True)
+    result = cli("train", "--data-root", deep, "--model", "tiny", "--device", "cpu")
+    assert result.code == 2 and "the folder above VOCdevkit/VOC2012/" in text_of(result) and str(tmp_path / "voc") in text_of(result), text_of(result)

@@ -62,17 +62,12 @@ def prepare(
     elif aug is None:
         aug = Recipe.aug  # prepare what `vocseg train` uses by default
     # --check alone only reads: no lock, so a read-only (shared) data root can be checked.
+    if demo:  # someone's dataset (with or without a class file): refused before anything (the lock) is written
+        refuse_demo_into_a_dataset(root)
     with prepare_lock(root) if not (check_only and not convert_rgb_masks) else nullcontext():
         if demo:
-            from vocseg.data.dataset import detect, unknown_classes_error
             from vocseg.data.prepare import prepare_demo
 
-            # someone's dataset (with or without a class file): the demo goes to a folder of its own
-            refusal = (unknown_classes_error(root, ("prepare", "--check", "--data-root", root)) if detect(root).is_voc else
-                       VocsegError(f"{root} holds a dataset of its own; the demo is written only into a folder of its own.",
-                                   f"Pass a new --data-root for the demo: `vocseg prepare --demo --data-root {root.parent / 'vocseg-demo'}`."))
-            if refusal is not None:
-                raise refusal
             prepare_demo(root, force=force, workers=workers, console=console)
             aug = True
         elif not check_only:
@@ -88,6 +83,22 @@ def prepare(
 
     train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"]), *demo_train_flags(root)]
     console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
+
+
+def refuse_demo_into_a_dataset(root: Path) -> None:
+    """Raise the one-line refusal when `root` holds a dataset of its own (images without a class
+    file: `unknown_classes_error`; an own export with one): the demo goes to a folder of its own."""
+    from vocseg.console import command
+    from vocseg.data.dataset import detect, unknown_classes_error
+
+    if detect(root).is_voc:
+        refusal = unknown_classes_error(root, ("prepare", "--check", "--data-root", root))
+        if refusal is not None:
+            raise refusal
+        return
+    other = next(root.parent / name for name in (f"{root.name}-demo", *(f"{root.name}-demo{i}" for i in range(2, 100))) if not (root.parent / name).exists())
+    raise VocsegError(f"{root} holds a dataset of its own; the demo is written only into a folder of its own.",
+                      f"Pass a new --data-root for the demo: `{command('prepare', '--demo', '--data-root', other)}`.")
 
 
 def demo_train_flags(root: Path, *, own: bool = False) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vocseg.data.dataset import DatasetSpec, colour_lookup
+from vocseg.data.dataset import ID_MASKS, MASKS, OWN_DIR, DatasetSpec, colour_lookup
 from vocseg.data.demo import demo_split_sizes
 from vocseg.data.images import IMAGE_SUFFIXES, MASK_SUFFIXES, FolderIndex, draft_decode, mask_problem, read_mask
 from vocseg.data.lists import read_id_list
@@ -113,13 +113,13 @@ def unconverted_source(mask_path: str) -> Path | None:
     """For a class-id mask vocseg derives from an RGB export (`.vocseg/SegmentationClassIds/ID.png`,
     `vocseg.data.dataset.convert_colour_export`) that is not there: the user's mask it comes from
     (`SegmentationClass/ID.*` beside `.vocseg/`), when that exists; else None."""
-    from vocseg.data.dataset import ID_MASKS, MASKS, OWN_DIR
-    from vocseg.data.images import MASK_SUFFIXES, FolderIndex
-
     path = Path(mask_path)
     if path.parent.name != ID_MASKS or path.parent.parent.name != OWN_DIR:
         return None
-    return FolderIndex(path.parent.parent.parent / MASKS).find(path.stem, MASK_SUFFIXES)
+    masks = path.parent.parent.parent / MASKS
+    if (masks / f"{path.stem}.png").is_file():  # the common name: no listing of the folder per mask
+        return masks / f"{path.stem}.png"
+    return FolderIndex(masks).find(path.stem, MASK_SUFFIXES)
 
 
 def mask_fix(mask: str) -> str:
@@ -165,9 +165,12 @@ def check_pair(image_path: str, mask_path: str, rule: MaskRule = VOC_RULE) -> Pa
         return PairResult(f"unreadable image {image_path}: {exc}", bad_file=image_path)
     if not os.path.isfile(mask_path):
         source = unconverted_source(mask_path)
-        if source is not None:  # the user's RGB mask, which vocseg's conversion left out: name that file
-            return PairResult(f"mask {source} was not converted to class ids (a colour its labelmap does not name, or unreadable); "
-                              f"`vocseg prepare --check --data-root {source.parent.parent}` names the cause", bad_file=str(source))
+        if source is not None:  # the user's RGB mask, of which vocseg has no class-id copy: name that file
+            from vocseg.console import command
+
+            return PairResult(f"mask {source} has no class-id copy in {Path(mask_path).parent} yet: "
+                              f"`{command('prepare', '--data-root', source.parent.parent)}` writes it, or names the colour or damage that keeps it out",
+                              bad_file=str(source))
         return PairResult(missing("mask", mask_path), bad_file=mask_path)
     try:
         mask = read_mask(Path(mask_path))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -267,6 +268,9 @@ def unknown_classes_error(root: Path, retry: Sequence[str]) -> VocsegError | Non
 
     if (root / VOC_SUBDIR).is_dir() or not ((root / IMAGES).is_dir() or (root / MASKS).is_dir()):
         return None
+    if root.name == VOC_SUBDIR.split("/")[1] and root.parent.name == VOC_SUBDIR.split("/")[0]:  # VOC's own tree, one level too deep
+        return VocsegError(f"{root} is the VOC2012 folder itself: the data root is the folder above {VOC_SUBDIR}/.",
+                           f"Pass it: `{command(*(root.parent.parent if a == root else a for a in retry))}`.")
     return VocsegError(
         f"{root} holds {IMAGES}/ or {MASKS}/ without {VOC_SUBDIR}/ above them and without a class file ({CLASS_NAMES_FILE} or {LABELMAP_FILE}): "
         "vocseg cannot tell which classes the mask ids mean; nothing was downloaded or written.",
@@ -540,10 +544,12 @@ def _ids(path: Path) -> list[str]:
 
 def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
     """RGB masks of `ids` -> palette PNGs of class ids in `spec.mask_dir`; returns how many were
-    written now. A mask with a colour the labelmap does not name is left out (the check names it)."""
+    written now. A mask with a colour the labelmap does not name, or one that does not decode, is
+    left out (the check names it), and a class-id copy vocseg wrote of it before is deleted: the
+    loader must not train on the labels of a mask the user has since changed."""
     from vocseg.data.images import MASK_SUFFIXES, FolderIndex, read_mask
     from vocseg.data.rgb_masks import palette_png_bytes
-    from vocseg.files import owned_write_bytes
+    from vocseg.files import may_delete, owned_delete, owned_write_bytes
 
     index = FolderIndex(spec.source_mask_dir)
     done = 0
@@ -557,8 +563,10 @@ def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
         try:
             ids_mask, unknown = ids_of_mask(read_mask(source), spec)
         except Exception:  # noqa: BLE001 - the check names unreadable masks
-            continue
-        if unknown:
+            ids_mask, unknown = None, True
+        if unknown or ids_mask is None:
+            if os.path.lexists(target) and may_delete(target):
+                owned_delete(target)  # an older copy of a mask that changed: not trained on
             continue
         owned_write_bytes(target, palette_png_bytes(ids_mask, spec.full_palette))  # type: ignore[arg-type]
         done += 1
