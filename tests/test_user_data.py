@@ -296,7 +296,7 @@ def test_a_list_that_is_not_ids_stops_train_in_one_line(cli, content: bytes, nee
     root = case_root("uppercase-jpg", tmp_path)
     (voc(root) / SPLITS_SUBDIR / "train.txt").write_bytes(content)
     assert_refused(cli("train", "--data-root", root, *TINY_2, "--work-dir", tmp_path / "run"), needle, "train.txt")
-    assert_refused(cli("prepare", "--check", "--data-root", root), "1 problem in")
+    assert_refused(cli("prepare", "--check", "--data-root", root), "1 problem in", "Fix it, then run")
 
 
 # ---------------------------------------------------------------- RGB colour masks

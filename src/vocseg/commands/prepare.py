@@ -77,9 +77,10 @@ def prepare(
         if convert_rgb_masks:
             convert_colour_masks(root)
         report = run_check(root, aug=aug, workers=workers, console=console)
-    print_report(report, fix=f"Fix them, then run `vocseg prepare --check --data-root {root}` again.")
-    has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
     from vocseg.console import command, shown
+
+    print_report(report, again=command("prepare", "--check", "--data-root", root))
+    has_aug = aug or (root / VOC_SUBDIR / SPLITS_SUBDIR / "aug.txt").is_file()  # --check alone: what is there
 
     train = ["train", "--data-root", root, *([] if has_aug or Recipe.aug is False else ["--no-aug"]), *demo_train_flags(root)]
     console.print(f"[green]ok:[/] {shown(root)} is ready. Train with: {shown(command(*train))}", soft_wrap=True)
@@ -129,9 +130,10 @@ def convert_colour_masks(root: Path) -> None:
         console.print(f"  [yellow]-[/] not converted: {path}: {why}", soft_wrap=True)
 
 
-def print_report(report: CheckReport, *, fix: str) -> None:
-    """The check's table, its notes and warnings, then its problems (a non-zero exit): the exit
-    status answers "can `vocseg train` and `eval` use this tree?"."""
+def print_report(report: CheckReport, *, again: str) -> None:
+    """The check's table, its notes and warnings, then its problems (a non-zero exit, whose hint
+    says to run `again` after fixing them): the exit status answers "can `vocseg train` and
+    `eval` use this tree?"."""
     from rich.markup import escape
 
     from vocseg.commands.render import check_table
@@ -161,6 +163,7 @@ def print_report(report: CheckReport, *, fix: str) -> None:
         for problem in report.problems[:20]:
             console.print(f"  [red]-[/] {escape(problem)}", soft_wrap=True)  # whole paths, never broken
         more = len(report.problems) - 20
+        fix = f"Fix {'it' if len(report.problems) == 1 else 'them'}, then run `{again}` again."
         raise VocsegError(f"{count} in {report.root}" + (f" ({more} more not shown)" if more > 0 else "") + ".", fix, exit_code=1)
 
 
@@ -188,7 +191,7 @@ def prepare_own(root: Path, classes: Path | None, *, check_only: bool, workers: 
     if not check_only:
         spec = materialize(spec, console_print=lambda line: console.print(line, soft_wrap=True))
     report = check_own_dataset(spec, workers=workers or os.cpu_count())
-    print_report(report, fix=f"Fix them, then run `{command('prepare', '--check', '--data-root', root)}` again.")
+    print_report(report, again=command("prepare", "--check", "--data-root", root))
     train = ["train", "--data-root", root, *(["--classes", classes] if classes else []), *(demo_train_flags(root, own=True) if demo else [])]
     console.print(f"[green]ok:[/] {shown(root)} is ready ({spec.num_classes} classes). Train with: {shown(command(*train))}", soft_wrap=True)
     return True
