@@ -97,7 +97,8 @@ def refuse_demo_into_a_dataset(root: Path) -> None:
         if refusal is not None:
             raise refusal
         return
-    other = next(root.parent / name for name in (f"{root.name}-demo", *(f"{root.name}-demo{i}" for i in range(2, 100))) if not (root.parent / name).exists())
+    names = (f"{root.name}-demo", *(f"{root.name}-demo{i}" for i in range(2, 100)))
+    other = next((root.parent / name for name in names if not (root.parent / name).exists()), root.parent / names[0])
     raise VocsegError(f"{root} holds a dataset of its own; the demo is written only into a folder of its own.",
                       f"Pass a new --data-root for the demo: `{command('prepare', '--demo', '--data-root', other)}`.")
 

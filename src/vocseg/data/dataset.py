@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -564,9 +563,9 @@ def convert_colour_export(spec: DatasetSpec, ids: Sequence[str]) -> int:
             ids_mask, unknown = ids_of_mask(read_mask(source), spec)
         except Exception:  # noqa: BLE001 - the check names unreadable masks
             ids_mask, unknown = None, True
-        if unknown or ids_mask is None:
-            if os.path.lexists(target) and may_delete(target):
-                owned_delete(target)  # an older copy of a mask that changed: not trained on
+        if unknown:
+            if may_delete(target):  # an older copy of a mask that changed: not trained on
+                owned_delete(target)
             continue
         owned_write_bytes(target, palette_png_bytes(ids_mask, spec.full_palette))  # type: ignore[arg-type]
         done += 1

@@ -6,9 +6,9 @@ The VOC recipe's training pipeline resizes the image by 0.5-2x its 512-pixel sca
 and then distorts the colours of those 262,144 pixels. For four draws in five the crop window
 covers fewer source pixels than that (the image was enlarged: at twice the scale, a quarter),
 so distorting the source pixels under the window and interpolating after does the same
-per-pixel work on fewer pixels: over 400 VOC-sized draws 81% take that path, distorting 0.38 of
-the window's pixels on average (~0.3-0.4 ms of ~1.2 per image on one core for the three steps,
-`benchmarks/pipeline_speed.py`; issue 22). The draws are the same, in the same order (resize
+per-pixel work on fewer pixels: 169 of the 200 draws of `benchmarks/pipeline_speed.py --samples
+320 --rounds 1 --fidelity 200` take that path, distorting 0.34 of the window's pixels on average
+(issue 22; docs/performance.md has the per-stage times). The draws are the same, in the same order (resize
 ratio, crop tries, flip direction, distortion), so are the label maps, windows, flips and
 distortion parameters; only the image differs from distorting after interpolation, by
 rounding and where colours mix at edges (`benchmarks/pipeline_speed.py --fidelity`, stated in
@@ -44,22 +44,17 @@ class FusedResizeCropFlipPhotometric(BaseTransform):
         if self.resize_crop.exact_resize or not VocsegPhotoMetricDistortion.handles(img):
             return self.photometric(self.flip(self.resize_crop(results)))
         window = self.resize_crop.choose_window(results)  # draws: the ratio, the crop tries
+        assert window is not None  # only exact_resize or a non-uint8 image resize whole: the three steps above
         direction = self.flip._choose_direction()  # noqa: SLF001 - the flip's own draw, in its turn
         plan = self.photometric.draw()  # the distortion's draws
-        distorted = False
-        if window is not None:
-            height, width = img.shape[:2]
-            x0, y0, x1, y1 = window.source_box(width, height)
-            out_w, out_h = window.size
-            if (x1 - x0) * (y1 - y0) < out_w * out_h:  # fewer source pixels: distort, then interpolate
-                pixels = window.warp(self.photometric.apply(img[y0:y1, x0:x1], plan), origin=(x0, y0))
-                distorted = True
-            else:
-                pixels = window.warp(img)
-            self.resize_crop.cut(results, window, pixels)
+        x0, y0, x1, y1 = window.source_box(img.shape[1], img.shape[0])
+        out_w, out_h = window.size
+        first = (x1 - x0) * (y1 - y0) < out_w * out_h  # fewer source pixels: distort, then interpolate
+        pixels = window.warp(self.photometric.apply(img[y0:y1, x0:x1], plan), origin=(x0, y0)) if first else window.warp(img)
+        self.resize_crop.cut(results, window, pixels)
         flip_with(self.flip, results, direction)
-        if not distorted:  # after the flip, as the three steps: OpenCV's HSV conversion is not
-            # the same to the bit at every position in a row (vector body against scalar tail)
+        if not first:  # after the flip, as the three steps: OpenCV's HSV conversion is not the
+            # same to the bit at every position in a row (vector body against scalar tail)
             results["img"] = self.photometric.apply(results["img"], plan)
         return results
 
