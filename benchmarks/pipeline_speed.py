@@ -312,6 +312,34 @@ def fidelity(vocseg_dataset: Any, stock_dataset: Any, indices: list[int]) -> Non
             labels_same &= torch.equal(a["data_samples"].gt_sem_seg.data, b["data_samples"].gt_sem_seg.data)
         print(f"  {label:18s} mean {np.mean(means):.3f} levels, max {worst}, {over_one} of {len(indices)} images above 1 level somewhere, labels {'identical' if labels_same else 'DIFFER'}")
     resize_crop.exact_resize, photometric.exact_hsv = False, False
+    distorted_first(vocseg_dataset, indices)
+
+
+def distorted_first(dataset: Any, indices: list[int]) -> None:
+    """How many of the same draws the fused step (vocseg.data.fused) distorts before interpolating
+    (the crop window covers fewer source pixels than its own), and those source pixels as a share
+    of the window's: its own rule, on the steps before it, from the same seeds."""
+    import copy
+
+    transforms = dataset.pipeline.transforms
+    position = next((k for k, t in enumerate(transforms) if hasattr(t, "resize_crop")), None)
+    if position is None:
+        print("  (no fused step in this pipeline)")
+        return
+    shares = []
+    for i in indices:
+        np.random.seed(7000 + i)
+        results = copy.deepcopy(dataset.get_data_info(i))
+        for step in transforms[:position]:
+            results = step(results)
+        img = results["img"]
+        window = transforms[position].resize_crop.choose_window(results)
+        x0, y0, x1, y1 = window.source_box(img.shape[1], img.shape[0])
+        out_w, out_h = window.size
+        if (x1 - x0) * (y1 - y0) < out_w * out_h:
+            shares.append((x1 - x0) * (y1 - y0) / (out_w * out_h))
+    print(f"  fused step: {len(shares)} of {len(indices)} draws distort the source pixels first, "
+          f"{np.mean(shares) if shares else 0:.2f} of the window's pixels on average")
 
 
 def report(title: str, ms: dict[str, list[float]], stages: dict[str, dict[str, float]]) -> dict[str, float]:

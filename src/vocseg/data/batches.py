@@ -44,7 +44,9 @@ def normalise_into(plane: np.ndarray, mean: np.float32, std: np.float32, target:
     plane: (H, W) uint8; mean, std: np.float32 scalars (one channel's); target: an (H, W) float32
     view of the batch (its slot, padded or not). Computed by OpenCV's `subtract` and `divide`
     (`cv_normalised_into`: ~0.2 ms for the three planes of a 512x512 image, against ~0.6-0.8 ms
-    for NumPy's two passes), else (a layout OpenCV would not write into in place) by NumPy's."""
+    for NumPy's two passes, in throwaway microbenchmarks on one core; `benchmarks/pipeline_speed.py
+    --profile` shows both calls' time per image in the pipeline), else (a layout OpenCV would not
+    write into in place) by NumPy's."""
     if cv_normalised_into(plane, mean, std, target):
         return
     np.subtract(plane, mean, out=target, dtype=np.float32)
@@ -93,8 +95,10 @@ class BatchBuffer:
     """The float32 memory of the last batch, handed out again when nothing outside holds it.
 
     A new 12 MB batch (4 x 3 x 512 x 512) is memory the kernel maps page by page as it is first
-    written (~0.2 ms per image on one core in `benchmarks/pipeline_speed.py`, where the
-    allocator had returned it). The batch goes out as a view; when the storage's reference
+    written when the allocator has returned it (in `benchmarks/pipeline_speed.py`'s loop, ~77
+    page faults per image in the preprocessor before this and none after, by a throwaway count
+    with `resource.getrusage`; the time saved was within that machine's noise, ~0.03-0.1 ms per
+    image). The batch goes out as a view; when the storage's reference
     count is back to what it was when allocated (the view, the model's saved activations and
     anything a hook kept are gone), the next batch of the same shape is written into it; else
     it is left to its holders and a new one made. The count is PyTorch's own
